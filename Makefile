@@ -1,0 +1,56 @@
+# Smart Server: `make dev` runs the whole platform locally, `make test` runs every check.
+# Both set up what they need first (Debian packages, the virtualenv, the control plane).
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: help dev test system venv binaries cluster lint typecheck crds unit bench clean
+
+help: ## Show this list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+dev: system binaries ## Run the whole platform locally (control plane, operator, samples); Ctrl-C stops it
+	$(BIN)/python -m smart_sim.dev
+
+test: system binaries ## Lint, type-check and run every test on a real control plane
+	@scripts/test
+
+system: ## Install the Debian packages the platform needs (only missing ones)
+	@scripts/system-packages
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## Create the virtualenv and install the project into it
+
+binaries: venv ## Build (once, cached in ~/.cache/smartserver) or find the control-plane binaries
+	@$(BIN)/python -m smart_sim.controlplane --build-only
+
+cluster: binaries ## Start only a local control plane and print its kubeconfig
+	$(BIN)/python -m smart_sim.controlplane
+
+lint: venv ## ruff and the import-linter boundaries
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: venv ## mypy --strict on the product code
+	$(BIN)/mypy
+
+crds: venv ## Regenerate crds/*.yaml from the pydantic models
+	$(BIN)/python -m smart_operator.crdgen
+
+unit: venv ## Only the fast tests that need no control plane
+	$(BIN)/pytest tests/unit -q
+
+bench: system binaries ## Run the benchmarks and print their figures
+	$(BIN)/python -m smart_sim.bench
+
+clean: ## Remove the virtualenv and caches (the binary cache in ~/.cache stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,240 @@
+"""What a Customer should own, and what its status says. Pure functions: they build
+desired objects and status from the resource, the plan and what was observed; the
+handlers apply them. Nothing here talks to the API server.
+
+A customer owns, in its namespace ``customer-<name>``: a ResourceQuota that enforces
+the plan, a read-only dashboard ServiceAccount with its Role and RoleBinding, and a
+service-account token Secret that the dashboard signs customers in with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from smart_operator.conditions import set_condition
+from smart_operator.models.common import API_VERSION, GROUP
+from smart_operator.models.customer import Counts, Customer, CustomerStatus, Limits
+from smart_operator.plans import Catalog, Plan, effective_limits
+
+NAMESPACE_PREFIX = "customer-"
+QUOTA_NAME = "plan-limits"
+DASHBOARD_ACCOUNT = "dashboard-viewer"
+TOKEN_SECRET = "dashboard-token"  # noqa: S105 (a Secret's name, not a secret)
+CUSTOMER_LABEL = f"{GROUP}/customer"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "smart-operator"}
+DOMAINS_QUOTA = f"count/domains.{GROUP}"
+EXPERIMENTS_QUOTA = f"count/experiments.{GROUP}"
+
+
+def namespace_name(customer: str) -> str:
+    return f"{NAMESPACE_PREFIX}{customer}"
+
+
+def owner_reference(customer: Customer) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Customer",
+        "name": customer.metadata.name,
+        "uid": customer.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def quota_hard(limits: Limits) -> dict[str, str]:
+    return {DOMAINS_QUOTA: str(limits.domains), EXPERIMENTS_QUOTA: str(limits.experiments)}
+
+
+def desired_objects(customer: Customer, plan_name: str, limits: Limits) -> list[dict[str, Any]]:
+    """Every object the customer owns, in the order they must be applied."""
+    name = customer.metadata.name
+    namespace = namespace_name(name)
+    labels = {CUSTOMER_LABEL: name, **MANAGED_BY}
+
+    def meta(object_name: str, **extra: Any) -> dict[str, Any]:
+        return {"name": object_name, "namespace": namespace, "labels": labels, **extra}
+
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": labels,
+                "ownerReferences": [owner_reference(customer)],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": meta(QUOTA_NAME, annotations={f"{GROUP}/plan": plan_name}),
+            "spec": {"hard": quota_hard(limits)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta(DASHBOARD_ACCOUNT),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta(DASHBOARD_ACCOUNT),
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["domains", "experiments"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta(DASHBOARD_ACCOUNT),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": DASHBOARD_ACCOUNT,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": DASHBOARD_ACCOUNT, "namespace": namespace}
+            ],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": meta(
+                TOKEN_SECRET,
+                annotations={"kubernetes.io/service-account.name": DASHBOARD_ACCOUNT},
+            ),
+        },
+    ]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the handler saw of the customer's objects after applying them."""
+
+    quota_hard: Mapping[str, str] | None = None
+    quota_used: Mapping[str, str] | None = None
+    token_ready: bool = False
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The plan a customer resolves to, or why it does not."""
+
+    plan: Plan | None
+    limits: Limits | None
+    problem: str | None
+
+
+def resolve_plan(customer: Customer, catalog: Catalog) -> Resolution:
+    plan = catalog.get(customer.spec.plan)
+    if plan is None:
+        return Resolution(
+            None,
+            None,
+            f"plan {customer.spec.plan!r} is not in the catalog; "
+            f"set spec.plan to one of: {', '.join(catalog.names)}",
+        )
+    return Resolution(plan, effective_limits(plan, customer.spec), None)
+
+
+def _count(used: Mapping[str, str] | None, key: str) -> int:
+    return int((used or {}).get(key, "0"))
+
+
+def compute_status(
+    customer: Customer, catalog: Catalog, resolution: Resolution, observed: Observed
+) -> CustomerStatus:
+    """The status the customer should show, keeping unrelated fields as they are."""
+    previous = customer.status or CustomerStatus()
+    generation = customer.metadata.generation
+    status = previous.model_copy(deep=True)
+    status.observed_generation = generation
+    status.namespace = namespace_name(customer.metadata.name)
+    conditions = previous.conditions
+
+    if resolution.plan is None or resolution.limits is None:
+        message = resolution.problem or "unknown plan"
+        conditions = set_condition(
+            conditions, "QuotaApplied", "False", "UnknownPlan", message, generation
+        )
+        conditions = set_condition(conditions, "Ready", "False", "UnknownPlan", message, generation)
+        status.phase = "Failed"
+        status.conditions = conditions
+        return status
+
+    plan, limits = resolution.plan, resolution.limits
+    status.plan = customer.spec.plan
+    status.limits = limits
+    # Enforced only once the quota controller counts every resource: until then the
+    # API server refuses creations with "status unknown for quota".
+    wanted = quota_hard(limits)
+    applied = dict(observed.quota_hard or {}) == wanted and set(wanted) <= set(
+        observed.quota_used or {}
+    )
+    if applied:
+        conditions = set_condition(
+            conditions,
+            "QuotaApplied",
+            "True",
+            "QuotaEnforced",
+            f"plan {customer.spec.plan}: up to {limits.domains} domains and "
+            f"{limits.experiments} experiments",
+            generation,
+        )
+        status.counts = Counts(
+            domains=_count(observed.quota_used, DOMAINS_QUOTA),
+            experiments=_count(observed.quota_used, EXPERIMENTS_QUOTA),
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            "QuotaApplied",
+            "False",
+            "QuotaPending",
+            "waiting for the quota controller to count the namespace's usage",
+            generation,
+        )
+    if observed.token_ready:
+        status.dashboard_token_secret = TOKEN_SECRET
+
+    if not applied:
+        ready = ("False", "QuotaPending", "the plan's quota is not enforced yet")
+    elif not observed.token_ready:
+        ready = ("False", "TokenPending", "waiting for the dashboard token to be issued")
+    else:
+        ready = (
+            "True",
+            "Provisioned",
+            f"namespace {status.namespace} with the {plan.title} plan's quota and dashboard access",
+        )
+    conditions = set_condition(conditions, "Ready", *ready, generation)  # type: ignore[arg-type]
+    conditions = set_condition(
+        conditions,
+        "Suspended",
+        "True" if customer.spec.suspended else "False",
+        "SuspendedBySpec" if customer.spec.suspended else "Active",
+        "experiments serve only their control variant"
+        if customer.spec.suspended
+        else "experiments are served",
+        generation,
+    )
+    status.phase = "Suspended" if customer.spec.suspended else "Active"
+    status.conditions = conditions
+    return status
+
+
+def status_patch(customer: Customer, status: CustomerStatus) -> dict[str, Any] | None:
+    """The merge patch for ``status``, or None when nothing changed."""
+    new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    old = (customer.status or CustomerStatus()).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    return new if new != old else None

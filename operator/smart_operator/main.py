@@ -1,0 +1,41 @@
+"""``smart-operator``: the operator process. Reads settings from the environment,
+serves ``/metrics`` and ``/healthz``, and runs the kopf handlers cluster-wide."""
+
+from __future__ import annotations
+
+import os
+
+import kopf
+from prometheus_client import start_http_server
+
+from smart_operator import handlers
+from smart_operator.settings import OperatorSettings
+
+
+def main() -> None:
+    settings = OperatorSettings()
+    if settings.kubeconfig is not None:
+        # kopf's own log-in and the API client both read it from here.
+        os.environ["KUBECONFIG"] = str(settings.kubeconfig)
+    kopf.configure(
+        debug=settings.debug,
+        verbose=settings.debug,
+        log_format=kopf.LogFormat[settings.log_format.upper()],
+    )
+    start_http_server(settings.metrics_port, settings.metrics_host)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, settings)
+    kopf.run(
+        registry=registry,
+        clusterwide=True,
+        standalone=settings.standalone,
+        priority=settings.priority,
+        # kopf makes peering mandatory whenever a name is given, even when standalone.
+        peering_name=None if settings.standalone else settings.peering_name,
+        liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
+        memo=kopf.Memo(),
+    )
+
+
+if __name__ == "__main__":
+    main()

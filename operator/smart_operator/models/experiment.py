@@ -1,0 +1,234 @@
+"""The ``Experiment`` resource: variants of a template served on a Domain's server."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from smart_operator.models.common import (
+    AGE_COLUMN,
+    NAME_PATTERN,
+    READY_COLUMN,
+    CamelModel,
+    Condition,
+    KindInfo,
+    PrinterColumn,
+    Resource,
+    conditions_field,
+    list_map,
+)
+
+
+class ExperimentType(StrEnum):
+    LANDING_PAGE = "landing_page"
+    PERFORMANCE = "performance"
+    CONVERSION = "conversion"
+
+
+class TemplateName(StrEnum):
+    SAAS_LANDING = "saas_landing"
+    ECOMMERCE_LANDING = "ecommerce_landing"
+    AGENCY_LANDING = "agency_landing"
+    NGINX_OPTIMIZATION = "nginx_optimization"
+    CACHE_OPTIMIZATION = "cache_optimization"
+    CHECKOUT_FLOW = "checkout_flow"
+    SIGNUP_FLOW = "signup_flow"
+
+
+# Which templates each experiment type may use; the CRD enforces it with CEL.
+TEMPLATES_BY_TYPE: dict[ExperimentType, tuple[TemplateName, ...]] = {
+    ExperimentType.LANDING_PAGE: (
+        TemplateName.SAAS_LANDING,
+        TemplateName.ECOMMERCE_LANDING,
+        TemplateName.AGENCY_LANDING,
+    ),
+    ExperimentType.PERFORMANCE: (
+        TemplateName.NGINX_OPTIMIZATION,
+        TemplateName.CACHE_OPTIMIZATION,
+    ),
+    ExperimentType.CONVERSION: (TemplateName.CHECKOUT_FLOW, TemplateName.SIGNUP_FLOW),
+}
+
+Component = Literal["hero", "problem", "solution", "proof", "features", "pricing", "faq", "cta"]
+
+
+class ExperimentPhase(StrEnum):
+    PENDING = "Pending"
+    DEPLOYING = "Deploying"
+    RUNNING = "Running"
+    CONCLUDED = "Concluded"
+    FAILED = "Failed"
+
+
+class TemplateConfig(CamelModel):
+    """Settings shared by every variant of the template."""
+
+    fathom_site_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{8}$",
+        description="Fathom Analytics site id: eight capital letters (for example UQBOCDXH)",
+    )
+    stripe_link: str | None = Field(
+        default=None,
+        pattern=r"^https://[^\s/]+\.[^\s/]+(/\S*)?$",
+        max_length=2048,
+        description="The call to action's target: an https Stripe payment link",
+    )
+    components: list[Component] = Field(
+        default=["hero", "problem", "solution", "proof", "cta"],
+        max_length=8,
+        description="Page sections, in order",
+    )
+    brand: str | None = Field(default=None, max_length=80, description="Product or company name")
+
+
+class Variant(CamelModel):
+    """One arm of the experiment; the first variant is the control."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=40)
+    weight: int = Field(default=50, ge=0, le=1000, description="Relative share of visitors")
+    values: dict[str, str] = Field(
+        default_factory=dict,
+        description="Template values this variant overrides (for example headline, gzip)",
+    )
+
+
+class Goal(CamelModel):
+    metric: Literal["conversion_rate", "p50_latency", "p95_latency"] = Field(
+        default="conversion_rate",
+        description="What decides the experiment; performance experiments use latency",
+    )
+
+
+class StoppingRules(CamelModel):
+    min_visitors_per_variant: int = Field(
+        default=200, ge=10, le=10_000_000, description="No decision before this many visitors"
+    )
+    max_duration_days: int = Field(
+        default=28, ge=1, le=365, description="Conclude after this many days regardless"
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, le=0.2, description="Always-valid false-positive bound"
+    )
+
+
+class ExperimentSpec(CamelModel):
+    """What platform staff declare about an experiment."""
+
+    domain_ref: str = Field(
+        pattern=NAME_PATTERN, max_length=253, description="Name of a Domain in this namespace"
+    )
+    type: ExperimentType
+    template: TemplateName
+    template_config: TemplateConfig = TemplateConfig()
+    variants: list[Variant] = Field(
+        min_length=2,
+        max_length=10,
+        description="The arms, control first; names are unique",
+        json_schema_extra=list_map("name"),
+    )
+    goal: Goal = Goal()
+    stopping: StoppingRules = StoppingRules()
+    auto_promote: bool = Field(
+        default=False, description="Serve only the winner once the experiment concludes"
+    )
+
+
+class VariantResult(CamelModel):
+    name: str
+    visitors: int = Field(default=0, ge=0)
+    conversions: int = Field(default=0, ge=0)
+    rate: float | None = None
+    rate_low: float | None = None
+    rate_high: float | None = None
+    uplift: float | None = None
+    uplift_low: float | None = None
+    uplift_high: float | None = None
+    chance_to_beat_control: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class Statistics(CamelModel):
+    always_valid_p_value: float | None = None
+    sample_ratio_p_value: float | None = None
+    sample_ratio_mismatch: bool | None = None
+    visitors_needed: int | None = Field(
+        default=None, ge=0, description="About how many more visitors a decision needs"
+    )
+
+
+class Decision(CamelModel):
+    outcome: Literal["pending", "winner", "no_difference"] = "pending"
+    winner: str | None = None
+    reason: str | None = None
+    decided_at: datetime | None = None
+
+
+class ExperimentStatus(CamelModel):
+    observed_generation: int | None = None
+    phase: ExperimentPhase | None = None
+    deployed_revision: str | None = None
+    serving: list[str] = Field(default_factory=list, description="Variants being served")
+    last_sequence: int | None = Field(default=None, ge=0)
+    last_report_at: datetime | None = None
+    variants: list[VariantResult] = Field(default_factory=list)
+    statistics: Statistics | None = None
+    decision: Decision | None = None
+    conditions: list[Condition] = conditions_field()
+
+
+_TYPE_RULES = [
+    {
+        "rule": f"self.type != '{kind.value}' || self.template in "
+        + "["
+        + ", ".join(f"'{t.value}'" for t in names)
+        + "]",
+        "message": f"template does not fit type {kind.value}; allowed: "
+        + ", ".join(t.value for t in names),
+        "fieldPath": ".template",
+    }
+    for kind, names in TEMPLATES_BY_TYPE.items()
+]
+
+
+class Experiment(Resource):
+    """An experiment on one Domain: what to serve, to whom, and what decides it."""
+
+    KIND: ClassVar[KindInfo] = KindInfo(
+        kind="Experiment",
+        plural="experiments",
+        scope="Namespaced",
+        short_names=("exp",),
+        columns=(
+            PrinterColumn("Domain", ".spec.domainRef"),
+            PrinterColumn("Template", ".spec.template"),
+            READY_COLUMN,
+            PrinterColumn("Phase", ".status.phase"),
+            PrinterColumn("Decision", ".status.decision.outcome"),
+            PrinterColumn("Winner", ".status.decision.winner", priority=1),
+            PrinterColumn("Revision", ".status.deployedRevision", priority=1),
+            AGE_COLUMN,
+        ),
+        extra={
+            "spec_validations": [
+                *_TYPE_RULES,
+                {
+                    "rule": "self.variants.exists(v, v.weight > 0)",
+                    "message": "at least one variant needs a weight above 0",
+                    "fieldPath": ".variants",
+                },
+                {
+                    "rule": "self.type == 'performance' || self.goal.metric == 'conversion_rate'",
+                    "message": "only performance experiments can use a latency goal",
+                    "fieldPath": ".goal.metric",
+                },
+            ],
+        },
+    )
+    kind: str = "Experiment"
+    spec: ExperimentSpec
+    status: ExperimentStatus | None = None

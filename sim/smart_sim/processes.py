@@ -1,0 +1,145 @@
+"""Product processes started by the development launcher and the tests: each one a
+child process with its own log file, a readiness check with a deadline, and a stop
+that always ends it (SIGTERM, then SIGKILL)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from smart_sim.controlplane.cluster import free_port
+
+
+class ProcessError(RuntimeError):
+    """A process exited or did not become ready; the message ends with its log."""
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class ManagedProcess:
+    """One child process with a log file; a context manager that always stops it."""
+
+    def __init__(
+        self, name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_dir / f"{name}.log"
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise ProcessError(f"{self.name} exited before it {what}:\n{self.log_tail()}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise ProcessError(f"{self.name} did not {what} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """End the process at once, as a crash or an eviction would."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class OperatorProcess(ManagedProcess):
+    """``smart-operator`` against a kubeconfig, ready once its liveness probe answers."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        *,
+        name: str = "operator",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        super().__init__(
+            name,
+            [sys.executable, "-m", "smart_operator.main"],
+            log_dir,
+            {
+                "SMART_KUBECONFIG": str(kubeconfig),
+                "SMART_HEALTH_HOST": "127.0.0.1",
+                "SMART_HEALTH_PORT": str(self.health_port),
+                "SMART_METRICS_HOST": "127.0.0.1",
+                "SMART_METRICS_PORT": str(self.metrics_port),
+                **(env or {}),
+            },
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> OperatorProcess:
+        super().start()
+        self.wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
+            timeout=60,
+            what="answer /healthz",
+        )
+        return self

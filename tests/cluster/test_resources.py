@@ -1,0 +1,124 @@
+"""The CRDs on a real API server: samples apply, bad input is refused at apply time
+with a message that names the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from smart_sim import platform
+from tests.conftest import Cluster
+
+
+def domain(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Domain",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def experiment(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "domainRef": "shop",
+        "type": "landing_page",
+        "template": "saas_landing",
+        "variants": [{"name": "control", "weight": 50}, {"name": "b", "weight": 50}],
+    }
+    spec.update(changes)
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def customer(name: str = "bad", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Customer",
+        "metadata": {"name": name},
+        "spec": {"email": "a@b.example", **spec},
+    }
+
+
+INVALID = {
+    "bad domain name": (domain(domain="Not_A.Domain"), ["spec.domain", "should match"]),
+    "missing required field": (domain(paused=True), ["spec.domain", "Required value"]),
+    "unknown server location": (
+        domain(domain="a.example", server={"location": "mars1"}),
+        ["spec.server.location", "Unsupported value", "fsn1"],
+    ),
+    "unknown experiment type": (
+        experiment(type="banner"),
+        ["spec.type", "Unsupported value", "landing_page"],
+    ),
+    "negative weight": (
+        experiment(variants=[{"name": "control", "weight": -1}, {"name": "b"}]),
+        ["spec.variants[0].weight", "greater than or equal to 0"],
+    ),
+    "template of another type": (
+        experiment(template="nginx_optimization"),
+        ["spec.template", "template does not fit type landing_page"],
+    ),
+    "duplicate variant names": (
+        experiment(variants=[{"name": "a"}, {"name": "a"}]),
+        ["spec.variants[1]", "Duplicate value"],
+    ),
+    "a single variant": (
+        experiment(variants=[{"name": "a"}]),
+        ["spec.variants", "should have at least 2 items"],
+    ),
+    "http stripe link": (
+        experiment(templateConfig={"stripeLink": "http://buy.stripe.com/x"}),
+        ["spec.templateConfig.stripeLink", "should match"],
+    ),
+    "bad email": (customer(email="not-an-email"), ["spec.email", "should match"]),
+    "customer name unfit for a namespace": (
+        customer(name="a.b"),
+        ["metadata.name must be a DNS label"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_objects_are_refused_naming_the_field(cluster: Cluster, case: str) -> None:
+    obj, expected = INVALID[case]
+    output = cluster.try_kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(obj))
+    assert "is invalid" in output, output
+    for fragment in expected:
+        assert fragment in output, f"{fragment!r} missing from: {output}"
+
+
+def test_every_sample_applies(cluster: Cluster) -> None:
+    """The samples are accepted by the API server as they are (server-side dry run,
+    in a namespace standing in for the sample customer's)."""
+    cluster.try_kubectl("create", "namespace", "customer-acme")
+    for sample in sorted(platform.SAMPLES.glob("*.yaml")):
+        output = cluster.kubectl("apply", "--dry-run=server", "-f", str(sample))
+        assert "(server dry run)" in output, output
+
+
+def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster) -> None:
+    cluster.try_kubectl("create", "namespace", "defaults")
+    obj = experiment()
+    obj["metadata"] = {"name": "defaults", "namespace": "defaults"}
+    output = cluster.kubectl(
+        "create", "--dry-run=server", "-o", "yaml", "-f", "-", input=yaml.safe_dump(obj)
+    )
+    spec = yaml.safe_load(output)["spec"]
+    assert spec["goal"] == {"metric": "conversion_rate"}
+    assert spec["stopping"]["minVisitorsPerVariant"] == 200
+    assert spec["templateConfig"]["components"][0] == "hero"
+
+
+def test_short_names_and_category(cluster: Cluster) -> None:
+    resources = cluster.kubectl("api-resources", "--api-group=smartserver.ai", "-o", "wide")
+    rows = {line.split()[0]: line for line in resources.splitlines()[1:]}
+    for plural, short in (("customers", "cust"), ("domains", "dom"), ("experiments", "exp")):
+        assert short in rows[plural].split()
+        assert "smartserver" in rows[plural]

@@ -1,0 +1,118 @@
+"""Fixtures shared by every tier. The control plane and the operator are started once
+per session and always stopped, even when a test fails."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from smart_sim import platform
+from smart_sim.controlplane import ControlPlane
+from smart_sim.processes import OperatorProcess
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout} s: {what or check}; last value: {last!r}")
+
+
+@dataclass
+class Cluster:
+    """The session's control plane with small helpers over its kubectl."""
+
+    plane: ControlPlane
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.plane.kubectl(*args, input=input)
+
+    def try_kubectl(self, *args: str, input: str | None = None) -> str:
+        """Run kubectl and return stdout and stderr together, whatever the exit code."""
+        return self.plane.kubectl(*args, input=input, check=False)
+
+    def apply(self, obj: dict[str, Any] | str) -> str:
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        return self.kubectl("apply", "-f", "-", input=text)
+
+    def get(self, *args: str) -> dict[str, Any] | None:
+        output = self.plane.kubectl("get", *args, "-o", "json", "--ignore-not-found")
+        return json.loads(output) if output.strip() else None
+
+    def condition(self, kind: str, name: str, type: str) -> dict[str, Any] | None:
+        obj = self.get(kind, name) or {}
+        conditions = obj.get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == type), None)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("control-plane")
+    plane = ControlPlane(workdir)
+    try:
+        plane.start(setup=platform.install)
+        yield Cluster(plane)
+    finally:
+        plane.stop()
+
+
+@dataclass
+class Operator:
+    """The session's operator process, which a test may kill and start again."""
+
+    process: OperatorProcess
+    kubeconfig: Path
+    log_dir: Path
+
+    def restart(self) -> None:
+        self.process.kill()
+        self.process = OperatorProcess(self.kubeconfig, self.log_dir).start()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The current value of one sample on /metrics (0 when absent)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.process.metrics_url, timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(f"{name}{{") and all(
+                part in line for part in wanted.split(",") if part
+            ):
+                return float(line.rsplit(" ", 1)[1])
+            if not labels and line.startswith(f"{name} "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The operator, running as its own ServiceAccount so its RBAC is the real one."""
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = platform.operator_kubeconfig(cluster.plane, workdir / "operator.kubeconfig")
+    handle = Operator(OperatorProcess(kubeconfig, workdir).start(), kubeconfig, workdir)
+    try:
+        yield handle
+    finally:
+        handle.process.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for names of cluster-scoped objects."""
+    return uuid.uuid4().hex[:6]
