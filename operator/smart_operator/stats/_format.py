@@ -1,0 +1,53 @@
+"""Numbers as a founder reads them: "8.0%", "+60%", "about 1,200", "about 5 days"."""
+
+from __future__ import annotations
+
+import math
+
+
+def rate(value: float) -> str:
+    """A conversion rate: one decimal, two below 1%."""
+    return f"{100 * value:.2f}%" if value < 0.01 else f"{100 * value:.1f}%"
+
+
+def change(value: float) -> str:
+    """A relative change with its sign: "+60%", "-4.2%"."""
+    if math.isinf(value):
+        return "+∞" if value > 0 else "-∞"
+    percent = 100 * value
+    text = f"{percent:+.1f}%" if abs(percent) < 10 else f"{percent:+.0f}%"
+    return "+0%" if text in ("+0.0%", "-0.0%") else text
+
+
+def level(confidence: float) -> str:
+    """A confidence level: "95%", "97.5%"."""
+    return f"{round(100 * confidence, 1):g}%"
+
+
+def chance(probability: float) -> str:
+    if probability > 0.99:
+        return "over 99%"
+    if probability < 0.01:
+        return "under 1%"
+    return f"{100 * probability:.0f}%"
+
+
+def count(value: int) -> str:
+    """A count rounded to two significant digits, with thousands separators."""
+    if value < 100:
+        return str(value)
+    digits = len(str(value)) - 2
+    rounded = round(value, -digits)
+    return f"{rounded:,}"
+
+
+def days(value: float) -> str:
+    if value < 1:
+        return "less than a day"
+    if value < 1.5:
+        return "about 1 day"
+    return f"about {round(value)} days"
+
+
+def milliseconds(value: float) -> str:
+    return f"{value:.0f} ms" if abs(value) >= 10 else f"{value:.1f} ms"
