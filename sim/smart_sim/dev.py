@@ -26,7 +26,9 @@ def _say(message: str) -> None:
 
 def run(dev_dir: Path = DEV_DIR) -> None:
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Explicit handlers: a shell may start us with SIGINT ignored (a background job).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     shutil.rmtree(dev_dir, ignore_errors=True)
     started = time.monotonic()
     _say(f"starting the local control plane (Kubernetes {kube_version()}) with the CRDs")
@@ -62,11 +64,10 @@ def run(dev_dir: Path = DEV_DIR) -> None:
             "Ctrl-C stops everything.",
             flush=True,
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            while not stop.wait(1.0):
-                if operator.process is not None and operator.process.poll() is not None:
-                    print(f"the operator exited:\n{operator.log_tail()}", file=sys.stderr)
-                    break
+        while not stop.wait(1.0):
+            if operator.process is not None and operator.process.poll() is not None:
+                print(f"the operator exited:\n{operator.log_tail()}", file=sys.stderr)
+                break
         _say("stopping")
     _say("stopped")
 

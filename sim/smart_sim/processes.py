@@ -79,6 +79,12 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -88,9 +94,7 @@ class ManagedProcess:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
 
     def __enter__(self) -> ManagedProcess:
         return self.start()
@@ -127,6 +131,9 @@ class OperatorProcess(ManagedProcess):
                 "SMART_HEALTH_PORT": str(self.health_port),
                 "SMART_METRICS_HOST": "127.0.0.1",
                 "SMART_METRICS_PORT": str(self.metrics_port),
+                # A stable peering identity: a restarted process takes its own place
+                # instead of waiting for its previous life's entry to expire.
+                "POD_ID": f"{name}@localhost",
                 **(env or {}),
             },
         )

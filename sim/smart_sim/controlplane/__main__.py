@@ -4,7 +4,6 @@ running until Ctrl-C, printing how to reach it."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import threading
 import time
@@ -31,7 +30,8 @@ def main() -> None:
             print(f"  {name:<24} {path}")
         return
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
     with ControlPlane(args.workdir, binaries) as plane:
         elapsed = time.monotonic() - started
@@ -41,8 +41,7 @@ def main() -> None:
         print(f"  logs:        {plane.logs}")
         print(f"  try:         {binaries.kubectl} --kubeconfig={plane.kubeconfig} get ns")
         print("Ctrl-C stops it.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
 
 
 if __name__ == "__main__":

@@ -238,17 +238,18 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        for _name, process, _log in reversed(self._processes):
+        # One at a time, dependents first: the API server shuts down quickly only while
+        # etcd is still there to answer it.
+        for _name, process, log in reversed(self._processes):
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-        for _name, process, log in reversed(self._processes):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
             log.close()
         self._processes.clear()
         if self._own_workdir:

@@ -1,0 +1,31 @@
+"""``python -m smart_sim.bench [NAME ...] [--cold]``: run benchmarks, print figures."""
+
+from __future__ import annotations
+
+import argparse
+
+from smart_sim.bench import controlplane
+
+BENCHMARKS = {"controlplane": controlplane.run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"some of {', '.join(BENCHMARKS)}; default: all")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="also time the one-time control-plane build with an empty Go cache (minutes)",
+    )
+    args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(
+            f"unknown benchmark {', '.join(sorted(unknown))}; known: {', '.join(BENCHMARKS)}"
+        )
+    for name in args.names or BENCHMARKS:
+        BENCHMARKS[name](cold=args.cold)
+
+
+if __name__ == "__main__":
+    main()
