@@ -124,6 +124,12 @@ class DomainStatus(CamelModel):
     server: ServerStatus | None = None
     dns: DNSStatus | None = None
     agent: AgentStatus | None = None
+    intake_key_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of the server's intake API key; the key itself is only "
+        "in the server's user-data",
+    )
     conditions: list[Condition] = conditions_field()
 
 
