@@ -1,0 +1,53 @@
+"""``python -m smart_sim.hetzner``: serve a Hetzner Cloud simulator until interrupted.
+
+Prints the API endpoint (for ``hcloud.Client(api_endpoint=...)``) and the control URL,
+then serves on loopback until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from smart_sim.hetzner.app import HetznerConfig
+from smart_sim.hetzner.runner import HetznerSimulator
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m smart_sim.hetzner", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="simulated s per real s")
+    parser.add_argument("--rate-limit", type=int, default=3600, help="request budget")
+    parser.add_argument("--refill", type=float, default=1.0, help="requests back per second")
+    parser.add_argument("--token", default=None, help="the only accepted API token")
+    return parser.parse_args()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    config = HetznerConfig(
+        time_scale=args.time_scale,
+        rate_limit=args.rate_limit,
+        refill_per_second=args.refill,
+        token=args.token,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with HetznerSimulator(config, host=args.host, port=args.port) as sim:
+        print(f"Hetzner Cloud simulator: {sim.url}", flush=True)
+        print(f"  control API: {sim.root_url}/_sim/", flush=True)
+        await stop.wait()
+
+
+def main() -> None:
+    """Run the simulator from the command line."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(_arguments()))
+
+
+if __name__ == "__main__":
+    main()

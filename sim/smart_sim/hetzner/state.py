@@ -1,0 +1,845 @@
+"""The Hetzner Cloud simulator's in-memory model: what exists and the rules it obeys.
+
+Pure: no I/O; time comes from the :class:`~smart_sim.ratelimit.SimClock`. Every public
+method first settles the actions whose time has come (a finished ``create_server`` turns
+the server ``running``), so readers always see the state at the current simulated time.
+Violations raise :class:`HcloudError` with the API's error code, HTTP status and details.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import itertools
+import re
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from smart_sim.hetzner.catalog import IMAGES, LOCATIONS, SERVER_TYPES, Image, Location, ServerType
+from smart_sim.hetzner.hooks import ServerInfo
+from smart_sim.hetzner.labels import LabelError, parse_selector, validate_labels
+from smart_sim.ratelimit import SimClock
+
+__all__ = [
+    "DEFAULT_ACTION_SECONDS",
+    "ERROR_STATUS",
+    "Action",
+    "Firewall",
+    "FirewallRule",
+    "FirewallTarget",
+    "HcloudError",
+    "HetznerState",
+    "Ref",
+    "SSHKey",
+    "Server",
+    "invalid_input",
+    "not_found",
+    "parse_rules",
+]
+
+Ref = int | str
+"""A reference to a catalog entry or resource: its id, or its name."""
+
+ERROR_STATUS: Mapping[str, int] = {
+    "invalid_input": 400,
+    "json_error": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "resource_limit_exceeded": 403,
+    "protected": 403,
+    "not_found": 404,
+    "firewall_resource_not_found": 404,
+    "uniqueness_error": 409,
+    "conflict": 409,
+    "firewall_already_applied": 409,
+    "resource_in_use": 422,
+    "locked": 423,
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "service_error": 503,
+    "timeout": 504,
+}
+
+DEFAULT_ACTION_SECONDS: Mapping[str, float] = {
+    "create_server": 10.0,
+    "start_server": 10.0,
+    "stop_server": 3.0,
+    "shutdown_server": 5.0,
+    "reboot_server": 5.0,
+    "reset_server": 3.0,
+    "delete_server": 2.0,
+    "apply_firewall": 1.0,
+    "remove_firewall": 1.0,
+    "set_firewall_rules": 1.0,
+}
+"""Simulated seconds each action stays ``running``; unknown commands take 3 seconds."""
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_KEY_TYPES = frozenset(
+    {
+        "ssh-rsa",
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+_PROTOCOLS = ("tcp", "udp", "icmp", "esp", "gre")
+_USER_DATA_LIMIT = 32 * 1024
+
+
+class HcloudError(Exception):
+    """An API error: ``{"error": {"code", "message", "details"}}`` with an HTTP status."""
+
+    def __init__(self, code: str, message: str, details: Mapping[str, object] | None = None):
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+        self.status = ERROR_STATUS.get(code, 400)
+        self.details: Mapping[str, object] = details or {}
+
+
+def invalid_input(field_name: str, message: str) -> HcloudError:
+    """An ``invalid_input`` error naming the field, in the API's details shape."""
+    return HcloudError(
+        "invalid_input",
+        f"invalid input in field '{field_name}': {message}",
+        {"fields": [{"name": field_name, "messages": [message]}]},
+    )
+
+
+def not_found(kind: str, ref: Ref) -> HcloudError:
+    """A ``not_found`` error for a resource kind and the reference that missed."""
+    return HcloudError("not_found", f"{kind} with ID {ref} not found")
+
+
+def _uniqueness(kind: str, field_name: str) -> HcloudError:
+    return HcloudError(
+        "uniqueness_error",
+        f"{kind} with the same {field_name} already exists",
+        {"fields": [{"name": field_name}]},
+    )
+
+
+@dataclass
+class Action:
+    """An asynchronous action: ``running`` for ``duration`` simulated seconds, then done."""
+
+    id: int
+    command: str
+    resources: tuple[tuple[str, int], ...]
+    started: float
+    duration: float
+    effect: Callable[[], None] | None = None
+
+    @property
+    def finishes(self) -> float:
+        """Simulated time at which the action is done."""
+        return self.started + self.duration
+
+    def status(self, now: float) -> str:
+        """``running`` or ``success`` at simulated time ``now``."""
+        return "running" if now < self.finishes else "success"
+
+    def progress(self, now: float) -> int:
+        """Percent done at simulated time ``now``."""
+        if self.duration <= 0 or now >= self.finishes:
+            return 100
+        return min(99, int((now - self.started) / self.duration * 100))
+
+    def involves(self, resource_type: str, resource_id: int | None = None) -> bool:
+        """Whether the action touches a resource type (and, if given, that resource)."""
+        return any(t == resource_type and resource_id in (None, i) for t, i in self.resources)
+
+
+@dataclass
+class SSHKey:
+    """An SSH public key of the project."""
+
+    id: int
+    name: str
+    public_key: str
+    fingerprint: str
+    labels: dict[str, str]
+    created: datetime
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One firewall rule as the API documents it."""
+
+    direction: str
+    protocol: str
+    port: str | None
+    source_ips: tuple[str, ...]
+    destination_ips: tuple[str, ...]
+    description: str | None
+
+
+@dataclass
+class Firewall:
+    """A firewall, applied to servers directly or through label selectors."""
+
+    id: int
+    name: str
+    labels: dict[str, str]
+    rules: list[FirewallRule]
+    created: datetime
+    server_ids: list[int] = field(default_factory=list)
+    selectors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Server:
+    """A server; ``status`` moves with its actions."""
+
+    id: int
+    name: str
+    server_type: ServerType
+    location: Location
+    image: Image
+    labels: dict[str, str]
+    user_data: str | None
+    ssh_keys: tuple[SSHKey, ...]
+    ipv4: str | None
+    ipv4_id: int | None
+    ipv6_network: str | None
+    ipv6_id: int | None
+    created: datetime
+    status: str
+
+    def info(self) -> ServerInfo:
+        """The snapshot handed to host hooks."""
+        return ServerInfo(
+            id=self.id,
+            name=self.name,
+            ipv4=self.ipv4,
+            ipv6_network=self.ipv6_network,
+            user_data=self.user_data,
+            ssh_public_keys=tuple(k.public_key for k in self.ssh_keys),
+            labels=dict(self.labels),
+            server_type=self.server_type.name,
+            image=self.image.name,
+            location=self.location.name,
+        )
+
+
+@dataclass(frozen=True)
+class FirewallTarget:
+    """A resource a firewall is applied to: a server id or a label selector."""
+
+    server_id: int | None = None
+    selector: str | None = None
+
+
+def _fingerprint(public_key: str) -> str:
+    parts = public_key.split()
+    if len(parts) < 2 or parts[0] not in _KEY_TYPES:
+        raise invalid_input(
+            "public_key", "must be an OpenSSH public key: '<type> <base64> [comment]'"
+        )
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_input("public_key", "the key data is not valid base64") from None
+    length = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + length] != parts[0].encode():
+        raise invalid_input("public_key", "the key data does not match its type")
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _labels(value: object, field_name: str = "labels") -> dict[str, str]:
+    try:
+        return validate_labels(value)
+    except LabelError as exc:
+        raise invalid_input(field_name, str(exc)) from None
+
+
+def _selector(
+    value: str, field_name: str = "label_selector"
+) -> Callable[[Mapping[str, str]], bool]:
+    try:
+        return parse_selector(value)
+    except LabelError as exc:
+        raise invalid_input(field_name, str(exc)) from None
+
+
+def _check_hostname(name: str) -> None:
+    if len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in name.split(".")):
+        raise invalid_input("name", f"{name!r} is not a valid hostname (RFC 1123)")
+
+
+def _ipv4_pool(network: str) -> Iterator[str]:
+    addresses = ipaddress.IPv4Network(network)
+    if not addresses.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
+        raise ValueError(f"simulated servers need loopback addresses; {network} is not")
+    # Skip .0 and .255: valid on loopback, but they confuse tools that assume a /24.
+    return (str(a) for a in addresses.hosts() if a.packed[-1] not in (0, 255))
+
+
+def parse_rules(value: object) -> list[FirewallRule]:
+    """Validate firewall rules from a request body (field ``rules``)."""
+    if not isinstance(value, list):
+        raise invalid_input("rules", "must be a list of rules")
+    rules: list[FirewallRule] = []
+    for raw in value:
+        if not isinstance(raw, dict):
+            raise invalid_input("rules", "each rule must be an object")
+        direction = raw.get("direction")
+        protocol = raw.get("protocol")
+        if direction not in ("in", "out"):
+            raise invalid_input("rules", "direction must be 'in' or 'out'")
+        if protocol not in _PROTOCOLS:
+            raise invalid_input("rules", f"protocol must be one of {', '.join(_PROTOCOLS)}")
+        port = raw.get("port")
+        if protocol in ("tcp", "udp"):
+            if not isinstance(port, str) or not re.fullmatch(r"any|\d{1,5}(-\d{1,5})?", port):
+                raise invalid_input("rules", "tcp and udp rules need a port like '80' or '80-85'")
+        elif port is not None:
+            raise invalid_input("rules", f"{protocol} rules take no port")
+        ips = {}
+        for key in ("source_ips", "destination_ips"):
+            addresses = raw.get(key, [])
+            if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+                raise invalid_input("rules", f"{key} must be a list of CIDR strings")
+            for address in addresses:
+                try:
+                    ipaddress.ip_network(address, strict=False)
+                except ValueError:
+                    raise invalid_input("rules", f"{address!r} is not a CIDR") from None
+            ips[key] = tuple(addresses)
+        wanted = "source_ips" if direction == "in" else "destination_ips"
+        if not ips[wanted]:
+            raise invalid_input("rules", f"'{direction}' rules need {wanted}")
+        description = raw.get("description")
+        if description is not None and not isinstance(description, str):
+            raise invalid_input("rules", "description must be a string")
+        rules.append(
+            FirewallRule(
+                direction, protocol, port, ips["source_ips"], ips["destination_ips"], description
+            )
+        )
+    return rules
+
+
+class HetznerState:
+    """Servers, SSH keys, firewalls and actions of one simulated project."""
+
+    def __init__(
+        self,
+        clock: SimClock,
+        *,
+        action_seconds: Mapping[str, float] | None = None,
+        ipv4_network: str = "127.10.0.0/16",
+    ) -> None:
+        self.clock = clock
+        self.action_seconds = {**DEFAULT_ACTION_SECONDS, **(action_seconds or {})}
+        self.servers: dict[int, Server] = {}
+        self.ssh_keys: dict[int, SSHKey] = {}
+        self.firewalls: dict[int, Firewall] = {}
+        self.actions: dict[int, Action] = {}
+        self._pending: list[Action] = []
+        self._server_ids = itertools.count(60_000_001)
+        self._key_ids = itertools.count(20_000_001)
+        self._firewall_ids = itertools.count(1_700_001)
+        self._action_ids = itertools.count(400_000_001)
+        self._ip_ids = itertools.count(80_000_001)
+        self._ipv4 = _ipv4_pool(ipv4_network)
+        self._ipv6 = itertools.count(1)
+
+    # -- time ---------------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Apply the effects of the actions that are done by now."""
+        now = self.clock.now()
+        done = [a for a in self._pending if a.finishes <= now]
+        for action in sorted(done, key=lambda a: (a.finishes, a.id)):
+            self._pending.remove(action)
+            if action.effect is not None:
+                action.effect()
+
+    def _start(
+        self,
+        command: str,
+        resources: Sequence[tuple[str, int]],
+        effect: Callable[[], None] | None = None,
+    ) -> Action:
+        action = Action(
+            id=next(self._action_ids),
+            command=command,
+            resources=tuple(resources),
+            started=self.clock.now(),
+            duration=self.action_seconds.get(command, 3.0),
+            effect=effect,
+        )
+        self.actions[action.id] = action
+        self._pending.append(action)
+        self.settle()
+        return action
+
+    # -- catalog ------------------------------------------------------------------------
+
+    @staticmethod
+    def server_type(ref: Ref) -> ServerType:
+        """A server type by id or name, or invalid_input listing the allowed names."""
+        found = next((t for t in SERVER_TYPES if ref in (t.id, t.name)), None)
+        if found is None:
+            allowed = ", ".join(sorted(t.name for t in SERVER_TYPES))
+            raise invalid_input("server_type", f"unknown server type {ref!r}; allowed: {allowed}")
+        return found
+
+    @staticmethod
+    def location(ref: Ref) -> Location:
+        """A location by id or name, or invalid_input listing the allowed names."""
+        found = next((loc for loc in LOCATIONS if ref in (loc.id, loc.name)), None)
+        if found is None:
+            allowed = ", ".join(loc.name for loc in LOCATIONS)
+            raise invalid_input("location", f"unknown location {ref!r}; allowed: {allowed}")
+        return found
+
+    @staticmethod
+    def image(ref: Ref, architecture: str) -> Image:
+        """An image by id, or by name for an architecture; invalid_input otherwise."""
+        for image in IMAGES:
+            if image.id == ref:
+                if image.architecture != architecture:
+                    raise invalid_input(
+                        "image", f"image {ref} is for {image.architecture}, not {architecture}"
+                    )
+                return image
+            if image.name == ref and image.architecture == architecture:
+                return image
+        allowed = ", ".join(sorted({i.name for i in IMAGES}))
+        raise invalid_input("image", f"unknown image {ref!r}; allowed: {allowed}")
+
+    # -- actions ------------------------------------------------------------------------
+
+    def get_action(self, action_id: int, resource_type: str | None = None) -> Action:
+        """An action by id (only among a resource type's actions when given)."""
+        self.settle()
+        action = self.actions.get(action_id)
+        if action is None or (resource_type and not action.involves(resource_type)):
+            raise not_found("action", action_id)
+        return action
+
+    def find_actions(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        resource_type: str | None = None,
+        resource_id: int | None = None,
+        statuses: Sequence[str] = (),
+    ) -> list[Action]:
+        """Actions by id and/or resource, optionally only those in some statuses."""
+        self.settle()
+        now = self.clock.now()
+        candidates = (
+            [self.actions[i] for i in dict.fromkeys(ids) if i in self.actions]
+            if ids is not None
+            else list(self.actions.values())
+        )
+        return [
+            a
+            for a in candidates
+            if (resource_type is None or a.involves(resource_type, resource_id))
+            and (not statuses or a.status(now) in statuses)
+        ]
+
+    # -- servers ------------------------------------------------------------------------
+
+    def get_server(self, server_id: int) -> Server:
+        """A server by id, or not_found."""
+        self.settle()
+        server = self.servers.get(server_id)
+        if server is None:
+            raise not_found("server", server_id)
+        return server
+
+    def find_servers(
+        self,
+        *,
+        name: str | None = None,
+        label_selector: str | None = None,
+        statuses: Sequence[str] = (),
+    ) -> list[Server]:
+        """Servers matching every given filter."""
+        self.settle()
+        matcher = _selector(label_selector) if label_selector else None
+        return [
+            s
+            for s in self.servers.values()
+            if (name is None or s.name == name)
+            and (matcher is None or matcher(s.labels))
+            and (not statuses or s.status in statuses)
+        ]
+
+    def create_server(
+        self,
+        *,
+        name: str,
+        server_type: Ref,
+        image: Ref,
+        location: Ref | None = None,
+        ssh_keys: Sequence[Ref] = (),
+        firewall_ids: Sequence[int] = (),
+        user_data: str | None = None,
+        labels: object = None,
+        start_after_create: bool = True,
+        enable_ipv4: bool = True,
+        enable_ipv6: bool = True,
+    ) -> tuple[Server, Action, list[Action], str | None]:
+        """Create a server: (server, create action, next actions, root password)."""
+        self.settle()
+        _check_hostname(name)
+        stype = self.server_type(server_type)
+        if location is None:
+            loc = self.location(stype.location_names[0])
+        else:
+            loc = self.location(location)
+            if loc.name not in stype.location_names:
+                raise invalid_input(
+                    "server_type",
+                    f"server type {stype.name} is not available in {loc.name}; "
+                    f"available in: {', '.join(stype.location_names)}",
+                )
+        img = self.image(image, stype.architecture)
+        keys = tuple(self._ssh_key_for_server(ref) for ref in ssh_keys)
+        for firewall_id in firewall_ids:
+            if firewall_id not in self.firewalls:
+                raise invalid_input("firewalls", f"firewall {firewall_id} not found")
+        if user_data is not None and len(user_data.encode()) > _USER_DATA_LIMIT:
+            raise invalid_input("user_data", f"must be at most {_USER_DATA_LIMIT} bytes")
+        checked_labels = _labels({} if labels is None else labels)
+        if any(s.name == name for s in self.servers.values()):
+            raise _uniqueness("server", "name")
+        if not (enable_ipv4 or enable_ipv6):
+            raise invalid_input("public_net", "a server needs IPv4 or IPv6 (no private networks)")
+        ipv4 = next(self._ipv4, None) if enable_ipv4 else None
+        if enable_ipv4 and ipv4 is None:
+            raise HcloudError("resource_limit_exceeded", "no simulated IPv4 addresses are left")
+
+        server = Server(
+            id=next(self._server_ids),
+            name=name,
+            server_type=stype,
+            location=loc,
+            image=img,
+            labels=checked_labels,
+            user_data=user_data,
+            ssh_keys=keys,
+            ipv4=ipv4,
+            ipv4_id=next(self._ip_ids) if enable_ipv4 else None,
+            ipv6_network=self._next_ipv6() if enable_ipv6 else None,
+            ipv6_id=next(self._ip_ids) if enable_ipv6 else None,
+            created=self.clock.wall(),
+            status="initializing",
+        )
+        self.servers[server.id] = server
+        for firewall_id in dict.fromkeys(firewall_ids):
+            self.firewalls[firewall_id].server_ids.append(server.id)
+
+        final = "running" if start_after_create else "off"
+        resources = [("server", server.id)]
+        action = self._start("create_server", resources, self._set_status(server, final))
+        next_actions = [self._start("start_server", resources)] if start_after_create else []
+        next_actions += [
+            self._start("apply_firewall", [*resources, ("firewall", fid)])
+            for fid in dict.fromkeys(firewall_ids)
+        ]
+        password = None if keys else secrets.token_urlsafe(15)
+        return server, action, next_actions, password
+
+    def _next_ipv6(self) -> str:
+        prefix = (0x20010DB8 << 96) | (next(self._ipv6) << 64)
+        return str(ipaddress.IPv6Network((prefix, 64)))
+
+    def _ssh_key_for_server(self, ref: Ref) -> SSHKey:
+        key = next((k for k in self.ssh_keys.values() if ref in (k.id, k.name)), None)
+        if key is None:
+            raise invalid_input("ssh_keys", f"SSH key {ref!r} not found")
+        return key
+
+    def _set_status(self, server: Server, status: str) -> Callable[[], None]:
+        def effect() -> None:
+            server.status = status
+
+        return effect
+
+    def update_server(self, server_id: int, *, name: str | None, labels: object) -> Server:
+        """Rename a server and/or replace its labels."""
+        server = self.get_server(server_id)
+        if name is not None and name != server.name:
+            _check_hostname(name)
+            if any(s.name == name for s in self.servers.values()):
+                raise _uniqueness("server", "name")
+        new_labels = None if labels is None else _labels(labels)
+        if name is not None:
+            server.name = name
+        if new_labels is not None:
+            server.labels = new_labels
+        return server
+
+    def delete_server(self, server_id: int) -> tuple[Server, Action]:
+        """Delete a server at once (it disappears); the delete action runs on."""
+        server = self.get_server(server_id)
+        del self.servers[server_id]
+        for firewall in self.firewalls.values():
+            if server_id in firewall.server_ids:
+                firewall.server_ids.remove(server_id)
+        return server, self._start("delete_server", [("server", server_id)])
+
+    def power(self, server_id: int, operation: str) -> Action:
+        """A power action: poweron, poweroff, shutdown, reboot or reset."""
+        server = self.get_server(server_id)
+        running = next(
+            (a for a in self._pending if a.involves("server", server_id)),
+            None,
+        )
+        if running is not None:
+            raise HcloudError(
+                "locked",
+                f"server {server_id} is locked: action {running.id} ({running.command}) "
+                "is still running",
+            )
+        commands = {
+            "poweron": ("start_server", "starting", "running"),
+            "poweroff": ("stop_server", "stopping", "off"),
+            "shutdown": ("shutdown_server", server.status, "off"),
+            "reboot": ("reboot_server", server.status, "running"),
+            "reset": ("reset_server", server.status, "running"),
+        }
+        command, during, after = commands[operation]
+        server.status = during
+        return self._start(command, [("server", server_id)], self._set_status(server, after))
+
+    # -- SSH keys -----------------------------------------------------------------------
+
+    def get_ssh_key(self, key_id: int) -> SSHKey:
+        """An SSH key by id, or not_found."""
+        key = self.ssh_keys.get(key_id)
+        if key is None:
+            raise not_found("ssh_key", key_id)
+        return key
+
+    def find_ssh_keys(
+        self,
+        *,
+        name: str | None = None,
+        fingerprint: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[SSHKey]:
+        """SSH keys matching every given filter."""
+        matcher = _selector(label_selector) if label_selector else None
+        return [
+            k
+            for k in self.ssh_keys.values()
+            if (name is None or k.name == name)
+            and (fingerprint is None or k.fingerprint == fingerprint)
+            and (matcher is None or matcher(k.labels))
+        ]
+
+    def create_ssh_key(self, *, name: str, public_key: str, labels: object = None) -> SSHKey:
+        """Register a public key; names and fingerprints are unique."""
+        if not name:
+            raise invalid_input("name", "must not be empty")
+        fingerprint = _fingerprint(public_key)
+        checked_labels = _labels({} if labels is None else labels)
+        if any(k.name == name for k in self.ssh_keys.values()):
+            raise _uniqueness("SSH key", "name")
+        if any(k.fingerprint == fingerprint for k in self.ssh_keys.values()):
+            raise _uniqueness("SSH key", "public_key")
+        key = SSHKey(
+            id=next(self._key_ids),
+            name=name,
+            public_key=public_key.strip(),
+            fingerprint=fingerprint,
+            labels=checked_labels,
+            created=self.clock.wall(),
+        )
+        self.ssh_keys[key.id] = key
+        return key
+
+    def update_ssh_key(self, key_id: int, *, name: str | None, labels: object) -> SSHKey:
+        """Rename an SSH key and/or replace its labels."""
+        key = self.get_ssh_key(key_id)
+        if name is not None and any(
+            k.name == name and k.id != key_id for k in self.ssh_keys.values()
+        ):
+            raise _uniqueness("SSH key", "name")
+        new_labels = None if labels is None else _labels(labels)
+        if name is not None:
+            key.name = name
+        if new_labels is not None:
+            key.labels = new_labels
+        return key
+
+    def delete_ssh_key(self, key_id: int) -> None:
+        """Delete an SSH key (servers keep the keys they were created with)."""
+        self.get_ssh_key(key_id)
+        del self.ssh_keys[key_id]
+
+    # -- firewalls ----------------------------------------------------------------------
+
+    def get_firewall(self, firewall_id: int) -> Firewall:
+        """A firewall by id, or not_found."""
+        self.settle()
+        firewall = self.firewalls.get(firewall_id)
+        if firewall is None:
+            raise not_found("firewall", firewall_id)
+        return firewall
+
+    def find_firewalls(
+        self, *, name: str | None = None, label_selector: str | None = None
+    ) -> list[Firewall]:
+        """Firewalls matching every given filter."""
+        self.settle()
+        matcher = _selector(label_selector) if label_selector else None
+        return [
+            f
+            for f in self.firewalls.values()
+            if (name is None or f.name == name) and (matcher is None or matcher(f.labels))
+        ]
+
+    def servers_behind(self, firewall: Firewall, selector: str | None = None) -> list[Server]:
+        """The servers a firewall applies to through one selector, or through all of them."""
+        selectors = firewall.selectors if selector is None else [selector]
+        matchers = [parse_selector(s) for s in selectors]
+        direct = [] if selector is not None else firewall.server_ids
+        return [
+            s for s in self.servers.values() if s.id in direct or any(m(s.labels) for m in matchers)
+        ]
+
+    def firewalls_of(self, server: Server) -> list[Firewall]:
+        """The firewalls applied to a server, directly or by label selector."""
+        return [
+            f
+            for f in self.firewalls.values()
+            if server.id in f.server_ids
+            or any(parse_selector(s)(server.labels) for s in f.selectors)
+        ]
+
+    def create_firewall(
+        self,
+        *,
+        name: str,
+        labels: object = None,
+        rules: list[FirewallRule] | None = None,
+        apply_to: Sequence[FirewallTarget] = (),
+    ) -> tuple[Firewall, list[Action]]:
+        """Create a firewall, applying it at once to the given targets."""
+        self.settle()
+        if not name:
+            raise invalid_input("name", "must not be empty")
+        checked_labels = _labels({} if labels is None else labels)
+        if any(f.name == name for f in self.firewalls.values()):
+            raise _uniqueness("firewall", "name")
+        self._check_targets(apply_to)
+        firewall = Firewall(
+            id=next(self._firewall_ids),
+            name=name,
+            labels=checked_labels,
+            rules=list(rules or []),
+            created=self.clock.wall(),
+        )
+        self.firewalls[firewall.id] = firewall
+        return firewall, self._apply(firewall, apply_to)
+
+    def _check_targets(self, targets: Sequence[FirewallTarget]) -> None:
+        for target in targets:
+            if target.server_id is not None and target.server_id not in self.servers:
+                raise HcloudError(
+                    "firewall_resource_not_found", f"server {target.server_id} not found"
+                )
+            if target.selector is not None:
+                _selector(target.selector, "apply_to")
+
+    def _apply(self, firewall: Firewall, targets: Sequence[FirewallTarget]) -> list[Action]:
+        for target in targets:
+            if target.server_id in firewall.server_ids or target.selector in firewall.selectors:
+                applied = target.selector or f"server {target.server_id}"
+                raise HcloudError(
+                    "firewall_already_applied",
+                    f"firewall {firewall.id} is already applied to {applied}",
+                )
+        actions = []
+        for target in targets:
+            if target.selector is None:
+                assert target.server_id is not None
+                firewall.server_ids.append(target.server_id)
+                servers = [self.servers[target.server_id]]
+            else:
+                firewall.selectors.append(target.selector)
+                servers = self.servers_behind(firewall, target.selector)
+            resources = [("firewall", firewall.id)]
+            actions += [
+                self._start("apply_firewall", [*resources, ("server", s.id)]) for s in servers
+            ]
+        return actions
+
+    def apply_firewall(self, firewall_id: int, targets: Sequence[FirewallTarget]) -> list[Action]:
+        """Apply a firewall to more servers or label selectors."""
+        firewall = self.get_firewall(firewall_id)
+        self._check_targets(targets)
+        return self._apply(firewall, targets)
+
+    def remove_firewall(self, firewall_id: int, targets: Sequence[FirewallTarget]) -> list[Action]:
+        """Stop applying a firewall to servers or label selectors (absent ones are ignored)."""
+        firewall = self.get_firewall(firewall_id)
+        actions = []
+        for target in targets:
+            if target.server_id is not None and target.server_id in firewall.server_ids:
+                firewall.server_ids.remove(target.server_id)
+                resources = [("firewall", firewall.id), ("server", target.server_id)]
+                actions.append(self._start("remove_firewall", resources))
+            elif target.selector is not None and target.selector in firewall.selectors:
+                servers = self.servers_behind(firewall, target.selector)
+                firewall.selectors.remove(target.selector)
+                actions += [
+                    self._start("remove_firewall", [("firewall", firewall.id), ("server", s.id)])
+                    for s in servers
+                ]
+        return actions
+
+    def set_firewall_rules(self, firewall_id: int, rules: list[FirewallRule]) -> list[Action]:
+        """Replace a firewall's rules."""
+        firewall = self.get_firewall(firewall_id)
+        firewall.rules = list(rules)
+        servers = self.servers_behind(firewall)
+        return [
+            self._start("set_firewall_rules", [("firewall", firewall.id)]),
+            *(
+                self._start("apply_firewall", [("firewall", firewall.id), ("server", s.id)])
+                for s in servers
+            ),
+        ]
+
+    def update_firewall(self, firewall_id: int, *, name: str | None, labels: object) -> Firewall:
+        """Rename a firewall and/or replace its labels."""
+        firewall = self.get_firewall(firewall_id)
+        if name is not None and any(
+            f.name == name and f.id != firewall_id for f in self.firewalls.values()
+        ):
+            raise _uniqueness("firewall", "name")
+        new_labels = None if labels is None else _labels(labels)
+        if name is not None:
+            firewall.name = name
+        if new_labels is not None:
+            firewall.labels = new_labels
+        return firewall
+
+    def delete_firewall(self, firewall_id: int) -> None:
+        """Delete a firewall that applies to nothing any more."""
+        firewall = self.get_firewall(firewall_id)
+        if firewall.server_ids or firewall.selectors:
+            raise HcloudError(
+                "resource_in_use",
+                f"firewall {firewall_id} is still applied; remove it from its resources first",
+            )
+        del self.firewalls[firewall_id]

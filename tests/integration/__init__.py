@@ -1,0 +1,1 @@
+"""Integration tests: one real boundary at a time (an SDK against a simulator, ...)."""
