@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,52 @@ class OperatorSettings(BaseSettings):
         default=60.0,
         gt=0,
         description="How often every Customer's status (counts, readiness) is refreshed",
+    )
+    operator_namespace: str = Field(
+        default="smartserver-system",
+        description="Namespace of the operator; holds its SSH key Secret",
+    )
+    hetzner_token: SecretStr | None = Field(
+        default=None,
+        description="Hetzner Cloud API token; unset means Domains wait with a condition",
+    )
+    hetzner_endpoint: str = Field(
+        default="https://api.hetzner.cloud/v1", description="Hetzner Cloud API base URL"
+    )
+    cloudflare_token: SecretStr | None = Field(
+        default=None, description="Cloudflare API token with Zone and DNS edit rights"
+    )
+    cloudflare_endpoint: str = Field(
+        default="https://api.cloudflare.com/client/v4", description="Cloudflare API base URL"
+    )
+    cloudflare_account_id: str = Field(
+        default="", description="Cloudflare account that new zones are created in"
+    )
+    ssh_sources: list[str] = Field(
+        default_factory=list,
+        description="Addresses (CIDR) the operator connects from: the only SSH sources the "
+        'servers\' firewalls allow (JSON list, for example ["203.0.113.7/32"])',
+    )
+    intake_url: str = Field(
+        default="http://127.0.0.1:8088",
+        description="Where servers' agents report results and heartbeats",
+    )
+    drift_seconds: float = Field(
+        default=60.0, gt=0, description="How often a Ready Domain's server is checked for drift"
+    )
+    dns_drift_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="How often a Ready Domain's DNS records are checked (one Cloudflare call "
+        "per Domain each time: keep it within the account's 1200 requests per 5 minutes)",
+    )
+    verify_seconds: float = Field(
+        default=60.0, gt=0, description="How often a pending ownership check is repeated"
+    )
+    agent_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A Domain's agent counts as connected this long after its last heartbeat",
     )
     log_format: Literal["plain", "full", "json"] = Field(
         default="plain", description="Log line format; json suits log collectors"

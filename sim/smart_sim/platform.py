@@ -1,5 +1,6 @@
 """Installs the platform's cluster-side pieces into a control plane: the CRDs, kopf's
-peering resources, and the operator's namespace, account and least-privilege RBAC,
+peering resources, and the namespace, accounts and least-privilege RBAC of the
+operator and the results intake,
 all from the same files a real installation uses (``crds/``, ``manifests/``)."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ MANIFESTS = ROOT / "manifests"
 SAMPLES = CRDS / "samples"
 OPERATOR_NAMESPACE = "smartserver-system"
 OPERATOR_ACCOUNT = "smart-operator"
+INTAKE_ACCOUNT = "smart-intake"
 
 
 def install(plane: ControlPlane) -> None:
@@ -28,17 +30,34 @@ def install(plane: ControlPlane) -> None:
     plane.kubectl("apply", "--server-side", "-f", "-", input=rendered)
 
 
-def operator_kubeconfig(plane: ControlPlane, path: Path, hours: int = 12) -> Path:
-    """A kubeconfig that acts as the operator's ServiceAccount, so RBAC is the real one."""
+def account_kubeconfig(
+    plane: ControlPlane,
+    path: Path,
+    account: str,
+    namespace: str = OPERATOR_NAMESPACE,
+    hours: int = 12,
+) -> Path:
+    """A kubeconfig that acts as the ServiceAccount ``namespace/account``, so its RBAC
+    is the real one."""
     token = plane.kubectl(
-        "create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, f"--duration={hours}h"
+        "create", "token", account, "-n", namespace, f"--duration={hours}h"
     ).strip()
     admin = yaml.safe_load(plane.kubeconfig.read_text())
-    admin["users"] = [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}]
-    admin["contexts"][0]["context"]["user"] = OPERATOR_ACCOUNT
+    admin["users"] = [{"name": account, "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = account
     path.write_text(yaml.safe_dump(admin, sort_keys=False))
     path.chmod(0o600)
     return path
+
+
+def operator_kubeconfig(plane: ControlPlane, path: Path, hours: int = 12) -> Path:
+    """A kubeconfig that acts as the operator's ServiceAccount."""
+    return account_kubeconfig(plane, path, OPERATOR_ACCOUNT, hours=hours)
+
+
+def intake_kubeconfig(plane: ControlPlane, path: Path, hours: int = 12) -> Path:
+    """A kubeconfig that acts as the results intake's ServiceAccount."""
+    return account_kubeconfig(plane, path, INTAKE_ACCOUNT, hours=hours)
 
 
 def wait_for(plane: ControlPlane, args: list[str], expect: str, timeout: float = 60) -> str:

@@ -150,3 +150,112 @@ class OperatorProcess(ManagedProcess):
             what="answer /healthz",
         )
         return self
+
+
+class IntakeProcess(ManagedProcess):
+    """``smart-intake`` against a kubeconfig on free loopback ports, ready once its
+    ``/healthz`` answers (that is, once its caches of keys and experiments are filled)."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        *,
+        name: str = "intake",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            name,
+            [sys.executable, "-m", "smart_operator.intake.main"],
+            log_dir,
+            {
+                "SMART_INTAKE_KUBECONFIG": str(kubeconfig),
+                "SMART_INTAKE_HOST": "127.0.0.1",
+                "SMART_INTAKE_PORT": str(self.port),
+                "SMART_INTAKE_METRICS_HOST": "127.0.0.1",
+                "SMART_INTAKE_METRICS_PORT": str(self.metrics_port),
+                **(env or {}),
+            },
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> IntakeProcess:
+        super().start()
+        self.wait_until(lambda: http_ok(f"{self.url}/healthz"), timeout=60, what="answer /healthz")
+        return self
+
+
+class SimulatorProcess(ManagedProcess):
+    """A provider simulator (``python -m smart_sim.hetzner`` or ``.cloudflare``) on a
+    free loopback port, ready once its control API answers."""
+
+    def __init__(
+        self, module: str, api_path: str, log_dir: Path, args: list[str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.url = self.root_url + api_path
+        super().__init__(
+            module.rsplit(".", 1)[-1],
+            [sys.executable, "-m", module, "--port", str(self.port), *(args or [])],
+            log_dir,
+        )
+
+    def start(self) -> SimulatorProcess:
+        super().start()
+        self.wait_until(
+            lambda: http_ok(f"{self.root_url}/_sim/health"), timeout=30, what="answer /_sim/health"
+        )
+        return self
+
+
+CLOUD_TOKEN = "smart-sim-token"  # noqa: S105 (the simulators' own test token)
+
+
+class Clouds:
+    """Both provider simulators, and the operator settings that point at them."""
+
+    def __init__(self, log_dir: Path, hetzner_args: list[str] | None = None) -> None:
+        self.hetzner = SimulatorProcess(
+            "smart_sim.hetzner", "/v1", log_dir, ["--token", CLOUD_TOKEN, *(hetzner_args or [])]
+        )
+        self.cloudflare = SimulatorProcess(
+            "smart_sim.cloudflare", "/client/v4", log_dir, ["--token", CLOUD_TOKEN]
+        )
+
+    def start(self) -> Clouds:
+        self.hetzner.start()
+        try:
+            self.cloudflare.start()
+        except BaseException:
+            self.hetzner.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.cloudflare.stop()
+        self.hetzner.stop()
+
+    def __enter__(self) -> Clouds:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def operator_env(self) -> dict[str, str]:
+        from smart_sim.cloudflare.app import CloudflareConfig
+
+        return {
+            "SMART_HETZNER_TOKEN": CLOUD_TOKEN,
+            "SMART_HETZNER_ENDPOINT": self.hetzner.url,
+            "SMART_CLOUDFLARE_TOKEN": CLOUD_TOKEN,
+            "SMART_CLOUDFLARE_ENDPOINT": self.cloudflare.url,
+            "SMART_CLOUDFLARE_ACCOUNT_ID": CloudflareConfig().account_id,
+            "SMART_SSH_SOURCES": '["127.0.0.0/8"]',
+        }

@@ -7,6 +7,7 @@ controller manager puts into a Secret, quota usage) are left alone.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -138,3 +139,40 @@ class Kube:
             field_manager=FIELD_MANAGER,
             **APPLY_PATCH,
         )
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of one of our namespaced resources."""
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}, **MERGE_PATCH
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded; None when it does not exist."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    async def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        """Create a Secret; False when one of that name already exists (left as it is)."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            type="Opaque",
+            string_data=data,
+        )
+        try:
+            await self.core.create_namespaced_secret(namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True

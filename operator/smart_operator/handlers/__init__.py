@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import kopf
 
-from smart_operator.handlers import customer, lifecycle
+from smart_operator.handlers import customer, domain, lifecycle
 from smart_operator.settings import OperatorSettings
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     lifecycle.register(registry, settings)
     customer.register(registry, settings)
+    domain.register(registry, settings)
 
 
 __all__ = ["register"]

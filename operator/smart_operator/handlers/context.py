@@ -1,21 +1,49 @@
-"""What every handler shares: settings, the plan catalog and the API client.
+"""What every handler shares: settings, the plan catalog and the API clients.
 Created once at operator start-up and kept in kopf's memo."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any, cast
 
+from smart_operator.clients.cloudflare import Cloudflare
+from smart_operator.clients.hetzner import Hetzner
+from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.clients.kube import Kube
-from smart_operator.plans import Catalog
+from smart_operator.keys import SSHKeyPair
+from smart_operator.plans import Catalog as PlanCatalog
 from smart_operator.settings import OperatorSettings
+
+
+@dataclass
+class Cloud:
+    """The providers, and the shared views that keep calls flat as Domains grow."""
+
+    hetzner: Hetzner
+    cloudflare: Cloudflare
+    operator_key: SSHKeyPair
+    actions: ActionWatcher
+    fleet: Fleet
+    catalog: Catalog
+    ssh_key_id: int | None = None
+
+    async def close(self) -> None:
+        await self.actions.close()
+        await self.cloudflare.close()
+        self.hetzner.close()
 
 
 @dataclass
 class Context:
     settings: OperatorSettings
-    catalog: Catalog
+    catalog: PlanCatalog
     kube: Kube
+    cloud: Cloud | None = None
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    """One event per Domain uid: set when its spec changes, to wake its daemon."""
+    dns_checked: dict[str, float] = field(default_factory=dict)
+    """When each Domain's DNS records were last checked (monotonic seconds)."""
 
 
 def context(memo: Any) -> Context:

@@ -7,11 +7,51 @@ from typing import Any
 
 import kopf
 
+from smart_operator.clients.cloudflare import Cloudflare
+from smart_operator.clients.hetzner import Hetzner
+from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.clients.kube import Kube, connect
-from smart_operator.handlers.context import Context
+from smart_operator.handlers.context import Cloud, Context
+from smart_operator.keys import SSHKeyPair, generate_ssh_key
 from smart_operator.models.common import GROUP
 from smart_operator.plans import load_catalog
 from smart_operator.settings import OperatorSettings
+
+SSH_SECRET = "smart-operator-ssh"  # noqa: S105 (a Secret's name)
+
+
+async def operator_ssh_key(kube: Kube, namespace: str) -> SSHKeyPair:
+    """The operator's own SSH key pair, kept in a Secret and made on first start."""
+    stored = await kube.read_secret(namespace, SSH_SECRET)
+    if stored is None:
+        made = generate_ssh_key("smart-operator")
+        await kube.create_secret(
+            namespace, SSH_SECRET, {"id_ed25519": made.private, "id_ed25519.pub": made.public}
+        )
+        # Another replica may have won the race: use whatever the Secret holds.
+        stored = await kube.read_secret(namespace, SSH_SECRET)
+    if stored is None:
+        raise kopf.TemporaryError(f"Secret {namespace}/{SSH_SECRET} cannot be read back", delay=5)
+    return SSHKeyPair(stored["id_ed25519"], stored["id_ed25519.pub"])
+
+
+async def connect_cloud(kube: Kube, settings: OperatorSettings) -> Cloud | None:
+    if settings.hetzner_token is None or settings.cloudflare_token is None:
+        return None
+    hetzner = Hetzner(settings.hetzner_token.get_secret_value(), settings.hetzner_endpoint)
+    cloudflare = Cloudflare(
+        settings.cloudflare_token.get_secret_value(),
+        settings.cloudflare_endpoint,
+        settings.cloudflare_account_id,
+    )
+    return Cloud(
+        hetzner=hetzner,
+        cloudflare=cloudflare,
+        operator_key=await operator_ssh_key(kube, settings.operator_namespace),
+        actions=ActionWatcher(hetzner),
+        fleet=Fleet(hetzner),
+        catalog=Catalog(hetzner),
+    )
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -35,6 +75,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         )
         if not operator_settings.standalone:
             await memo.context.kube.ensure_peering(operator_settings.peering_name)
+        memo.context.cloud = await connect_cloud(memo.context.kube, operator_settings)
+        if memo.context.cloud is None:
+            logger.warning(
+                "SMART_HETZNER_TOKEN or SMART_CLOUDFLARE_TOKEN is not set: Domains will wait "
+                "with an OperatorNotConfigured condition"
+            )
         logger.info("plan catalog: %s", ", ".join(memo.context.catalog.names))
 
     operator_settings = settings
@@ -42,6 +88,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         if getattr(memo, "context", None) is not None:
+            if memo.context.cloud is not None:
+                await memo.context.cloud.close()
             await memo.context.kube.api.close()
 
     @kopf.on.login(registry=registry)

@@ -1,0 +1,122 @@
+"""One request budget per provider per process.
+
+Every provider call first takes one request from its budget; the budget follows what
+the provider's own headers report (remaining requests, when they refill), so the
+operator paces itself at the provider's rate instead of running into 429s, and a
+burst of work never turns into a hot retry loop. Two shapes:
+
+- ``bucket`` (Hetzner Cloud): requests refill continuously; the refill rate is derived
+  from ``RateLimit-Remaining`` and ``RateLimit-Reset`` (the moment the bucket is full).
+- ``window`` (Cloudflare): the whole allowance returns when the window resets.
+
+Pure asyncio and arithmetic: no SDK here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from prometheus_client import Counter, Gauge
+
+BUDGET_REMAINING = Gauge(
+    "smartserver_provider_budget_remaining",
+    "Requests the provider still allows before its limit, as last reported",
+    ["provider"],
+)
+PROVIDER_CALLS = Counter(
+    "smartserver_provider_calls_total",
+    "Calls to outside providers by provider, verb and outcome",
+    ["provider", "verb", "outcome"],
+)
+BUDGET_WAIT_SECONDS = Counter(
+    "smartserver_provider_budget_wait_seconds_total",
+    "Time calls spent waiting for the provider's budget to refill",
+    ["provider"],
+)
+
+
+class RequestBudget:
+    """Requests a provider allows now, and when it allows more."""
+
+    def __init__(
+        self,
+        provider: str,
+        limit: int,
+        per_second: float,
+        shape: Literal["bucket", "window"] = "bucket",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self.limit = limit
+        self.per_second = per_second
+        self.shape = shape
+        self._clock = clock
+        self.remaining = float(limit)
+        self._updated = clock()
+        self._window_resets_at: float | None = None
+        self._blocked_until = 0.0
+        self._lock = asyncio.Lock()
+        BUDGET_REMAINING.labels(provider).set(limit)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if self.shape == "bucket":
+            self.remaining = min(
+                float(self.limit), self.remaining + (now - self._updated) * self.per_second
+            )
+        elif self._window_resets_at is not None and now >= self._window_resets_at:
+            self.remaining = float(self.limit)
+            self._window_resets_at = None
+        self._updated = now
+
+    def wait_time(self) -> float:
+        """Seconds until one request may be made (0 when one may be made now)."""
+        self._refill()
+        now = self._clock()
+        blocked = max(0.0, self._blocked_until - now)
+        if self.remaining >= 1:
+            return blocked
+        if self.shape == "bucket":
+            return max(blocked, (1 - self.remaining) / self.per_second)
+        resets = self._window_resets_at if self._window_resets_at is not None else now + 1
+        return max(blocked, resets - now)
+
+    async def take(self) -> None:
+        """Wait until the provider allows one more request, then spend it."""
+        async with self._lock:
+            waited = 0.0
+            while (delay := self.wait_time()) > 0:
+                waited += delay
+                await asyncio.sleep(delay)
+            self.remaining -= 1
+            if waited:
+                BUDGET_WAIT_SECONDS.labels(self.provider).inc(waited)
+
+    def observe(
+        self, remaining: int | None, reset_in: float | None, limit: int | None = None
+    ) -> None:
+        """Correct the model from a response's headers."""
+        if limit:
+            self.limit = limit
+        if remaining is None:
+            return
+        self._refill()
+        self.remaining = float(remaining)
+        if reset_in is not None and reset_in > 0:
+            if self.shape == "bucket" and self.limit > remaining:
+                self.per_second = (self.limit - remaining) / reset_in
+            elif self.shape == "window":
+                self._window_resets_at = self._clock() + reset_in
+        BUDGET_REMAINING.labels(self.provider).set(remaining)
+
+    def block(self, seconds: float) -> None:
+        """The provider refused with 429: spend nothing more for ``seconds``."""
+        self._refill()
+        self.remaining = 0.0
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+        if self.shape == "window":
+            self._window_resets_at = self._clock() + seconds
+        BUDGET_REMAINING.labels(self.provider).set(0)

@@ -1,0 +1,278 @@
+"""Cloudflare DNS, through the official ``cloudflare`` SDK (its async client).
+
+The SDK's own retries are off (``max_retries=0``): temporary failures are raised as
+``TemporaryProviderError`` with the delay the API asked for. Every call first takes
+one request from the process's Cloudflare budget, which the ``Ratelimit`` header
+(remaining requests and seconds to the window's reset) keeps true.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import cloudflare
+import httpx
+from cloudflare import AsyncCloudflare
+
+from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
+from smart_operator.clients.errors import (
+    Conflict,
+    NotFound,
+    PermanentProviderError,
+    TemporaryProviderError,
+    jittered,
+)
+
+PROVIDER = "cloudflare"
+AddressType = Literal["A", "AAAA"]
+T = TypeVar("T")
+_RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
+_POLICY = re.compile(r"q=(\d+)")
+
+
+@dataclass(frozen=True)
+class ZoneView:
+    id: str
+    name: str
+    status: str
+    name_servers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecordView:
+    id: str
+    type: str
+    name: str
+    content: str
+    comment: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def _record(record: Any) -> RecordView:
+    return RecordView(
+        id=str(record.id),
+        type=str(record.type),
+        name=str(record.name),
+        content=str(record.content),
+        comment=record.comment,
+        tags=list(record.tags or []),
+    )
+
+
+def _zone(zone: Any) -> ZoneView:
+    return ZoneView(str(zone.id), str(zone.name), str(zone.status), list(zone.name_servers or []))
+
+
+class Cloudflare:
+    """The Cloudflare calls the operator makes."""
+
+    def __init__(
+        self,
+        token: str,
+        endpoint: str,
+        account_id: str,
+        budget: RequestBudget | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.account_id = account_id
+        self.budget = budget or RequestBudget(PROVIDER, limit=1200, per_second=4.0, shape="window")
+        self._http = httpx.AsyncClient(timeout=timeout, event_hooks={"response": [self._observe]})
+        self._client = AsyncCloudflare(
+            api_token=token, base_url=endpoint, max_retries=0, http_client=self._http
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+        await self._http.aclose()
+
+    async def _observe(self, response: httpx.Response) -> None:
+        found = _RATELIMIT.search(response.headers.get("Ratelimit", ""))
+        if found is None:
+            return
+        policy = _POLICY.search(response.headers.get("Ratelimit-Policy", ""))
+        self.budget.observe(
+            int(found.group(1)), float(found.group(2)), int(policy.group(1)) if policy else None
+        )
+
+    async def _call(self, verb: str, call: Callable[[], Awaitable[T]]) -> T:
+        await self.budget.take()
+        outcome = "error"
+        try:
+            result = await call()
+            outcome = "ok"
+            return result
+        except cloudflare.RateLimitError as error:
+            outcome = "429"
+            retry = float(error.response.headers.get("Retry-After", "60"))
+            self.budget.block(retry)
+            raise TemporaryProviderError(
+                PROVIDER, f"{verb}: rate limit reached", jittered(retry)
+            ) from error
+        except cloudflare.NotFoundError as error:
+            outcome = "404"
+            raise NotFound(PROVIDER, f"{verb}: {error.message}") from error
+        except cloudflare.ConflictError as error:
+            outcome = "409"
+            raise Conflict(PROVIDER, f"{verb}: {error.message}") from error
+        except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as error:
+            outcome = str(error.status_code)
+            raise PermanentProviderError(
+                PROVIDER, f"{verb}: {error.message} (check the Cloudflare API token)"
+            ) from error
+        except cloudflare.BadRequestError as error:
+            outcome = "400"
+            raise PermanentProviderError(PROVIDER, f"{verb}: {error.message}") from error
+        except cloudflare.APIStatusError as error:
+            outcome = str(error.status_code)
+            raise TemporaryProviderError(
+                PROVIDER, f"{verb}: {error.status_code} {error.message}", jittered(5)
+            ) from error
+        except cloudflare.APIConnectionError as error:
+            outcome = "connection"
+            raise TemporaryProviderError(PROVIDER, f"{verb}: {error}", jittered(5)) from error
+        finally:
+            PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
+
+    # -- zones ---------------------------------------------------------------------------
+
+    async def zone(self, name: str) -> ZoneView | None:
+        async def call() -> list[Any]:
+            page = await self._client.zones.list(name=name)
+            return list(page.result)
+
+        found = await self._call("list_zones", call)
+        return _zone(found[0]) if found else None
+
+    async def zone_for(self, domain: str) -> ZoneView | None:
+        """The zone that holds ``domain``: the domain itself or its closest parent."""
+        labels = domain.split(".")
+        for start in range(len(labels) - 1):
+            zone = await self.zone(".".join(labels[start:]))
+            if zone is not None:
+                return zone
+        return None
+
+    async def create_zone(self, name: str) -> ZoneView:
+        async def call() -> Any:
+            return await self._client.zones.create(account={"id": self.account_id}, name=name)
+
+        try:
+            return _zone(await self._call("create_zone", call))
+        except (Conflict, PermanentProviderError):
+            existing = await self.zone(name)
+            if existing is None:
+                raise
+            return existing
+
+    async def check_activation(self, zone_id: str) -> None:
+        async def call() -> Any:
+            return await self._client.zones.activation_check.trigger(zone_id=zone_id)
+
+        await self._call("activation_check", call)
+
+    async def get_zone(self, zone_id: str) -> ZoneView:
+        async def call() -> Any:
+            return await self._client.zones.get(zone_id=zone_id)
+
+        return _zone(await self._call("get_zone", call))
+
+    # -- records -------------------------------------------------------------------------
+
+    async def records(
+        self, zone_id: str, *, name: str | None = None, tag: str | None = None
+    ) -> list[RecordView]:
+        """Records of a zone, by exact name and/or exact tag (``name:value``)."""
+        filters: dict[str, Any] = {}
+        if name is not None:
+            filters["name"] = {"exact": name}
+        if tag is not None:
+            filters["tag"] = {"exact": tag}
+
+        async def call() -> list[Any]:
+            found = []
+            async for record in self._client.dns.records.list(
+                zone_id=zone_id, per_page=100, **filters
+            ):
+                found.append(record)
+            return found
+
+        return [_record(r) for r in await self._call("list_records", call)]
+
+    async def create_record(
+        self,
+        zone_id: str,
+        *,
+        type: AddressType,
+        name: str,
+        content: str,
+        ttl: int,
+        proxied: bool,
+        comment: str,
+        tags: list[str],
+    ) -> RecordView:
+        async def call() -> Any:
+            return await self._client.dns.records.create(
+                zone_id=zone_id,
+                type=type,
+                name=name,
+                content=content,
+                ttl=ttl,
+                proxied=proxied,
+                comment=comment,
+                tags=tags,
+            )
+
+        return _record(await self._call("create_record", call))
+
+    async def update_record(
+        self,
+        zone_id: str,
+        record_id: str,
+        *,
+        type: AddressType,
+        name: str,
+        content: str,
+        ttl: int,
+        proxied: bool,
+        comment: str,
+        tags: list[str],
+    ) -> RecordView:
+        async def call() -> Any:
+            return await self._client.dns.records.update(
+                dns_record_id=record_id,
+                zone_id=zone_id,
+                type=type,
+                name=name,
+                content=content,
+                ttl=ttl,
+                proxied=proxied,
+                comment=comment,
+                tags=tags,
+            )
+
+        return _record(await self._call("update_record", call))
+
+    async def delete_record(self, zone_id: str, record_id: str) -> None:
+        """Delete a record; one already gone counts as deleted."""
+
+        async def call() -> Any:
+            return await self._client.dns.records.delete(dns_record_id=record_id, zone_id=zone_id)
+
+        try:
+            await self._call("delete_record", call)
+        except NotFound:
+            return
+
+    async def delete_zone(self, zone_id: str) -> None:
+        """Delete a zone Smart Server created; one already gone counts as deleted."""
+
+        async def call() -> Any:
+            return await self._client.zones.delete(zone_id=zone_id)
+
+        try:
+            await self._call("delete_zone", call)
+        except NotFound:
+            return

@@ -1,0 +1,325 @@
+"""Hetzner Cloud, through the official ``hcloud`` SDK.
+
+The SDK is synchronous (requests): every call runs in a small thread pool, never on
+the event loop. Its own retries, which sleep in the calling thread, are off: a
+temporary failure is raised as ``TemporaryProviderError`` with the delay the API asked
+for, and the caller decides (kopf retries the handler). Every call first takes one
+request from the process's Hetzner budget, which the ``RateLimit-*`` headers keep true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests
+from hcloud import APIException, Client
+from hcloud.firewalls import Firewall, FirewallRule
+from hcloud.images import Image
+from hcloud.locations import Location
+from hcloud.server_types import ServerType
+from hcloud.servers import Server
+from hcloud.ssh_keys import SSHKey
+
+from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
+from smart_operator.clients.errors import (
+    Conflict,
+    NotFound,
+    PermanentProviderError,
+    TemporaryProviderError,
+    jittered,
+)
+
+PROVIDER = "hetzner"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What the operator needs to know of a server."""
+
+    id: int
+    name: str
+    status: str
+    ipv4: str | None
+    ipv6: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    server_type: str = ""
+
+
+@dataclass(frozen=True)
+class FirewallView:
+    id: int
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerTypeView:
+    name: str
+    monthly_price: dict[str, float]
+    """Gross monthly price by location name."""
+
+
+def _id(value: int | None) -> int:
+    if value is None:
+        raise TemporaryProviderError(PROVIDER, "the API answered an object without an id")
+    return int(value)
+
+
+def _server(server: Any) -> ServerView:
+    public = server.public_net
+    ipv6 = None
+    if public is not None and public.ipv6 is not None and public.ipv6.network:
+        # The server owns a /64; its first address is ::1.
+        ipv6 = public.ipv6.network.split("/")[0] + "1"
+    return ServerView(
+        id=int(server.id),
+        name=str(server.name),
+        status=str(server.status),
+        ipv4=public.ipv4.ip if public is not None and public.ipv4 is not None else None,
+        ipv6=ipv6,
+        labels=dict(server.labels or {}),
+        server_type=str(server.server_type.name) if server.server_type else "",
+    )
+
+
+def selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+class Hetzner:
+    """The Hetzner Cloud calls the operator makes."""
+
+    def __init__(
+        self,
+        token: str,
+        endpoint: str,
+        budget: RequestBudget | None = None,
+        threads: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        self.budget = budget or RequestBudget(PROVIDER, limit=3600, per_second=1.0)
+        self._client = Client(token=token, api_endpoint=endpoint, timeout=timeout)
+        base = self._client._client
+        # The SDK would retry 429s and timeouts with blocking sleeps in our threads;
+        # retries are the operator's decision (kopf backoff), so turn them off.
+        base._retry_max_retries = 0
+        base._session.hooks["response"].append(self._observe)
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hcloud")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._client._client._session.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        headers = response.headers
+        try:
+            limit = int(headers["RateLimit-Limit"])
+            remaining = int(headers["RateLimit-Remaining"])
+            reset_in = float(headers["RateLimit-Reset"]) - time.time()
+        except (KeyError, ValueError):
+            return
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.budget.observe, remaining, reset_in, limit)
+
+    async def _call(self, verb: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._loop = asyncio.get_running_loop()
+        await self.budget.take()
+        outcome = "error"
+        try:
+            result = await self._loop.run_in_executor(
+                self._executor, functools.partial(fn, *args, **kwargs)
+            )
+            outcome = "ok"
+            return result
+        except APIException as error:
+            outcome = str(error.code)
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            outcome = "connection"
+            raise TemporaryProviderError(
+                PROVIDER, f"{verb}: {type(error).__name__}: {error}", jittered(5)
+            ) from error
+        finally:
+            PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
+
+    def _classify(self, error: APIException) -> Exception:
+        code, message = error.code, str(error.message)
+        if code == "rate_limit_exceeded":
+            wait = max(1.0, self.budget.wait_time())
+            self.budget.block(wait)
+            return TemporaryProviderError(
+                PROVIDER, f"rate limit reached: {message}", jittered(wait)
+            )
+        if code == "not_found":
+            return NotFound(PROVIDER, message)
+        if code == "uniqueness_error":
+            return Conflict(PROVIDER, message)
+        if code == "invalid_input":
+            fields = (
+                (error.details or {}).get("fields") if isinstance(error.details, dict) else None
+            )
+            detail = "; ".join(
+                f"{f.get('name')}: {', '.join(f.get('messages', []))}" for f in fields or []
+            )
+            return PermanentProviderError(PROVIDER, f"{message}{f' ({detail})' if detail else ''}")
+        if code in ("forbidden", "unauthorized", "token_readonly"):
+            return PermanentProviderError(PROVIDER, f"{message} (check the Hetzner API token)")
+        # locked, conflict, server errors, timeouts, unavailable: all heal with time.
+        return TemporaryProviderError(PROVIDER, f"{code}: {message}", jittered(5))
+
+    # -- servers -------------------------------------------------------------------------
+
+    async def servers(self, labels: dict[str, str]) -> list[ServerView]:
+        found = await self._call(
+            "list_servers", self._client.servers.get_all, label_selector=selector(labels)
+        )
+        return [_server(s) for s in found]
+
+    async def server(self, server_id: int) -> ServerView:
+        return _server(await self._call("get_server", self._client.servers.get_by_id, server_id))
+
+    async def server_by_name(self, name: str) -> ServerView | None:
+        found = await self._call("get_server", self._client.servers.get_by_name, name)
+        return _server(found) if found is not None else None
+
+    async def create_server(
+        self,
+        *,
+        name: str,
+        server_type: str,
+        image: str,
+        location: str,
+        user_data: str,
+        labels: dict[str, str],
+        ssh_key_ids: Iterable[int],
+        firewall_ids: Iterable[int],
+    ) -> tuple[ServerView, int | None]:
+        """Create a server; return it and the id of the action that boots it."""
+        response = await self._call(
+            "create_server",
+            self._client.servers.create,
+            name=name,
+            server_type=ServerType(name=server_type),
+            image=Image(name=image),
+            location=Location(name=location),
+            user_data=user_data,
+            labels=labels,
+            ssh_keys=[SSHKey(id=i) for i in ssh_key_ids],
+            firewalls=[Firewall(id=i) for i in firewall_ids],
+        )
+        action = response.action.id if response.action is not None else None
+        return _server(response.server), action
+
+    async def delete_server(self, server_id: int) -> None:
+        """Delete a server; one that is already gone counts as deleted."""
+        try:
+            await self._call("delete_server", self._client.servers.delete, Server(id=server_id))
+        except NotFound:
+            return
+
+    # -- actions -------------------------------------------------------------------------
+
+    async def actions(self, ids: Iterable[int]) -> dict[int, str]:
+        """The status (running, success, error) of several actions, in one request."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        reply = await self._call(
+            "list_actions",
+            self._client.request,
+            "GET",
+            "/actions",
+            params={"id": wanted, "per_page": 50},
+        )
+        return {int(a["id"]): str(a["status"]) for a in reply.get("actions", [])}
+
+    # -- firewalls -----------------------------------------------------------------------
+
+    async def firewalls(self, labels: dict[str, str]) -> list[FirewallView]:
+        found = await self._call(
+            "list_firewalls", self._client.firewalls.get_all, label_selector=selector(labels)
+        )
+        return [FirewallView(_id(f.id), str(f.name), dict(f.labels or {})) for f in found]
+
+    async def firewall_by_name(self, name: str) -> FirewallView | None:
+        found = await self._call("get_firewall", self._client.firewalls.get_by_name, name)
+        if found is None:
+            return None
+        return FirewallView(_id(found.id), str(found.name), dict(found.labels or {}))
+
+    async def create_firewall(
+        self, name: str, labels: dict[str, str], ssh_sources: list[str]
+    ) -> FirewallView:
+        """SSH only from the operator's addresses; HTTP and HTTPS from anywhere."""
+        anywhere = ["0.0.0.0/0", "::/0"]
+        rules = [
+            FirewallRule(
+                direction="in",
+                protocol="tcp",
+                port="22",
+                source_ips=ssh_sources,
+                description="SSH from the Smart Server operator",
+            ),
+            FirewallRule(
+                direction="in", protocol="tcp", port="80", source_ips=anywhere, description="HTTP"
+            ),
+            FirewallRule(
+                direction="in", protocol="tcp", port="443", source_ips=anywhere, description="HTTPS"
+            ),
+        ]
+        response = await self._call(
+            "create_firewall", self._client.firewalls.create, name=name, rules=rules, labels=labels
+        )
+        firewall = response.firewall
+        return FirewallView(_id(firewall.id), str(firewall.name), dict(firewall.labels or {}))
+
+    async def delete_firewall(self, firewall_id: int) -> None:
+        try:
+            await self._call(
+                "delete_firewall", self._client.firewalls.delete, Firewall(id=firewall_id)
+            )
+        except NotFound:
+            return
+
+    # -- ssh keys and catalog ------------------------------------------------------------
+
+    async def ensure_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> int:
+        """The id of the operator's SSH key, created if it is not there yet."""
+        found = await self._call("get_ssh_key", self._client.ssh_keys.get_by_name, name)
+        if found is not None:
+            return _id(found.id)
+        try:
+            created = await self._call(
+                "create_ssh_key",
+                self._client.ssh_keys.create,
+                name=name,
+                public_key=public_key,
+                labels=labels,
+            )
+        except Conflict:
+            found = await self._call("get_ssh_key", self._client.ssh_keys.get_by_name, name)
+            if found is None:
+                raise
+            return _id(found.id)
+        return _id(created.id)
+
+    async def server_types(self) -> list[ServerTypeView]:
+        found = await self._call("list_server_types", self._client.server_types.get_all)
+        views = []
+        for server_type in found:
+            prices = {
+                str(p["location"]): float(p["price_monthly"]["gross"])
+                for p in server_type.prices or []
+            }
+            views.append(ServerTypeView(str(server_type.name), prices))
+        return views

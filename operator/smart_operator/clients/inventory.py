@@ -1,0 +1,107 @@
+"""Shared views of Hetzner Cloud that keep API calls flat as Domains grow:
+
+- ``ActionWatcher``: every Domain waiting for a server to boot waits on its action; one
+  request asks for up to 50 actions at once, however many Domains are waiting.
+- ``Fleet``: all managed servers, listed by label selector in one paginated request and
+  shared by every Domain's drift check.
+- ``Catalog``: server types with prices, listed once and kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+
+from smart_operator.clients.hetzner import Hetzner, ServerTypeView, ServerView
+from smart_operator.domains import UID_LABEL, managed_labels
+
+BATCH = 50
+log = logging.getLogger(__name__)
+
+
+class ActionWatcher:
+    """Waits for Hetzner actions to finish, polling all of them together."""
+
+    def __init__(self, hetzner: Hetzner, interval: float = 1.0) -> None:
+        self._hetzner = hetzner
+        self._interval = interval
+        self._waiting: dict[int, list[asyncio.Future[str]]] = defaultdict(list)
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, action_id: int) -> str:
+        """The action's final status: ``success`` or ``error``."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[action_id].append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="hetzner action watcher")
+        return await future
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self._interval)
+            ids = sorted(self._waiting)
+            for start in range(0, len(ids), BATCH):
+                try:
+                    statuses = await self._hetzner.actions(ids[start : start + BATCH])
+                except Exception as error:  # a failed poll is retried next round
+                    log.warning("polling Hetzner actions failed, retrying: %s", error)
+                    continue
+                for action_id, status in statuses.items():
+                    if status != "running":
+                        for future in self._waiting.pop(action_id, []):
+                            if not future.done():
+                                future.set_result(status)
+            for action_id in [a for a, fs in self._waiting.items() if all(f.done() for f in fs)]:
+                self._waiting.pop(action_id, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Fleet:
+    """Every managed server by Domain uid, refreshed at most every ``max_age`` seconds."""
+
+    def __init__(self, hetzner: Hetzner) -> None:
+        self._hetzner = hetzner
+        self._by_uid: dict[str, list[ServerView]] = {}
+        self._listed_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def servers(self, uid: str, max_age: float) -> list[ServerView]:
+        async with self._lock:
+            if time.monotonic() - self._listed_at > max_age:
+                listed = await self._hetzner.servers(managed_labels())
+                by_uid: dict[str, list[ServerView]] = defaultdict(list)
+                for server in listed:
+                    by_uid[server.labels.get(UID_LABEL, "")].append(server)
+                self._by_uid = dict(by_uid)
+                self._listed_at = time.monotonic()
+        return list(self._by_uid.get(uid, []))
+
+    def remember(self, uid: str, server: ServerView) -> None:
+        known = [s for s in self._by_uid.get(uid, []) if s.id != server.id]
+        self._by_uid[uid] = [*known, server]
+
+    def forget(self, uid: str) -> None:
+        self._by_uid.pop(uid, None)
+
+
+class Catalog:
+    """Server types and their monthly prices by location, listed once."""
+
+    def __init__(self, hetzner: Hetzner) -> None:
+        self._hetzner = hetzner
+        self._types: dict[str, ServerTypeView] | None = None
+        self._lock = asyncio.Lock()
+
+    async def types(self) -> dict[str, ServerTypeView]:
+        async with self._lock:
+            if self._types is None:
+                self._types = {t.name: t for t in await self._hetzner.server_types()}
+        return self._types

@@ -1,0 +1,294 @@
+"""The Domain lifecycle end to end: the real control plane, the operator, and both
+provider simulators reached through the real SDKs."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from smart_sim.processes import CLOUD_TOKEN, Clouds
+from tests.conftest import Cluster, Operator, eventually
+
+
+def call(url: str, method: str = "GET", body: Any = None, token: bool = False) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {CLOUD_TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+class World:
+    """What the simulators hold, as a test sees it."""
+
+    def __init__(self, clouds: Clouds) -> None:
+        self.clouds = clouds
+
+    def servers(self, uid: str | None = None) -> list[dict[str, Any]]:
+        servers = call(f"{self.clouds.hetzner.root_url}/_sim/servers")["servers"]
+        return [s for s in servers if uid is None or s["labels"].get("smartserver.ai/uid") == uid]
+
+    def firewalls(self, uid: str) -> list[dict[str, Any]]:
+        url = f"{self.clouds.hetzner.url}/firewalls?label_selector=smartserver.ai/uid={uid}"
+        return list(call(url, token=True)["firewalls"])
+
+    def zone(self, name: str) -> dict[str, Any] | None:
+        zones = call(f"{self.clouds.cloudflare.url}/zones?name={name}", token=True)["result"]
+        return zones[0] if zones else None
+
+    def records(self, zone_id: str) -> list[dict[str, Any]]:
+        url = f"{self.clouds.cloudflare.url}/zones/{zone_id}/dns_records?per_page=100"
+        return list(call(url, token=True)["result"])
+
+    def add_active_zone(self, name: str) -> dict[str, Any]:
+        call(f"{self.clouds.cloudflare.root_url}/_sim/zones", "POST", {"name": name})
+        zone = self.zone(name)
+        assert zone is not None
+        return zone
+
+    def activate(self, name: str) -> None:
+        call(f"{self.clouds.cloudflare.root_url}/_sim/zones/{name}/activate", "POST", {})
+
+    def fault(self, simulator: str, **fault: Any) -> None:
+        root = getattr(self.clouds, simulator).root_url
+        call(f"{root}/_sim/faults", "POST", fault)
+
+
+@pytest.fixture
+def world(clouds: Clouds) -> World:
+    return World(clouds)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, operator: Operator, unique: str) -> str:
+    """A customer on the scale plan; its namespace holds the test's Domains."""
+    name = f"dom-{unique}"
+    cluster.apply(
+        {
+            "apiVersion": "smartserver.ai/v1alpha1",
+            "kind": "Customer",
+            "metadata": {"name": name},
+            "spec": {"email": f"x@{name}.example", "plan": "scale"},
+        }
+    )
+    eventually(
+        lambda: (c := cluster.condition("customer", name, "Ready")) and c["status"] == "True",
+        what="customer Ready",
+    )
+    return f"customer-{name}"
+
+
+def domain(name: str, namespace: str, fqdn: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Domain",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"domain": fqdn, **spec},
+    }
+
+
+def _condition(cluster: Cluster, namespace: str, name: str, type: str) -> dict[str, Any] | None:
+    obj = cluster.get("domain", name, "-n", namespace) or {}
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type), None)
+
+
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    type: str,
+    status: str = "True",
+    timeout: float = 60,
+) -> dict[str, Any]:
+    return eventually(
+        lambda: (c := _condition(cluster, namespace, name, type)) and c["status"] == status and c,
+        timeout,
+        f"{name} {type}={status}",
+    )
+
+
+def heartbeat(cluster: Cluster, namespace: str, name: str) -> None:
+    """What the intake API writes when the server's agent reports in."""
+    status = {"agent": {"version": "test", "lastSeen": datetime.now(UTC).isoformat()}}
+    cluster.kubectl(
+        "patch",
+        "domain",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def test_domain_goes_ready_and_deleting_it_leaves_nothing(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    fqdn = f"shop-{unique}.example"
+    cluster.apply(domain("shop", namespace, fqdn))
+    pending = wait_condition(cluster, namespace, "shop", "Verified", "False")
+    assert pending["reason"] == "ZonePending"
+    assert "nameservers" in pending["message"]
+
+    world.activate(fqdn)
+    wait_condition(cluster, namespace, "shop", "ServerReady")
+    dns = wait_condition(cluster, namespace, "shop", "DNSReady")
+    assert dns["reason"] == "RecordsPointAtServer"
+
+    obj = cluster.get("domain", "shop", "-n", namespace) or {}
+    uid, status = obj["metadata"]["uid"], obj["status"]
+    (server,) = world.servers(uid)
+    assert server["user_data"].startswith("#cloud-config")
+    assert status["server"]["id"] == server["id"]
+    assert status["server"]["ipv4"] == server["ipv4"]
+    assert status["server"]["hostKeyFingerprint"].startswith("SHA256:")
+    assert len(status["intakeKeyHash"]) == 64
+    assert status["server"]["hostPublicKey"].split()[1] in server["user_data"]
+    (firewall,) = world.firewalls(uid)
+    ports = {r["port"]: r["source_ips"] for r in firewall["rules"]}
+    assert ports["22"] == ["127.0.0.0/8"]
+    assert "0.0.0.0/0" in ports["80"]
+
+    zone = world.zone(fqdn)
+    assert zone is not None
+    ours = {
+        (r["type"], r["name"]): r["content"]
+        for r in world.records(zone["id"])
+        if f"smartserver-uid:{uid}" in r["tags"]
+    }
+    assert ours[("A", fqdn)] == server["ipv4"]
+    assert ours[("A", f"www.{fqdn}")] == server["ipv4"]
+    assert ("AAAA", fqdn) in ours
+
+    assert _condition(cluster, namespace, "shop", "Ready")["status"] == "False"  # type: ignore[index]
+    heartbeat(cluster, namespace, "shop")
+    wait_condition(cluster, namespace, "shop", "Ready")
+    table = cluster.kubectl("get", "domains", "-n", namespace)
+    assert "Ready" in table and server["ipv4"] in table
+
+    cluster.kubectl("delete", "domain", "shop", "-n", namespace, "--timeout=60s")
+    assert world.servers(uid) == []
+    assert world.firewalls(uid) == []
+    assert world.zone(fqdn) is None
+
+
+def test_a_lost_create_response_still_gives_one_server(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    fqdn = f"lost-{unique}.example"
+    world.add_active_zone(fqdn)
+    world.fault("hetzner", kind="lost_response", method="POST", path="/v1/servers", count=1)
+    cluster.apply(domain("lost", namespace, fqdn))
+    wait_condition(cluster, namespace, "lost", "DNSReady")
+    uid = (cluster.get("domain", "lost", "-n", namespace) or {})["metadata"]["uid"]
+    assert len(world.servers(uid)) == 1
+
+
+def test_killing_the_operator_during_creation_leaves_one_server_each(
+    cluster: Cluster, world: World, operator: Operator, namespace: str, unique: str
+) -> None:
+    names = [f"k{i}" for i in range(4)]
+    for name in names:
+        world.add_active_zone(f"{name}-{unique}.example")
+        cluster.apply(domain(name, namespace, f"{name}-{unique}.example"))
+
+    def ours() -> int:
+        return sum(1 for s in world.servers() if s["name"].startswith(f"ss-{namespace}-k"))
+
+    for kills in range(1, 4):
+        # Kill right after the next server appears: each time at a different stage.
+        eventually(lambda k=kills: ours() >= min(k, len(names)), 60, f"{kills} servers")
+        operator.restart()
+    for name in names:
+        wait_condition(cluster, namespace, name, "DNSReady", timeout=90)
+    for name in names:
+        uid = (cluster.get("domain", name, "-n", namespace) or {})["metadata"]["uid"]
+        assert len(world.servers(uid)) == 1, name
+        assert len(world.firewalls(uid)) == 1, name
+
+
+def test_a_record_that_is_not_ours_is_left_untouched_and_reported(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    fqdn = f"taken-{unique}.example"
+    zone = world.add_active_zone(fqdn)
+    foreign = call(
+        f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records",
+        "POST",
+        {"type": "A", "name": f"www.{fqdn}", "content": "198.51.100.7", "ttl": 300},
+        token=True,
+    )["result"]
+    cluster.apply(domain("taken", namespace, fqdn))
+    conflict = wait_condition(cluster, namespace, "taken", "DNSReady", "False")
+    assert conflict["reason"] == "RecordConflict"
+    assert f"www.{fqdn}" in conflict["message"] and "spec.dns.www" in conflict["message"]
+    after = [r for r in world.records(zone["id"]) if r["id"] == foreign["id"]]
+    assert after and after[0]["content"] == "198.51.100.7" and after[0]["tags"] == []
+
+
+def test_a_server_deleted_behind_our_back_is_replaced(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    fqdn = f"drift-{unique}.example"
+    world.add_active_zone(fqdn)
+    cluster.apply(domain("drift", namespace, fqdn))
+    wait_condition(cluster, namespace, "drift", "DNSReady")
+    uid = (cluster.get("domain", "drift", "-n", namespace) or {})["metadata"]["uid"]
+    (old,) = world.servers(uid)
+    call(f"{world.clouds.hetzner.url}/servers/{old['id']}", "DELETE", token=True)
+    new = eventually(
+        lambda: [s for s in world.servers(uid) if s["id"] != old["id"]],
+        60,
+        "a replacement server",
+    )
+    assert len(new) == 1
+    eventually(
+        lambda: (
+            (cluster.get("domain", "drift", "-n", namespace) or {})["status"]["server"]["id"]
+            == new[0]["id"]
+        ),
+        60,
+        "status names the new server",
+    )
+    zone = world.zone(fqdn)
+    assert zone is not None
+    eventually(
+        lambda: any(
+            r["content"] == new[0]["ipv4"] and r["name"] == fqdn for r in world.records(zone["id"])
+        ),
+        60,
+        "the apex record follows the new server",
+    )
+
+
+@pytest.mark.parametrize(
+    ("server", "field", "hint"),
+    [
+        ({"type": "cx999"}, "spec.server.type", "cx22"),
+        ({"type": "cax11", "location": "ash"}, "spec.server.location", "fsn1"),
+    ],
+)
+def test_an_unknown_server_shape_names_the_field_and_the_choices(
+    cluster: Cluster,
+    world: World,
+    namespace: str,
+    unique: str,
+    server: dict[str, str],
+    field: str,
+    hint: str,
+) -> None:
+    name = f"bad-{server['type']}"
+    cluster.apply(domain(name, namespace, f"{name}-{unique}.example", server=server))
+    invalid = wait_condition(cluster, namespace, name, "ServerReady", "False")
+    assert invalid["reason"] == "InvalidSpec"
+    assert field in invalid["message"] and hint in invalid["message"]
+    assert (cluster.get("domain", name, "-n", namespace) or {})["status"]["phase"] == "Failed"
