@@ -123,6 +123,8 @@ def operator(
         "SMART_DRIFT_SECONDS": "2",
         "SMART_DNS_DRIFT_SECONDS": "2",
         "SMART_VERIFY_SECONDS": "1",
+        "SMART_SWEEP_SECONDS": "1",
+        "SMART_SWEEP_GRACE_SECONDS": "3",
     }
     handle = Operator(
         OperatorProcess(kubeconfig, workdir, env=env).start(), kubeconfig, workdir, env

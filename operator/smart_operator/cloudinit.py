@@ -45,7 +45,8 @@ def render_user_data(data: UserDataInput) -> str:
         "ssh_pwauth": False,
         "disable_root": False,
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
+        # Only the key type we hand over: cloud-init makes no other host key.
+        "ssh_genkeytypes": ["ed25519"],
         "ssh_keys": {
             "ed25519_private": data.host_private_key,
             "ed25519_public": data.host_public_key,

@@ -87,6 +87,17 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="A Domain's agent counts as connected this long after its last heartbeat",
     )
+    sweep_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How often labelled cloud objects that no Domain owns are removed",
+    )
+    sweep_grace_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Cloud objects younger than this are never swept (a Domain may be "
+        "creating them right now)",
+    )
     log_format: Literal["plain", "full", "json"] = Field(
         default="plain", description="Log line format; json suits log collectors"
     )

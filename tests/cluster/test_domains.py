@@ -292,3 +292,38 @@ def test_an_unknown_server_shape_names_the_field_and_the_choices(
     assert invalid["reason"] == "InvalidSpec"
     assert field in invalid["message"] and hint in invalid["message"]
     assert (cluster.get("domain", name, "-n", namespace) or {})["status"]["phase"] == "Failed"
+
+
+def test_cloud_objects_that_no_domain_owns_are_swept(
+    cluster: Cluster, world: World, operator: Operator, unique: str
+) -> None:
+    hetzner = world.clouds.hetzner.url
+
+    def server(name: str, labels: dict[str, str]) -> int:
+        body = {
+            "name": name,
+            "server_type": "cx22",
+            "image": "ubuntu-24.04",
+            "location": "fsn1",
+            "labels": labels,
+        }
+        return int(call(f"{hetzner}/servers", "POST", body, token=True)["server"]["id"])
+
+    orphan = server(
+        f"orphan-{unique}",
+        {"smartserver.ai/managed": "true", "smartserver.ai/uid": f"gone-{unique}"},
+    )
+    foreign = server(f"foreign-{unique}", {"team": "web"})
+    zone = world.add_active_zone(f"sweep-{unique}.example")
+    records = f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records"
+    leftover = {"type": "A", "name": f"sweep-{unique}.example", "content": "192.0.2.1", "ttl": 300}
+    call(records, "POST", {**leftover, "tags": [f"smartserver-uid:gone-{unique}"]}, token=True)
+    call(records, "POST", {**leftover, "name": f"www.sweep-{unique}.example"}, token=True)
+
+    eventually(lambda: not [s for s in world.servers() if s["id"] == orphan], 30, "orphan swept")
+    eventually(
+        lambda: [r["name"] for r in world.records(zone["id"])] == [f"www.sweep-{unique}.example"],
+        30,
+        "only the untagged record is left",
+    )
+    assert [s for s in world.servers() if s["id"] == foreign]

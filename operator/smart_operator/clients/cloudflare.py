@@ -146,6 +146,12 @@ class Cloudflare:
         found = await self._call("list_zones", call)
         return _zone(found[0]) if found else None
 
+    async def zones(self) -> list[ZoneView]:
+        async def call() -> list[Any]:
+            return [zone async for zone in self._client.zones.list(per_page=50)]
+
+        return [_zone(z) for z in await self._call("list_zones", call)]
+
     async def zone_for(self, domain: str) -> ZoneView | None:
         """The zone that holds ``domain``: the domain itself or its closest parent."""
         labels = domain.split(".")
@@ -182,14 +188,21 @@ class Cloudflare:
     # -- records -------------------------------------------------------------------------
 
     async def records(
-        self, zone_id: str, *, name: str | None = None, tag: str | None = None
+        self,
+        zone_id: str,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        tag_present: str | None = None,
     ) -> list[RecordView]:
-        """Records of a zone, by exact name and/or exact tag (``name:value``)."""
+        """Records of a zone, by exact name, exact tag (``name:value``) or tag name."""
         filters: dict[str, Any] = {}
         if name is not None:
             filters["name"] = {"exact": name}
         if tag is not None:
             filters["tag"] = {"exact": tag}
+        elif tag_present is not None:
+            filters["tag"] = {"present": tag_present}
 
         async def call() -> list[Any]:
             found = []

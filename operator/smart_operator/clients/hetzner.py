@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import requests
@@ -50,6 +51,7 @@ class ServerView:
     ipv6: str | None
     labels: dict[str, str] = field(default_factory=dict)
     server_type: str = ""
+    created: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ class FirewallView:
     id: int
     name: str
     labels: dict[str, str] = field(default_factory=dict)
+    created: datetime | None = None
+
+
+def _firewall(firewall: Any) -> FirewallView:
+    return FirewallView(
+        _id(firewall.id), str(firewall.name), dict(firewall.labels or {}), firewall.created
+    )
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ def _server(server: Any) -> ServerView:
         ipv6=ipv6,
         labels=dict(server.labels or {}),
         server_type=str(server.server_type.name) if server.server_type else "",
+        created=server.created,
     )
 
 
@@ -249,13 +259,11 @@ class Hetzner:
         found = await self._call(
             "list_firewalls", self._client.firewalls.get_all, label_selector=selector(labels)
         )
-        return [FirewallView(_id(f.id), str(f.name), dict(f.labels or {})) for f in found]
+        return [_firewall(f) for f in found]
 
     async def firewall_by_name(self, name: str) -> FirewallView | None:
         found = await self._call("get_firewall", self._client.firewalls.get_by_name, name)
-        if found is None:
-            return None
-        return FirewallView(_id(found.id), str(found.name), dict(found.labels or {}))
+        return _firewall(found) if found is not None else None
 
     async def create_firewall(
         self, name: str, labels: dict[str, str], ssh_sources: list[str]
@@ -280,8 +288,7 @@ class Hetzner:
         response = await self._call(
             "create_firewall", self._client.firewalls.create, name=name, rules=rules, labels=labels
         )
-        firewall = response.firewall
-        return FirewallView(_id(firewall.id), str(firewall.name), dict(firewall.labels or {}))
+        return _firewall(response.firewall)
 
     async def delete_firewall(self, firewall_id: int) -> None:
         try:

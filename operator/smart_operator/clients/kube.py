@@ -176,3 +176,17 @@ class Kube:
                 return False
             raise
         return True
+
+    async def domain_uids(self) -> set[str]:
+        """The uids of every Domain in the cluster (one list call per 500)."""
+        uids: set[str] = set()
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"limit": 500}
+            if token:
+                paging["_continue"] = token
+            page = await self.custom.list_cluster_custom_object(GROUP, VERSION, "domains", **paging)
+            uids.update(item["metadata"]["uid"] for item in page.get("items", []))
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return uids

@@ -1,0 +1,118 @@
+"""Domain logic as pure functions: names, records, phases, and the user-data, which
+Debian's ``cloud-init schema`` must accept."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from smart_operator import domains
+from smart_operator.cloudinit import UserDataInput, render_user_data
+from smart_operator.conditions import set_condition
+from smart_operator.keys import fingerprint, generate_intake_key, generate_ssh_key, hash_intake_key
+from smart_operator.models.domain import Domain, DomainPhase
+
+
+def domain(name: str = "shop", namespace: str = "customer-acme", **spec: Any) -> Domain:
+    return Domain.model_validate(
+        {
+            "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "generation": 1},
+            "spec": {"domain": "shop.example", **spec},
+        }
+    )
+
+
+def test_cloud_names_are_derived_valid_hostnames() -> None:
+    assert domains.cloud_name(domain()) == "ss-customer-acme-shop"
+    long = domains.cloud_name(domain(name="x" * 60, namespace="customer-" + "y" * 50))
+    assert len(long) <= 63
+    assert long == domains.cloud_name(domain(name="x" * 60, namespace="customer-" + "y" * 50))
+    assert long != domains.cloud_name(domain(name="x" * 61, namespace="customer-" + "y" * 50))
+
+
+def test_records_cover_apex_and_www_unless_switched_off() -> None:
+    records = domains.desired_records(domain(), "127.10.0.2", "2001:db8::1")
+    assert {(r.type, r.name) for r in records} == {
+        ("A", "shop.example"),
+        ("AAAA", "shop.example"),
+        ("A", "www.shop.example"),
+        ("AAAA", "www.shop.example"),
+    }
+    assert domains.desired_records(domain(dns={"www": False}), "127.10.0.2", None) == [
+        domains.DesiredRecord("A", "shop.example", "127.10.0.2")
+    ]
+    assert domains.desired_records(domain(dns={"manage": False}), "127.10.0.2", None) == []
+
+
+def test_phase_follows_the_conditions() -> None:
+    conditions = set_condition([], "Verified", "False", "ZonePending", "set nameservers", 1)
+    phase, with_ready = domains.phase_and_ready(conditions, 1)
+    assert phase is DomainPhase.VERIFYING
+    ready = next(c for c in with_ready if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "ZonePending")
+    for kind in domains.CONDITION_TYPES:
+        conditions = set_condition(conditions, kind, "True", "Fine", "", 1)
+    phase, with_ready = domains.phase_and_ready(conditions, 1)
+    assert phase is DomainPhase.READY
+    conditions = set_condition(conditions, "ServerReady", "False", "InvalidSpec", "bad type", 1)
+    assert domains.phase_and_ready(conditions, 1)[0] is DomainPhase.FAILED
+
+
+def test_keys() -> None:
+    pair = generate_ssh_key("root@x")
+    assert pair.public.startswith("ssh-ed25519 ") and pair.public.endswith(" root@x")
+    assert "OPENSSH PRIVATE KEY" in pair.private
+    assert fingerprint(pair.public).startswith("SHA256:")
+    key = generate_intake_key()
+    assert key.startswith("ssk_") and len(key) > 40
+    assert hash_intake_key(key) == hash_intake_key(key) != hash_intake_key(generate_intake_key())
+
+
+def user_data() -> str:
+    host = generate_ssh_key("root@ss-customer-acme-shop")
+    return render_user_data(
+        UserDataInput(
+            hostname="ss-customer-acme-shop",
+            domain="shop.example",
+            host_private_key=host.private,
+            host_public_key=host.public,
+            operator_public_key=generate_ssh_key("smart-operator").public,
+            intake_url="https://intake.smartserver.example",
+            intake_key=generate_intake_key(),
+            namespace="customer-acme",
+            domain_resource="shop",
+        )
+    )
+
+
+def test_user_data_carries_the_host_key_and_the_agent_settings() -> None:
+    text = user_data()
+    assert text.startswith("#cloud-config\n")
+    document = yaml.safe_load(text)
+    assert document["ssh_keys"]["ed25519_public"].startswith("ssh-ed25519 ")
+    assert document["users"][0]["ssh_authorized_keys"][0].startswith("ssh-ed25519 ")
+    (env,) = document["write_files"]
+    assert env["permissions"] == "0600"
+    assert "SMART_AGENT_KEY=ssk_" in env["content"]
+    assert len(text.encode()) < 32 * 1024  # Hetzner's user-data limit
+
+
+@pytest.mark.skipif(
+    shutil.which("cloud-init") is None,
+    reason="Debian's cloud-init is missing: `make test` installs it (scripts/system-packages.txt)",
+)
+def test_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
+    path = tmp_path / "user-data"
+    path.write_text(user_data())
+    result = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
