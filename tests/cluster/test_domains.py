@@ -327,3 +327,47 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
         "only the untagged record is left",
     )
     assert [s for s in world.servers() if s["id"] == foreign]
+
+
+def test_under_a_429_storm_the_operator_waits_for_the_reset_and_converges(
+    cluster: Cluster, world: World, operator: Operator, namespace: str, unique: str
+) -> None:
+    storm = 16
+    throttled = {"provider": "hetzner", "outcome": "rate_limit_exceeded"}
+
+    def refused() -> float:
+        return sum(
+            operator.metric("smartserver_provider_calls_total", verb=verb, **throttled)
+            for verb in (
+                "list_servers",
+                "list_firewalls",
+                "create_server",
+                "create_firewall",
+                "list_server_types",
+                "get_server",
+                "list_actions",
+                "get_ssh_key",
+            )
+        )
+
+    refused_before = refused()
+    waited_before = operator.metric(
+        "smartserver_provider_budget_wait_seconds_total", provider="hetzner"
+    )
+    fqdn = f"storm-{unique}.example"
+    world.add_active_zone(fqdn)
+    world.fault("hetzner", kind="rate_limit", path="/v1/*", count=storm)
+    cluster.apply(domain("storm", namespace, fqdn))
+    wait_condition(cluster, namespace, "storm", "DNSReady", timeout=120)
+
+    # Every injected 429 was seen once: no request was thrown at a closed door.
+    assert refused() - refused_before == storm
+    # After a 429 no new Hetzner request starts before the reset (at least a second):
+    # only requests already in flight (at most the 8 SDK threads) can meet the same
+    # storm without waiting, so the operator waited at least a second for each of the
+    # others. A hot loop would have waited for none.
+    waited = (
+        operator.metric("smartserver_provider_budget_wait_seconds_total", provider="hetzner")
+        - waited_before
+    )
+    assert waited >= storm - 8, waited

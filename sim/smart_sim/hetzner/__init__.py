@@ -9,7 +9,7 @@ Layout: :mod:`~smart_sim.hetzner.catalog` (locations, server types, images, pric
 """
 
 from smart_sim.hetzner.app import CONTEXT, HetznerConfig, HetznerContext, create_app
-from smart_sim.hetzner.hooks import ServerHooks, ServerInfo
+from smart_sim.hetzner.hooks import HostStatusSource, ServerHooks, ServerInfo
 from smart_sim.hetzner.runner import HetznerSimulator
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "HetznerConfig",
     "HetznerContext",
     "HetznerSimulator",
+    "HostStatusSource",
     "ServerHooks",
     "ServerInfo",
     "create_app",

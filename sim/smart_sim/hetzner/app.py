@@ -10,7 +10,8 @@ bucket (3600 requests, one more per second); errors use the documented
 
 The control API under ``/_sim`` (no token, no rate limit, no faults) is the shared one
 of :func:`smart_sim.faults.add_control_routes` plus ``GET /_sim/servers``: every server
-with its loopback address, status, SSH keys and ``user_data``.
+with its loopback address, status, SSH keys, ``user_data`` and, when the hooks are a
+:class:`~smart_sim.hetzner.hooks.HostStatusSource`, its simulated host's state.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aiohttp import web
 from smart_sim.faults import FaultInjector, Handler, add_control_routes, fault_middleware
 from smart_sim.hetzner import schema
 from smart_sim.hetzner.catalog import IMAGES, LOCATIONS, SERVER_TYPES
-from smart_sim.hetzner.hooks import ServerHooks, ServerInfo
+from smart_sim.hetzner.hooks import HostStatusSource, ServerHooks, ServerInfo
 from smart_sim.hetzner.labels import LabelError, parse_selector
 from smart_sim.hetzner.state import (
     Action,
@@ -673,8 +674,9 @@ async def get_pricing(_: web.Request) -> web.Response:
 
 @routes.get("/_sim/servers")
 async def sim_servers(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
-    servers = state.find_servers()
+    ctx = request.app[CONTEXT]
+    servers = ctx.state.find_servers()
+    hosts = ctx.hooks if isinstance(ctx.hooks, HostStatusSource) else None
     return web.json_response(
         {
             "servers": [
@@ -690,6 +692,7 @@ async def sim_servers(request: web.Request) -> web.Response:
                     "server_type": s.server_type.name,
                     "image": s.image.name,
                     "location": s.location.name,
+                    "host": None if hosts is None else hosts.host_status(s.id),
                 }
                 for s in servers
             ]

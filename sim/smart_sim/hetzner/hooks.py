@@ -6,15 +6,19 @@ simulator implements the protocol: it binds the server's loopback ``ipv4``, runs
 ``user_data`` cloud-init, and authorises ``ssh_public_keys``. A hook is awaited inside
 the API request, so it must return quickly and start any slow work in a task of its own;
 an exception from it is logged and does not fail the API request.
+
+A hook may also be a :class:`HostStatusSource`: the control API's ``GET /_sim/servers``
+then shows each server's host state (for example a boot that failed, and why) under
+``host``. The public API never shows it: real Hetzner knows nothing of cloud-init.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["ServerHooks", "ServerInfo"]
+__all__ = ["HostStatusSource", "ServerHooks", "ServerInfo"]
 
 
 @dataclass(frozen=True)
@@ -44,4 +48,13 @@ class ServerHooks(Protocol):
 
     async def on_server_deleted(self, server: ServerInfo) -> None:
         """A server was deleted; it is no longer listed by the API."""
+        ...
+
+
+@runtime_checkable
+class HostStatusSource(Protocol):
+    """Hooks that can describe the host a server became (for the control API)."""
+
+    def host_status(self, server_id: int) -> Mapping[str, object] | None:
+        """JSON-ready state of the server's host, or None if it has none."""
         ...
