@@ -218,12 +218,28 @@ class SimulatorProcess(ManagedProcess):
 CLOUD_TOKEN = "smart-sim-token"  # noqa: S105 (the simulators' own test token)
 
 
+SIMULATED_SSH_PORT = 2222  # not 22: a machine's own sshd may hold it on every address
+
+
 class Clouds:
-    """Both provider simulators, and the operator settings that point at them."""
+    """Both provider simulators, and the operator settings that point at them. Servers
+    created in the Hetzner simulator boot as simulated hosts under ``log_dir/hosts``."""
 
     def __init__(self, log_dir: Path, hetzner_args: list[str] | None = None) -> None:
+        self.hosts_dir = log_dir / "hosts"
         self.hetzner = SimulatorProcess(
-            "smart_sim.hetzner", "/v1", log_dir, ["--token", CLOUD_TOKEN, *(hetzner_args or [])]
+            "smart_sim.hetzner",
+            "/v1",
+            log_dir,
+            [
+                "--token",
+                CLOUD_TOKEN,
+                "--hosts-dir",
+                str(self.hosts_dir),
+                "--ssh-port",
+                str(SIMULATED_SSH_PORT),
+                *(hetzner_args or []),
+            ],
         )
         self.cloudflare = SimulatorProcess(
             "smart_sim.cloudflare", "/client/v4", log_dir, ["--token", CLOUD_TOKEN]

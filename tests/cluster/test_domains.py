@@ -148,6 +148,8 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     uid, status = obj["metadata"]["uid"], obj["status"]
     (server,) = world.servers(uid)
     assert server["user_data"].startswith("#cloud-config")
+    # The server booted from the operator's cloud-init (checked by cloud-init schema).
+    eventually(lambda: world.servers(uid)[0]["host"]["state"] == "running", 30, "the host booted")
     assert status["server"]["id"] == server["id"]
     assert status["server"]["ipv4"] == server["ipv4"]
     assert status["server"]["hostKeyFingerprint"].startswith("SHA256:")

@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 
 from smart_sim.hetzner.app import HetznerConfig
 from smart_sim.hetzner.runner import HetznerSimulator
+from smart_sim.hosts import HostManager
 
 
 def _arguments() -> argparse.Namespace:
@@ -23,6 +25,15 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rate-limit", type=int, default=3600, help="request budget")
     parser.add_argument("--refill", type=float, default=1.0, help="requests back per second")
     parser.add_argument("--token", default=None, help="the only accepted API token")
+    parser.add_argument(
+        "--hosts-dir",
+        type=Path,
+        default=None,
+        help="boot every created server as a simulated host with its root folder here",
+    )
+    parser.add_argument(
+        "--ssh-port", type=int, default=22, help="SSH port of the simulated hosts (0: free port)"
+    )
     return parser.parse_args()
 
 
@@ -37,9 +48,17 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with HetznerSimulator(config, host=args.host, port=args.port) as sim:
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = None
+        if args.hosts_dir is not None:
+            hosts = await stack.enter_async_context(HostManager(args.hosts_dir, args.ssh_port))
+        sim = await stack.enter_async_context(
+            HetznerSimulator(config, hooks=hosts, host=args.host, port=args.port)
+        )
         print(f"Hetzner Cloud simulator: {sim.url}", flush=True)
         print(f"  control API: {sim.root_url}/_sim/", flush=True)
+        if args.hosts_dir is not None:
+            print(f"  hosts:       {args.hosts_dir}", flush=True)
         await stop.wait()
 
 
