@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help dev test system venv binaries cluster lint typecheck crds unit bench clean
+.PHONY: help dev test system venv binaries helm cluster lint typecheck crds unit bench chart clean
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -15,7 +15,7 @@ help: ## Show this list
 dev: system binaries ## Run the whole platform locally (control plane, operator, samples); Ctrl-C stops it
 	$(BIN)/python -m smart_sim.dev
 
-test: system binaries ## Lint, type-check and run every test on a real control plane
+test: system binaries helm ## Lint, type-check and run every test on a real control plane
 	@scripts/test
 
 system: ## Install the Debian packages the platform needs (only missing ones)
@@ -31,6 +31,9 @@ venv: $(STAMP) ## Create the virtualenv and install the project into it
 
 binaries: venv ## Build (once, cached in ~/.cache/smartserver) or find the control-plane binaries
 	@$(BIN)/python -m smart_sim.controlplane --build-only
+
+helm: venv ## Build (once, cached) or find helm, which the chart tests use
+	@$(BIN)/python -m smart_sim.controlplane --build-only --with-helm | tail -1
 
 cluster: binaries ## Start only a local control plane and print its kubeconfig
 	$(BIN)/python -m smart_sim.controlplane
@@ -51,6 +54,14 @@ unit: venv ## Only the fast tests that need no control plane
 
 bench: system binaries ## Run the benchmarks and print their figures
 	$(BIN)/python -m smart_sim.bench
+
+chart: venv ## Copy crds/ into the Helm chart, then lint and render it (builds helm once)
+	rm -f charts/smartserver/crds/*.yaml
+	cp $(filter-out crds/kustomization.yaml,$(wildcard crds/*.yaml)) charts/smartserver/crds/
+	@helm=$$($(BIN)/python -c 'from smart_sim.controlplane.binaries import ensure_helm; print(ensure_helm())') && \
+	  $$helm lint --strict charts/smartserver && \
+	  $$helm template smartserver charts/smartserver -n smartserver-system >/dev/null && \
+	  echo "charts/smartserver renders; helm is $$helm"
 
 clean: ## Remove the virtualenv and caches (the binary cache in ~/.cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

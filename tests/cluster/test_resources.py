@@ -122,3 +122,11 @@ def test_short_names_and_category(cluster: Cluster) -> None:
     for plural, short in (("customers", "cust"), ("domains", "dom"), ("experiments", "exp")):
         assert short in rows[plural].split()
         assert "smartserver" in rows[plural]
+
+
+def test_the_kustomize_base_passes_a_server_side_dry_run(cluster: Cluster) -> None:
+    rendered = cluster.kubectl("kustomize", str(platform.MANIFESTS))
+    output = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", input=rendered
+    )
+    assert "statefulset.apps/smart-operator serverside-applied (server dry run)" in output

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from smart_sim.controlplane import ControlPlane, ensure_binaries, kube_version
+from smart_sim.controlplane.binaries import ensure_helm
 
 
 def main() -> None:
@@ -22,12 +23,18 @@ def main() -> None:
     parser.add_argument(
         "--build-only", action="store_true", help="build or find the binaries, then exit"
     )
+    parser.add_argument(
+        "--with-helm", action="store_true", help="also build or find helm (for the chart tests)"
+    )
     args = parser.parse_args()
     binaries = ensure_binaries()
     if args.build_only:
         print(f"Kubernetes {kube_version()} binaries:")
         for name, path in vars(binaries).items():
             print(f"  {name:<24} {path}")
+        if args.with_helm:
+            # Not part of the control plane: the chart tests lint and render with it.
+            print(f"  {'helm':<24} {ensure_helm()}")
         return
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,6 @@
 """Finds or builds the control-plane binaries: etcd, kube-apiserver,
-kube-controller-manager and a kubectl of the same release.
+kube-controller-manager and a kubectl of the same release; and ``helm``, which lints
+and renders the chart.
 
 A binary is taken from ``$KUBEBUILDER_ASSETS`` when that folder has it (the envtest
 layout); otherwise it is built once from the pinned Go modules in ``sim/kube`` with the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 KUBE_MODULE = Path(__file__).resolve().parents[2] / "kube"
 ETCD_MODULE = KUBE_MODULE / "etcd"
+HELM_MODULE = KUBE_MODULE / "helm"
 
 KUBE_PACKAGES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
@@ -28,6 +30,7 @@ KUBE_PACKAGES = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
 }
 ETCD_PACKAGES = {"etcd": "go.etcd.io/etcd/server/v3"}
+HELM_PACKAGES = {"helm": "helm.sh/helm/v4/cmd/helm"}
 
 
 class BuildError(RuntimeError):
@@ -126,3 +129,9 @@ def ensure_binaries() -> Binaries:
         kube_controller_manager=kube["kube-controller-manager"],
         kubectl=kube["kubectl"],
     )
+
+
+def ensure_helm() -> Path:
+    """Return the ``helm`` binary pinned in ``sim/kube/helm``, building it once."""
+    version = _required_version(HELM_MODULE, "helm.sh/helm/v4")
+    return _ensure(HELM_MODULE, HELM_PACKAGES, f"Helm {version}")["helm"]

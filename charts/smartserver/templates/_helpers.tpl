@@ -1,0 +1,79 @@
+{{/*
+Names and labels shared by every component. A component (operator, and later the
+intake API and the dashboard) lives in templates/<component>/ and calls
+"smartserver.componentName", "smartserver.componentLabels" and
+"smartserver.componentSelectorLabels" with (dict "root" $ "component" "<component>").
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "smartserver.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* "<release>-<chart>", or just the release name when it already holds the chart name. */}}
+{{- define "smartserver.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "smartserver.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "smartserver.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: smartserver
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels that select this release's objects. */}}
+{{- define "smartserver.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "smartserver.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* A component's object name: "<fullname>-<component>". */}}
+{{- define "smartserver.componentName" -}}
+{{- printf "%s-%s" (include "smartserver.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on a component's objects. */}}
+{{- define "smartserver.componentLabels" -}}
+{{ include "smartserver.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels that select a component's pods. */}}
+{{- define "smartserver.componentSelectorLabels" -}}
+{{ include "smartserver.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* A component's image reference; an empty tag means the chart's appVersion. */}}
+{{- define "smartserver.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion | toString) -}}
+{{- end -}}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "smartserver.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create -}}
+{{- default (include "smartserver.componentName" (dict "root" . "component" "operator")) .Values.operator.serviceAccount.name -}}
+{{- else -}}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The plan catalog's ConfigMap name. */}}
+{{- define "smartserver.plansName" -}}
+{{- printf "%s-plans" (include "smartserver.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
