@@ -120,3 +120,61 @@ def _true(condition: Condition | None) -> bool:
 PERMANENT_REASONS = frozenset(
     {"InvalidSpec", "OperatorNotConfigured", "ProviderRejected", "NameTaken"}
 )
+
+
+@dataclass(frozen=True)
+class ExistingRecord:
+    id: str
+    type: str
+    name: str
+    content: str
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class RecordPlan:
+    """The changes that make a zone's records what a Domain wants, in one batch."""
+
+    create: list[DesiredRecord]
+    update: list[tuple[str, DesiredRecord]]
+    delete: list[str]
+    kept: list[ExistingRecord]
+    conflicts: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.update or self.delete)
+
+
+def plan_records(
+    desired: list[DesiredRecord], existing: list[ExistingRecord], tag: str
+) -> RecordPlan:
+    """Ours (tagged) are corrected, duplicates and leftovers removed; a record that is
+    not ours at a name we want is a conflict and is never changed."""
+    ours = [r for r in existing if tag in r.tags]
+    plan = RecordPlan([], [], [], [], [])
+    for want in desired:
+        mine = [r for r in ours if (r.type, r.name) == (want.type, want.name)]
+        if mine:
+            record, *extra = mine
+            plan.delete.extend(r.id for r in extra)
+            if record.content == want.content:
+                plan.kept.append(record)
+            else:
+                plan.update.append((record.id, want))
+            continue
+        foreign = [
+            r
+            for r in existing
+            if tag not in r.tags and r.name == want.name and r.type in (want.type, "CNAME")
+        ]
+        if foreign:
+            plan.conflicts.append(
+                f"{foreign[0].type} {want.name} → {foreign[0].content} exists and was not "
+                "created by Smart Server"
+            )
+        else:
+            plan.create.append(want)
+    wanted = {(w.type, w.name) for w in desired}
+    plan.delete.extend(r.id for r in ours if (r.type, r.name) not in wanted)
+    return plan

@@ -116,3 +116,44 @@ def test_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+TAG = domains.record_tag("u-1")
+
+
+def existing(id: str, type: str, name: str, content: str, ours: bool = True) -> Any:
+    return domains.ExistingRecord(id, type, name, content, (TAG,) if ours else ())
+
+
+def test_record_plan_creates_what_is_missing() -> None:
+    want = domains.desired_records(domain(), "127.10.0.2", None)
+    plan = domains.plan_records(want, [], TAG)
+    assert plan.create == want
+    assert not plan.update and not plan.delete and not plan.conflicts
+
+
+def test_record_plan_corrects_ours_and_removes_duplicates_and_leftovers() -> None:
+    want = domains.desired_records(domain(dns={"www": False}), "127.10.0.9", None)
+    plan = domains.plan_records(
+        want,
+        [
+            existing("a", "A", "shop.example", "127.10.0.2"),
+            existing("b", "A", "shop.example", "127.10.0.2"),
+            existing("c", "A", "www.shop.example", "127.10.0.2"),
+        ],
+        TAG,
+    )
+    assert plan.update == [("a", want[0])]
+    assert sorted(plan.delete) == ["b", "c"]
+    assert not plan.create
+
+
+def test_record_plan_never_touches_a_record_that_is_not_ours() -> None:
+    want = domains.desired_records(domain(), "127.10.0.2", None)
+    foreign = existing("x", "CNAME", "www.shop.example", "elsewhere.example", ours=False)
+    plan = domains.plan_records(want, [foreign], TAG)
+    assert [w.name for w in plan.create] == ["shop.example"]
+    assert "x" not in plan.delete and not plan.update
+    assert plan.conflicts == [
+        "CNAME www.shop.example → elsewhere.example exists and was not created by Smart Server"
+    ]

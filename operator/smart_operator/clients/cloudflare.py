@@ -289,3 +289,25 @@ class Cloudflare:
             await self._call("delete_zone", call)
         except NotFound:
             return
+
+    async def batch(
+        self,
+        zone_id: str,
+        *,
+        posts: list[dict[str, Any]],
+        patches: list[dict[str, Any]],
+        deletes: list[str],
+    ) -> list[RecordView]:
+        """Create, change and delete records in one request (all or nothing); returns
+        the created and changed records."""
+
+        async def call() -> Any:
+            return await self._client.dns.records.batch(
+                zone_id=zone_id,
+                posts=posts,  # type: ignore[arg-type]
+                patches=patches,  # type: ignore[arg-type]
+                deletes=[{"id": record_id} for record_id in deletes],
+            )
+
+        result = await self._call("batch_records", call)
+        return [_record(r) for r in [*(result.posts or []), *(result.patches or [])]]

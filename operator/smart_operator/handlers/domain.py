@@ -19,7 +19,7 @@ from typing import Any, cast
 import kopf
 
 from smart_operator import domains
-from smart_operator.clients.cloudflare import RecordView, ZoneView
+from smart_operator.clients.cloudflare import ZoneView
 from smart_operator.clients.errors import (
     Conflict,
     PermanentProviderError,
@@ -376,53 +376,53 @@ class DomainReconciler:
         )
 
     async def ensure_dns(self, cloud: Cloud, zone: ZoneView, server: ServerView) -> None:
-        """Our records point at the server; records that are not ours are never touched."""
+        """Our records point at the server; records that are not ours are never touched.
+        One listing of the zone and at most one batch of changes."""
         desired = domains.desired_records(self.domain, server.ipv4, server.ipv6)
         tag = domains.record_tag(self.uid)
-        ours = await cloud.cloudflare.records(zone.id, tag=tag)
-        settled: list[RecordView] = []
-        conflicts: list[str] = []
-        for want in desired:
-            mine = [r for r in ours if r.type == want.type and r.name == want.name]
-            if mine:
-                record, *extra = mine
-                for duplicate in extra:
-                    await cloud.cloudflare.delete_record(zone.id, duplicate.id)
-                if record.content != want.content:
-                    record = await cloud.cloudflare.update_record(
-                        zone.id, record.id, **self._record_fields(want, tag)
-                    )
-                    self.event("RecordRepaired", f"{want.type} {want.name} → {want.content}")
-                settled.append(record)
-                continue
-            same_name = await cloud.cloudflare.records(zone.id, name=want.name)
-            foreign = [r for r in same_name if r.type in (want.type, "CNAME")]
-            if foreign:
-                conflicts.append(
-                    f"{foreign[0].type} {want.name} → {foreign[0].content} exists and was not "
-                    "created by Smart Server"
-                )
-                continue
-            settled.append(
-                await cloud.cloudflare.create_record(zone.id, **self._record_fields(want, tag))
-            )
-        wanted = {(w.type, w.name) for w in desired}
-        for stale in ours:
-            if (stale.type, stale.name) not in wanted:
-                await cloud.cloudflare.delete_record(zone.id, stale.id)
-        dns = self.status.dns or DNSStatus()
-        dns.records = [
-            DNSRecordStatus(id=r.id, type=r.type, name=r.name, content=r.content) for r in settled
+        existing = [
+            domains.ExistingRecord(r.id, r.type, r.name, r.content, tuple(r.tags))
+            for r in await cloud.cloudflare.records(zone.id)
         ]
+        plan = domains.plan_records(desired, existing, tag)
+        settled = [
+            DNSRecordStatus(id=r.id, type=r.type, name=r.name, content=r.content) for r in plan.kept
+        ]
+        if not plan.empty:
+            changed = await cloud.cloudflare.batch(
+                zone.id,
+                posts=[self._record_fields(want, tag) for want in plan.create],
+                patches=[
+                    {"id": record_id, **self._record_fields(want, tag)}
+                    for record_id, want in plan.update
+                ],
+                deletes=plan.delete,
+            )
+            settled += [
+                DNSRecordStatus(id=r.id, type=r.type, name=r.name, content=r.content)
+                for r in changed
+            ]
+            if plan.update:
+                self.event(
+                    "RecordRepaired",
+                    ", ".join(f"{w.type} {w.name} → {w.content}" for _, w in plan.update),
+                )
+        dns = self.status.dns or DNSStatus()
+        dns.records = sorted(settled, key=lambda r: (r.name, r.type))
         self.status.dns = dns
-        if conflicts:
+        if plan.conflicts:
             message = (
-                "; ".join(conflicts)
+                "; ".join(plan.conflicts)
                 + ". It is left as it is: delete it in Cloudflare, or set spec.dns.www: false "
                 "(for www) or spec.dns.manage: false to manage DNS yourself"
             )
+            known = any(
+                c.type == "DNSReady" and c.reason == "RecordConflict"
+                for c in self.status.conditions
+            )
             self.condition("DNSReady", "False", "RecordConflict", message)
-            self.event("RecordConflict", message, warning=True)
+            if not known:
+                self.event("RecordConflict", message, warning=True)
         elif not desired:
             self.condition("DNSReady", "True", "Unmanaged", "spec.dns.manage is false")
         else:
