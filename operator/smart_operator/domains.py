@@ -90,8 +90,11 @@ def phase_and_ready(
     failed = next(
         (c for c in conditions if c.status == "False" and c.reason in PERMANENT_REASONS), None
     )
+    paused = get_condition(conditions, "Paused")
     if deleting:
         phase = DomainPhase.DELETING
+    elif _true(paused) and not all(_true(c) for c in by_type.values()):
+        phase = DomainPhase.PENDING
     elif failed is not None:
         phase = DomainPhase.FAILED
     elif not _true(by_type["Verified"]):

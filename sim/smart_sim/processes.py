@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 from smart_sim.controlplane.cluster import free_port
 
@@ -46,7 +46,7 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -97,7 +97,7 @@ class ManagedProcess:
                 self.kill()
         self._close_log()
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -226,24 +226,26 @@ class Clouds:
     """Both provider simulators, and the operator settings that point at them. Servers
     created in the Hetzner simulator boot as simulated hosts under ``log_dir/hosts``."""
 
-    def __init__(self, log_dir: Path, hetzner_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        hetzner_args: list[str] | None = None,
+        cloudflare_args: list[str] | None = None,
+        hosts: bool = True,
+    ) -> None:
         self.hosts_dir = log_dir / "hosts"
+        booting = ["--hosts-dir", str(self.hosts_dir), "--ssh-port", str(SIMULATED_SSH_PORT)]
         self.hetzner = SimulatorProcess(
             "smart_sim.hetzner",
             "/v1",
             log_dir,
-            [
-                "--token",
-                CLOUD_TOKEN,
-                "--hosts-dir",
-                str(self.hosts_dir),
-                "--ssh-port",
-                str(SIMULATED_SSH_PORT),
-                *(hetzner_args or []),
-            ],
+            ["--token", CLOUD_TOKEN, *(booting if hosts else []), *(hetzner_args or [])],
         )
         self.cloudflare = SimulatorProcess(
-            "smart_sim.cloudflare", "/client/v4", log_dir, ["--token", CLOUD_TOKEN]
+            "smart_sim.cloudflare",
+            "/client/v4",
+            log_dir,
+            ["--token", CLOUD_TOKEN, *(cloudflare_args or [])],
         )
 
     def start(self) -> Clouds:

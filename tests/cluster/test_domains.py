@@ -373,3 +373,53 @@ def test_under_a_429_storm_the_operator_waits_for_the_reset_and_converges(
         - waited_before
     )
     assert waited >= storm - 8, waited
+
+
+def test_a_paused_domain_gets_nothing_until_resumed(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    fqdn = f"paused-{unique}.example"
+    world.add_active_zone(fqdn)
+    cluster.apply(domain("paused", namespace, fqdn, paused=True))
+    paused = wait_condition(cluster, namespace, "paused", "Paused")
+    assert "spec.paused" in paused["message"]
+    uid = (cluster.get("domain", "paused", "-n", namespace) or {})["metadata"]["uid"]
+    assert world.servers(uid) == []
+    cluster.kubectl(
+        "patch",
+        "domain",
+        "paused",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"paused":false}}',
+    )
+    wait_condition(cluster, namespace, "paused", "DNSReady")
+    assert len(world.servers(uid)) == 1
+
+
+def test_a_changed_record_of_ours_is_put_back(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    fqdn = f"edited-{unique}.example"
+    zone = world.add_active_zone(fqdn)
+    cluster.apply(domain("edited", namespace, fqdn, dns={"www": False}))
+    wait_condition(cluster, namespace, "edited", "DNSReady")
+    uid = (cluster.get("domain", "edited", "-n", namespace) or {})["metadata"]["uid"]
+    (server,) = world.servers(uid)
+    (apex,) = [r for r in world.records(zone["id"]) if r["type"] == "A"]
+    call(
+        f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records/{apex['id']}",
+        "PATCH",
+        {"content": "203.0.113.66"},
+        token=True,
+    )
+    eventually(
+        lambda: (
+            [r["content"] for r in world.records(zone["id"]) if r["type"] == "A"]
+            == [server["ipv4"]]
+        ),
+        60,
+        "the apex record points at the server again",
+    )

@@ -110,6 +110,17 @@ class DomainReconciler:
             self.condition("ServerReady", "False", "OperatorNotConfigured", message)
             await self.write()
             return self.settings.drift_seconds
+        if self.domain.spec.paused:
+            self.condition(
+                "Paused",
+                "True",
+                "PausedBySpec",
+                "spec.paused is true: the server is left as it is (nothing created, repaired "
+                "or deployed) and serves only control variants",
+            )
+            await self.write()
+            return self.settings.drift_seconds
+        self.condition("Paused", "False", "Active", "reconciled and repaired as usual")
         step = "ServerReady"
         steady = self.is_steady()
         try:
