@@ -120,9 +120,7 @@ def _true(condition: Condition | None) -> bool:
 
 
 # Reasons that only a change of the spec (or of the operator's configuration) mends.
-PERMANENT_REASONS = frozenset(
-    {"InvalidSpec", "OperatorNotConfigured", "ProviderRejected", "NameTaken"}
-)
+PERMANENT_REASONS = frozenset({"InvalidSpec", "OperatorNotConfigured", "ProviderRejected"})
 
 
 @dataclass(frozen=True)
