@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from smart_operator.conditions import set_condition
@@ -145,8 +146,27 @@ def resolve_plan(customer: Customer, catalog: Catalog) -> Resolution:
     return Resolution(plan, effective_limits(plan, customer.spec), None)
 
 
+_SUFFIXES = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def parse_count(quantity: str) -> int:
+    """A whole-number Kubernetes quantity, as the API server writes it back ("1k")."""
+    text = quantity.strip()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            return int(Decimal(text[: -len(suffix)]) * _SUFFIXES[suffix])
+    return int(Decimal(text))
+
+
+def _counts(quantities: Mapping[str, str] | None) -> dict[str, int]:
+    return {key: parse_count(value) for key, value in (quantities or {}).items()}
+
+
 def _count(used: Mapping[str, str] | None, key: str) -> int:
-    return int((used or {}).get(key, "0"))
+    return _counts(used).get(key, 0)
 
 
 def compute_status(
@@ -175,8 +195,8 @@ def compute_status(
     status.limits = limits
     # Enforced only once the quota controller counts every resource: until then the
     # API server refuses creations with "status unknown for quota".
-    wanted = quota_hard(limits)
-    applied = dict(observed.quota_hard or {}) == wanted and set(wanted) <= set(
+    wanted = _counts(quota_hard(limits))
+    applied = _counts(observed.quota_hard) == wanted and set(wanted) <= set(
         observed.quota_used or {}
     )
     if applied:

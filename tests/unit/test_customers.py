@@ -134,3 +134,21 @@ def test_transition_time_changes_only_when_status_flips() -> None:
     conditions = set_condition(conditions, "Ready", "True", "Done", "c", 2, at=later)
     assert conditions[0].last_transition_time == later
     assert len(conditions) == 1
+
+
+def test_quota_counts_as_the_api_server_writes_them_back() -> None:
+    assert customers.parse_count("1k") == 1000
+    assert customers.parse_count("20") == 20
+    assert customers.parse_count("2Ki") == 2048
+    c = customer(plan="scale", limits={"domains": 1000})
+    resolved = customers.resolve_plan(c, DEFAULT_CATALOG)
+    observed = customers.Observed(
+        quota_hard={
+            "count/domains.smartserver.ai": "1k",
+            "count/experiments.smartserver.ai": "100",
+        },
+        quota_used={"count/domains.smartserver.ai": "0", "count/experiments.smartserver.ai": "0"},
+        token_ready=True,
+    )
+    status = customers.compute_status(c, DEFAULT_CATALOG, resolved, observed)
+    assert get_condition(status.conditions, "QuotaApplied").status == "True"  # type: ignore[union-attr]
