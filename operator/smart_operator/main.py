@@ -3,6 +3,7 @@ serves ``/metrics`` and ``/healthz``, and runs the kopf handlers cluster-wide.""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import kopf
@@ -22,6 +23,10 @@ def main() -> None:
         verbose=settings.debug,
         log_format=kopf.LogFormat[settings.log_format.upper()],
     )
+    if not settings.debug:
+        # One line per HTTP request or SSH packet drowns what the operator says.
+        for chatty in ("httpx", "asyncssh"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     start_http_server(settings.metrics_port, settings.metrics_host)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)

@@ -87,10 +87,22 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="A Domain's agent counts as connected this long after its last heartbeat",
     )
+    ssh_port: int = Field(default=22, ge=1, le=65535, description="SSH port of the servers")
+    deploy_check_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often a deployed Experiment is checked against its Domain and Customer",
+    )
     sweep_seconds: float = Field(
         default=600.0,
         gt=0,
         description="How often labelled cloud objects that no Domain owns are removed",
+    )
+    dns_sweep_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the sweep also scans every zone for records no Domain owns "
+        "(one Cloudflare call per zone)",
     )
     sweep_grace_seconds: float = Field(
         default=600.0,

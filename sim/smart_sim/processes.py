@@ -289,4 +289,5 @@ class Clouds:
             "SMART_CLOUDFLARE_ENDPOINT": self.cloudflare.url,
             "SMART_CLOUDFLARE_ACCOUNT_ID": CloudflareConfig().account_id,
             "SMART_SSH_SOURCES": '["127.0.0.0/8"]',
+            "SMART_SSH_PORT": str(SIMULATED_SSH_PORT),
         }

@@ -190,3 +190,14 @@ class Kube:
             token = page.get("metadata", {}).get("continue")
             if not token:
                 return uids
+
+    async def get_namespaced(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return body

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import kopf
 
-from smart_operator.handlers import customer, domain, lifecycle, sweep
+from smart_operator.handlers import customer, domain, experiment, lifecycle, sweep
 from smart_operator.settings import OperatorSettings
 
 
@@ -16,6 +16,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     lifecycle.register(registry, settings)
     customer.register(registry, settings)
     domain.register(registry, settings)
+    experiment.register(registry, settings)
     sweep.register(registry, settings)
 
 

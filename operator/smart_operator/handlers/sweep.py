@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,8 +31,9 @@ SWEPT = Counter(
 )
 
 
-async def sweep_once(ctx: Context) -> dict[str, int]:
-    """One sweep; returns how many objects of each kind were removed."""
+async def sweep_once(ctx: Context, records: bool = True) -> dict[str, int]:
+    """One sweep; returns how many objects of each kind were removed. ``records``: also
+    scan every zone's records (one call per zone, so less often)."""
     cloud = ctx.cloud
     removed = {"server": 0, "firewall": 0, "record": 0}
     if cloud is None:
@@ -56,7 +58,7 @@ async def sweep_once(ctx: Context) -> dict[str, int]:
                 log.info("firewall %s not swept yet: %s", firewall.name, error)
                 continue
             removed["firewall"] += 1
-    for zone in await cloud.cloudflare.zones():
+    for zone in await cloud.cloudflare.zones() if records else []:
         for record in await cloud.cloudflare.records(zone.id, tag_present=domains.RECORD_TAG_NAME):
             uids = [
                 t.split(":", 1)[1] for t in record.tags if t.startswith(domains.RECORD_TAG_NAME)
@@ -71,10 +73,14 @@ async def sweep_once(ctx: Context) -> dict[str, int]:
 
 
 async def sweep_forever(ctx: Context) -> None:
+    records_swept = time.monotonic()
     while True:
         await asyncio.sleep(ctx.settings.sweep_seconds)
+        records = time.monotonic() - records_swept >= ctx.settings.dns_sweep_seconds
         try:
-            removed = await sweep_once(ctx)
+            removed = await sweep_once(ctx, records=records)
+            if records:
+                records_swept = time.monotonic()
         except ProviderError as error:
             log.warning("sweep interrupted, trying again later: %s", error)
             continue

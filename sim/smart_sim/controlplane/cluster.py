@@ -268,7 +268,9 @@ class ControlPlane:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> str:
         """Run the control plane's own kubectl against it and return its output."""
         assert self.binaries is not None
         result = subprocess.run(
@@ -277,7 +279,7 @@ class ControlPlane:
             capture_output=True,
             text=True,
             check=False,
-            timeout=120,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise KubectlError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")

@@ -1,0 +1,130 @@
+"""Helpers and fixtures of the cluster tier: the provider simulators as a test sees them,
+a customer namespace per test, and Domain conditions."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from smart_sim.processes import CLOUD_TOKEN, Clouds
+from tests.conftest import Cluster, Operator, eventually
+
+
+def call(url: str, method: str = "GET", body: Any = None, token: bool = False) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {CLOUD_TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+class World:
+    """What the simulators hold, as a test sees it."""
+
+    def __init__(self, clouds: Clouds) -> None:
+        self.clouds = clouds
+
+    def servers(self, uid: str | None = None) -> list[dict[str, Any]]:
+        servers = call(f"{self.clouds.hetzner.root_url}/_sim/servers")["servers"]
+        return [s for s in servers if uid is None or s["labels"].get("smartserver.ai/uid") == uid]
+
+    def firewalls(self, uid: str) -> list[dict[str, Any]]:
+        url = f"{self.clouds.hetzner.url}/firewalls?label_selector=smartserver.ai/uid={uid}"
+        return list(call(url, token=True)["firewalls"])
+
+    def zone(self, name: str) -> dict[str, Any] | None:
+        zones = call(f"{self.clouds.cloudflare.url}/zones?name={name}", token=True)["result"]
+        return zones[0] if zones else None
+
+    def records(self, zone_id: str) -> list[dict[str, Any]]:
+        url = f"{self.clouds.cloudflare.url}/zones/{zone_id}/dns_records?per_page=100"
+        return list(call(url, token=True)["result"])
+
+    def add_active_zone(self, name: str) -> dict[str, Any]:
+        call(f"{self.clouds.cloudflare.root_url}/_sim/zones", "POST", {"name": name})
+        zone = self.zone(name)
+        assert zone is not None
+        return zone
+
+    def activate(self, name: str) -> None:
+        call(f"{self.clouds.cloudflare.root_url}/_sim/zones/{name}/activate", "POST", {})
+
+    def fault(self, simulator: str, **fault: Any) -> None:
+        root = getattr(self.clouds, simulator).root_url
+        call(f"{root}/_sim/faults", "POST", fault)
+
+
+@pytest.fixture
+def world(clouds: Clouds) -> World:
+    return World(clouds)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, operator: Operator, unique: str) -> str:
+    """A customer on the scale plan; its namespace holds the test's Domains."""
+    name = f"dom-{unique}"
+    cluster.apply(
+        {
+            "apiVersion": "smartserver.ai/v1alpha1",
+            "kind": "Customer",
+            "metadata": {"name": name},
+            "spec": {"email": f"x@{name}.example", "plan": "scale"},
+        }
+    )
+    eventually(
+        lambda: (c := cluster.condition("customer", name, "Ready")) and c["status"] == "True",
+        what="customer Ready",
+    )
+    return f"customer-{name}"
+
+
+def domain(name: str, namespace: str, fqdn: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Domain",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"domain": fqdn, **spec},
+    }
+
+
+def _condition(cluster: Cluster, namespace: str, name: str, type: str) -> dict[str, Any] | None:
+    obj = cluster.get("domain", name, "-n", namespace) or {}
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type), None)
+
+
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    type: str,
+    status: str = "True",
+    timeout: float = 60,
+) -> dict[str, Any]:
+    return eventually(
+        lambda: (c := _condition(cluster, namespace, name, type)) and c["status"] == status and c,
+        timeout,
+        f"{name} {type}={status}",
+    )
+
+
+def heartbeat(cluster: Cluster, namespace: str, name: str) -> None:
+    """What the intake API writes when the server's agent reports in."""
+    status = {"agent": {"version": "test", "lastSeen": datetime.now(UTC).isoformat()}}
+    cluster.kubectl(
+        "patch",
+        "domain",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )

@@ -1,0 +1,177 @@
+"""Experiment deployment end to end: render, upload over SFTP to the Domain's simulated
+server with the pinned host key, switch atomically; errors stop before any upload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smart_operator.keys import generate_ssh_key
+from smart_sim.processes import Clouds
+from tests.cluster.conftest import World, domain, wait_condition
+from tests.conftest import Cluster, eventually
+
+
+def experiment(name: str, namespace: str, domain_ref: str, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "domainRef": domain_ref,
+        "type": "landing_page",
+        "template": "saas_landing",
+        "templateConfig": {"brand": "Acme", "stripeLink": "https://buy.stripe.com/test_1"},
+        "variants": [
+            {"name": "control", "weight": 50},
+            {"name": "bold", "weight": 50, "values": {"headline": "Ship pages that sell"}},
+        ],
+    }
+    spec.update(changes)
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def exp_condition(cluster: Cluster, namespace: str, name: str, type: str) -> dict[str, Any] | None:
+    obj = cluster.get("experiment", name, "-n", namespace) or {}
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type), None)
+
+
+def wait_exp(
+    cluster: Cluster, namespace: str, name: str, type: str, status: str = "True", reason: str = ""
+) -> dict[str, Any]:
+    return eventually(
+        lambda: (
+            (c := exp_condition(cluster, namespace, name, type))
+            and c["status"] == status
+            and (not reason or c["reason"] == reason)
+            and c
+        ),
+        60,
+        f"{name} {type}={status} {reason}",
+    )
+
+
+def host_root(clouds: Clouds, server_name: str) -> Path:
+    (folder,) = [p for p in clouds.hosts_dir.iterdir() if p.name.startswith(f"{server_name}-")]
+    return folder / "root"
+
+
+@pytest.fixture
+def site(cluster: Cluster, world: World, namespace: str, unique: str) -> tuple[str, Path]:
+    """A Domain with a running server; returns its namespace and the host's root."""
+    fqdn = f"exp-{unique}.example"
+    world.add_active_zone(fqdn)
+    cluster.apply(domain("site", namespace, fqdn))
+    wait_condition(cluster, namespace, "site", "DNSReady")
+    server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]["name"]
+    return namespace, host_root(world.clouds, server)
+
+
+def test_an_experiment_is_served_from_an_atomically_switched_revision(
+    cluster: Cluster, site: tuple[str, Path]
+) -> None:
+    namespace, root = site
+    cluster.apply(experiment("headline", namespace, "site"))
+    deployed = wait_exp(cluster, namespace, "headline", "Deployed")
+    status = (cluster.get("experiment", "headline", "-n", namespace) or {})["status"]
+    revision = status["deployedRevision"]
+    assert revision in deployed["message"]
+    assert status["serving"] == ["control", "bold"]
+    base = root / "opt/smart/experiments/headline"
+    assert (base / "current").readlink() == Path("revisions") / revision
+    manifest = json.loads((base / "current/experiment.json").read_text())
+    assert manifest["revision"] == revision
+    assert manifest["goalUrl"] == "https://buy.stripe.com/test_1"
+    assert "Ship pages that sell" in (base / "current/variants/bold/index.html").read_text()
+
+    # The same spec again uploads nothing: still one revision, untouched.
+    stamp = (base / "revisions" / revision).stat().st_mtime_ns
+    cluster.apply(experiment("headline", namespace, "site"))
+    cluster.kubectl(
+        "annotate", "experiment", "headline", "-n", namespace, "touched=1", "--overwrite"
+    )
+    assert [p.name for p in (base / "revisions").iterdir()] == [revision]
+    assert (base / "revisions" / revision).stat().st_mtime_ns == stamp
+
+    # A change is a new revision, switched atomically; the old one stays beside it.
+    cluster.kubectl(
+        "patch",
+        "experiment",
+        "headline",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op": "replace", "path": "/spec/variants/1/weight", "value": 30}]',
+    )
+    eventually(
+        lambda: (base / "current").readlink() != Path("revisions") / revision,
+        60,
+        "the switch to the new revision",
+    )
+    assert len(list((base / "revisions").iterdir())) == 2
+
+    cluster.kubectl("delete", "experiment", "headline", "-n", namespace, "--timeout=60s")
+    assert not base.exists()
+
+
+def test_a_template_config_error_is_reported_before_anything_is_uploaded(
+    cluster: Cluster, site: tuple[str, Path]
+) -> None:
+    namespace, root = site
+    bad = experiment(
+        "typo",
+        namespace,
+        "site",
+        variants=[{"name": "control"}, {"name": "b", "values": {"headlin": "Oops"}}],
+    )
+    cluster.apply(bad)
+    invalid = wait_exp(cluster, namespace, "typo", "ConfigValid", "False")
+    assert "spec.variants[1].values.headlin" in invalid["message"]
+    assert not (root / "opt/smart/experiments/typo").exists()
+    assert (cluster.get("experiment", "typo", "-n", namespace) or {})["status"]["phase"] == "Failed"
+
+
+def test_a_paused_domain_serves_only_the_control(cluster: Cluster, site: tuple[str, Path]) -> None:
+    namespace, root = site
+    cluster.apply(experiment("pausing", namespace, "site"))
+    wait_exp(cluster, namespace, "pausing", "Deployed")
+    cluster.kubectl(
+        "patch", "domain", "site", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":true}}'
+    )
+    eventually(
+        lambda: (
+            (cluster.get("experiment", "pausing", "-n", namespace) or {})["status"].get("serving")
+            == ["control"]
+        ),
+        60,
+        "only the control is served",
+    )
+    manifest = json.loads(
+        (root / "opt/smart/experiments/pausing/current/experiment.json").read_text()
+    )
+    assert manifest["serving"]["mode"] == "control"
+
+
+def test_a_host_key_mismatch_refuses_the_deploy(cluster: Cluster, site: tuple[str, Path]) -> None:
+    namespace, root = site
+    impostor = generate_ssh_key("impostor").public
+    cluster.kubectl(
+        "patch",
+        "domain",
+        "site",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"server": {"hostPublicKey": impostor}}}),
+    )
+    cluster.apply(experiment("pinned", namespace, "site"))
+    refused = wait_exp(cluster, namespace, "pinned", "Deployed", "False", "HostKeyMismatch")
+    assert "pinned host key" in refused["message"]
+    assert not (root / "opt/smart/experiments/pinned").exists()
