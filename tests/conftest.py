@@ -123,6 +123,7 @@ def operator(
     env = {
         **clouds.operator_env(),
         "SMART_DRIFT_SECONDS": "2",
+        "SMART_RESYNC_SECONDS": "2",
         "SMART_DNS_DRIFT_SECONDS": "5",
         "SMART_VERIFY_SECONDS": "1",
         "SMART_SWEEP_SECONDS": "2",

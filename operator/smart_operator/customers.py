@@ -10,13 +10,16 @@ service-account token Secret that the dashboard signs customers in with.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from smart_operator.analytics import customer_cost, customer_health
 from smart_operator.conditions import set_condition
 from smart_operator.models.common import API_VERSION, GROUP
 from smart_operator.models.customer import Counts, Customer, CustomerStatus, Limits
+from smart_operator.models.domain import Domain
+from smart_operator.models.experiment import Experiment
 from smart_operator.plans import Catalog, Plan, effective_limits
 
 NAMESPACE_PREFIX = "customer-"
@@ -123,6 +126,11 @@ class Observed:
     quota_hard: Mapping[str, str] | None = None
     quota_used: Mapping[str, str] | None = None
     token_ready: bool = False
+    domains: tuple[Domain, ...] = ()
+    experiments: tuple[Experiment, ...] = ()
+    server_prices: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """Monthly server price (EUR) by (type, location), from the provider's pricing."""
+    eur_to_usd: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,10 @@ def compute_status(
         )
     if observed.token_ready:
         status.dashboard_token_secret = TOKEN_SECRET
+    status.health = customer_health(observed.domains, observed.experiments)
+    status.cost = customer_cost(
+        observed.domains, plan.price_monthly, observed.server_prices, observed.eur_to_usd
+    )
 
     if not applied:
         ready = ("False", "QuotaPending", "the plan's quota is not enforced yet")

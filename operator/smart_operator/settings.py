@@ -93,6 +93,11 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="How often a deployed Experiment is checked against its Domain and Customer",
     )
+    eur_to_usd: float = Field(
+        default=1.08,
+        gt=0,
+        description="Exchange rate for Hetzner's EUR prices in the customers' cost (US dollars)",
+    )
     sweep_seconds: float = Field(
         default=600.0,
         gt=0,

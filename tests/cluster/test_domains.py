@@ -56,6 +56,27 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     table = cluster.kubectl("get", "domains", "-n", namespace)
     assert "Ready" in table and server["ipv4"] in table
 
+    # The customer's health and cost follow: one active domain, its server's price
+    # (cx22 in fsn1 from the provider's pricing, in dollars) against the plan's $299.
+    customer = namespace.removeprefix("customer-")
+    status = eventually(
+        lambda: (
+            (s := (cluster.get("customer", customer) or {}).get("status", {}))
+            .get("health", {})
+            .get("activeDomains")
+            == 1
+            and s
+        ),
+        30,
+        "the customer's health counts the Ready domain",
+    )
+    pricing = call(f"{world.clouds.hetzner.url}/server_types?name=cx22", token=True)
+    (fsn1,) = [p for p in pricing["server_types"][0]["prices"] if p["location"] == "fsn1"]
+    monthly = float(fsn1["price_monthly"]["gross"]) * 1.08
+    assert status["cost"]["infrastructure"] == pytest.approx(monthly, abs=0.01)
+    assert status["cost"]["planPrice"] == 299
+    assert status["cost"]["margin"] == pytest.approx((299 - monthly) / 299, abs=1e-3)
+
     cluster.kubectl("delete", "domain", "shop", "-n", namespace, "--timeout=60s")
     assert world.servers(uid) == []
     assert world.firewalls(uid) == []

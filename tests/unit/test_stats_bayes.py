@@ -93,3 +93,14 @@ def test_expected_loss_against_grid_integration_and_the_mean_identity() -> None:
 def test_rejects_non_integer_parameters() -> None:
     with pytest.raises(ValueError, match="integer"):
         probability_greater(1.5, 1, 1, 1)  # type: ignore[arg-type]
+
+
+def test_chance_of_lift_at_zero_is_the_exact_chance_to_beat() -> None:
+    """Gelman et al. (BDA3 §2.4): the probability of the event p_B > p_A, integrated
+    numerically, must agree with Miller's exact finite sum (itself checked against a
+    published value above) to four significant digits."""
+    from smart_operator.stats import chance_of_lift, chance_to_beat
+
+    exact = chance_to_beat(20, 400, 31, 400)
+    assert chance_of_lift(20, 400, 31, 400, 0.0) == pytest.approx(exact, abs=5e-5)
+    assert chance_of_lift(20, 400, 31, 400, 0.10) < exact

@@ -201,3 +201,7 @@ class Kube:
                 return None
             raise
         return body
+
+    async def list_namespaced(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        listing = await self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        return list(listing.get("items", []))

@@ -9,16 +9,20 @@ readiness follow the cluster without polling.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 import kopf
 
 from smart_operator import customers
+from smart_operator.clients.errors import ProviderError
 from smart_operator.conditions import get_condition
 from smart_operator.handlers.context import Context, context
 from smart_operator.metrics import reconciling
 from smart_operator.models.common import GROUP, VERSION
 from smart_operator.models.customer import Customer
+from smart_operator.models.domain import Domain
+from smart_operator.models.experiment import Experiment
 from smart_operator.settings import OperatorSettings
 
 CUSTOMERS = (GROUP, VERSION, "customers")
@@ -28,10 +32,26 @@ NAMESPACE_GONE_SECONDS = 30.0
 async def observe(ctx: Context, customer: Customer) -> customers.Observed:
     namespace = customers.namespace_name(customer.metadata.name)
     quota = await ctx.kube.read_quota(namespace, customers.QUOTA_NAME)
+    prices: dict[tuple[str, str], float] = {}
+    if ctx.cloud is not None:
+        try:
+            for name, server_type in (await ctx.cloud.catalog.types()).items():
+                prices.update({(name, loc): p for loc, p in server_type.monthly_price.items()})
+        except ProviderError as error:  # cost is shown again once pricing answers
+            logging.getLogger(__name__).info("no server pricing yet: %s", error)
     return customers.Observed(
         quota_hard=(quota.status.hard if quota and quota.status else None),
         quota_used=(quota.status.used if quota and quota.status else None),
         token_ready=await ctx.kube.secret_has(namespace, customers.TOKEN_SECRET, "token"),
+        domains=tuple(
+            Domain.model_validate(d) for d in await ctx.kube.list_namespaced("domains", namespace)
+        ),
+        experiments=tuple(
+            Experiment.model_validate(e)
+            for e in await ctx.kube.list_namespaced("experiments", namespace)
+        ),
+        server_prices=prices,
+        eur_to_usd=ctx.settings.eur_to_usd,
     )
 
 

@@ -98,6 +98,7 @@ class ObjectMeta(CamelModel):
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
+    creation_timestamp: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 

@@ -77,8 +77,9 @@ class Cost(CamelModel):
 
     currency: str = "USD"
     plan_price: float = Field(ge=0)
-    infrastructure: float = Field(default=0.0, ge=0)
-    margin: float
+    infrastructure: float = Field(default=0.0, ge=0, description="Servers, per month")
+    margin: float = Field(description="(plan price - infrastructure) / plan price")
+    profit: float = Field(default=0.0, description="Plan price minus infrastructure, per month")
 
 
 class CustomerStatus(CamelModel):

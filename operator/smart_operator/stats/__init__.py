@@ -18,7 +18,12 @@ Kubernetes, kopf or any client; only numpy, scipy and the resource models (in
 ``status``).
 """
 
-from smart_operator.stats.bayes import chance_to_beat, expected_loss, probability_greater
+from smart_operator.stats.bayes import (
+    chance_of_lift,
+    chance_to_beat,
+    expected_loss,
+    probability_greater,
+)
 from smart_operator.stats.common import Estimate, Interval, Significance
 from smart_operator.stats.decision import (
     Analysis,
@@ -88,6 +93,7 @@ __all__ = [
     "benjamini_hochberg",
     "bootstrap_quantile_difference",
     "bootstrap_quantile_interval",
+    "chance_of_lift",
     "chance_to_beat",
     "clopper_pearson_interval",
     "compare_conversions",

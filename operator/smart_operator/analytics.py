@@ -1,0 +1,133 @@
+"""Analytics answered from the resources themselves (the design note's SQL, without a
+separate database): a customer's health and cost, and platform insights per
+experiment type. Pure functions over parsed resources.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from smart_operator.models.customer import Cost, Health
+from smart_operator.models.domain import Domain, DomainPhase
+from smart_operator.models.experiment import Experiment
+from smart_operator.stats import chance_of_lift
+
+MEANINGFUL_LIFT = 0.10
+
+
+def winning_uplift(experiment: Experiment) -> float | None:
+    """The relative uplift of a concluded experiment's winner over control (0 for no
+    meaningful difference); None while it is not concluded."""
+    status = experiment.status
+    if status is None or status.decision is None or status.decision.outcome == "pending":
+        return None
+    if status.decision.outcome == "no_difference":
+        return 0.0
+    winner = next((v for v in status.variants if v.name == status.decision.winner), None)
+    return winner.uplift if winner is not None and winner.uplift is not None else None
+
+
+def customer_health(domains: Iterable[Domain], experiments: Iterable[Experiment]) -> Health:
+    """Active domains, experiments, mean improvement of concluded ones, the latest."""
+    experiments = list(experiments)
+    uplifts = [u for u in (winning_uplift(e) for e in experiments) if u is not None]
+    latest = max(
+        experiments,
+        key=lambda e: (e.metadata.creation_timestamp or "", e.metadata.name),
+        default=None,
+    )
+    return Health(
+        active_domains=sum(
+            1 for d in domains if d.status is not None and d.status.phase is DomainPhase.READY
+        ),
+        experiments=len(experiments),
+        average_improvement=statistics.fmean(uplifts) if uplifts else None,
+        last_experiment=latest.metadata.name if latest is not None else None,
+    )
+
+
+def customer_cost(
+    domains: Iterable[Domain],
+    plan_price: float,
+    server_prices: Mapping[tuple[str, str], float],
+    eur_to_usd: float,
+) -> Cost:
+    """Monthly infrastructure (each Domain's server at its type's price in its
+    location, from the provider's pricing) against the plan price."""
+    infrastructure = sum(
+        server_prices.get((d.spec.server.type, d.spec.server.location), 0.0) * eur_to_usd
+        for d in domains
+        if d.status is not None and d.status.server is not None and d.status.server.id
+    )
+    profit = plan_price - infrastructure
+    return Cost(
+        plan_price=plan_price,
+        infrastructure=round(infrastructure, 2),
+        margin=round(profit / plan_price, 4) if plan_price else 0.0,
+        profit=round(profit, 2),
+    )
+
+
+@dataclass(frozen=True)
+class TypeInsight:
+    """One experiment type across the platform."""
+
+    type: str
+    experiments: int
+    concluded: int
+    average_improvement: float | None
+    improvement_low: float | None
+    improvement_high: float | None
+    likely_above_10_percent: int
+    """Concluded winners whose posterior chance of more than +10% is at least 95%."""
+
+
+def platform_insights(experiments: Iterable[Experiment]) -> list[TypeInsight]:
+    """Per type: mean improvement of concluded experiments with a 95% interval (normal
+    approximation over experiments), and how many very likely lift more than 10%."""
+    by_type: dict[str, list[Experiment]] = {}
+    for experiment in experiments:
+        by_type.setdefault(experiment.spec.type.value, []).append(experiment)
+    insights = []
+    for kind, group in sorted(by_type.items()):
+        uplifts = [u for u in (winning_uplift(e) for e in group) if u is not None]
+        mean = statistics.fmean(uplifts) if uplifts else None
+        half = (
+            1.96 * statistics.stdev(uplifts) / math.sqrt(len(uplifts)) if len(uplifts) > 1 else None
+        )
+        insights.append(
+            TypeInsight(
+                type=kind,
+                experiments=len(group),
+                concluded=len(uplifts),
+                average_improvement=mean,
+                improvement_low=mean - half if mean is not None and half is not None else None,
+                improvement_high=mean + half if mean is not None and half is not None else None,
+                likely_above_10_percent=sum(1 for e in group if _likely_above(e)),
+            )
+        )
+    return insights
+
+
+def _likely_above(experiment: Experiment, certainty: float = 0.95) -> bool:
+    status = experiment.status
+    if status is None or status.decision is None or status.decision.outcome != "winner":
+        return False
+    variants = {v.name: v for v in status.variants}
+    control = status.variants[0] if status.variants else None
+    winner = variants.get(status.decision.winner or "")
+    if control is None or winner is None or control.name == winner.name:
+        return False
+    return (
+        chance_of_lift(
+            control.conversions,
+            control.visitors,
+            winner.conversions,
+            winner.visitors,
+            MEANINGFUL_LIFT,
+        )
+        >= certainty
+    )
