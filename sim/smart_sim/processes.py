@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -192,6 +193,44 @@ class IntakeProcess(ManagedProcess):
         return self
 
 
+class DashboardProcess(ManagedProcess):
+    """``smart-dashboard`` against a kubeconfig (its own account's, so its RBAC is the
+    real one) on a free loopback port, ready once ``/healthz`` answers (its caches are
+    filled). Cookies are not marked Secure: the tests speak plain HTTP on loopback."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        *,
+        admin_token: str,
+        session_secret: str,
+        name: str = "dashboard",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            name,
+            [sys.executable, "-m", "smart_dashboard.main"],
+            log_dir,
+            {
+                "SMART_DASHBOARD_KUBECONFIG": str(kubeconfig),
+                "SMART_DASHBOARD_HOST": "127.0.0.1",
+                "SMART_DASHBOARD_PORT": str(self.port),
+                "SMART_DASHBOARD_ADMIN_TOKEN": admin_token,
+                "SMART_DASHBOARD_SESSION_SECRET": session_secret,
+                "SMART_DASHBOARD_SECURE_COOKIES": "false",
+                **(env or {}),
+            },
+        )
+
+    def start(self) -> DashboardProcess:
+        super().start()
+        self.wait_until(lambda: http_ok(f"{self.url}/healthz"), timeout=60, what="answer /healthz")
+        return self
+
+
 class SimulatorProcess(ManagedProcess):
     """A provider simulator (``python -m smart_sim.hetzner`` or ``.cloudflare``) on a
     free loopback port, ready once its control API answers."""
@@ -234,7 +273,17 @@ class Clouds:
         hosts: bool = True,
     ) -> None:
         self.hosts_dir = log_dir / "hosts"
-        booting = ["--hosts-dir", str(self.hosts_dir), "--ssh-port", str(SIMULATED_SSH_PORT)]
+        # A network of its own, so that two runs at once (two test sessions, a test
+        # session beside `make dev`) never hand out the same host address.
+        network = f"127.{secrets.randbelow(200) + 20}.0.0/16"
+        booting = [
+            "--hosts-dir",
+            str(self.hosts_dir),
+            "--ssh-port",
+            str(SIMULATED_SSH_PORT),
+            "--ipv4-network",
+            network,
+        ]
         self.hetzner = SimulatorProcess(
             "smart_sim.hetzner",
             "/v1",

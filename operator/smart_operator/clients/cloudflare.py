@@ -88,6 +88,9 @@ class Cloudflare:
         await self._client.close()
         await self._http.aclose()
 
+    async def _spend(self, request: httpx.Request) -> None:
+        await self.budget.take()
+
     async def _observe(self, response: httpx.Response) -> None:
         found = _RATELIMIT.search(response.headers.get("Ratelimit", ""))
         if found is None:
@@ -98,7 +101,6 @@ class Cloudflare:
         )
 
     async def _call(self, verb: str, call: Callable[[], Awaitable[T]]) -> T:
-        await self.budget.take()
         outcome = "error"
         try:
             result = await call()

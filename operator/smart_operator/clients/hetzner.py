@@ -121,6 +121,16 @@ class Hetzner:
         # retries are the operator's decision (kopf backoff), so turn them off.
         base._retry_max_retries = 0
         base._session.hooks["response"].append(self._observe)
+        # Every HTTP request pays its way, also the pages the SDK fetches by itself:
+        # the SDK's thread waits here until the budget allows one more.
+        send = base._session.request
+
+        def paced(*args: Any, **kwargs: Any) -> requests.Response:
+            if self._loop is not None:
+                asyncio.run_coroutine_threadsafe(self.budget.take(), self._loop).result()
+            return send(*args, **kwargs)
+
+        base._session.request = paced  # type: ignore[method-assign]
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hcloud")
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -143,7 +153,6 @@ class Hetzner:
 
     async def _call(self, verb: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self._loop = asyncio.get_running_loop()
-        await self.budget.take()
         outcome = "error"
         try:
             result = await self._loop.run_in_executor(

@@ -26,6 +26,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--refill", type=float, default=1.0, help="requests back per second")
     parser.add_argument("--token", default=None, help="the only accepted API token")
     parser.add_argument(
+        "--ipv4-network",
+        default="127.10.0.0/16",
+        help="where servers' addresses come from (inside 127.0.0.0/8)",
+    )
+    parser.add_argument(
         "--hosts-dir",
         type=Path,
         default=None,
@@ -43,6 +48,7 @@ async def _serve(args: argparse.Namespace) -> None:
         rate_limit=args.rate_limit,
         refill_per_second=args.refill,
         token=args.token,
+        ipv4_network=args.ipv4_network,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
