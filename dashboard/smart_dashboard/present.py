@@ -1,0 +1,372 @@
+"""What the pages say about the resources: pure functions from the resource models
+(and the clock) to words, numbers with their intervals, and badges. No I/O.
+
+The rule throughout: an estimate is shown with its interval, and what the statistics
+cannot say yet is shown as "not enough data yet: about N more visitors".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from smart_operator.models import Condition, Domain, Experiment
+
+Z95 = 1.959963984540054
+
+
+def wilson(conversions: int, visitors: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95 % by default); ``None`` without
+    visitors."""
+    if visitors <= 0:
+        return None
+    p = min(max(conversions / visitors, 0.0), 1.0)
+    z2 = z * z
+    denominator = 1 + z2 / visitors
+    centre = (p + z2 / (2 * visitors)) / denominator
+    half = z * math.sqrt(p * (1 - p) / visitors + z2 / (4 * visitors * visitors)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pct(value: float, digits: int = 1) -> str:
+    return f"{value * 100:.{digits}f}%"
+
+
+def signed_pct(value: float, digits: int = 1) -> str:
+    text = f"{value * 100:+.{digits}f}%"
+    return text.replace("-", "\u2212")
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def money(value: float) -> str:
+    sign = "\u2212" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}"
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    if seconds < 0:
+        seconds = 0
+    if seconds < 60:
+        return f"{int(seconds)} s ago"
+    return f"{duration(seconds)} ago"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def chance_text(probability: float) -> str:
+    """A probability in whole percent, never rounded to a certainty it is not."""
+    if probability >= 0.995:
+        return "> 99%"
+    if probability <= 0.005:
+        return "< 1%"
+    return pct(probability, 0)
+
+
+def not_enough(more: int) -> str:
+    return f"Not enough data yet: about {count(more)} more visitors"
+
+
+@dataclass(frozen=True)
+class Badge:
+    label: str
+    tone: str  # good, bad, warn, info, muted
+
+
+DOMAIN_TONES = {
+    "Ready": "good",
+    "Failed": "bad",
+    "Deleting": "muted",
+    "Pending": "warn",
+    "Verifying": "warn",
+    "Provisioning": "info",
+}
+EXPERIMENT_TONES = {
+    "Running": "info",
+    "Concluded": "good",
+    "Failed": "bad",
+    "Pending": "warn",
+    "Deploying": "warn",
+}
+
+
+def condition(conditions: list[Condition], type: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type), None)
+
+
+def problems(conditions: list[Condition]) -> list[Condition]:
+    """Conditions that say why something is not ready: every ``False`` or ``Unknown``
+    condition except the summary ``Ready`` (unless it is all there is), and never the
+    ``Paused`` flag, whose ``False`` is good news."""
+    bad = [c for c in conditions if c.status != "True" and c.type not in ("Ready", "Paused")]
+    if bad:
+        return bad
+    ready = condition(conditions, "Ready")
+    return [ready] if ready is not None and ready.status != "True" else []
+
+
+def domain_badge(domain: Domain) -> Badge:
+    status = domain.status
+    phase = status.phase.value if status and status.phase else "Pending"
+    return Badge(phase, DOMAIN_TONES.get(phase, "muted"))
+
+
+def experiment_badge(experiment: Experiment) -> Badge:
+    status = experiment.status
+    phase = status.phase.value if status and status.phase else "Pending"
+    return Badge(phase, EXPERIMENT_TONES.get(phase, "muted"))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number with its interval, or why there is none yet."""
+
+    value: str | None
+    low: str | None = None
+    high: str | None = None
+    note: str | None = None
+
+    @property
+    def interval(self) -> str | None:
+        if self.low is None or self.high is None:
+            return None
+        return f"{self.low} to {self.high}"
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    name: str
+    control: bool
+    visitors: str
+    conversions: str
+    rate: Estimate
+    uplift: Estimate
+    chance: Estimate
+    decision: Badge
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """One experiment as the pages show it."""
+
+    experiment: Experiment
+    badge: Badge
+    enough: bool
+    more_needed: int
+    visitors: int
+    rows: list[VariantRow]
+    outcome: Badge
+    reason: str
+    best: Estimate | None  # best non-control uplift, with interval, or why there is none
+    best_variant: str | None
+    srm: bool
+
+
+def _more_needed(experiment: Experiment) -> int:
+    status = experiment.status
+    if status and status.statistics and status.statistics.visitors_needed is not None:
+        return status.statistics.visitors_needed
+    minimum = experiment.spec.stopping.min_visitors_per_variant
+    seen = {v.name: v.visitors for v in (status.variants if status else [])}
+    return sum(max(0, minimum - seen.get(v.name, 0)) for v in experiment.spec.variants)
+
+
+def summarize(experiment: Experiment) -> ExperimentSummary:
+    status = experiment.status
+    results = {v.name: v for v in (status.variants if status else [])}
+    decision = status.decision if status else None
+    outcome_name = decision.outcome if decision else "pending"
+    more = _more_needed(experiment)
+    decided = outcome_name in ("winner", "no_difference")
+    enough = decided or more == 0
+    names = [v.name for v in experiment.spec.variants]
+    names += [n for n in results if n not in names]
+    control = names[0] if names else None
+    rows: list[VariantRow] = []
+    best: Estimate | None = None
+    best_variant: str | None = None
+    best_value = -math.inf
+    total = 0
+    for name in names:
+        result = results.get(name)
+        visitors = result.visitors if result else 0
+        conversions = result.conversions if result else 0
+        total += visitors
+        interval = (
+            (result.rate_low, result.rate_high)
+            if result and result.rate_low is not None and result.rate_high is not None
+            else wilson(conversions, visitors)
+        )
+        if visitors and interval:
+            rate = Estimate(pct(conversions / visitors), pct(interval[0]), pct(interval[1]))
+        else:
+            rate = Estimate(None, note="No visitors yet")
+        is_control = name == control
+        if is_control:
+            uplift = Estimate(None, note="Baseline")
+            chance = Estimate(None, note="Baseline")
+        elif not enough:
+            uplift = Estimate(None, note=not_enough(more))
+            chance = Estimate(None, note=not_enough(more))
+        else:
+            if (
+                result
+                and result.uplift is not None
+                and result.uplift_low is not None
+                and (result.uplift_high is not None)
+            ):
+                uplift = Estimate(
+                    signed_pct(result.uplift),
+                    signed_pct(result.uplift_low),
+                    signed_pct(result.uplift_high),
+                )
+                if result.uplift > best_value:
+                    best_value = result.uplift
+                    best, best_variant = uplift, name
+            else:
+                uplift = Estimate(None, note="Not estimated")
+            if result and result.chance_to_beat_control is not None:
+                chance = Estimate(chance_text(result.chance_to_beat_control))
+            else:
+                chance = Estimate(None, note="Not estimated")
+        badge, reason = _variant_decision(name, is_control, outcome_name, decision, more, control)
+        rows.append(
+            VariantRow(
+                name,
+                is_control,
+                count(visitors),
+                count(conversions),
+                rate,
+                uplift,
+                chance,
+                badge,
+                reason,
+            )
+        )
+    outcome, text = _outcome(outcome_name, decision, more, control)
+    if best is None and not enough:
+        best = Estimate(None, note=not_enough(more))
+    return ExperimentSummary(
+        experiment=experiment,
+        badge=experiment_badge(experiment),
+        enough=enough,
+        more_needed=more,
+        visitors=total,
+        rows=rows,
+        outcome=outcome,
+        reason=text,
+        best=best,
+        best_variant=best_variant,
+        srm=bool(status and status.statistics and status.statistics.sample_ratio_mismatch),
+    )
+
+
+def _variant_decision(
+    name: str, is_control: bool, outcome: str, decision: object, more: int, control: str | None
+) -> tuple[Badge, str]:
+    winner = getattr(decision, "winner", None)
+    if outcome == "winner":
+        if name == winner:
+            return Badge("Winner", "good"), "Converts better than the control, beyond chance."
+        if is_control:
+            return Badge("Control", "muted"), f"{winner} did better than this baseline."
+        return Badge("Not chosen", "muted"), f"{winner} did better."
+    if outcome == "no_difference":
+        return Badge(
+            "No difference", "muted"
+        ), "Performs like the others, within the margin of error."
+    if is_control:
+        return Badge("Control", "muted"), "The baseline the other variants are compared with."
+    if more > 0:
+        return Badge("Collecting", "info"), f"About {count(more)} more visitors before a decision."
+    return Badge("Undecided", "info"), f"No clear difference from {control} yet."
+
+
+def _outcome(outcome: str, decision: object, more: int, control: str | None) -> tuple[Badge, str]:
+    reason = getattr(decision, "reason", None)
+    winner = getattr(decision, "winner", None)
+    if outcome == "winner":
+        return Badge(
+            f"Winner: {winner}", "good"
+        ), reason or f"{winner} converts better than {control}."
+    if outcome == "no_difference":
+        return Badge("No clear difference", "muted"), reason or (
+            "The variants perform alike; keep whichever you prefer."
+        )
+    if more > 0:
+        return Badge("Collecting data", "info"), reason or (
+            f"About {count(more)} more visitors are needed before the results can say which "
+            "variant is better."
+        )
+    return Badge("Undecided", "info"), reason or "No variant is clearly better yet."
+
+
+@dataclass(frozen=True)
+class DomainCard:
+    domain: Domain
+    badge: Badge
+    ready: bool
+    why: list[Condition]
+    last_seen: str
+    uptime: str | None
+    experiments: int
+    best: Estimate | None
+    best_label: str | None
+
+
+def domain_card(domain: Domain, summaries: list[ExperimentSummary], now: datetime) -> DomainCard:
+    status = domain.status
+    conditions = status.conditions if status else []
+    ready_condition = condition(conditions, "Ready")
+    ready = bool(ready_condition and ready_condition.status == "True")
+    agent = status.agent if status else None
+    uptime = (
+        duration((now - agent.started_at).total_seconds()) if agent and agent.started_at else None
+    )
+    mine = [s for s in summaries if s.experiment.spec.domain_ref == domain.metadata.name]
+    best: Estimate | None = None
+    best_label: str | None = None
+    decided = [s for s in mine if s.enough and s.best is not None and s.best.value]
+    if decided:
+        top = max(decided, key=lambda s: _parse_pct(s.best.value if s.best else None))
+        best, best_label = top.best, f"{top.best_variant} in {top.experiment.metadata.name}"
+    elif mine:
+        waiting = [s.more_needed for s in mine if not s.enough]
+        if waiting:
+            best = Estimate(None, note=not_enough(min(waiting)))
+    return DomainCard(
+        domain=domain,
+        badge=domain_badge(domain),
+        ready=ready,
+        why=problems(conditions) if not ready else [],
+        last_seen=ago(agent.last_seen if agent else None, now),
+        uptime=uptime,
+        experiments=len(mine),
+        best=best,
+        best_label=best_label,
+    )
+
+
+def _parse_pct(text: str | None) -> float:
+    if not text:
+        return -math.inf
+    return float(text.replace("\u2212", "-").rstrip("%"))

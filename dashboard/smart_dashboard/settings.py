@@ -1,0 +1,64 @@
+"""Settings of the dashboard process, read from ``SMART_DASHBOARD_*`` environment
+variables (the Helm chart and the tests set them). Every field says what it is for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DashboardSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMART_DASHBOARD_", extra="ignore")
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig of the dashboard's own account (smart-dashboard); unset means "
+        "$KUBECONFIG or the pod's service account",
+    )
+    host: str = Field(default="0.0.0.0", description="Address the web server listens on")  # noqa: S104
+    port: int = Field(default=8000, ge=0, le=65535, description="Port of the pages and /healthz")
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs session cookies (HMAC-SHA256), at least 32 characters. "
+        "Unset means a random key per process: sessions end when it restarts, and replicas "
+        "do not share them",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Token that platform staff sign in with; unset means no staff sign-in",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long a session lasts after sign-in"
+    )
+    secure_cookies: bool = Field(
+        default=True,
+        description="Mark the session cookie Secure (sent over HTTPS only); switch off only "
+        "for plain-HTTP development on loopback",
+    )
+    history_points: int = Field(
+        default=288,
+        ge=2,
+        le=100_000,
+        description="Snapshots of an experiment's counts kept in memory for its chart; "
+        "when full, every other old snapshot is dropped",
+    )
+    heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="A live-update stream sends a keep-alive comment this often when idle, "
+        "and checks then that its session is still valid",
+    )
+    client_queue: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Changes buffered per browser; a browser that falls this far behind is "
+        "disconnected (its EventSource reconnects and reloads)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the process"
+    )

@@ -1,0 +1,443 @@
+"""The routes: sign-in and sign-out, the customer's pages, the staff's platform page,
+and the live-update stream. Every customer page reads the cache through the signed-in
+customer's namespace only, so another customer's object is simply not found (404)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from smart_dashboard.charts import rate_chart
+from smart_dashboard.cluster import Cache, Change, customer_namespace, customer_of_username
+from smart_dashboard.context import API, CACHE, REVIEWS, SESSION, SETTINGS, SIGNER, TEMPLATES
+from smart_dashboard.present import (
+    ExperimentSummary,
+    domain_badge,
+    domain_card,
+    problems,
+    summarize,
+)
+from smart_dashboard.sessions import COOKIE, Session
+from smart_operator.models import Customer, Domain, Experiment, ExperimentType
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+MAX_TOKEN = 8192
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    env = request.app[TEMPLATES]
+    session: Session | None = request.get(SESSION)
+    defaults: dict[str, Any] = {"title": "Sign in", "error": None, "notice": None}
+    text = env.get_template(template).render(
+        session=session, path=request.path, now=datetime.now(UTC), **(defaults | context)
+    )
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+def current_session(request: web.Request) -> Session | None:
+    """The valid session of the request: signed, unexpired, and (for a customer) of
+    a customer that still exists."""
+    session = request.app[SIGNER].load(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    if session.is_admin:
+        return session
+    name = session.customer
+    if name is None or request.app[CACHE].customer(name) is None:
+        return None
+    return session
+
+
+def to_signin(request: web.Request) -> web.HTTPException:
+    response = web.HTTPSeeOther("/signin")
+    if request.cookies.get(COOKIE) is not None:
+        response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def customer_page(handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> Handler:
+    """A page of one customer's data: signed-in customers only; staff go to theirs."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        session = current_session(request)
+        if session is None:
+            raise to_signin(request)
+        if session.customer is None:
+            raise web.HTTPSeeOther("/platform")
+        request[SESSION] = session
+        return await handler(request, session.customer)
+
+    return wrapped
+
+
+def staff_page(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        session = current_session(request)
+        if session is None:
+            raise to_signin(request)
+        if not session.is_admin:
+            raise web.HTTPNotFound()  # a customer learns nothing of staff pages
+        request[SESSION] = session
+        return await handler(request)
+
+    return wrapped
+
+
+T = TypeVar("T", Customer, Domain, Experiment)
+
+
+def _parse(model: type[T], obj: dict[str, Any]) -> T | None:
+    try:
+        return model.model_validate(obj)
+    except ValidationError:
+        log.warning("skipping malformed %s %s", model.__name__, obj.get("metadata", {}).get("name"))
+        return None
+
+
+def _all(model: type[T], objs: list[dict[str, Any]]) -> list[T]:
+    return [parsed for obj in objs if (parsed := _parse(model, obj)) is not None]
+
+
+def _customer_data(
+    cache: Cache, customer: str
+) -> tuple[Customer | None, list[Domain], list[ExperimentSummary]]:
+    namespace = customer_namespace(customer)
+    raw = cache.customer(customer)
+    parsed = _parse(Customer, raw) if raw else None
+    domains = _all(Domain, cache.in_namespace("domains", namespace))
+    experiments = _all(Experiment, cache.in_namespace("experiments", namespace))
+    return parsed, domains, [summarize(e) for e in experiments]
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    if request.app[CACHE].ready:
+        return web.Response(text="ok")
+    return web.Response(text="starting: caches not filled yet", status=503)
+
+
+# -- sign-in and sign-out -------------------------------------------------------------
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Whether a form post comes from our own pages (a cross-site post could sign a
+    browser in or out behind its user's back)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser, or a very old one; SameSite=Lax still holds
+    return urlsplit(origin).netloc == request.host
+
+
+async def _authenticate(request: web.Request, token: str) -> tuple[Session | None, str | None]:
+    """The session a token opens, or the message to show instead."""
+    settings = request.app[SETTINGS]
+    token = token.strip()
+    if not token:
+        return None, "Paste your access token to sign in."
+    if len(token) > MAX_TOKEN:
+        return None, "That is not an access token: it is far too long."
+    lifetime = settings.session_hours * 3600
+    admin = settings.admin_token
+    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
+        return Session.for_admin(lifetime), None
+    try:
+        async with request.app[REVIEWS]:
+            username = await request.app[API].review_token(token)
+    except Exception:
+        log.exception("token review failed")
+        return None, "Sign-in is unavailable right now. Please try again in a minute."
+    customer = customer_of_username(username) if username else None
+    if customer is None or request.app[CACHE].customer(customer) is None:
+        log.info(
+            "sign-in refused: %s",
+            "token not authenticated" if username is None else f"{username} is no customer's",
+        )
+        return None, (
+            "That access token was not recognised. Copy it again from your welcome email "
+            "or ask us for a new one."
+        )
+    return Session.for_customer(customer, lifetime), None
+
+
+def _signed_in(request: web.Request, session: Session) -> web.Response:
+    settings = request.app[SETTINGS]
+    response = web.Response(
+        status=303, headers={"Location": "/platform" if session.is_admin else "/"}
+    )
+    response.set_cookie(
+        COOKIE,
+        request.app[SIGNER].dump(session),
+        max_age=int(session.expires - time.time()),
+        path="/",
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="Lax",
+    )
+    log.info("signed in: %s", session.subject)
+    return response
+
+
+@routes.get("/signin")
+async def signin_form(request: web.Request) -> web.StreamResponse:
+    token = request.query.get("token")
+    if token is not None:
+        # A sign-in link: use the token once, then leave it out of the address bar.
+        session, error = await _authenticate(request, token)
+        if session is not None:
+            return _signed_in(request, session)
+        return render(request, "signin.html", status=401, error=error)
+    if current_session(request) is not None:
+        raise web.HTTPSeeOther("/")
+    notice = "You have been signed out." if "signed_out" in request.query else None
+    return render(request, "signin.html", notice=notice)
+
+
+@routes.post("/signin")
+async def signin(request: web.Request) -> web.StreamResponse:
+    if not _same_origin(request):
+        raise web.HTTPForbidden(text="cross-site sign-in refused")
+    form = await request.post()
+    token = form.get("token")
+    session, error = await _authenticate(request, token if isinstance(token, str) else "")
+    if session is None:
+        return render(request, "signin.html", status=401, error=error)
+    return _signed_in(request, session)
+
+
+@routes.post("/signout")
+async def signout(request: web.Request) -> web.StreamResponse:
+    if not _same_origin(request):
+        raise web.HTTPForbidden(text="cross-site sign-out refused")
+    response = web.Response(status=303, headers={"Location": "/signin?signed_out=1"})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+# -- customer pages -------------------------------------------------------------------
+
+
+@routes.get("/")
+@customer_page
+async def overview(request: web.Request, customer: str) -> web.StreamResponse:
+    now = datetime.now(UTC)
+    account, domains, summaries = _customer_data(request.app[CACHE], customer)
+    cards = [domain_card(d, summaries, now) for d in domains]
+    return render(
+        request,
+        "overview.html",
+        customer=customer,
+        account=account,
+        cards=cards,
+        summaries=summaries,
+        title="Overview",
+    )
+
+
+@routes.get("/experiments")
+@customer_page
+async def experiments(request: web.Request, customer: str) -> web.StreamResponse:
+    account, domains, summaries = _customer_data(request.app[CACHE], customer)
+    return render(
+        request,
+        "experiments.html",
+        customer=customer,
+        account=account,
+        summaries=summaries,
+        domains={d.metadata.name: d for d in domains},
+        title="Experiments",
+    )
+
+
+@routes.get("/domains/{name}")
+@customer_page
+async def domain_page(request: web.Request, customer: str) -> web.StreamResponse:
+    cache = request.app[CACHE]
+    namespace = customer_namespace(customer)
+    raw = cache.get("domains", namespace, request.match_info["name"])
+    domain = _parse(Domain, raw) if raw else None
+    if domain is None:
+        raise web.HTTPNotFound()
+    summaries = [
+        summarize(e)
+        for e in _all(Experiment, cache.in_namespace("experiments", namespace))
+        if e.spec.domain_ref == domain.metadata.name
+    ]
+    card = domain_card(domain, summaries, datetime.now(UTC))
+    return render(
+        request,
+        "domain.html",
+        customer=customer,
+        card=card,
+        summaries=summaries,
+        title=domain.spec.domain,
+    )
+
+
+@routes.get("/experiments/{name}")
+@customer_page
+async def experiment_page(request: web.Request, customer: str) -> web.StreamResponse:
+    cache = request.app[CACHE]
+    namespace = customer_namespace(customer)
+    name = request.match_info["name"]
+    raw = cache.get("experiments", namespace, name)
+    experiment = _parse(Experiment, raw) if raw else None
+    if experiment is None:
+        raise web.HTTPNotFound()
+    summary = summarize(experiment)
+    raw_domain = cache.get("domains", namespace, experiment.spec.domain_ref)
+    domain = _parse(Domain, raw_domain) if raw_domain else None
+    history = list(cache.history.get((namespace, name), ()))
+    chart = rate_chart(
+        history,
+        [v.name for v in experiment.spec.variants],
+        f"Cumulative conversion rate of each variant of {name} over time",
+    )
+    return render(
+        request,
+        "experiment.html",
+        customer=customer,
+        s=summary,
+        domain=domain,
+        chart=chart,
+        title=name,
+    )
+
+
+# -- staff page -----------------------------------------------------------------------
+
+
+@routes.get("/platform")
+@staff_page
+async def platform(request: web.Request) -> web.StreamResponse:
+    cache = request.app[CACHE]
+    customers = _all(Customer, cache.customers())
+    domains = _all(Domain, cache.in_namespace("domains", None))
+    summaries = [summarize(e) for e in _all(Experiment, cache.in_namespace("experiments", None))]
+    not_ready = []
+    for domain in domains:
+        conditions = domain.status.conditions if domain.status else []
+        ready = next((c for c in conditions if c.type == "Ready"), None)
+        if ready is None or ready.status != "True":
+            owner = (domain.metadata.namespace or "").removeprefix("customer-")
+            not_ready.append((owner, domain, domain_badge(domain), problems(conditions)))
+    insights = []
+    for kind in ExperimentType:
+        mine = [s for s in summaries if s.experiment.spec.type == kind]
+        winners = [s for s in mine if s.outcome.label.startswith("Winner")]
+        uplifts = [
+            r.uplift.value
+            for s in winners
+            for r in s.rows
+            if r.decision.label == "Winner" and r.uplift.value
+        ]
+        insights.append(
+            {
+                "type": kind.value.replace("_", " ").capitalize(),
+                "total": len(mine),
+                "running": sum(
+                    1
+                    for s in mine
+                    if s.experiment.status and s.experiment.status.phase == "Running"
+                ),
+                "concluded": sum(
+                    1 for s in mine if s.outcome.label != "Collecting data" and s.enough
+                ),
+                "winners": len(winners),
+                "visitors": sum(s.visitors for s in mine),
+                "uplifts": uplifts,
+            }
+        )
+    revenue = sum(c.status.cost.plan_price for c in customers if c.status and c.status.cost)
+    infrastructure = sum(
+        c.status.cost.infrastructure for c in customers if c.status and c.status.cost
+    )
+    return render(
+        request,
+        "platform.html",
+        customers=customers,
+        not_ready=not_ready,
+        insights=insights,
+        revenue=revenue,
+        infrastructure=infrastructure,
+        domain_count=len(domains),
+        experiment_count=len(summaries),
+        title="Platform",
+    )
+
+
+# -- live updates ---------------------------------------------------------------------
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: one ``change`` event per burst of changes in the session's
+    scope. The page then fetches itself again from this process (never the API
+    server). A ``signout`` event ends a session that expired meanwhile."""
+    session = current_session(request)
+    if session is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    cache = request.app[CACHE]
+    settings = request.app[SETTINGS]
+    scope = None if session.is_admin else customer_namespace(session.customer or "")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache, no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    subscriber = cache.subscribe(scope)
+    try:
+        await response.write(b"retry: 2000\n: connected\n\n")
+        while True:
+            try:
+                change = await asyncio.wait_for(subscriber.queue.get(), settings.heartbeat_seconds)
+            except TimeoutError:
+                if session.expires <= time.time() or current_session(request) is None:
+                    await response.write(b"event: signout\ndata: {}\n\n")
+                    break
+                await response.write(b": keep-alive\n\n")
+                continue
+            if change is None:
+                break
+            batch: list[Change] = [change]
+            while not subscriber.queue.empty():
+                more = subscriber.queue.get_nowait()
+                if more is None:
+                    break
+                batch.append(more)
+            data = json.dumps(
+                [{"kind": c.kind, "name": c.name, "type": c.type} for c in batch],
+                separators=(",", ":"),
+            )
+            await response.write(f"event: change\ndata: {data}\n\n".encode())
+            if subscriber.dropped:
+                break
+    except ConnectionResetError:
+        pass  # the browser went away
+    finally:
+        cache.unsubscribe(subscriber)
+    return response

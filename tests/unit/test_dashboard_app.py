@@ -1,0 +1,267 @@
+"""The dashboard's aiohttp application with a stand-in for the API server: sign-in,
+isolation by URL, friendly errors, security headers and the live stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from smart_dashboard.app import create_app
+from smart_dashboard.cluster import Cache
+from smart_dashboard.context import CACHE
+from smart_dashboard.sessions import COOKIE, Session, Signer
+from smart_dashboard.settings import DashboardSettings
+
+SECRET = "s" * 40
+ADMIN = "staff-token-123"
+TOKENS = {
+    "token-a": "system:serviceaccount:customer-acme:dashboard-viewer",
+    "token-b": "system:serviceaccount:customer-globex:dashboard-viewer",
+    "token-other": "system:serviceaccount:customer-acme:default",
+}
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.reviews = 0
+
+    async def review_token(self, token: str) -> str | None:
+        self.reviews += 1
+        return TOKENS.get(token)
+
+    async def close(self) -> None:
+        pass
+
+
+NOW = datetime.now(UTC).isoformat()
+
+
+def cond(type: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
+    return {
+        "type": type,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": NOW,
+    }
+
+
+def customer(name: str) -> dict[str, Any]:
+    return {
+        "kind": "Customer",
+        "metadata": {"name": name, "resourceVersion": "1"},
+        "spec": {"email": f"x@{name}.example", "plan": "pro"},
+        "status": {
+            "plan": "pro",
+            "namespace": f"customer-{name}",
+            "limits": {"domains": 5, "experiments": 20},
+            "counts": {"domains": 1, "experiments": 1},
+            "health": {"activeDomains": 1, "experiments": 1, "averageImprovement": 0.12},
+            "cost": {"planPrice": 99, "infrastructure": 4.51, "margin": 94.49},
+            "conditions": [cond("Ready", "True", "Provisioned")],
+        },
+    }
+
+
+def domain(ns: str, name: str, fqdn: str, ready: bool) -> dict[str, Any]:
+    conditions = (
+        [cond("Ready", "True", "AgentConnected")]
+        if ready
+        else [
+            cond("Verified", "False", "NameserversNotDelegated", "Point NS at x.ns.cloudflare.com"),
+            cond("Ready", "False", "Verifying"),
+        ]
+    )
+    return {
+        "kind": "Domain",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"},
+        "spec": {"domain": fqdn},
+        "status": {
+            "phase": "Ready" if ready else "Verifying",
+            "server": {"ipv4": "10.1.2.3", "ipv6": "2a01:4f8::1"},
+            "agent": {"version": "1.0", "lastSeen": NOW, "startedAt": NOW},
+            "conditions": conditions,
+        },
+    }
+
+
+def experiment(
+    ns: str, name: str, dom: str, visitors: int, needed: int, outcome: str = "pending"
+) -> dict[str, Any]:
+    return {
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": str(visitors)},
+        "spec": {
+            "domainRef": dom,
+            "type": "landing_page",
+            "template": "saas_landing",
+            "variants": [{"name": "control"}, {"name": "bold"}],
+        },
+        "status": {
+            "phase": "Running",
+            "variants": [
+                {"name": "control", "visitors": visitors, "conversions": visitors // 25},
+                {
+                    "name": "bold",
+                    "visitors": visitors,
+                    "conversions": visitors // 18,
+                    "uplift": 0.38,
+                    "upliftLow": 0.13,
+                    "upliftHigh": 0.66,
+                    "chanceToBeatControl": 0.99,
+                },
+            ],
+            "statistics": {"visitorsNeeded": needed},
+            "decision": {"outcome": outcome, "winner": "bold" if outcome == "winner" else None},
+        },
+    }
+
+
+def filled_cache() -> Cache:
+    cache = Cache()
+    cache.apply("customers", "SYNC", [customer("acme"), customer("globex")])
+    cache.apply(
+        "domains",
+        "SYNC",
+        [
+            domain("customer-acme", "shop", "shop.acme.example", True),
+            domain("customer-acme", "blog", "blog.acme.example", False),
+            domain("customer-globex", "store", "store.globex.example", True),
+        ],
+    )
+    cache.apply(
+        "experiments",
+        "SYNC",
+        [
+            experiment("customer-acme", "hero", "shop", 4000, 0, "winner"),
+            experiment("customer-acme", "pricing", "shop", 100, 1740),
+            experiment("customer-globex", "secret", "store", 50, 900),
+        ],
+    )
+    return cache
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    settings = DashboardSettings(
+        session_secret=SECRET, admin_token=ADMIN, secure_cookies=False, heartbeat_seconds=0.2
+    )
+    app = create_app(settings, api=FakeApi(), cache=filled_cache())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def sign_in(client: TestClient[Any, Any], token: str) -> None:
+    response = await client.post("/signin", data={"token": token}, allow_redirects=False)
+    assert response.status == 303, await response.text()
+
+
+async def test_sign_in_sets_a_signed_httponly_cookie(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/signin", data={"token": "token-a"}, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    page = await client.get("/")
+    text = await page.text()
+    assert page.status == 200 and "shop.acme.example" in text and "store.globex" not in text
+
+
+@pytest.mark.parametrize(
+    "path", ["/experiments/secret", "/domains/store", "/platform", "/experiments/nope"]
+)
+async def test_another_customers_urls_are_not_found(
+    client: TestClient[Any, Any], path: str
+) -> None:
+    await sign_in(client, "token-a")
+    response = await client.get(path)
+    assert response.status == 404
+    assert "globex" not in await response.text()
+
+
+async def test_every_page_renders(client: TestClient[Any, Any]) -> None:
+    await sign_in(client, "token-a")
+    for path in (
+        "/",
+        "/experiments",
+        "/domains/shop",
+        "/domains/blog",
+        "/experiments/hero",
+        "/experiments/pricing",
+    ):
+        response = await client.get(path)
+        text = await response.text()
+        assert response.status == 200, (path, text[-2000:])
+        assert "Content-Security-Policy" in response.headers
+    pricing = await (await client.get("/experiments/pricing")).text()
+    assert "Not enough data yet: about 1,740 more visitors" in pricing
+    assert "+38.0%" not in pricing  # no bare estimate before there is enough data
+
+
+@pytest.mark.parametrize("token", ["wrong", "token-other", ""])
+async def test_bad_tokens_get_a_clear_message(client: TestClient[Any, Any], token: str) -> None:
+    response = await client.post("/signin", data={"token": token}, allow_redirects=False)
+    text = await response.text()
+    assert response.status == 401 and 'role="alert"' in text and "Traceback" not in text
+    assert COOKIE not in response.cookies
+
+
+async def test_sign_in_link_and_staff(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/signin?token=token-b", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/"
+    client.session.cookie_jar.clear()
+    await sign_in(client, ADMIN)
+    platform = await client.get("/platform")
+    text = await platform.text()
+    assert platform.status == 200 and "acme" in text and "globex" in text
+    assert "blog.acme.example" in text and "NameserversNotDelegated" in text
+
+
+async def test_tampered_and_expired_cookies_go_to_sign_in(client: TestClient[Any, Any]) -> None:
+    signer = Signer(SECRET.encode())
+    good = signer.dump(Session.for_customer("acme", 600))
+    for value in (
+        good[:-1] + ("A" if good[-1] != "A" else "B"),
+        signer.dump(Session.for_customer("acme", -5)),
+        Signer(b"x" * 40).dump(Session.for_admin(600)),
+    ):
+        client.session.cookie_jar.update_cookies({COOKIE: value})
+        response = await client.get("/experiments/hero", allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == "/signin"
+
+
+async def test_cross_site_post_is_refused(client: TestClient[Any, Any]) -> None:
+    response = await client.post(
+        "/signin",
+        data={"token": "token-a"},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+
+
+async def test_live_stream_carries_only_own_changes(client: TestClient[Any, Any]) -> None:
+    await sign_in(client, "token-a")
+    assert client.app is not None
+    cache = client.app[CACHE]
+    response = await client.get("/events")
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert (await response.content.readline()).startswith(b"retry:")
+    await response.content.readline()
+    await response.content.readline()
+    cache.apply(
+        "experiments", "MODIFIED", [experiment("customer-globex", "secret", "store", 60, 800)]
+    )
+    cache.apply(
+        "experiments", "MODIFIED", [experiment("customer-acme", "pricing", "shop", 200, 1500)]
+    )
+    lines = []
+    while not lines or lines[-1] != b"\n":
+        lines.append(await asyncio.wait_for(response.content.readline(), 5))
+    event = b"".join(lines).decode()
+    assert "event: change" in event and "pricing" in event and "secret" not in event
+    response.close()
