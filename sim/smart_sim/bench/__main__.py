@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from smart_sim.bench import controlplane
+from smart_sim.bench import agent, controlplane, dashboard, domains
 
-BENCHMARKS = {"controlplane": controlplane.run}
+BENCHMARKS = {
+    "controlplane": controlplane.run,
+    "domains": domains.run,
+    "agent": agent.run,
+    "dashboard": dashboard.run,
+}
 
 
 def main() -> None:

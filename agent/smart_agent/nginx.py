@@ -1,0 +1,470 @@
+"""nginx for the agent: renders the whole configuration, tests it, and runs the server.
+
+The agent owns one nginx instance per root (``-p <state>/nginx -c nginx.conf``, its own
+pid file), so several simulated hosts can each run theirs on one machine. nginx runs
+as a daemon of its own: it keeps serving (and logging) while the agent restarts.
+
+What the configuration does (docs/agent.md explains why):
+
+- ``split_clients`` on ``"<daily salt> $remote_addr $http_user_agent"`` picks the
+  variant (weights in steps of 0.01%); each variant has its own document root.
+- A visitor id is built *inside nginx* from eight more ``split_clients`` blocks with
+  other salts, each giving two hex digits (a keyed hash of almost 64 bits), so the
+  access log holds the id and never the address or the user agent.
+- A JSON access log with the experiment, revision, salt day, variant, visitor id, the
+  path without its query, the status, the content type, and bot/prefetch flags.
+- ``/_smart/convert`` answers 302 to the experiment's goal (from its manifest, never
+  from the URL); ``/_smart/health`` tells which configuration is live.
+
+Nothing here decides *what* to serve (the agent does) and nothing reads the log. A new
+configuration replaces the old one only after ``nginx -t`` accepts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from smart_agent import __version__
+from smart_agent.deploy import Deployment
+from smart_agent.settings import AgentSettings
+
+CONVERT_PATH = "/_smart/convert"
+HEALTH_PATH = "/_smart/health"
+ID_BLOCKS = 8  # split_clients blocks of the visitor id, each giving two hex digits
+PERCENT_UNITS = 10_000  # split_clients takes percentages with two decimals
+
+# User-agent words of crawlers, previewers, monitors and HTTP libraries. A visitor with
+# one of them (or none at all) is served like anyone else but never counted.
+BOT_WORDS = (
+    "bot",
+    "crawl",
+    "spider",
+    "slurp",
+    "curl",
+    "wget",
+    "python",
+    "aiohttp",
+    "httpx",
+    "go-http-client",
+    "okhttp",
+    "java/",
+    "libwww",
+    "scrapy",
+    "node-fetch",
+    "axios",
+    "headless",
+    "phantomjs",
+    "lighthouse",
+    "pagespeed",
+    "facebookexternalhit",
+    "embedly",
+    "preview",
+    "monitor",
+    "uptime",
+    "pingdom",
+    "archiver",
+    "smart-agent",
+)
+
+MIME_TYPES = {
+    "text/html": "html htm",
+    "text/css": "css",
+    "text/plain": "txt",
+    "application/javascript": "js mjs",
+    "application/json": "json",
+    "application/xml": "xml",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpg jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/x-icon": "ico",
+    "font/woff2": "woff2",
+    "font/woff": "woff",
+}
+
+
+class NginxError(RuntimeError):
+    """nginx refused a configuration or would not start; the message is nginx's own."""
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """Everything one configuration depends on."""
+
+    deployment: Deployment | None  # the experiment that serves `/`, if any
+    day: str  # the salt's day (UTC date), logged with every line
+    secret: str  # the day's salt (hex); never logged
+    active_variant: str | None = None  # performance experiments: this window's variant
+
+
+def _id_buckets() -> list[tuple[str, int]]:
+    """256 buckets ``00``..``ff`` of 39 or 40 units: split_clients counts in 0.01%.
+
+    Slightly unequal buckets cost a hundredth of a bit each; what matters is that two
+    visitors rarely share an id (about 1 in 10^8 pairs of a day's visitors at 64 bits).
+    """
+    base, extra = divmod(PERCENT_UNITS, 256)
+    return [(f"{b:02x}", base + (1 if b < extra else 0)) for b in range(256)]
+
+
+ID_BUCKETS = _id_buckets()
+
+
+def split_parts(weights: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Variants with a positive weight and their share in units of 0.01%.
+
+    Every variant keeps at least one unit; the shares add up to exactly 100%.
+    """
+    positive = [(name, weight) for name, weight in weights if weight > 0]
+    if not positive:
+        raise ValueError("no variant has a positive weight")
+    total = sum(weight for _, weight in positive)
+    units = [max(1, round(weight * PERCENT_UNITS / total)) for _, weight in positive]
+    largest = max(range(len(units)), key=lambda i: units[i])
+    units[largest] += PERCENT_UNITS - sum(units)
+    return [(name, share) for (name, _), share in zip(positive, units, strict=True)]
+
+
+def derive_salt(secret: str, label: str) -> str:
+    """One of the day's salts (for the variant or a digit of the visitor id)."""
+    return hmac.new(bytes.fromhex(secret), label.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def assignment_key(salt: str) -> str:
+    # The salt comes first so that each block's hash differs from its first byte on:
+    # with the salt last, all blocks would share murmur2's state over the address and
+    # user agent, and the id would hold only 32 bits however many blocks it has.
+    return f'"{salt} $remote_addr $http_user_agent"'
+
+
+def _percent(units: int) -> str:
+    return f"{units // 100}.{units % 100:02d}%"
+
+
+def _quote(path: Path | str) -> str:
+    text = str(path)
+    if re.search(r"[\"\\$;{}\s]", text):
+        raise ValueError(f"{text!r} cannot be written into nginx configuration")
+    return f'"{text}"'
+
+
+def _split_block(key_salt: str, variable: str, parts: list[tuple[str, int]]) -> list[str]:
+    lines = [f"split_clients {assignment_key(key_salt)} ${variable} {{"]
+    for index, (value, units) in enumerate(parts):
+        share = "*" if index == len(parts) - 1 else _percent(units)
+        lines.append(f'    {share} "{value}";')
+    lines.append("}")
+    return lines
+
+
+def _bot_map(extra: list[str]) -> list[str]:
+    words = [re.escape(word) for word in (*BOT_WORDS, *extra)]
+    pattern = "|".join(words).replace('"', "")
+    return [
+        "map $http_user_agent $smart_bot {",
+        "    default 0;",
+        '    "" 1;',
+        f'    "~*({pattern})" 1;',
+        "}",
+        # Browsers mark speculative loads; a prefetched page may never be seen.
+        'map "$http_purpose$http_sec_purpose$http_x_moz$http_x_purpose" $smart_prefetch {',
+        "    default 1;",
+        '    "" 0;',
+        "}",
+    ]
+
+
+def _log_format(plan: ServePlan) -> str:
+    deployment = plan.deployment
+    manifest = deployment.manifest if deployment else None
+    ids = "".join(f"$smart_h{i}" for i in range(ID_BLOCKS))
+    fixed = {
+        "e": manifest.name if manifest else "",
+        "r": manifest.revision if manifest else "",
+        "d": plan.day,
+        "mode": manifest.serving.mode if manifest else "",
+    }
+    # The fixed fields are checked names (no quotes or backslashes); json.dumps keeps
+    # them valid JSON all the same.
+    head = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in fixed.items())
+    fields = (
+        f'"t":"$msec","id":"{ids}","v":"$smart_variant","cv":"$arg_v","m":"$request_method",'
+        '"u":"$uri","s":"$status","ct":"$sent_http_content_type","b":"$smart_bot",'
+        '"p":"$smart_prefetch"'
+    )
+    return "log_format smart escape=json '{" + head + "," + fields + "}';"
+
+
+def served_parts(plan: ServePlan) -> list[tuple[str, int]]:
+    """What ``$smart_variant`` may be, with shares (one entry means everyone)."""
+    deployment = plan.deployment
+    if deployment is None:
+        return [("", PERCENT_UNITS)]
+    manifest = deployment.manifest
+    if manifest.type == "performance" and manifest.serving.mode == "split":
+        active = plan.active_variant or manifest.control
+        return [(active, PERCENT_UNITS)]
+    served = manifest.served_variants()
+    if len(served) == 1:
+        return [(served[0], PERCENT_UNITS)]
+    return split_parts([(v.name, v.weight) for v in manifest.variants])
+
+
+def render_config(settings: AgentSettings, plan: ServePlan) -> str:
+    """The complete nginx.conf for ``plan``; the same plan gives the same text."""
+    prefix = settings.nginx_prefix
+    lines = [
+        f"# Written by smart-agent {__version__}: the agent rewrites this file; do not edit.",
+        f"pid {_quote(settings.nginx_pid)};",
+        # At `alert` nginx writes no per-request messages, which would name the client.
+        f"error_log {_quote(settings.log_dir / 'nginx-error.log')} alert;",
+        f"worker_processes {settings.nginx_workers or 'auto'};",
+        # The bot map's regex runs on every request: compiled, it costs a tenth as much.
+        "pcre_jit on;",
+    ]
+    user = settings.worker_user()
+    if user:
+        lines.append(f"user {user};")
+    lines += [
+        "events {",
+        "    worker_connections 4096;",
+        "}",
+        "http {",
+        "    types {",
+        *(f"        {mime} {exts};" for mime, exts in MIME_TYPES.items()),
+        "    }",
+        "    default_type application/octet-stream;",
+        "    charset utf-8;",
+        "    charset_types text/css text/plain application/javascript application/json;",
+        "    server_tokens off;",
+        "    log_not_found off;",
+        "    sendfile on;",
+        "    tcp_nopush on;",
+        "    keepalive_timeout 65s;",
+        *(
+            f"    {kind}_temp_path {_quote(prefix / 'tmp' / kind)};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ),
+    ]
+    for cidr in settings.real_ip_from:
+        lines.append(f"    set_real_ip_from {cidr};")
+    if settings.real_ip_from:
+        lines += [f"    real_ip_header {settings.real_ip_header};", "    real_ip_recursive on;"]
+    lines += ["    " + line for line in _bot_map(settings.bot_patterns)]
+    lines += [
+        "    " + line
+        for line in _split_block(
+            derive_salt(plan.secret, "variant"), "smart_variant", served_parts(plan)
+        )
+    ]
+    for index in range(ID_BLOCKS):
+        salt = derive_salt(plan.secret, f"id{index}")
+        lines += ["    " + line for line in _split_block(salt, f"smart_h{index}", ID_BUCKETS)]
+    lines.append("    " + _log_format(plan))
+    buffer = ""
+    if settings.log_buffer_kib:
+        flush = max(1, round(settings.log_flush_seconds))
+        buffer = f" buffer={settings.log_buffer_kib}k flush={flush}s"
+    lines += [
+        "    access_log off;",
+        "    server {",
+        f"        listen {settings.listen} default_server;",
+        "        server_name _;",
+        f"        access_log {_quote(settings.access_log)} smart{buffer};",
+        "        location /_smart/ {",
+        "            access_log off;",
+        "            return 404;",
+        "        }",
+        f"        location = {HEALTH_PATH} {{",
+        "            access_log off;",
+        "            default_type application/json;",
+        '            return 200 \'{"config":"@CONFIG_ID@"}\';',
+        "        }",
+    ]
+    lines += ["        " + line for line in _locations(plan)]
+    lines += ["    }", "}", ""]
+    text = "\n".join(lines)
+    config_id = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text.replace("@CONFIG_ID@", config_id)
+
+
+def _locations(plan: ServePlan) -> list[str]:
+    deployment = plan.deployment
+    if deployment is None:
+        return ["location / {", "    return 404;", "}"]
+    manifest = deployment.manifest
+    goal = manifest.goal_url
+    lines = [f"location = {CONVERT_PATH} {{"]
+    # A missing goal still answers, so a stray link does not break the page, but the
+    # agent counts only conversions that were redirected (302).
+    lines += [f"    return 302 {_quote(goal)};" if goal else "    return 404;", "}"]
+    root = deployment.path / "variants"
+    lines += [
+        "location / {",
+        f'    root {_quote(root)[:-1]}/$smart_variant";',
+        "    index index.html;",
+    ]
+    fragment = None
+    if manifest.type == "performance" and manifest.serving.mode == "split":
+        fragment = deployment.fragment(plan.active_variant or manifest.control)
+    elif len(manifest.served_variants()) == 1:
+        fragment = deployment.fragment(manifest.served_variants()[0])
+    if fragment is not None:
+        lines.append(f"    include {_quote(fragment)};")
+    else:
+        # One URL serves different variants to different visitors: no shared cache may
+        # keep one copy for everyone.
+        lines.append('    add_header Cache-Control "private, no-cache" always;')
+    lines.append("}")
+    return lines
+
+
+def config_id(text: str) -> str | None:
+    match = re.search(r'\{"config":"([0-9a-f]{16})"\}', text)
+    return match.group(1) if match else None
+
+
+class Nginx:
+    """The agent's nginx instance: test, start, reload, reopen, stop."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.nginx_prefix
+        self.conf = settings.nginx_conf
+        self.error_log = settings.log_dir / "nginx-error.log"
+
+    def _argv(self, *extra: str, conf: Path | None = None) -> list[str]:
+        return [
+            str(self.settings.nginx_binary),
+            "-p",
+            str(self.prefix),
+            "-c",
+            str(conf or self.conf),
+            "-e",
+            str(self.error_log),
+            *extra,
+        ]
+
+    def prepare(self) -> None:
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+
+    async def _run(self, argv: list[str], seconds: float = 30.0) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), seconds)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            return 1, f"{argv[0]} did not finish within {seconds:.0f} s"
+        assert process.returncode is not None
+        return process.returncode, output.decode(errors="replace").strip()
+
+    async def test(self, text: str) -> None:
+        """Run ``nginx -t`` on ``text``; raise ``NginxError`` with nginx's words if it fails."""
+        self.prepare()
+        candidate = self.prefix / "nginx.conf.new"
+        candidate.write_text(text)
+        code, output = await self._run(self._argv("-t", "-q", conf=candidate))
+        if code != 0:
+            raise NginxError(output or f"nginx -t exited with {code}")
+
+    def install(self) -> None:
+        """Make the tested candidate the live file (call only after ``test``)."""
+        (self.prefix / "nginx.conf.new").rename(self.conf)
+
+    def master_pid(self) -> int | None:
+        """The running master's pid, from the pid file, if that process is nginx."""
+        try:
+            pid = int(self.settings.nginx_pid.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid if b"nginx" in cmdline else None
+
+    async def start(self) -> None:
+        argv = self._argv()
+        if self.settings.nice and os.getpriority(os.PRIO_PROCESS, 0) > 0:
+            # The agent runs niced; its nginx must not inherit that (only root may undo it,
+            # and `nice` runs the command anyway when it may not).
+            argv = ["nice", "-n", str(-os.getpriority(os.PRIO_PROCESS, 0)), *argv]
+        code, output = await self._run(argv)
+        if code != 0:
+            raise NginxError(output or f"nginx exited with {code}")
+
+    async def reload(self) -> None:
+        code, output = await self._run(self._argv("-s", "reload"))
+        if code != 0:
+            raise NginxError(output or f"nginx -s reload exited with {code}")
+
+    async def reopen(self) -> None:
+        code, output = await self._run(self._argv("-s", "reopen"))
+        if code != 0:
+            raise NginxError(output or f"nginx -s reopen exited with {code}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the master (graceful, then forced) and wait until it is gone."""
+        pid = self.master_pid()
+        if pid is None:
+            return
+        deadline = time.monotonic() + timeout
+        for sig, until in ((signal.SIGQUIT, deadline - timeout / 2), (signal.SIGKILL, deadline)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            while time.monotonic() < until:
+                if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+                    return
+                time.sleep(0.05)
+
+    async def live_config(self) -> str | None:
+        """The id of the configuration nginx answers with, or None if it does not answer."""
+        url = f"http://{self.settings.listen_host}:{self.settings.listen_port}{HEALTH_PATH}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(url, headers={"User-Agent": "smart-agent"}) as response,
+            ):
+                if response.status != 200:
+                    return None
+                return config_id(await response.text())
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    async def wait_live(self, wanted: str, seconds: float = 15.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await self.live_config() == wanted:
+                return
+            await asyncio.sleep(0.05)
+        raise NginxError(
+            f"nginx did not serve configuration {wanted} within {seconds:.0f} s; "
+            f"see {self.error_log}"
+        )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True

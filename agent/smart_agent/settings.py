@@ -1,0 +1,253 @@
+"""The agent's settings: ``SMART_AGENT_*`` environment variables, then the file that
+cloud-init writes (``<root>/etc/smartserver/agent.env``), then the defaults.
+
+Every path the agent touches hangs off ``root`` (``/`` on a real server, a folder of its
+own on a simulated host), so several agents can share one machine. This module only
+reads configuration; it must not create files or start anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SMART_AGENT_"
+ENV_FILE = Path("etc/smartserver/agent.env")
+# Characters an nginx string may not hold as written by the agent: quotes would end it,
+# ``$`` would start a variable, ``;{}`` and whitespace would end a directive.
+_NGINX_UNSAFE = re.compile(r"[\"'\\$;{}\s\x00-\x1f\x7f]")
+_LISTEN = re.compile(r"^(?:(?P<host>\d{1,3}(?:\.\d{1,3}){3}):)?(?P<port>\d{1,5})$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class AgentSettings(BaseSettings):
+    """What one agent serves, where it keeps its files and where it reports."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    root: Path = Field(
+        default=Path("/"),
+        description="Folder every other path hangs off: `/` on a server, a folder per "
+        "simulated host",
+    )
+    intake_url: str | None = Field(
+        default=None,
+        description="Base URL of the intake API (reports go to {url}/v1/results); unset "
+        "means the agent counts but does not report",
+    )
+    key: SecretStr | None = Field(default=None, description="Bearer key for the intake API")
+    domain: str | None = Field(default=None, description="The customer domain this server serves")
+    resource: str | None = Field(
+        default=None, description="`namespace/name` of the Domain resource (for logs only)"
+    )
+    listen: str = Field(
+        default="80",
+        description="nginx listen address: `PORT` or `IPv4:PORT` (a simulated host uses its "
+        "own loopback address, such as 127.10.0.5:8080)",
+    )
+    nginx_binary: Path = Field(default=Path("/usr/sbin/nginx"), description="nginx executable")
+    nginx_user: str | None = Field(
+        default=None,
+        description="User of nginx's workers when the agent runs as root; unset means "
+        "www-data when root is `/`, else the agent's own user (a simulated host's files are "
+        "in the tester's private temp folder)",
+    )
+    nginx_workers: int = Field(
+        default=0, ge=0, le=64, description="nginx worker processes; 0 means one per core"
+    )
+    real_ip_from: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs whose `real_ip_header` is trusted as the client "
+        "address (a CDN in production, 127.0.0.0/8 for the traffic simulator)",
+    )
+    real_ip_header: str = Field(
+        default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]{1,64}$", description="see above"
+    )
+    log_buffer_kib: int = Field(
+        default=32,
+        ge=0,
+        le=1024,
+        description="nginx access-log buffer; 0 writes every line at once",
+    )
+    log_flush_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Longest time a buffered log line waits"
+    )
+    log_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=4096,
+        description="The agent rotates the access log (rename, nginx -s reopen) past this size",
+    )
+    rotation_grace_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A rotated log is finished once it has not grown for this long after "
+        "the new one appeared (nginx's workers flush their buffers on reopen)",
+    )
+    poll_seconds: float = Field(
+        default=0.25, gt=0, le=10, description="How often the access log is read"
+    )
+    deploy_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the `current` symlinks are checked (`smart-agent reload` "
+        "applies a change at once)",
+    )
+    report_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often changed counts are reported (the intake expects a minute)",
+    )
+    heartbeat_seconds: float = Field(default=30.0, gt=0, description="Heartbeat interval")
+    backoff_base_seconds: float = Field(
+        default=1.0, gt=0, description="First retry delay of a failed report"
+    )
+    backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one call to the intake API"
+    )
+    bot_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra comma-separated user-agent words that mark a bot",
+    )
+    nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="The agent's scheduling niceness: under overload nginx serves first and "
+        "the agent counts later (nothing is lost, the count lags); nginx runs at normal "
+        "priority",
+    )
+    stop_nginx_on_exit: bool = Field(
+        default=False,
+        description="Stop nginx when the agent stops (a simulated host); on a server nginx "
+        "keeps serving while the agent restarts",
+    )
+
+    @field_validator("real_ip_from", "bot_patterns", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("real_ip_from")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in value]
+
+    @field_validator("bot_patterns")
+    @classmethod
+    def _words(cls, value: list[str]) -> list[str]:
+        for word in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{2,40}", word):
+                raise ValueError(f"bot pattern {word!r}: letters, digits, `_.-` only")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        match = _LISTEN.match(value)
+        if not match or not 0 < int(match["port"]) < 65536:
+            raise ValueError("listen must be PORT or IPv4:PORT")
+        if match["host"]:
+            ipaddress.IPv4Address(match["host"])
+        return value
+
+    @field_validator("nginx_user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER.match(value):
+            raise ValueError("nginx_user must be a plain user name")
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: Path) -> Path:
+        value = value.absolute()
+        if _NGINX_UNSAFE.search(str(value)):
+            raise ValueError("root may not contain quotes, `$`, `;`, braces or whitespace")
+        return value
+
+    # Derived locations (docs/agent.md lists them).
+    @property
+    def experiments_dir(self) -> Path:
+        return self.root / "opt/smart/experiments"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "var/lib/smart-agent"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "agent.db"
+
+    @property
+    def nginx_prefix(self) -> Path:
+        return self.state_dir / "nginx"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.nginx_prefix / "nginx.conf"
+
+    @property
+    def nginx_pid(self) -> Path:
+        return self.nginx_prefix / "nginx.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "var/log/smart-agent"
+
+    @property
+    def access_log(self) -> Path:
+        return self.log_dir / "access.log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run/smart-agent"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def listen_host(self) -> str:
+        """Where the agent itself reaches nginx (health checks, the latency probe)."""
+        match = _LISTEN.match(self.listen)
+        return (match["host"] if match and match["host"] else None) or "127.0.0.1"
+
+    @property
+    def listen_port(self) -> int:
+        match = _LISTEN.match(self.listen)
+        assert match is not None  # checked by the validator
+        return int(match["port"])
+
+    def worker_user(self) -> str | None:
+        """The `user` directive, which nginx honours only when its master runs as root."""
+        if os.geteuid() != 0:
+            return None
+        if self.nginx_user:
+            return self.nginx_user
+        return "www-data" if self.root == Path("/") else _current_user()
+
+
+def _current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def load_settings() -> AgentSettings:
+    """Settings from the environment and ``<root>/etc/smartserver/agent.env``.
+
+    The root comes from the environment alone, since it says where the file is; a
+    variable set in the environment wins over the file.
+    """
+    root = Path(os.environ.get(ENV_PREFIX + "ROOT", "/"))
+    env_file = root / ENV_FILE
+    return AgentSettings(_env_file=env_file if env_file.is_file() else None)

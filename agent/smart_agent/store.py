@@ -1,0 +1,433 @@
+"""The agent's durable state: one sqlite database in WAL mode.
+
+What it keeps, and why counting is exact:
+
+- ``exposures`` and ``conversions`` are *sets* of (experiment, salt day, visitor id,
+  variant); a line read twice inserts nothing new, so a re-read, a restart or a rotated
+  log never counts twice. ``totals`` is updated in the same transaction from the rows
+  that were really inserted, and so is the reading position of the log file the lines
+  came from: after a crash the agent resumes exactly where the last commit left it.
+- Once a day is over and the log is read to its end, that day's visitor ids are deleted
+  (``compact``); the totals stay. Visitor ids live for two days at most, salts for one.
+- ``experiments`` holds each experiment's report sequence. A report is built (new
+  sequence, stored) *before* it is sent, so a retry resends the same sequence and the
+  same counts, and a restart never reuses a sequence for other counts.
+
+This module holds no policy about what to count (``logreader`` decides) or when to
+report (``reporter`` decides), and it never sees an IP address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS salts (day TEXT PRIMARY KEY, secret TEXT NOT NULL);
+-- day: YYYYMMDD; visitor: the 64-bit id as a signed integer (small keys insert fast).
+CREATE TABLE IF NOT EXISTS exposures (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversions (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL,
+    visitors INTEGER NOT NULL DEFAULT 0, conversions INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (experiment, variant));
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY, uid TEXT, revision TEXT NOT NULL DEFAULT '',
+    sequence INTEGER NOT NULL DEFAULT 0, acked_sequence INTEGER,
+    built TEXT, pending_sequence INTEGER, pending_payload TEXT,
+    reported_at REAL, last_error TEXT, last_event_at REAL);
+CREATE TABLE IF NOT EXISTS log_files (
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, path TEXT NOT NULL,
+    offset INTEGER NOT NULL, state TEXT NOT NULL, updated REAL NOT NULL, head TEXT,
+    PRIMARY KEY (dev, ino));
+CREATE TABLE IF NOT EXISTS latencies (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL, slot INTEGER NOT NULL, ms REAL NOT NULL,
+    PRIMARY KEY (experiment, variant, slot));
+CREATE TABLE IF NOT EXISTS latency_seen (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL, seen INTEGER NOT NULL,
+    PRIMARY KEY (experiment, variant));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+LATENCY_SAMPLES = 1000  # a uniform sample per variant since the start (reservoir)
+
+EventKind = Literal["exposure", "conversion"]
+FileState = Literal["active", "draining", "done", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One countable line of the access log."""
+
+    experiment: str
+    revision: str
+    day: str  # YYYY-MM-DD, the salt's day
+    visitor: int  # the 64-bit id nginx logged, as a signed integer
+    variant: str
+    kind: EventKind
+    at: float  # when nginx logged it (epoch seconds)
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """A log file the agent has read from, known by device, inode and first line."""
+
+    dev: int
+    ino: int
+    path: str
+    offset: int
+    state: FileState
+    head: str | None = None  # digest of its first line: an inode number can be reused
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    visitors: int
+    conversions: int
+
+
+@dataclass(frozen=True)
+class PendingReport:
+    experiment: str
+    sequence: int
+    payload: dict[str, Any]
+
+
+def day_number(day: str) -> int:
+    """``2026-11-26`` as 20261126 (ordered like the dates)."""
+    return int(day.replace("-", ""))
+
+
+class Store:
+    """The agent's sqlite database (one connection, used from the event loop's thread)."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self._random = random.Random()  # noqa: S311 (sampling, not secrets)
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout = 5000")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit survives power loss too, so a sequence that was sent is never
+        # handed out again for other counts.
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute("PRAGMA busy_timeout = 5000")
+        self.db.execute("PRAGMA cache_size = -32768")  # 32 MiB: a busy day's ids in memory
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta and counters --------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def metas(self, prefix: str) -> dict[str, str]:
+        rows = self.db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {str(k)[len(prefix) :]: str(v) for k, v in rows}
+
+    def counters(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.db.execute("SELECT name, value FROM counters")}
+
+    # -- salts --------------------------------------------------------------------
+
+    def salt(self, day: str) -> str:
+        """The day's secret salt, created on first use and kept until ``forget_salts``."""
+        with self._tx() as db:
+            row = db.execute("SELECT secret FROM salts WHERE day = ?", (day,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            secret = secrets.token_hex(32)
+            db.execute("INSERT INTO salts (day, secret) VALUES (?, ?)", (day, secret))
+            return secret
+
+    def forget_salts(self, keep: str) -> None:
+        """Delete every salt but ``keep``'s: yesterday's visitors can no longer be linked."""
+        self.db.execute("DELETE FROM salts WHERE day != ?", (keep,))
+
+    # -- log positions ------------------------------------------------------------
+
+    def log_files(self) -> list[LogFile]:
+        rows = self.db.execute(
+            "SELECT dev, ino, path, offset, state, head FROM log_files ORDER BY updated"
+        ).fetchall()
+        return [LogFile(int(d), int(i), str(p), int(o), s, h) for d, i, p, o, s, h in rows]
+
+    def set_log_file(self, entry: LogFile) -> None:
+        self.db.execute(
+            "INSERT INTO log_files (dev, ino, path, offset, state, updated, head) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dev, ino) DO UPDATE SET "
+            "path = excluded.path, offset = excluded.offset, state = excluded.state, "
+            "updated = excluded.updated, head = excluded.head",
+            (
+                entry.dev,
+                entry.ino,
+                entry.path,
+                entry.offset,
+                entry.state,
+                time.time(),
+                entry.head,
+            ),
+        )
+
+    def drop_log_file(self, dev: int, ino: int) -> None:
+        self.db.execute("DELETE FROM log_files WHERE dev = ? AND ino = ?", (dev, ino))
+
+    def forget_log_files(self, keep_after: float) -> None:
+        self.db.execute(
+            "DELETE FROM log_files WHERE state IN ('done', 'lost') AND updated < ?",
+            (keep_after,),
+        )
+
+    # -- counting -----------------------------------------------------------------
+
+    def commit(self, events: Iterable[Event], position: LogFile, counters: dict[str, int]) -> int:
+        """Count ``events`` and move the file's position in one transaction.
+
+        Returns how many visitors or conversions were new.
+        """
+        seen: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
+        converted: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
+        last_event: dict[str, tuple[float, str]] = {}
+        late = 0
+        new = 0
+        with self._tx() as db:
+            compacted = self.meta("compacted_before") or ""
+            for event in events:
+                if event.day < compacted:
+                    late += 1
+                    continue
+                key = (event.experiment, day_number(event.day), event.visitor, event.variant)
+                group = (event.experiment, event.variant)
+                # A conversion implies the visitor saw that variant's page that day (it
+                # may have been loaded just before the salt changed).
+                seen.setdefault(group, []).append(key)
+                if event.kind == "conversion":
+                    converted.setdefault(group, []).append(key)
+                last_event[event.experiment] = (event.at, event.revision)
+            for group in seen:
+                # Sets: a row already there inserts nothing; the change count says what
+                # was really new.
+                before = db.total_changes
+                db.executemany("INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)", seen[group])
+                visitors = db.total_changes - before
+                conversions = 0
+                if group in converted:
+                    before = db.total_changes
+                    db.executemany(
+                        "INSERT OR IGNORE INTO conversions VALUES (?, ?, ?, ?)", converted[group]
+                    )
+                    conversions = db.total_changes - before
+                if visitors or conversions:
+                    new += visitors + conversions
+                    db.execute(
+                        "INSERT INTO totals (experiment, variant, visitors, conversions) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (experiment, variant) DO UPDATE SET "
+                        "visitors = visitors + excluded.visitors, "
+                        "conversions = conversions + excluded.conversions",
+                        (*group, visitors, conversions),
+                    )
+            for experiment, (at, revision) in last_event.items():
+                db.execute(
+                    "INSERT INTO experiments (name, revision, last_event_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET last_event_at = excluded.last_event_at",
+                    (experiment, revision, at),
+                )
+            if late:
+                counters = {**counters, "late": counters.get("late", 0) + late}
+            for name, value in counters.items():
+                if value:
+                    db.execute(
+                        "INSERT INTO counters (name, value) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                        (name, value),
+                    )
+            self.set_log_file(position)
+        return new
+
+    def compact(self, before_day: str) -> int:
+        """Forget the visitor ids of days before ``before_day`` (their totals stay)."""
+        cutoff = day_number(before_day)
+        with self._tx() as db:
+            removed = db.execute("DELETE FROM exposures WHERE day < ?", (cutoff,)).rowcount
+            removed += db.execute("DELETE FROM conversions WHERE day < ?", (cutoff,)).rowcount
+            if before_day > (self.meta("compacted_before") or ""):
+                self.set_meta("compacted_before", before_day)
+        return removed
+
+    def totals(self, experiment: str) -> dict[str, VariantCounts]:
+        rows = self.db.execute(
+            "SELECT variant, visitors, conversions FROM totals WHERE experiment = ?",
+            (experiment,),
+        )
+        return {str(v): VariantCounts(int(n), int(c)) for v, n, c in rows}
+
+    def visitor_ids(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM exposures").fetchone()[0])
+
+    # -- experiments and reports --------------------------------------------------
+
+    def register(self, name: str, uid: str | None, revision: str) -> bool:
+        """Record the deployed revision; a new uid under a known name starts afresh.
+
+        Returns True when the counts were reset.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT uid FROM experiments WHERE name = ?", (name,)).fetchone()
+            reset = row is not None and uid is not None and row[0] not in (None, uid)
+            if reset:
+                for table in ("totals", "exposures", "conversions", "latencies", "latency_seen"):
+                    db.execute(f"DELETE FROM {table} WHERE experiment = ?", (name,))  # noqa: S608
+                db.execute("UPDATE experiments SET built = NULL WHERE name = ?", (name,))
+            db.execute(
+                "INSERT INTO experiments (name, uid, revision) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, "
+                "uid = COALESCE(excluded.uid, experiments.uid)",
+                (name, uid, revision),
+            )
+        return reset
+
+    def experiment_names(self) -> list[str]:
+        return [str(r[0]) for r in self.db.execute("SELECT name FROM experiments ORDER BY name")]
+
+    def experiment_row(self, name: str) -> dict[str, Any]:
+        self.db.row_factory = sqlite3.Row
+        try:
+            row = self.db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        finally:
+            self.db.row_factory = None
+        return dict(row) if row is not None else {}
+
+    def prepare_report(
+        self, name: str, content: dict[str, Any], *, again: bool = False
+    ) -> PendingReport | None:
+        """Give ``content`` (revision and variants) a new sequence if it changed (or if
+        ``again``, unless a report is still pending).
+
+        The report is stored as pending before anyone sends it.
+        """
+        text = json.dumps(content, sort_keys=True)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT sequence, built FROM experiments WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                db.execute("INSERT INTO experiments (name) VALUES (?)", (name,))
+                sequence, built = 0, None
+            else:
+                sequence, built = int(row[0]), row[1]
+            pending = row is not None and self._pending(name)
+            if built == text and (not again or pending):
+                return None
+            sequence += 1
+            payload = {"experiment": name, "sequence": sequence, **content}
+            db.execute(
+                "UPDATE experiments SET sequence = ?, built = ?, pending_sequence = ?, "
+                "pending_payload = ? WHERE name = ?",
+                (sequence, text, sequence, json.dumps(payload), name),
+            )
+        return PendingReport(name, sequence, payload)
+
+    def _pending(self, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT pending_sequence FROM experiments WHERE name = ?", (name,)
+        ).fetchone()
+        return row is not None and row[0] is not None
+
+    def pending_reports(self) -> list[PendingReport]:
+        rows = self.db.execute(
+            "SELECT name, pending_sequence, pending_payload FROM experiments "
+            "WHERE pending_sequence IS NOT NULL ORDER BY name"
+        )
+        return [PendingReport(str(n), int(s), json.loads(p)) for n, s, p in rows]
+
+    def report_done(self, name: str, sequence: int, error: str | None = None) -> None:
+        """The intake accepted ``sequence`` (or refused it for good, with ``error``)."""
+        with self._tx() as db:
+            if error is None:
+                db.execute(
+                    "UPDATE experiments SET acked_sequence = MAX(COALESCE(acked_sequence, 0), ?),"
+                    " reported_at = ?, last_error = NULL WHERE name = ?",
+                    (sequence, time.time(), name),
+                )
+            else:
+                db.execute("UPDATE experiments SET last_error = ? WHERE name = ?", (error, name))
+            db.execute(
+                "UPDATE experiments SET pending_sequence = NULL, pending_payload = NULL "
+                "WHERE name = ? AND pending_sequence = ?",
+                (name, sequence),
+            )
+
+    def report_failed(self, name: str, error: str) -> None:
+        """A report could not be delivered yet; it stays pending."""
+        self.db.execute("UPDATE experiments SET last_error = ? WHERE name = ?", (error, name))
+
+    # -- latencies ----------------------------------------------------------------
+
+    def add_latency(self, experiment: str, variant: str, ms: float) -> None:
+        """Keep a uniform sample of every latency seen (reservoir sampling, algorithm R)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT seen FROM latency_seen WHERE experiment = ? AND variant = ?",
+                (experiment, variant),
+            ).fetchone()
+            seen = int(row[0]) if row else 0
+            slot = seen if seen < LATENCY_SAMPLES else self._random.randrange(seen + 1)
+            if slot < LATENCY_SAMPLES:
+                db.execute(
+                    "INSERT INTO latencies (experiment, variant, slot, ms) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (experiment, variant, slot) DO UPDATE SET ms = excluded.ms",
+                    (experiment, variant, slot, ms),
+                )
+            db.execute(
+                "INSERT INTO latency_seen (experiment, variant, seen) VALUES (?, ?, 1) "
+                "ON CONFLICT (experiment, variant) DO UPDATE SET seen = seen + 1",
+                (experiment, variant),
+            )
+
+    def latencies(self, experiment: str) -> dict[str, list[float]]:
+        result: dict[str, list[float]] = {}
+        for variant, ms in self.db.execute(
+            "SELECT variant, ms FROM latencies WHERE experiment = ? ORDER BY variant, slot",
+            (experiment,),
+        ):
+            result.setdefault(str(variant), []).append(float(ms))
+        return result

@@ -1,0 +1,172 @@
+"""The agent's parts one at a time: shares, the manifest's checks, the log classifier, the
+store's exactly-once counting and nginx's acceptance of the rendered configuration.
+Only the last test starts a process (``nginx -t``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from smart_agent.deploy import ExperimentManifest, fragment_problem, install_revision, scan
+from smart_agent.logreader import classify
+from smart_agent.nginx import ID_BUCKETS, Nginx, ServePlan, render_config, split_parts
+from smart_agent.reporter import Outcome, Reporter
+from smart_agent.settings import AgentSettings
+from smart_agent.store import Event, LogFile, Store
+from smart_sim.bench.agent import landing_experiment
+
+MANIFEST = {
+    "name": "homepage-headline",
+    "type": "landing_page",
+    "revision": "r1",
+    "variants": [{"name": "control", "weight": 50}, {"name": "b", "weight": 50}],
+    "goalUrl": "https://buy.stripe.com/test_acme",
+}
+
+
+def test_shares_follow_the_weights_in_hundredths_of_a_percent() -> None:
+    assert split_parts([("a", 50), ("b", 30), ("c", 20)]) == [("a", 5000), ("b", 3000), ("c", 2000)]
+    assert sum(units for _, units in split_parts([("a", 1), ("b", 1), ("c", 1)])) == 10_000
+    assert split_parts([("a", 1000), ("b", 0), ("c", 1)]) == [("a", 9990), ("c", 10)]
+    assert len(ID_BUCKETS) == 256 and sum(units for _, units in ID_BUCKETS) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"goalUrl": 'https://x.example/"; return 200 "owned'}, "goalUrl"),
+        ({"goalUrl": "https://x.example/$host"}, "goalUrl"),
+        ({"goalUrl": "http://buy.stripe.com/x"}, "goalUrl"),
+        ({"serving": {"mode": "winner", "winner": "nobody"}}, "winner"),
+        ({"variants": [{"name": "a", "weight": 0}]}, "weight above 0"),
+        ({"name": "Bad Name"}, "name"),
+        ({"color": "red"}, "color"),
+    ],
+)
+def test_a_manifest_that_could_break_nginx_is_refused(
+    change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ExperimentManifest.model_validate({**MANIFEST, **change})
+
+
+def test_fragments_from_the_operator_pass_and_dangerous_ones_do_not() -> None:
+    from smart_operator.models.experiment import ExperimentSpec
+    from smart_operator.templates.render import render_experiment
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "domainRef": "d",
+            "type": "performance",
+            "template": "cache_optimization",
+            "goal": {"metric": "p95_latency"},
+            "variants": [{"name": "control"}, {"name": "b"}],
+        }
+    )
+    for rendered in render_experiment(spec).values():
+        assert rendered.nginx_conf and fragment_problem(rendered.nginx_conf) is None
+    assert fragment_problem("include /etc/shadow;") is not None
+    assert fragment_problem("location /_smart/convert { }") is not None
+    assert fragment_problem("location /assets/ {") is not None
+
+
+def line(**fields: str) -> str:
+    entry = {
+        "e": "exp",
+        "r": "r1",
+        "d": "2026-11-26",
+        "mode": "split",
+        "t": "1795700000.000",
+        "id": "0011223344556677",
+        "v": "control",
+        "cv": "",
+        "m": "GET",
+        "u": "/index.html",
+        "s": "200",
+        "ct": "text/html; charset=utf-8",
+        "b": "0",
+        "p": "0",
+    }
+    return json.dumps({**entry, **fields}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({}, "exposure"),
+        ({"s": "304"}, "exposure"),
+        ({"u": "/_smart/convert", "cv": "b", "s": "302", "ct": "text/html"}, "conversion"),
+        ({"u": "/_smart/convert", "cv": "zzz", "s": "302", "ct": "text/html"}, "unknown_variant"),
+        ({"u": "/_smart/convert", "cv": "b", "s": "404", "ct": "text/html"}, "other"),
+        ({"b": "1"}, "bot"),
+        ({"p": "1"}, "prefetch"),
+        ({"m": "HEAD"}, "method"),
+        ({"mode": "control"}, "not_randomised"),
+        ({"s": "404"}, "other"),
+        ({"u": "/assets/site.css", "ct": "text/css"}, "other"),
+    ],
+)
+def test_log_lines_are_classified(fields: dict[str, str], reason: str) -> None:
+    event, why = classify(line(**fields), lambda e, r: ("control", "b"))
+    assert why == reason
+    assert (event is not None) == (reason in ("exposure", "conversion"))
+    if reason == "conversion":
+        assert event is not None and event.variant == "b"
+
+
+def test_counting_is_idempotent_and_forgets_ids_of_finished_days(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    position = LogFile(1, 2, "access.log", 100, "active")
+    seen = Event("exp", "r1", "2026-11-25", 1, "control", "exposure", 0.0)
+    converted = Event("exp", "r1", "2026-11-25", -2, "b", "conversion", 0.0)
+    assert store.commit([seen, converted], position, {}) == 3  # a conversion is also a visit
+    assert store.commit([seen, converted, seen], position, {}) == 0  # read again: nothing
+    totals = {v: (c.visitors, c.conversions) for v, c in store.totals("exp").items()}
+    assert totals == {"control": (1, 0), "b": (1, 1)}
+    assert store.compact(before_day="2026-11-26") == 3
+    assert store.visitor_ids() == 0
+    assert store.commit([seen], position, {}) == 0  # a late line for a forgotten day
+    assert store.counters()["late"] == 1
+    assert {v: c.visitors for v, c in store.totals("exp").items()} == {"control": 1, "b": 1}
+
+    first = store.prepare_report("exp", {"revision": "r1", "variants": []})
+    assert first is not None and first.sequence == 1
+    assert store.prepare_report("exp", {"revision": "r1", "variants": []}) is None
+    store.close()
+    reopened = Store(tmp_path / "agent.db")  # a restart keeps sequence and pending report
+    assert [p.sequence for p in reopened.pending_reports()] == [1]
+    second = reopened.prepare_report("exp", {"revision": "r2", "variants": []})
+    assert second is not None and second.sequence == 2
+    reopened.close()
+
+
+def test_intake_answers_decide_between_retry_and_drop(tmp_path: Path) -> None:
+    settings = AgentSettings(root=tmp_path, report_seconds=60, backoff_max_seconds=300)
+    reporter = Reporter(settings, Store(tmp_path / "db"), "2026-11-26T00:00:00Z")
+    from smart_agent.reporter import _Retry
+
+    retry = _Retry(attempts=1)
+    assert reporter._retry_delay(Outcome(0), retry) is not None  # connection error
+    assert reporter._retry_delay(Outcome(503, retry_after=7.0), retry) == 7.0
+    assert reporter._retry_delay(Outcome(429), retry) is not None
+    assert reporter._retry_delay(Outcome(401), retry) == 300
+    assert reporter._retry_delay(Outcome(422), retry) == 60
+    for refused in (400, 403, 409, 413, 415):
+        assert reporter._retry_delay(Outcome(refused), retry) is None
+    delays = [reporter.backoff(n) for n in range(1, 12)]
+    assert delays[0] <= settings.backoff_base_seconds and max(delays) <= 300
+
+
+async def test_nginx_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    settings = AgentSettings(root=tmp_path, listen="127.0.0.1:18080")
+    manifest, files = landing_experiment()
+    install_revision(settings.experiments_dir, manifest, files)
+    deployment = scan(settings.experiments_dir).deployments[manifest.name]
+    text = render_config(settings, ServePlan(deployment, "2026-11-26", "ab" * 32))
+    assert "$remote_addr" not in text.split("log_format", 1)[1].split(";", 1)[0]
+    assert "$http_user_agent" not in text.split("log_format", 1)[1].split(";", 1)[0]
+    await asyncio.wait_for(Nginx(settings).test(text), 30)  # raises with nginx's words
