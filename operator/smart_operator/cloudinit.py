@@ -13,6 +13,23 @@ from dataclasses import dataclass
 import yaml
 
 AGENT_ENV_PATH = "/etc/smartserver/agent.env"
+AGENT_UNIT_PATH = "/etc/systemd/system/smart-agent.service"
+AGENT_VERSION = "0.1.0"
+AGENT_UNIT = """[Unit]
+Description=Smart Server agent: serves experiments, counts privately, reports
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/opt/smart/venv/bin/smart-agent run
+Restart=always
+RestartSec=2
+# The agent runs its own nginx; it keeps serving while the agent restarts.
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
 HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
 
 
@@ -66,7 +83,16 @@ def render_user_data(data: UserDataInput) -> str:
                 "permissions": "0600",
                 "owner": "root:root",
                 "content": agent_env,
-            }
+            },
+            {"path": AGENT_UNIT_PATH, "permissions": "0644", "content": AGENT_UNIT},
+        ],
+        "runcmd": [
+            "python3 -m venv /opt/smart/venv",
+            f"/opt/smart/venv/bin/pip install --quiet smartserver=={AGENT_VERSION}",
+            # The agent runs nginx itself, with its own configuration.
+            "systemctl disable --now nginx",
+            "systemctl daemon-reload",
+            "systemctl enable --now smart-agent",
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=1000)

@@ -259,6 +259,7 @@ CLOUD_TOKEN = "smart-sim-token"  # noqa: S105 (the simulators' own test token)
 
 
 SIMULATED_SSH_PORT = 2222  # not 22: a machine's own sshd may hold it on every address
+SIMULATED_HTTP_PORT = 8780  # not 80: the machine's own nginx may hold it on every address
 
 
 class Clouds:
@@ -283,6 +284,8 @@ class Clouds:
             str(SIMULATED_SSH_PORT),
             "--ipv4-network",
             network,
+            "--http-port",
+            str(SIMULATED_HTTP_PORT),
         ]
         self.hetzner = SimulatorProcess(
             "smart_sim.hetzner",

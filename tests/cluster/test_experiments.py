@@ -4,13 +4,14 @@ server with the pinned host key, switch atomically; errors stop before any uploa
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from smart_operator.keys import generate_ssh_key
-from smart_sim.processes import Clouds
+from smart_sim.processes import SIMULATED_HTTP_PORT, Clouds
 from tests.cluster.conftest import World, domain, wait_condition
 from tests.conftest import Cluster, eventually
 
@@ -175,3 +176,24 @@ def test_a_host_key_mismatch_refuses_the_deploy(cluster: Cluster, site: tuple[st
     refused = wait_exp(cluster, namespace, "pinned", "Deployed", "False", "HostKeyMismatch")
     assert "pinned host key" in refused["message"]
     assert not (root / "opt/smart/experiments/pinned").exists()
+
+
+def test_the_agent_serves_the_experiment_on_the_host_within_seconds(
+    cluster: Cluster, world: World, site: tuple[str, Path]
+) -> None:
+    namespace, _root = site
+    server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]
+    cluster.apply(experiment("served", namespace, "site"))
+    wait_exp(cluster, namespace, "served", "Deployed")
+    url = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}/"
+
+    def page() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    body = eventually(page, 30, "the host's agent serves the page")
+    assert "Acme" in body
+    assert "/_smart/convert?v=" in body

@@ -96,9 +96,12 @@ def test_user_data_carries_the_host_key_and_the_agent_settings() -> None:
     document = yaml.safe_load(text)
     assert document["ssh_keys"]["ed25519_public"].startswith("ssh-ed25519 ")
     assert document["users"][0]["ssh_authorized_keys"][0].startswith("ssh-ed25519 ")
-    (env,) = document["write_files"]
+    files = {f["path"]: f for f in document["write_files"]}
+    env = files["/etc/smartserver/agent.env"]
     assert env["permissions"] == "0600"
     assert "SMART_AGENT_KEY=ssk_" in env["content"]
+    assert "smart-agent run" in files["/etc/systemd/system/smart-agent.service"]["content"]
+    assert "systemctl enable --now smart-agent" in document["runcmd"]
     assert len(text.encode()) < 32 * 1024  # Hetzner's user-data limit
 
 

@@ -39,6 +39,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--ssh-port", type=int, default=22, help="SSH port of the simulated hosts (0: free port)"
     )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="run each host's agent (when its cloud-init enables it), serving on this port",
+    )
     return parser.parse_args()
 
 
@@ -57,7 +63,9 @@ async def _serve(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
         hosts = None
         if args.hosts_dir is not None:
-            hosts = await stack.enter_async_context(HostManager(args.hosts_dir, args.ssh_port))
+            hosts = await stack.enter_async_context(
+                HostManager(args.hosts_dir, args.ssh_port, http_port=args.http_port)
+            )
         sim = await stack.enter_async_context(
             HetznerSimulator(config, hooks=hosts, host=args.host, port=args.port)
         )

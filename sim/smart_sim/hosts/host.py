@@ -28,7 +28,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import signal
+import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -62,6 +65,9 @@ class HostState(StrEnum):
     """The server was deleted (or the manager closed); nothing listens any more."""
 
 
+AGENT_SERVICE = re.compile(r"systemctl\s+enable\s+--now\s+smart-agent\b")
+
+
 def _home(user: str) -> str:
     return "/root" if user == "root" else f"/home/{user}"
 
@@ -77,8 +83,12 @@ class SimulatedHost:
         validator: UserDataValidator,
         ssh_port: int = 22,
         allow_exec: bool = True,
+        http_port: int | None = None,
     ) -> None:
         self.server = server
+        self.http_port = http_port
+        """Where the host's agent serves HTTP on its address; None runs no agent."""
+        self._agent: asyncio.subprocess.Process | None = None
         self.folder = folder
         self.root = folder / "root"
         self.boot_log = folder / "boot.log"
@@ -193,6 +203,7 @@ class SimulatedHost:
         endpoint, self._endpoint = self._endpoint, None
         if endpoint is not None:
             await endpoint.close()
+        await self._stop_agent()
         if self.state is not HostState.STOPPED:
             self._log("stop", "the server was deleted: the SSH endpoint is closed")
             self._set_state(HostState.STOPPED)
@@ -416,5 +427,53 @@ class SimulatedHost:
             return
         who = ", ".join(self.logins) or "nobody (no authorized keys)"
         self._log("ssh", f"listening on {self.address}:{port}; public-key logins for {who}")
+        await self._start_services()
         self._log("running", "boot finished")
         self._set_state(HostState.RUNNING)
+
+    async def _start_services(self) -> None:
+        """Start what ``runcmd`` enables as a service. Only the agent is simulated: its
+        ``systemctl enable --now smart-agent`` starts ``smart-agent run`` with the host's
+        root folder and address (and the agent starts its own nginx there)."""
+        wanted = any(AGENT_SERVICE.search(line) for line in self.runcmd)
+        if not wanted or self.http_port is None or self.address is None:
+            return
+        log_file = (self.folder / "agent.log").open("ab")
+        try:
+            self._agent = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "smart_agent",
+                "run",
+                env={
+                    **os.environ,
+                    "SMART_AGENT_ROOT": str(self.root),
+                    "SMART_AGENT_LISTEN": f"{self.address}:{self.http_port}",
+                    # The traffic generator names its visitors' addresses.
+                    "SMART_AGENT_REAL_IP_FROM": "127.0.0.0/8",
+                    "SMART_AGENT_STOP_NGINX_ON_EXIT": "true",
+                },
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log_file.close()
+        self._log(
+            "service",
+            f"smart-agent started (pid {self._agent.pid}), serving on "
+            f"{self.address}:{self.http_port}; its log is agent.log",
+        )
+
+    async def _stop_agent(self) -> None:
+        agent, self._agent = self._agent, None
+        if agent is None or agent.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(agent.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(agent.wait(), timeout=10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(agent.pid, signal.SIGKILL)
+            await agent.wait()

@@ -37,6 +37,7 @@ class HostManager:
         keep_folders: bool = False,
         allow_exec: bool = True,
         cloud_init: str = "cloud-init",
+        http_port: int | None = None,
     ) -> None:
         """``ssh_port``: where every host's SSH endpoint listens on its own address (22
         needs root; 0 lets each host pick a free port). ``keep_folders`` keeps a deleted
@@ -44,6 +45,8 @@ class HostManager:
         ``cloud_init`` is the command that validates user-data."""
         self.base_dir = Path(base_dir)
         self.ssh_port = ssh_port
+        self.http_port = http_port
+        """Where each host's agent serves HTTP (None: hosts run no agent)."""
         self.keep_folders = keep_folders
         self.allow_exec = allow_exec
         self.validator = UserDataValidator(cloud_init)
@@ -78,6 +81,7 @@ class HostManager:
             validator=self.validator,
             ssh_port=self.ssh_port,
             allow_exec=self.allow_exec,
+            http_port=self.http_port,
         )
         self._hosts[server.id] = host
         host.start()

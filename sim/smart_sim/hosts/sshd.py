@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -212,8 +213,12 @@ class SSHEndpoint:
         home = self.root / self.users.get(username, "/root").lstrip("/")
         argv = ["/bin/sh", "-c", process.command] if process.command is not None else ["/bin/sh"]
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            # The project's own commands (smart-agent) come first, as on a real server.
+            "PATH": os.pathsep.join(
+                [os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")]
+            ),
             "HOST_ROOT": str(self.root),
+            "SMART_AGENT_ROOT": str(self.root),
             "HOME": str(home),
             "USER": username,
             "LOGNAME": username,
