@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-from smart_sim.bench import agent, controlplane, dashboard, domains
+from smart_sim.bench import agent, controlplane, dashboard, domains, intake
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
     "domains": domains.run,
+    "intake": intake.run,
     "agent": agent.run,
     "dashboard": dashboard.run,
 }

@@ -1,0 +1,19 @@
+"""The results intake: the HTTP API through which each server's agent reports
+experiment results and heartbeats (``smart-intake``, its own process, any number of
+replicas).
+
+Modules, each with one job:
+
+- ``schema``: the request bodies (pydantic), the wire contract in code;
+- ``keys``: key hash → Domain, a cache fed by a watch of Domains;
+- ``experiments``: a cache of Experiments (ownership, variants, recorded sequence);
+- ``status``: pure decisions of what a write changes (idempotency, monotone counts,
+  statistics from ``smart_operator.stats``);
+- ``coalesce``: the newest value per object, written at most once per interval;
+- ``writer``: conditional status patches with re-read and retry on conflicts;
+- ``views``: the request handlers; ``app``: ``create_app()``; ``main``: the process;
+- ``settings``: ``SMART_INTAKE_*``; ``metrics``: Prometheus metrics.
+
+Only ``smart_operator.clients.results`` talks to Kubernetes; ``docs/intake-api.md``
+describes the contract for the agent's authors.
+"""

@@ -1,0 +1,136 @@
+"""The intake's aiohttp application: ``create_app()`` wires settings, the API client,
+the watch-fed caches, the writers and the routes.
+
+``cleanup_ctx`` owns everything with a lifetime: on start it connects to the API
+server (unless a ``Store`` is passed in, as tests do) and starts the two watches
+(Domains for keys, Experiments for ownership and sequences); on stop it first drains
+the writers, so accepted reports reach the status before the process exits, then
+stops the watches and closes the client. ``/metrics`` is served on its own port
+(``metrics_port``) so it is not exposed where the agents connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from smart_operator.clients.results import ResultsApi, connect
+from smart_operator.intake import metrics
+from smart_operator.intake.experiments import ExperimentCache
+from smart_operator.intake.keys import KeyCache
+from smart_operator.intake.settings import IntakeSettings
+from smart_operator.intake.state import INTAKE, SETTINGS, Intake
+from smart_operator.intake.views import Rejected, routes, serve_metrics
+from smart_operator.intake.writer import HeartbeatWriter, ResultsWriter, Store
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS = {"/v1/results": "results", "/v1/heartbeat": "heartbeat"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal becomes a JSON body that says why, and is counted by reason."""
+    endpoint = ENDPOINTS.get(request.path, "other")
+    try:
+        return await handler(request)
+    except Rejected as rejected:
+        refusal = rejected
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        refusal = Rejected(
+            error.status,
+            error.reason.lower().replace(" ", "_"),
+            f"{request.method} {request.path}: {error.reason}",
+        )
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        refusal = Rejected(500, "internal", "the intake failed; the report was not accepted")
+    if endpoint != "other":
+        metrics.REQUESTS.labels(endpoint, "rejected").inc()
+        metrics.REJECTED.labels(endpoint, refusal.error).inc()
+    return refusal.response()
+
+
+async def _follow(
+    api: Store, plural: str, apply: Callable[[str, list[dict[str, Any]]], None]
+) -> None:
+    """Feed a cache from a watch, for as long as the process lives."""
+    async for event in api.watch(plural):
+        apply(event.type, event.objects)
+
+
+def _intake(store: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        api: Store = store or ResultsApi(await connect(settings.kubeconfig))
+        keys, experiments = KeyCache(), ExperimentCache()
+        intake = Intake(
+            settings=settings,
+            api=api,
+            keys=keys,
+            experiments=experiments,
+            results=ResultsWriter(api, experiments, settings),
+            heartbeats=HeartbeatWriter(api, keys, settings),
+        )
+        metrics.CACHED.labels("domains").set_function(lambda: len(keys))
+        metrics.CACHED.labels("experiments").set_function(lambda: len(experiments))
+        metrics.SYNCED.set_function(lambda: 1.0 if intake.synced else 0.0)
+        app[INTAKE] = intake
+        watches = [
+            asyncio.create_task(_follow(api, "domains", keys.apply), name="watch-domains"),
+            asyncio.create_task(
+                _follow(api, "experiments", experiments.apply), name="watch-experiments"
+            ),
+        ]
+        try:
+            yield
+        finally:
+            half = settings.drain_seconds / 2
+            await asyncio.gather(intake.results.drain(half), intake.heartbeats.drain(half))
+            for task in watches:
+                task.cancel()
+            for task in watches:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await api.close()
+
+    return lifetime
+
+
+async def _metrics_server(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", serve_metrics)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def create_app(
+    settings: IntakeSettings | None = None, *, store: Store | None = None
+) -> web.Application:
+    """The intake application. ``store`` replaces the Kubernetes client (tests)."""
+    settings = settings or IntakeSettings()
+    app = web.Application(middlewares=[errors])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_intake(store))
+    if settings.metrics_port is None:
+        app.router.add_get("/metrics", serve_metrics)
+    else:
+        app.cleanup_ctx.append(_metrics_server)
+    app.add_routes(routes)
+    return app

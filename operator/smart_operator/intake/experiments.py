@@ -1,0 +1,161 @@
+"""What the intake knows of every Experiment: a cache fed by a watch cluster-wide,
+so that checking a report (does the experiment exist, is it this Domain's, which
+variants does it have, which sequence is recorded) costs no API call.
+
+A miss (an experiment created a moment ago, before its watch event arrived) is
+looked up once with a GET; an experiment that does not exist is remembered as
+missing for a few seconds, so a misbehaving agent cannot turn its reports into API
+calls. The writers re-read the object before they write, so a stale entry can delay
+a write but never misdirect one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from smart_operator.models.common import CamelModel
+from smart_operator.models.experiment import (
+    Decision,
+    ExperimentSpec,
+    Statistics,
+    VariantResult,
+)
+
+log = logging.getLogger(__name__)
+
+MISSING_SECONDS = 5.0
+
+
+class ResultsStatus(CamelModel):
+    """The part of ``ExperimentStatus`` the intake writes (and so reads); the rest of
+    the status belongs to the operator and is neither read nor touched."""
+
+    last_sequence: int | None = None
+    last_report_at: datetime | None = None
+    variants: list[VariantResult] = Field(default_factory=list)
+    statistics: Statistics | None = None
+    decision: Decision | None = None
+
+
+Fetch = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    created: datetime
+    spec: ExperimentSpec
+    status: ResultsStatus
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def recorded_sequence(self) -> int:
+        return self.status.last_sequence or 0
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def experiment_view(obj: dict[str, Any]) -> ExperimentView | None:
+    """The intake's view of an Experiment object; ``None`` if it cannot be read."""
+    meta = obj.get("metadata") or {}
+    try:
+        spec = ExperimentSpec.model_validate(obj.get("spec") or {})
+        status = ResultsStatus.model_validate(obj.get("status") or {})
+    except ValidationError as error:
+        log.warning(
+            "ignoring unreadable Experiment %s/%s: %s",
+            meta.get("namespace"),
+            meta.get("name"),
+            error.errors(include_url=False, include_input=False)[:3],
+        )
+        return None
+    if not meta.get("name") or not meta.get("namespace"):
+        return None
+    return ExperimentView(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=str(meta.get("uid", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        created=_timestamp(meta.get("creationTimestamp")),
+        spec=spec,
+        status=status,
+    )
+
+
+class ExperimentCache:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.synced = False
+        self._clock = clock
+        self._views: dict[tuple[str, str], ExperimentView] = {}
+        self._missing: dict[tuple[str, str], float] = {}
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def get(self, namespace: str, name: str) -> ExperimentView | None:
+        return self._views.get((namespace, name))
+
+    def put(self, obj: dict[str, Any]) -> ExperimentView | None:
+        """Add or replace one Experiment (from a watch event, a GET or a write)."""
+        view = experiment_view(obj)
+        if view is not None:
+            self._views[view.key] = view
+            self._missing.pop(view.key, None)
+        return view
+
+    def apply(self, kind: str, objects: list[dict[str, Any]]) -> None:
+        """Apply one watch event (see ``KeyCache.apply``)."""
+        if kind == "SYNC":
+            self._views.clear()
+            self._missing.clear()
+            for obj in objects:
+                self.put(obj)
+            self.synced = True
+        elif kind == "DELETED":
+            for obj in objects:
+                meta = obj.get("metadata") or {}
+                self._views.pop((meta.get("namespace", ""), meta.get("name", "")), None)
+        else:
+            for obj in objects:
+                self.put(obj)
+
+    async def lookup(self, namespace: str, name: str, fetch: Fetch) -> ExperimentView | None:
+        """The cached view, else one GET (remembering a miss for a few seconds)."""
+        view = self._views.get((namespace, name))
+        if view is not None:
+            return view
+        key = (namespace, name)
+        now = self._clock()
+        if self._missing.get(key, -1e18) + MISSING_SECONDS > now:
+            return None
+        obj = await fetch(namespace, name)
+        if obj is None:
+            if len(self._missing) > 10_000:
+                self._missing = {
+                    k: t for k, t in self._missing.items() if t + MISSING_SECONDS > now
+                }
+            self._missing[key] = now
+            return None
+        return self.put(obj)

@@ -1,0 +1,74 @@
+"""Settings of the intake process, read from ``SMART_INTAKE_*`` environment variables
+(the Helm chart sets them). Every field says what it is for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMART_INTAKE_", extra="ignore")
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig to use; unset means $KUBECONFIG or the pod's service account",
+    )
+    host: str = Field(default="0.0.0.0", description="Address the agents' API listens on")  # noqa: S104
+    port: int = Field(
+        default=8088,
+        ge=0,
+        le=65535,
+        description="Port of /v1/* and /healthz (the operator's SMART_INTAKE_URL points here)",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address of /metrics")  # noqa: S104
+    metrics_port: int | None = Field(
+        default=9090,
+        ge=0,
+        le=65535,
+        description="Port of Prometheus /metrics, kept off the agents' port; unset serves "
+        "/metrics on the agents' port instead",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body accepted; larger ones are answered 413",
+    )
+    flush_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=300,
+        description="One Experiment's status is written at most this often: the first report "
+        "after a quiet spell is written at once, the newest of the reports that arrive "
+        "within this interval after a write is written when it ends",
+    )
+    idle_write_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="A report that changes no count, statistic or decision is not written, "
+        "except to refresh status.lastReportAt once it is this old",
+    )
+    heartbeat_write_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="A Domain's status.agent.lastSeen is written at most this often, so it "
+        "may be this much older than the agent's last heartbeat (keep it well below the "
+        "operator's SMART_AGENT_TIMEOUT_SECONDS, 300); a new agent version or start time "
+        "is written at once",
+    )
+    max_concurrent_writes: int = Field(
+        default=16, ge=1, le=256, description="Status writes in flight at once, across objects"
+    )
+    drain_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="On shutdown, how long pending writes may take before the process exits "
+        "(anything left is resent by the agents, whose counts are cumulative)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level; request bodies and keys are never logged"
+    )

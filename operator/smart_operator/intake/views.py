@@ -1,0 +1,249 @@
+"""The request handlers: ``POST /v1/results``, ``POST /v1/heartbeat``, ``GET /healthz``
+and (when it has no port of its own) ``GET /metrics``.
+
+A handler checks, in this order, and answers the first failure with a 4xx whose
+JSON body says why (``Rejected``, turned into a response by the ``errors``
+middleware in ``app``): the key (401), the body's size and type (413, 415), its JSON
+and shape (400), the experiment's ownership (403), the variants (422) and the
+counts (409). An accepted report is queued for its writer and answered 202 at once;
+a replay is answered 200 with ``accepted: false``. Neither waits for the API server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from smart_operator.intake import metrics
+from smart_operator.intake.keys import DomainRef
+from smart_operator.intake.schema import BodyError, Heartbeat, ResultsReport, parse
+from smart_operator.intake.state import INTAKE, Intake
+from smart_operator.intake.status import PendingHeartbeat, PendingReport
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+LATENCY_GOALS = ("p50_latency", "p95_latency")
+
+
+class Rejected(Exception):
+    """A request the intake refuses: HTTP ``status``, an ``error`` code for programs,
+    a ``message`` for people, and optionally a structured ``detail``."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="smartserver-intake"'}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="smartserver-intake", error="invalid_token"'}
+
+
+def authorize(request: web.Request, intake: Intake) -> DomainRef:
+    """The Domain whose key the request carries."""
+    if not intake.synced:
+        raise Rejected(
+            503,
+            "starting",
+            "the intake is still loading keys and experiments; retry in a few seconds",
+            headers={"Retry-After": "5"},
+        )
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Rejected(
+            401,
+            "missing_key",
+            "send the server's intake key as 'Authorization: Bearer <key>'",
+            headers=UNAUTHORIZED,
+        )
+    domains = intake.keys.lookup(key)
+    if not domains:
+        raise Rejected(
+            401,
+            "unknown_key",
+            "the key belongs to no Domain (mistyped, replaced by a new key, or its Domain "
+            "was deleted)",
+            headers=INVALID_TOKEN,
+        )
+    if len(domains) > 1:
+        log.error("one intake key is set on several Domains: %s", ", ".join(map(str, domains)))
+        raise Rejected(
+            401,
+            "ambiguous_key",
+            "the key is set on more than one Domain; the platform's staff must issue new keys",
+            headers=UNAUTHORIZED,
+        )
+    return domains[0]
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, at most ``limit`` bytes, which must be JSON if a type is given."""
+    if "Content-Type" in request.headers and not (
+        request.content_type == "application/json" or request.content_type.endswith("+json")
+    ):
+        raise Rejected(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON (Content-Type: application/json), not {request.content_type}",
+        )
+    too_large = Rejected(
+        413, "too_large", f"the body is larger than {limit} bytes", detail={"limit": limit}
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(16 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(model: type[ResultsReport] | type[Heartbeat], body: bytes) -> Any:
+    try:
+        return parse(model, body)
+    except BodyError as error:
+        raise Rejected(400, error.code, error.message, error.detail or None) from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@routes.post("/v1/results")
+async def post_results(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    domain = authorize(request, intake)
+    report: ResultsReport = parse_body(
+        ResultsReport, await read_body(request, intake.settings.max_body_bytes)
+    )
+    received_at, received = _now(), time.monotonic()
+    experiment = await intake.experiments.lookup(
+        domain.namespace, report.experiment, intake.api.get_experiment
+    )
+    if experiment is None:
+        raise Rejected(
+            403,
+            "experiment_not_found",
+            f"there is no Experiment {report.experiment!r} in namespace {domain.namespace!r}, "
+            f"where the key's Domain {domain.name!r} lives",
+        )
+    if experiment.spec.domain_ref != domain.name:
+        raise Rejected(
+            403,
+            "experiment_of_another_domain",
+            f"Experiment {report.experiment!r} belongs to Domain "
+            f"{experiment.spec.domain_ref!r}; this key may only report for Domain "
+            f"{domain.name!r}",
+        )
+    names = [v.name for v in experiment.spec.variants]
+    unknown = [v.name for v in report.variants if v.name not in names]
+    if unknown:
+        raise Rejected(
+            422,
+            "unknown_variant",
+            f"Experiment {report.experiment!r} has no variant {', '.join(map(repr, unknown))}; "
+            f"its variants are {', '.join(names)}",
+            detail={"unknown": unknown, "variants": names},
+        )
+    if experiment.spec.goal.metric in LATENCY_GOALS:
+        untimed = [v.name for v in report.variants if v.visitors and not v.latencies_ms]
+        if untimed:
+            raise Rejected(
+                422,
+                "missing_latencies",
+                f"Experiment {report.experiment!r} is decided by "
+                f"{experiment.spec.goal.metric}: send latenciesMs for every variant with "
+                f"visitors (missing for {', '.join(untimed)})",
+                detail={"variants": untimed},
+            )
+
+    recorded = max(experiment.recorded_sequence, intake.results.accepted(experiment.uid))
+    if report.sequence <= recorded:
+        metrics.REQUESTS.labels("results", "stale").inc()
+        return web.json_response(
+            {"accepted": False, "reason": "stale sequence", "lastSequence": recorded}
+        )
+    newest = intake.results.pending(domain.namespace, report.experiment)
+    if newest is not None and newest.uid == experiment.uid:
+        known = {v.name: (v.visitors, v.conversions) for v in newest.report.variants}
+    else:
+        known = {v.name: (v.visitors, v.conversions) for v in experiment.status.variants}
+    decreased = [
+        v.name
+        for v in report.variants
+        if v.name in known and (v.visitors < known[v.name][0] or v.conversions < known[v.name][1])
+    ]
+    if decreased:
+        raise Rejected(
+            409,
+            "counts_decreased",
+            f"sequence {report.sequence} carries lower counts than already recorded for "
+            f"{', '.join(decreased)}; counts are cumulative and never go down",
+            detail={
+                "variants": {
+                    name: {"visitors": known[name][0], "conversions": known[name][1]}
+                    for name in decreased
+                }
+            },
+        )
+    intake.results.offer(
+        PendingReport(report, domain, experiment.uid, received_at=received_at, received=received)
+    )
+    metrics.REQUESTS.labels("results", "accepted").inc()
+    return web.json_response(
+        {"accepted": True, "experiment": report.experiment, "sequence": report.sequence},
+        status=202,
+    )
+
+
+@routes.post("/v1/heartbeat")
+async def post_heartbeat(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    domain = authorize(request, intake)
+    beat: Heartbeat = parse_body(
+        Heartbeat, await read_body(request, intake.settings.max_body_bytes)
+    )
+    intake.heartbeats.offer(PendingHeartbeat(beat, domain, _now(), time.monotonic()))
+    metrics.REQUESTS.labels("heartbeat", "accepted").inc()
+    return web.json_response({"accepted": True, "domain": domain.name}, status=202)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 once the caches are filled (the readiness a load balancer needs). It says
+    nothing more: this port faces the internet; the numbers are on /metrics."""
+    intake = request.app.get(INTAKE)
+    if intake is None or not intake.synced:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def serve_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,234 @@
+"""The writers: accepted reports and heartbeats become conditional status patches.
+
+Each writer coalesces (``coalesce.Coalescer``) per object and writes like this:
+
+1. Start from the cached object (the watch keeps it fresh; a write's response
+   refreshes it too), or GET it when the cache has none or an older incarnation.
+2. Decide what to write from the object as read and the newest value
+   (``status.plan_results`` / ``status.plan_agent``); maybe nothing.
+3. Merge-patch the status subresource with ``metadata.resourceVersion`` of the read.
+   If anyone wrote in between (the operator, another intake replica), the API server
+   answers 409: GET the object again and go back to 2. Step 2 compares sequences
+   and takes the larger counts, so whichever replica writes last, the status ends at
+   the highest sequence seen by any of them, and no write based on a stale read
+   ever lands.
+
+With several replicas each one does this independently; no coordination is needed
+beyond the API server's resourceVersion check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from smart_operator.clients.results import Conflict, Gone, WatchEvent
+from smart_operator.intake import metrics
+from smart_operator.intake.coalesce import Coalescer
+from smart_operator.intake.experiments import ExperimentCache, ExperimentView
+from smart_operator.intake.keys import DomainRef, DomainView, KeyCache, domain_view
+from smart_operator.intake.settings import IntakeSettings
+from smart_operator.intake.status import (
+    PendingHeartbeat,
+    PendingReport,
+    Skip,
+    Write,
+    plan_agent,
+    plan_results,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICTS = 20
+"""Conflicts in a row before a write is retried later (with backoff) instead."""
+
+
+class Store(Protocol):
+    """The API calls the intake makes (``clients.results.ResultsApi``)."""
+
+    async def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def get_domain(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def patch_experiment_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def patch_domain_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    def watch(self, plural: str) -> AsyncIterator[WatchEvent]: ...
+
+    async def close(self) -> None: ...
+
+
+class _TooManyConflicts(Exception):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ResultsWriter:
+    """Writes accepted reports onto Experiment status."""
+
+    def __init__(self, api: Store, cache: ExperimentCache, settings: IntakeSettings) -> None:
+        self._api = api
+        self._cache = cache
+        self._idle = settings.idle_write_seconds
+        self._accepted: dict[str, int] = {}
+        self._coalescer: Coalescer[tuple[str, str], PendingReport] = Coalescer(
+            "results",
+            self._write,
+            settings.flush_interval_seconds,
+            concurrency=settings.max_concurrent_writes,
+        )
+        metrics.PENDING.labels("experiment").set_function(lambda: len(self._coalescer))
+
+    def __len__(self) -> int:
+        return len(self._coalescer)
+
+    @property
+    def idle(self) -> bool:
+        return self._coalescer.busy == 0
+
+    def accepted(self, uid: str) -> int:
+        """The highest sequence this process accepted for the Experiment ``uid``."""
+        return self._accepted.get(uid, 0)
+
+    def pending(self, namespace: str, name: str) -> PendingReport | None:
+        return self._coalescer.pending((namespace, name))
+
+    def offer(self, pending: PendingReport) -> None:
+        if len(self._accepted) > 200_000:  # only a fast path; the status decides
+            self._accepted.clear()
+        sequence = pending.report.sequence
+        self._accepted[pending.uid] = max(self._accepted.get(pending.uid, 0), sequence)
+        namespace = pending.domain.namespace
+        self._coalescer.offer((namespace, pending.report.experiment), pending)
+
+    async def drain(self, within: float) -> int:
+        return await self._coalescer.drain(within)
+
+    async def _read(self, namespace: str, name: str) -> ExperimentView | None:
+        obj = await self._api.get_experiment(namespace, name)
+        return self._cache.put(obj) if obj is not None else None
+
+    async def _plan(self, view: ExperimentView, pending: PendingReport) -> Write | Skip:
+        now = _now()
+        if any(v.latencies_ms for v in pending.report.variants):
+            # Latency statistics take milliseconds: keep the event loop answering.
+            return await asyncio.to_thread(plan_results, view, pending, now, self._idle)
+        return plan_results(view, pending, now, self._idle)
+
+    async def _write(self, key: tuple[str, str], pending: PendingReport) -> None:
+        namespace, name = key
+        view = self._cache.get(namespace, name)
+        if view is None or view.uid != pending.uid:
+            view = await self._read(namespace, name)
+        for _ in range(MAX_CONFLICTS):
+            if view is None:
+                metrics.SKIPPED.labels("experiment", "deleted").inc()
+                return
+            plan = await self._plan(view, pending)
+            if isinstance(plan, Skip):
+                metrics.SKIPPED.labels("experiment", plan.reason).inc()
+                return
+            started = time.perf_counter()
+            try:
+                updated = await self._api.patch_experiment_status(
+                    namespace, name, view.resource_version, plan.status
+                )
+            except Conflict:
+                metrics.WRITES.labels("experiment", "conflict").inc()
+                view = await self._read(namespace, name)
+                continue
+            except Gone:
+                metrics.WRITES.labels("experiment", "gone").inc()
+                metrics.SKIPPED.labels("experiment", "deleted").inc()
+                return
+            except Exception:
+                metrics.WRITES.labels("experiment", "error").inc()
+                raise
+            finally:
+                metrics.WRITE_SECONDS.labels("experiment").observe(time.perf_counter() - started)
+            metrics.WRITES.labels("experiment", "ok").inc()
+            metrics.DELAY_SECONDS.observe(time.monotonic() - pending.received)
+            self._cache.put(updated)
+            return
+        raise _TooManyConflicts(f"{namespace}/{name}: {MAX_CONFLICTS} conflicts in a row")
+
+
+class HeartbeatWriter:
+    """Writes heartbeats onto Domain ``status.agent``."""
+
+    def __init__(self, api: Store, keys: KeyCache, settings: IntakeSettings) -> None:
+        self._api = api
+        self._keys = keys
+        self._every = settings.heartbeat_write_seconds
+        self._coalescer: Coalescer[DomainRef, PendingHeartbeat] = Coalescer(
+            "heartbeats",
+            self._write,
+            settings.flush_interval_seconds,
+            concurrency=settings.max_concurrent_writes,
+        )
+        metrics.PENDING.labels("domain").set_function(lambda: len(self._coalescer))
+
+    def __len__(self) -> int:
+        return len(self._coalescer)
+
+    @property
+    def idle(self) -> bool:
+        return self._coalescer.busy == 0
+
+    def offer(self, pending: PendingHeartbeat) -> None:
+        self._coalescer.offer(pending.domain, pending)
+
+    async def drain(self, within: float) -> int:
+        return await self._coalescer.drain(within)
+
+    async def _read(self, ref: DomainRef) -> DomainView | None:
+        obj = await self._api.get_domain(ref.namespace, ref.name)
+        if obj is None:
+            return None
+        self._keys.put(obj)
+        return domain_view(obj)
+
+    async def _write(self, ref: DomainRef, pending: PendingHeartbeat) -> None:
+        view = self._keys.domain(ref) or await self._read(ref)
+        for _ in range(MAX_CONFLICTS):
+            if view is None:
+                metrics.SKIPPED.labels("domain", "deleted").inc()
+                return
+            plan = plan_agent(view.agent, pending, self._every)
+            if isinstance(plan, Skip):
+                metrics.SKIPPED.labels("domain", plan.reason).inc()
+                return
+            started = time.perf_counter()
+            try:
+                updated = await self._api.patch_domain_status(
+                    ref.namespace, ref.name, view.resource_version, plan.status
+                )
+            except Conflict:
+                metrics.WRITES.labels("domain", "conflict").inc()
+                view = await self._read(ref)
+                continue
+            except Gone:
+                metrics.WRITES.labels("domain", "gone").inc()
+                metrics.SKIPPED.labels("domain", "deleted").inc()
+                return
+            except Exception:
+                metrics.WRITES.labels("domain", "error").inc()
+                raise
+            finally:
+                metrics.WRITE_SECONDS.labels("domain").observe(time.perf_counter() - started)
+            metrics.WRITES.labels("domain", "ok").inc()
+            self._keys.put(updated)
+            return
+        raise _TooManyConflicts(f"{ref}: {MAX_CONFLICTS} conflicts in a row")

@@ -1,0 +1,550 @@
+"""The results intake under the load of 5,000 servers: how many reports one intake
+process sustains, and how many API-server writes the fleet causes when writes are
+coalesced, against a naive path that writes once per report.
+
+On a fresh local control plane (the real kube-apiserver and etcd), 5,000 Domains
+with keys and 5,000 Experiments (one per server) are created, and one ``smart-intake``
+runs as its own least-privilege account. Then:
+
+1. Naive: reports written one GET + one conditional PATCH each, as fast as the API
+   server takes them: what a write-per-report intake could sustain here.
+2. Capacity: every server sends a report with new counts (the worst case for
+   coalescing: each report needs a write), as fast as the intake answers, 64 in
+   flight. Measured: reports/s answered, and reports/s until the last one is on the
+   status (the sustained rate), over three rounds of 5,000.
+3. Steady state: the fleet for several simulated minutes, with visitors drawn from a
+   traffic model of small sites, a heartbeat every 30 s and 1% of reports retried;
+   (a) every server sends a report every 60 s, (b) as ``smart_agent`` does, a report
+   when its counts changed, and every 5 minutes regardless. Time runs
+   ``scale`` times faster than real, and every interval of the intake is divided by
+   the same factor, so what is written is what would be written in real time.
+   Measured: API-server writes per (real-time) second, against one write per request.
+
+``python -m smart_sim.bench intake`` (part of ``make bench``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from smart_operator.clients.kube import MERGE_PATCH
+from smart_operator.intake.experiments import experiment_view
+from smart_operator.intake.keys import DomainRef
+from smart_operator.intake.schema import ResultsReport
+from smart_operator.intake.settings import IntakeSettings
+from smart_operator.intake.status import PendingReport, Write, plan_results
+from smart_sim import platform
+from smart_sim.controlplane import ControlPlane
+from smart_sim.processes import IntakeProcess
+
+SERVERS = 5_000
+NAMESPACES = 10
+GROUP, VERSION = "smartserver.ai", "v1alpha1"
+IN_FLIGHT = 64
+WRITES_IN_FLIGHT = IntakeSettings().max_concurrent_writes
+SIMULATED_MINUTES = 5
+RETRY_SHARE = 0.01
+REFRESH_MINUTES = 5  # smart_agent resends unchanged counts this often
+
+# The traffic model of the steady state: small sites. Daily visitors per site are
+# log-normal around a median of 300 (a tenth of sites above ~1,400, a few above
+# 10,000), split evenly between two variants that convert at 3.0% and 3.6%.
+MEDIAN_DAILY_VISITORS = 300.0
+SPREAD = 1.2
+RATES = (0.030, 0.036)
+
+
+@dataclass
+class Server:
+    namespace: str
+    name: str
+    key: str
+    daily_visitors: float
+    sequence: int = 0
+    visitors: list[int] = field(default_factory=lambda: [0, 0])
+    conversions: list[int] = field(default_factory=lambda: [0, 0])
+
+    def report(self, rng: np.random.Generator, mean_new_visitors: float) -> bytes:
+        """The next cumulative report after ``mean_new_visitors`` (Poisson) arrived."""
+        self.sequence += 1
+        for arm in (0, 1):
+            new = int(rng.poisson(mean_new_visitors / 2))
+            self.visitors[arm] += new
+            self.conversions[arm] += int(rng.binomial(new, RATES[arm]))
+        body = {
+            "experiment": self.name,
+            "sequence": self.sequence,
+            "revision": "r1",
+            "variants": [
+                {"name": arm, "visitors": self.visitors[i], "conversions": self.conversions[i]}
+                for i, arm in enumerate(("control", "variant"))
+            ],
+        }
+        return json.dumps(body).encode()
+
+    def heartbeat(self) -> bytes:
+        return json.dumps({"version": "0.1.0", "startedAt": "2026-03-02T08:00:00Z"}).encode()
+
+
+# -- the fleet on the API server ------------------------------------------------------
+
+
+async def _bounded(calls: Iterable[Callable[[], Awaitable[Any]]], limit: int = 32) -> None:
+    slots = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> None:
+        async with slots:
+            for attempt in range(5):
+                try:
+                    await call()
+                    return
+                except ApiException as error:
+                    if error.status == 409 and attempt == 0:
+                        return  # already there
+                    if error.status < 500 and error.status != 429:
+                        raise
+                    await asyncio.sleep(0.5 * (attempt + 1))
+
+    await asyncio.gather(*(one(call) for call in calls))
+
+
+async def create_fleet(kubeconfig: Path, rng: np.random.Generator) -> list[Server]:
+    """5,000 Domains (keys set on their status) and one Experiment each."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = 64
+    async with client.ApiClient(configuration) as api:
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        daily = rng.lognormal(math.log(MEDIAN_DAILY_VISITORS), SPREAD, SERVERS)
+        servers = [
+            Server(f"bench-{i % NAMESPACES}", f"site-{i:05d}", f"ssk_bench-{i:05d}", float(d))
+            for i, d in enumerate(daily)
+        ]
+        await _bounded(
+            functools.partial(
+                core.create_namespace,
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)),
+            )
+            for namespace in sorted({s.namespace for s in servers})
+        )
+
+        def domain(s: Server) -> Callable[[], Awaitable[Any]]:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Domain",
+                "metadata": {"name": s.name, "namespace": s.namespace},
+                "spec": {"domain": f"{s.name}.bench.example"},
+            }
+            return lambda: custom.create_namespaced_custom_object(
+                GROUP, VERSION, s.namespace, "domains", body
+            )
+
+        def key(s: Server) -> Callable[[], Awaitable[Any]]:
+            status = {"status": {"intakeKeyHash": hashlib.sha256(s.key.encode()).hexdigest()}}
+            return lambda: custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                s.namespace,
+                "domains",
+                s.name,
+                status,
+                **MERGE_PATCH,
+            )
+
+        def experiment(s: Server) -> Callable[[], Awaitable[Any]]:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Experiment",
+                "metadata": {"name": s.name, "namespace": s.namespace},
+                "spec": {
+                    "domainRef": s.name,
+                    "type": "landing_page",
+                    "template": "saas_landing",
+                    "variants": [{"name": "control"}, {"name": "variant"}],
+                },
+            }
+            return lambda: custom.create_namespaced_custom_object(
+                GROUP, VERSION, s.namespace, "experiments", body
+            )
+
+        await _bounded(domain(s) for s in servers)
+        await _bounded(key(s) for s in servers)
+        await _bounded(experiment(s) for s in servers)
+    return servers
+
+
+# -- talking to the intake ------------------------------------------------------------
+
+
+async def metrics(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """Every sample on /metrics, keyed by its line's name and labels."""
+    async with session.get(url) as response:
+        text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for key, value in samples.items()
+        if (key == name or key.startswith(name + "{"))
+        and all(f'{k}="{v}"' in key for k, v in labels.items())
+    )
+
+
+async def until_idle(session: aiohttp.ClientSession, intake: IntakeProcess) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if total(await metrics(session, intake.metrics_url), "smartserver_intake_pending") == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the intake did not finish writing within 10 minutes")
+
+
+async def send(
+    session: aiohttp.ClientSession, url: str, body: bytes, key: str, answers: Counter[int]
+) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+        answers[response.status] += 1
+
+
+async def blast(
+    session: aiohttp.ClientSession, url: str, requests: list[tuple[bytes, str]]
+) -> tuple[float, Counter[int]]:
+    """Send every request, ``IN_FLIGHT`` at a time, as fast as they are answered."""
+    answers: Counter[int] = Counter()
+    queue = iter(requests)
+
+    async def worker() -> None:
+        for body, key in queue:
+            await send(session, url, body, key, answers)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return time.perf_counter() - started, answers
+
+
+def intake_env(scale: float = 1.0) -> dict[str, str]:
+    """The intake's default intervals, divided by ``scale``."""
+    return {
+        "SMART_INTAKE_FLUSH_INTERVAL_SECONDS": str(1.0 / scale),
+        "SMART_INTAKE_IDLE_WRITE_SECONDS": str(300.0 / scale),
+        "SMART_INTAKE_HEARTBEAT_WRITE_SECONDS": str(60.0 / scale),
+        "SMART_INTAKE_LOG_LEVEL": "WARNING",
+    }
+
+
+# -- 1. capacity ----------------------------------------------------------------------
+
+
+async def capacity(
+    intake: IntakeProcess, servers: list[Server], rng: np.random.Generator, rounds: int = 3
+) -> tuple[float, float]:
+    """Reports/s answered and reports/s written (medians over ``rounds``)."""
+    answered, written = [], []
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for round_ in range(1, rounds + 1):
+            requests = [(s.report(rng, 50.0), s.key) for s in servers]
+            before = await metrics(session, intake.metrics_url)
+            started = time.perf_counter()
+            elapsed, answers = await blast(session, f"{intake.url}/v1/results", requests)
+            await until_idle(session, intake)
+            done = time.perf_counter() - started
+            after = await metrics(session, intake.metrics_url)
+            writes = {
+                outcome: total(after, "smartserver_intake_writes_total", outcome=outcome)
+                - total(before, "smartserver_intake_writes_total", outcome=outcome)
+                for outcome in ("ok", "conflict", "error")
+            }
+            print(
+                f"    round {round_}: {len(requests)} reports answered in {elapsed:.1f} s "
+                f"({len(requests) / elapsed:,.0f}/s; {dict(sorted(answers.items()))}), "
+                f"all on the status after {done:.1f} s ({len(requests) / done:,.0f}/s); "
+                f"writes {writes['ok']:.0f} ok, {writes['conflict']:.0f} conflicts, "
+                f"{writes['error']:.0f} errors"
+            )
+            answered.append(len(requests) / elapsed)
+            written.append(len(requests) / done)
+    return statistics.median(answered), statistics.median(written)
+
+
+# -- 2. steady state ------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class Event:
+    at: float
+    """Real seconds from the start."""
+    path: str = field(compare=False)
+    body: bytes = field(compare=False)
+    key: str = field(compare=False)
+
+
+def schedule(
+    servers: list[Server],
+    rng: np.random.Generator,
+    minutes: int,
+    scale: float,
+    *,
+    on_change: bool,
+) -> tuple[list[Event], Counter[str], float]:
+    """Every request of ``minutes`` simulated minutes, on a clock ``scale`` times faster,
+    and the share of minutes with new visitors. Each agent looks at its counts every
+    minute and sends a report: always, or (``on_change``, as ``smart_agent`` does) only
+    when they changed or its last report is 5 minutes old."""
+    minute = 60.0 / scale
+    events: list[Event] = []
+    kinds: Counter[str] = Counter()
+    changed = 0
+    for server in servers:
+        offset = float(rng.uniform(0, minute))  # each agent has its own phase
+        last_sent = -REFRESH_MINUTES
+        for m in range(minutes):
+            before = sum(server.visitors)
+            body = server.report(rng, server.daily_visitors / 1440.0)
+            new = sum(server.visitors) != before
+            changed += new
+            at = offset + m * minute
+            if not on_change or new or m - last_sent >= REFRESH_MINUTES:
+                last_sent = m
+                events.append(Event(at, "/v1/results", body, server.key))
+                kinds["results"] += 1
+                if rng.random() < RETRY_SHARE:  # the answer was lost; the agent resends
+                    events.append(Event(at + 2.0 / scale, "/v1/results", body, server.key))
+                    kinds["retries"] += 1
+            for half in (0.0, 0.5):
+                events.append(
+                    Event(at + half * minute, "/v1/heartbeat", server.heartbeat(), server.key)
+                )
+                kinds["heartbeats"] += 1
+    events.sort()
+    return events, kinds, changed / (len(servers) * minutes)
+
+
+async def paced(intake: IntakeProcess, events: list[Event]) -> tuple[float, Counter[int]]:
+    """Send each event at its time (at most ``IN_FLIGHT`` open); return the worst lag."""
+    answers: Counter[int] = Counter()
+    slots = asyncio.Semaphore(IN_FLIGHT)
+    tasks: set[asyncio.Task[None]] = set()
+    worst = 0.0
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def one(event: Event) -> None:
+            try:
+                await send(session, intake.url + event.path, event.body, event.key, answers)
+            finally:
+                slots.release()
+
+        for event in events:
+            delay = start + event.at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            worst = max(worst, loop.time() - start - event.at)
+            task = asyncio.create_task(one(event))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        await until_idle(session, intake)
+    return worst, answers
+
+
+# -- 3. naive -------------------------------------------------------------------------
+
+
+async def naive(kubeconfig: Path, servers: list[Server], rng: np.random.Generator) -> float:
+    """Writes/s of a path that reads the Experiment and writes its status once per
+    report (the same status computation, the same conditional patch)."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = WRITES_IN_FLIGHT
+    written = 0
+    async with client.ApiClient(configuration) as api:
+        custom = client.CustomObjectsApi(api)
+
+        async def write(server: Server) -> None:
+            nonlocal written
+            report = ResultsReport.model_validate_json(server.report(rng, 50.0))
+            for _ in range(10):
+                obj = await custom.get_namespaced_custom_object(
+                    GROUP, VERSION, server.namespace, "experiments", server.name
+                )
+                view = experiment_view(obj)
+                assert view is not None
+                now = datetime.now(UTC)
+                pending = PendingReport(
+                    report, DomainRef(server.namespace, server.name), view.uid, now, 0.0
+                )
+                plan = plan_results(view, pending, now, 0.0)
+                if not isinstance(plan, Write):
+                    return
+                meta = {"resourceVersion": view.resource_version}
+                try:
+                    await custom.patch_namespaced_custom_object_status(
+                        GROUP,
+                        VERSION,
+                        server.namespace,
+                        "experiments",
+                        server.name,
+                        {"metadata": meta, "status": plan.status},
+                        **MERGE_PATCH,
+                    )
+                except ApiException as error:
+                    if error.status == 409:
+                        continue
+                    raise
+                written += 1
+                return
+
+        started = time.perf_counter()
+        await _bounded((functools.partial(write, s) for s in servers), limit=WRITES_IN_FLIGHT)
+        elapsed = time.perf_counter() - started
+    return written / elapsed
+
+
+# -- the benchmark --------------------------------------------------------------------
+
+
+async def _bench(plane: ControlPlane, workdir: Path) -> None:
+    rng = np.random.default_rng(2026)
+    started = time.perf_counter()
+    servers = await create_fleet(plane.kubeconfig, rng)
+    print(
+        f"  fleet: {SERVERS:,} Domains with keys and {SERVERS:,} Experiments in "
+        f"{NAMESPACES} namespaces, created in {time.perf_counter() - started:.0f} s"
+    )
+    kubeconfig = platform.intake_kubeconfig(plane, workdir / "intake.kubeconfig")
+
+    sample = servers[:2000]
+    rate = await naive(plane.kubeconfig, sample, rng)
+    print(
+        f"  1. naive path, one GET + one conditional PATCH per report ({WRITES_IN_FLIGHT} in "
+        "flight, as many as the intake's writes): "
+        f"{rate:,.0f} reports/s = API-server writes/s ({len(sample):,} reports)"
+    )
+
+    print(f"  2. capacity: every server reports new counts, {IN_FLIGHT} requests in flight")
+    intake = IntakeProcess(kubeconfig, workdir, name="intake-capacity", env=intake_env())
+    try:
+        answered, sustained = await capacity(intake.start(), servers, rng)
+    finally:
+        intake.stop()
+    print(
+        f"     one intake process: {answered:,.0f} reports/s answered, {sustained:,.0f} "
+        f"reports/s sustained to the status (5,000 servers every 60 s need {SERVERS / 60:.0f}/s)"
+    )
+
+    for label, on_change in (
+        ("3a. steady state, every server reporting every 60 s", False),
+        ("3b. steady state, reports as smart_agent sends them (on change, else every 5 min)", True),
+    ):
+        await steady(label, kubeconfig, workdir, servers, rng, answered, on_change=on_change)
+
+
+async def steady(
+    label: str,
+    kubeconfig: Path,
+    workdir: Path,
+    servers: list[Server],
+    rng: np.random.Generator,
+    answered: float,
+    *,
+    on_change: bool,
+) -> None:
+    """Run the fleet's requests for a few simulated minutes; print the writes."""
+    per_minute = SERVERS * ((0.5 if on_change else 1.0) * (1 + RETRY_SHARE) + 2)
+    scale = max(1.0, min(10.0, math.floor(0.4 * answered / (per_minute / 60.0))))
+    events, kinds, changed = schedule(servers, rng, SIMULATED_MINUTES, scale, on_change=on_change)
+    print(
+        f"  {label}: {SIMULATED_MINUTES} simulated minutes at {scale:.0f}x speed (the "
+        f"intake's intervals divided by {scale:.0f}); {changed:.0%} of minutes bring new "
+        "visitors; heartbeats every 30 s; 1% of reports retried"
+    )
+    name = "intake-on-change" if on_change else "intake-every-minute"
+    intake = IntakeProcess(kubeconfig, workdir, name=name, env=intake_env(scale))
+    try:
+        intake.start()
+        async with aiohttp.ClientSession() as session:
+            before = await metrics(session, intake.metrics_url)
+        lag, answers = await paced(intake, events)
+        async with aiohttp.ClientSession() as session:
+            after = await metrics(session, intake.metrics_url)
+    finally:
+        intake.stop()
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    seconds = SIMULATED_MINUTES * 60.0
+    requests = sum(kinds.values())
+    results_writes = delta("smartserver_intake_writes_total", kind="experiment")
+    domain_writes = delta("smartserver_intake_writes_total", kind="domain")
+    naive_results = kinds["results"] + kinds["retries"]
+    print(
+        f"     requests: {kinds['results']:,} reports, {kinds['retries']:,} retries, "
+        f"{kinds['heartbeats']:,} heartbeats; answers {dict(sorted(answers.items()))}; "
+        f"worst lag behind schedule {lag:.2f} s"
+    )
+    unchanged = delta("smartserver_intake_skipped_total", kind="experiment", reason="unchanged")
+    replays = delta(
+        "smartserver_intake_requests_total", endpoint="results", outcome="stale"
+    ) + delta("smartserver_intake_skipped_total", kind="experiment", reason="stale")
+    print(
+        f"     results: {naive_results / seconds:.1f} writes/s naive (one per report) vs "
+        f"{results_writes / seconds:.1f} writes/s coalesced "
+        f"({naive_results / max(results_writes, 1):.1f}x fewer); not written: "
+        f"{unchanged:,.0f} unchanged, {replays:,.0f} replays"
+    )
+    print(
+        f"     heartbeats: {kinds['heartbeats'] / seconds:.1f} writes/s naive vs "
+        f"{domain_writes / seconds:.1f} writes/s coalesced "
+        f"({kinds['heartbeats'] / max(domain_writes, 1):.1f}x fewer)"
+    )
+    coalesced = results_writes + domain_writes
+    print(
+        f"     all: {requests / seconds:.1f} writes/s naive vs {coalesced / seconds:.1f} "
+        f"writes/s coalesced: {requests / max(coalesced, 1):.1f}x fewer API-server writes"
+    )
+
+
+def run(cold: bool) -> None:
+    del cold  # nothing to build
+    print(f"intake: {SERVERS:,} simulated servers on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="smartserver-bench-intake-") as scratch:
+        workdir = Path(scratch)
+        plane = ControlPlane(workdir / "plane")
+        try:
+            plane.start(setup=platform.install)
+            asyncio.run(_bench(plane, workdir))
+        finally:
+            plane.stop()

@@ -1,0 +1,417 @@
+"""The results intake as a process on the real API server, running as its own
+least-privilege account: who may write what, what a report becomes on the status,
+that a replay changes nothing, and that two replicas with interleaved reports never
+lose an update."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smart_operator.intake.keys import hash_key
+from smart_sim import platform
+from smart_sim.processes import IntakeProcess
+from tests.conftest import Cluster, eventually
+
+INTAKE = f"system:serviceaccount:{platform.OPERATOR_NAMESPACE}:{platform.INTAKE_ACCOUNT}"
+API = "smartserver.ai/v1alpha1"
+
+
+def can(cluster: Cluster, who: str, *args: str) -> bool:
+    answer = cluster.try_kubectl("auth", "can-i", f"--as={who}", *args).strip()
+    return answer.splitlines()[0] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("watch", "domains.smartserver.ai", True),
+        ("watch", "experiments.smartserver.ai", True),
+        ("patch", "experiments.smartserver.ai --subresource=status", True),
+        ("patch", "domains.smartserver.ai --subresource=status", True),
+        ("patch", "experiments.smartserver.ai", False),
+        ("patch", "domains.smartserver.ai", False),
+        ("update", "experiments.smartserver.ai --subresource=status", False),
+        ("create", "experiments.smartserver.ai", False),
+        ("delete", "domains.smartserver.ai", False),
+        ("list", "customers.smartserver.ai", False),
+        ("patch", "customers.smartserver.ai --subresource=status", False),
+        ("get", "secrets", False),
+        ("create", "pods", False),
+    ],
+)
+def test_intake_rbac_is_least_privilege(
+    cluster: Cluster, verb: str, resource: str, allowed: bool
+) -> None:
+    assert can(cluster, INTAKE, verb, *resource.split(), "--all-namespaces") is allowed
+
+
+# -- the tenants ----------------------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    namespace: str
+    keys: dict[str, str]
+    """Domain name → its server's key."""
+
+
+def set_key(cluster: Cluster, namespace: str, domain: str, key: str) -> None:
+    """Set the hash of a server's key on its Domain, as the operator does."""
+    patch = {"status": {"intakeKeyHash": hash_key(key)}}
+    cluster.kubectl(
+        "patch",
+        *("domain", domain, "-n", namespace),
+        *("--subresource=status", "--type=merge", "-p", json.dumps(patch)),
+    )
+
+
+def make_tenant(cluster: Cluster, namespace: str, domains: dict[str, list[str]]) -> Tenant:
+    """A namespace with Domains (each with a key set on its status, as the operator
+    does) and, per Domain, the named Experiments."""
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    keys = {}
+    for name, experiments in domains.items():
+        cluster.apply(
+            {
+                "apiVersion": API,
+                "kind": "Domain",
+                "metadata": {"name": name, "namespace": namespace},
+                # Paused: an operator running in the same session leaves it alone
+                # (no zone, no server), so only the intake writes its status here.
+                "spec": {"domain": f"{name}.{namespace}.example", "paused": True},
+            }
+        )
+        keys[name] = f"ssk_{secrets.token_urlsafe(16)}"
+        set_key(cluster, namespace, name, keys[name])
+        for experiment in experiments:
+            cluster.apply(
+                {
+                    "apiVersion": API,
+                    "kind": "Experiment",
+                    "metadata": {"name": experiment, "namespace": namespace},
+                    "spec": {
+                        "domainRef": name,
+                        "type": "landing_page",
+                        "template": "saas_landing",
+                        "variants": [{"name": "control"}, {"name": "bold"}],
+                    },
+                }
+            )
+    return Tenant(namespace, keys)
+
+
+@pytest.fixture(scope="module")
+def tenant(cluster: Cluster, unique_module: str) -> Iterator[Tenant]:
+    namespace = f"intake-{unique_module}"
+    made = make_tenant(
+        cluster,
+        namespace,
+        {"shop": ["headline", "replay", "restart", "rotate"], "blog": ["landing"]},
+    )
+    try:
+        yield made
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def unique_module() -> str:
+    return secrets.token_hex(3)
+
+
+@pytest.fixture(scope="module")
+def intake_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("intake-account")
+    return platform.intake_kubeconfig(cluster.plane, workdir / "intake.kubeconfig")
+
+
+@pytest.fixture(scope="module")
+def intake(
+    intake_kubeconfig: Path, tenant: Tenant, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IntakeProcess]:
+    process = IntakeProcess(
+        intake_kubeconfig,
+        tmp_path_factory.mktemp("intake"),
+        env={"SMART_INTAKE_FLUSH_INTERVAL_SECONDS": "0.2"},
+    )
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def post(url: str, body: Any, key: str | None) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def report(experiment: str, sequence: int, **changes: Any) -> dict[str, Any]:
+    """Sequence n carries n*10 visitors and n conversions per variant (bold: 2n)."""
+    return {
+        "experiment": experiment,
+        "sequence": sequence,
+        "variants": [
+            {"name": "control", "visitors": sequence * 10, "conversions": sequence},
+            {"name": "bold", "visitors": sequence * 10, "conversions": 2 * sequence},
+        ],
+        **changes,
+    }
+
+
+def metric(process: IntakeProcess, name: str, **labels: str) -> float:
+    """The sum of one metric's samples that carry ``labels`` (0 when absent)."""
+    with urllib.request.urlopen(process.metrics_url, timeout=5) as response:  # noqa: S310
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        sample = line.startswith(f"{name}{{") or line.startswith(f"{name} ")
+        if sample and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def idle(process: IntakeProcess) -> bool:
+    return metric(process, "smartserver_intake_pending") == 0
+
+
+def status(cluster: Cluster, tenant: Tenant, experiment: str) -> dict[str, Any]:
+    obj = cluster.get("experiment", experiment, "-n", tenant.namespace) or {}
+    return dict(obj.get("status") or {})
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+def test_a_wrong_key_is_401(intake: IntakeProcess, tenant: Tenant) -> None:
+    code, body = post(f"{intake.url}/v1/results", report("headline", 1), "ssk_not-a-key")
+    assert (code, body["error"]) == (401, "unknown_key")
+    code, body = post(f"{intake.url}/v1/results", report("headline", 1), None)
+    assert (code, body["error"]) == (401, "missing_key")
+
+
+def test_another_domains_experiment_is_403(
+    cluster: Cluster, intake: IntakeProcess, tenant: Tenant, unique_module: str
+) -> None:
+    code, body = post(f"{intake.url}/v1/results", report("landing", 1), tenant.keys["shop"])
+    assert (code, body["error"]) == (403, "experiment_of_another_domain")
+    assert body["message"] == (
+        "Experiment 'landing' belongs to Domain 'blog'; this key may only report for Domain 'shop'"
+    )
+    # Another customer's experiment of the same name is not even addressable.
+    rival = make_tenant(cluster, f"intake-{unique_module}-rival", {"rival": ["shared-name"]})
+    try:
+        code, body = post(f"{intake.url}/v1/results", report("shared-name", 1), tenant.keys["shop"])
+        assert (code, body["error"]) == (403, "experiment_not_found")
+        assert status(cluster, rival, "shared-name") == {}
+    finally:
+        cluster.kubectl("delete", "namespace", rival.namespace, "--wait=false")
+
+
+def test_malformed_and_oversized_bodies_are_refused_with_the_reason(
+    intake: IntakeProcess, tenant: Tenant
+) -> None:
+    url, key = f"{intake.url}/v1/results", tenant.keys["shop"]
+    code, body = post(url, b'{"experiment": "headline", ', key)
+    assert (code, body["error"]) == (400, "invalid_json")
+    bad = report("headline", 1)
+    bad["variants"][0]["visitors"] = -5
+    code, body = post(url, bad, key)
+    assert (code, body["error"]) == (400, "invalid_body")
+    assert {
+        "loc": "variants[0].visitors",
+        "message": "Input should be greater than or equal to 0",
+    } in body["detail"]
+    huge = report("headline", 1)
+    huge["variants"][0]["latenciesMs"] = [123.456789] * 10_000
+    code, body = post(url, huge, key)
+    assert (code, body["error"]) == (413, "too_large")
+    assert body["message"] == "the body is larger than 65536 bytes"
+    unknown = report("headline", 1)
+    unknown["variants"][1]["name"] = "italic"
+    code, body = post(url, unknown, key)
+    assert (code, body["error"]) == (422, "unknown_variant")
+    assert metric(intake, "smartserver_intake_rejected_total", reason="too_large") >= 1
+
+
+# -- what is written ------------------------------------------------------------------
+
+
+def test_a_report_becomes_counts_statistics_and_decision(
+    cluster: Cluster, intake: IntakeProcess, tenant: Tenant
+) -> None:
+    code, body = post(f"{intake.url}/v1/results", report("headline", 300), tenant.keys["shop"])
+    assert (code, body["accepted"]) == (202, True)
+    result = eventually(
+        lambda: (s := status(cluster, tenant, "headline")).get("lastSequence") == 300 and s,
+        what="the report on the status",
+    )
+    assert [(v["visitors"], v["conversions"]) for v in result["variants"]] == [
+        (3000, 300),
+        (3000, 600),
+    ]
+    assert result["decision"]["outcome"] == "winner" and result["decision"]["winner"] == "bold"
+    assert result["statistics"]["alwaysValidPValue"] < 0.05
+    assert result["variants"][1]["chanceToBeatControl"] > 0.99
+
+
+def test_a_replayed_report_changes_nothing(
+    cluster: Cluster, intake: IntakeProcess, tenant: Tenant
+) -> None:
+    url, key = f"{intake.url}/v1/results", tenant.keys["shop"]
+    assert post(url, report("replay", 5), key)[0] == 202
+    eventually(lambda: status(cluster, tenant, "replay").get("lastSequence") == 5)
+    eventually(lambda: idle(intake), what="nothing pending")
+    before = cluster.get("experiment", "replay", "-n", tenant.namespace) or {}
+    for sequence in (5, 4, 1):
+        code, body = post(url, report("replay", sequence), key)
+        assert (code, body) == (
+            200,
+            {"accepted": False, "reason": "stale sequence", "lastSequence": 5},
+        )
+    eventually(lambda: idle(intake), what="nothing pending")
+    after = cluster.get("experiment", "replay", "-n", tenant.namespace) or {}
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"] == before["status"]
+
+
+def test_a_heartbeat_sets_the_domains_agent(
+    cluster: Cluster, intake: IntakeProcess, tenant: Tenant
+) -> None:
+    beat = {"version": "0.4.1", "startedAt": "2026-03-02T08:00:00Z", "experiments": []}
+    code, body = post(f"{intake.url}/v1/heartbeat", beat, tenant.keys["blog"])
+    assert (code, body) == (202, {"accepted": True, "domain": "blog"})
+
+    def agent_status() -> dict[str, Any] | None:
+        domain = cluster.get("domain", "blog", "-n", tenant.namespace) or {}
+        return (domain.get("status") or {}).get("agent")
+
+    agent = eventually(agent_status, what="status.agent of the Domain")
+    assert agent["version"] == "0.4.1" and agent["startedAt"] == "2026-03-02T08:00:00Z"
+    assert agent["lastSeen"]
+
+
+def test_a_new_key_replaces_the_old_one(
+    cluster: Cluster, intake: IntakeProcess, tenant: Tenant
+) -> None:
+    url, old, new = f"{intake.url}/v1/results", tenant.keys["shop"], "ssk_" + secrets.token_hex(8)
+    set_key(cluster, tenant.namespace, "shop", new)
+    try:
+        eventually(lambda: post(url, report("rotate", 1), new)[0] == 202, what="the new key")
+        assert post(url, report("rotate", 2), old)[0] == 401
+    finally:
+        set_key(cluster, tenant.namespace, "shop", old)
+        eventually(lambda: post(url, report("rotate", 3), old)[0] == 202, what="the old key")
+
+
+def test_pending_reports_are_written_when_the_intake_stops(
+    cluster: Cluster, intake_kubeconfig: Path, tenant: Tenant, tmp_path: Path
+) -> None:
+    """A report still inside its coalescing interval reaches the status on SIGTERM."""
+    process = IntakeProcess(
+        intake_kubeconfig, tmp_path, env={"SMART_INTAKE_FLUSH_INTERVAL_SECONDS": "300"}
+    )
+    with process:
+        url, key = f"{process.url}/v1/results", tenant.keys["shop"]
+        assert post(url, report("restart", 1), key)[0] == 202
+        eventually(lambda: status(cluster, tenant, "restart").get("lastSequence") == 1)
+        assert post(url, report("restart", 2), key)[0] == 202  # waits for the interval
+    assert status(cluster, tenant, "restart")["lastSequence"] == 2
+
+
+# -- two replicas ---------------------------------------------------------------------
+
+
+def test_two_replicas_with_interleaved_reports_never_lose_an_update(
+    cluster: Cluster, intake_kubeconfig: Path, unique_module: str, tmp_path: Path
+) -> None:
+    """Reports 1..N of three experiments go, shuffled (so also out of order), to two
+    intake processes alternately, from eight threads at once. Each replica writes with
+    a short interval, so their writes collide. Watching the status all along: the
+    sequence never goes back, counts always match their sequence, and the end is N."""
+    experiments, last = ["one", "two", "three"], 60
+    team = make_tenant(cluster, f"intake-{unique_module}-pair", {"pair": experiments})
+    env = {"SMART_INTAKE_FLUSH_INTERVAL_SECONDS": "0.02"}
+    replicas = [
+        IntakeProcess(intake_kubeconfig, tmp_path, name=f"intake-{i}", env=env) for i in (0, 1)
+    ]
+    observed: dict[str, list[tuple[int, int]]] = {name: [] for name in experiments}
+    stop = threading.Event()
+
+    def watch_status() -> None:
+        while not stop.is_set():
+            listing = cluster.get("experiments", "-n", team.namespace) or {"items": []}
+            for item in listing["items"]:
+                result = item.get("status") or {}
+                if "lastSequence" in result:
+                    visitors = result["variants"][0]["visitors"]
+                    observed[item["metadata"]["name"]].append((result["lastSequence"], visitors))
+
+    try:
+        for replica in replicas:
+            replica.start()
+        work = [(name, seq) for name in experiments for seq in range(1, last + 1)]
+        random.Random(7).shuffle(work)  # noqa: S311 (a fixed, repeatable order)
+        watcher = threading.Thread(target=watch_status, daemon=True)
+        watcher.start()
+
+        def send(item: tuple[int, tuple[str, int]]) -> int:
+            index, (name, sequence) = item
+            url = f"{replicas[index % 2].url}/v1/results"
+            return post(url, report(name, sequence), team.keys["pair"])[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(send, enumerate(work)))
+        assert set(codes) <= {200, 202, 409}  # 409: a lower count after a higher one
+        for name in experiments:
+            eventually(
+                lambda name=name: status(cluster, team, name).get("lastSequence") == last,
+                what=f"{name} at sequence {last}",
+            )
+        for replica in replicas:
+            eventually(lambda replica=replica: idle(replica), what="replicas idle")
+        stop.set()
+        watcher.join(timeout=30)
+        for name in experiments:
+            final = status(cluster, team, name)
+            assert [(v["visitors"], v["conversions"]) for v in final["variants"]] == [
+                (last * 10, last),
+                (last * 10, 2 * last),
+            ]
+            seen = observed[name]
+            assert all(visitors == seq * 10 for seq, visitors in seen), "counts match sequence"
+            sequences = [seq for seq, _ in seen]
+            assert sequences == sorted(sequences), "the sequence never goes back"
+        writes = sum(metric(r, "smartserver_intake_writes_total", outcome="ok") for r in replicas)
+        conflicts = sum(
+            metric(r, "smartserver_intake_writes_total", outcome="conflict") for r in replicas
+        )
+        print(f"\n{len(work)} reports, {writes:.0f} writes, {conflicts:.0f} conflicts retried")
+        assert writes < len(work)
+    finally:
+        stop.set()
+        for replica in replicas:
+            replica.stop()
+        cluster.kubectl("delete", "namespace", team.namespace, "--wait=false")

@@ -1,0 +1,503 @@
+"""The intake's HTTP API end to end in one process, against an in-memory API server
+that keeps resourceVersions and answers stale writes with a conflict, as the real one
+does (``tests/cluster/test_intake.py`` runs the same against the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from smart_operator.clients.results import Conflict, Gone, WatchEvent
+from smart_operator.intake.app import create_app
+from smart_operator.intake.keys import hash_key
+from smart_operator.intake.settings import IntakeSettings
+from smart_operator.intake.state import INTAKE
+
+NS = "customer-acme"
+KEY, OTHER_KEY = "ssk_acme-key", "ssk_other-key"
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+class FakeApiServer:
+    """Domains and Experiments with resourceVersions, conditional status patches and
+    watches; ``before_write`` runs before each patch is checked (to interleave)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.versions = itertools.count(1)
+        self.uids = itertools.count(1)
+        self.watchers: list[tuple[str, asyncio.Queue[WatchEvent]]] = []
+        self.writes: list[tuple[str, str, dict[str, Any]]] = []
+        self.conflicts = 0
+        self.before_write: Callable[[], Awaitable[None]] | None = None
+        self.synced = asyncio.Event()
+        self.synced.set()
+
+    def _notify(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
+        for watched, queue in self.watchers:
+            if watched == plural:
+                queue.put_nowait(WatchEvent(kind, [copy.deepcopy(obj)]))
+
+    def put(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        key = (plural, meta["namespace"], meta["name"])
+        kind = "MODIFIED" if key in self.objects else "ADDED"
+        meta.setdefault("uid", f"uid-{next(self.uids)}")
+        meta.setdefault("creationTimestamp", "2026-03-02T09:00:00Z")
+        meta["resourceVersion"] = str(next(self.versions))
+        self.objects[key] = obj
+        self._notify(plural, kind, obj)
+        return obj
+
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        obj = self.objects.pop((plural, namespace, name))
+        self._notify(plural, "DELETED", obj)
+
+    def status(self, plural: str, name: str) -> dict[str, Any]:
+        return self.objects[(plural, NS, name)].get("status", {})
+
+    async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((plural, namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    async def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get("experiments", namespace, name)
+
+    async def get_domain(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get("domains", namespace, name)
+
+    async def _patch(
+        self, plural: str, namespace: str, name: str, version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.before_write is not None:
+            await self.before_write()
+        obj = self.objects.get((plural, namespace, name))
+        if obj is None:
+            raise Gone(name)
+        if obj["metadata"]["resourceVersion"] != version:
+            self.conflicts += 1
+            raise Conflict(name)
+        obj["status"] = merge(obj.get("status", {}), status)
+        self.writes.append((plural, name, status))
+        return copy.deepcopy(self.put(plural, obj))
+
+    async def patch_experiment_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._patch("experiments", namespace, name, resource_version, status)
+
+    async def patch_domain_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._patch("domains", namespace, name, resource_version, status)
+
+    async def watch(self, plural: str) -> AsyncIterator[WatchEvent]:
+        await self.synced.wait()
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self.watchers.append((plural, queue))
+        items = [copy.deepcopy(o) for (p, _, _), o in self.objects.items() if p == plural]
+        yield WatchEvent("SYNC", items)
+        while True:
+            yield await queue.get()
+
+    async def close(self) -> None:
+        pass
+
+    # -- fixtures of the platform ----------------------------------------------------
+
+    def domain(self, name: str, key: str | None, namespace: str = NS) -> dict[str, Any]:
+        status = {"intakeKeyHash": hash_key(key)} if key else {}
+        return self.put(
+            "domains",
+            {
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"domain": f"{name}.example"},
+                "status": status,
+            },
+        )
+
+    def experiment(
+        self, name: str, domain: str, namespace: str = NS, **spec: Any
+    ) -> dict[str, Any]:
+        return self.put(
+            "experiments",
+            {
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "domainRef": domain,
+                    "type": "landing_page",
+                    "template": "saas_landing",
+                    "variants": [{"name": "control"}, {"name": "bold"}],
+                    **spec,
+                },
+            },
+        )
+
+
+@pytest.fixture
+def api() -> FakeApiServer:
+    server = FakeApiServer()
+    server.domain("acme-example", KEY)
+    server.domain("acme-shop", OTHER_KEY)
+    server.experiment("headline", "acme-example")
+    server.experiment("checkout", "acme-shop")
+    server.experiment(
+        "speed",
+        "acme-example",
+        type="performance",
+        template="nginx_optimization",
+        goal={"metric": "p95_latency"},
+    )
+    return server
+
+
+SETTINGS = IntakeSettings(
+    metrics_port=None,
+    flush_interval_seconds=0.2,
+    heartbeat_write_seconds=30,
+    max_body_bytes=4096,
+    drain_seconds=2,
+)
+
+
+async def until(check: Callable[[], Any], within: float = 5.0) -> Any:
+    """Poll ``check`` until it returns something truthy, failing after ``within`` s."""
+    async with asyncio.timeout(within):
+        while True:
+            if value := check():
+                return value
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def client(api: FakeApiServer) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(SETTINGS, store=api)
+    async with TestClient(TestServer(app)) as test_client:
+        await until(lambda: app[INTAKE].synced)
+        yield test_client
+
+
+def report(sequence: int, control: tuple[int, int], bold: tuple[int, int], **extra: Any) -> Any:
+    return {
+        "experiment": extra.pop("experiment", "headline"),
+        "sequence": sequence,
+        "variants": [
+            {"name": "control", "visitors": control[0], "conversions": control[1]},
+            {"name": "bold", "visitors": bold[0], "conversions": bold[1]},
+        ],
+        **extra,
+    }
+
+
+async def post(
+    client: TestClient[Any, Any], body: Any, key: str | None = KEY, path: str = "/v1/results"
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers["Content-Type"] = "application/json"
+    response = await client.post(path, data=data, headers=headers)
+    return response.status, await response.json()
+
+
+def intake_idle(client: TestClient[Any, Any]) -> bool:
+    return bool(client.app[INTAKE].idle) if client.app else False
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+async def test_no_key_or_a_wrong_key_is_401(client: TestClient[Any, Any]) -> None:
+    status, body = await post(client, report(1, (1, 0), (1, 0)), key=None)
+    assert (status, body["error"]) == (401, "missing_key")
+    response = await client.post(
+        "/v1/results", json=report(1, (1, 0), (1, 0)), headers={"Authorization": "Bearer nope"}
+    )
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await response.json())["error"] == "unknown_key"
+
+
+async def test_another_domains_experiment_is_403(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    status, body = await post(client, report(1, (1, 0), (1, 0), experiment="checkout"))
+    assert (status, body["error"]) == (403, "experiment_of_another_domain")
+    assert "belongs to Domain 'acme-shop'" in body["message"]
+    status, body = await post(client, report(1, (1, 0), (1, 0), experiment="nonexistent"))
+    assert (status, body["error"]) == (403, "experiment_not_found")
+    # The same name in another customer's namespace is not reachable either.
+    api.domain("rival", "ssk_rival", namespace="customer-rival")
+    api.experiment("headline", "rival", namespace="customer-rival")
+    await until(lambda: client.app and client.app[INTAKE].keys.lookup("ssk_rival"))
+    assert (await post(client, report(1, (1, 0), (1, 0)), key="ssk_rival"))[0] == 202
+    await until(lambda: api.objects[("experiments", "customer-rival", "headline")].get("status"))
+    assert api.status("experiments", "headline") == {}  # acme's own is untouched
+
+
+async def test_oversized_bodies_are_413(client: TestClient[Any, Any]) -> None:
+    big = report(1, (1, 0), (1, 0), revision="r" * 100)
+    big["padding"] = "x" * 5000
+    status, body = await post(client, big)
+    assert (status, body["error"]) == (413, "too_large")
+    assert body["detail"] == {"limit": 4096}
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(10):
+            yield b" " * 1000
+
+    response = await client.post(
+        "/v1/results",
+        data=chunks(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status == 413
+
+
+async def test_malformed_bodies_are_400_with_the_reason(client: TestClient[Any, Any]) -> None:
+    status, body = await post(client, b"{not json")
+    assert (status, body["error"]) == (400, "invalid_json")
+    bad = report(1, (10, 20), (1, 0))
+    bad["sequence"] = "1"
+    status, body = await post(client, bad)
+    assert (status, body["error"]) == (400, "invalid_body")
+    assert body["detail"] == [
+        {"loc": "sequence", "message": "Input should be a valid integer"},
+        {"loc": "variants[0]", "message": "conversions (20) cannot exceed visitors (10)"},
+    ]
+    response = await client.post(
+        "/v1/results",
+        data="experiment=headline",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"},
+    )
+    assert response.status == 415
+
+
+async def test_unknown_variants_and_missing_timings_are_422(client: TestClient[Any, Any]) -> None:
+    body = report(1, (1, 0), (1, 0))
+    body["variants"][1]["name"] = "italic"
+    status, answer = await post(client, body)
+    assert (status, answer["error"]) == (422, "unknown_variant")
+    assert answer["message"] == (
+        "Experiment 'headline' has no variant 'italic'; its variants are control, bold"
+    )
+    status, answer = await post(client, report(1, (10, 0), (10, 0), experiment="speed"))
+    assert (status, answer["error"]) == (422, "missing_latencies")
+
+
+async def test_unknown_paths_and_methods_answer_json(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/v1/results")
+    assert response.status == 405 and (await response.json())["error"] == "method_not_allowed"
+    response = await client.get("/v2/anything")
+    assert response.status == 404 and (await response.json())["error"] == "not_found"
+
+
+async def test_not_ready_until_the_caches_are_filled(api: FakeApiServer) -> None:
+    api.synced.clear()
+    app = create_app(SETTINGS, store=api)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/healthz")).status == 503
+        status, body = await post(client, report(1, (1, 0), (1, 0)))
+        assert (status, body["error"]) == (503, "starting")
+        api.synced.set()
+        await until(lambda: app[INTAKE].synced)
+        assert (await client.get("/healthz")).status == 200
+        status, _ = await post(client, report(1, (1, 0), (1, 0)))
+        assert status == 202
+
+
+async def test_rejections_are_counted_by_reason(client: TestClient[Any, Any]) -> None:
+    def rejected(reason: str) -> float:
+        for line in metrics_text.splitlines():
+            if line.startswith("smartserver_intake_rejected_total{") and reason in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    metrics_text = await (await client.get("/metrics")).text()
+    before = rejected('reason="unknown_key"')
+    await post(client, report(1, (1, 0), (1, 0)), key="wrong")
+    metrics_text = await (await client.get("/metrics")).text()
+    assert rejected('reason="unknown_key"') == before + 1
+
+
+# -- what is written ------------------------------------------------------------------
+
+
+async def test_a_report_becomes_counts_statistics_and_decision_in_one_write(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    status, body = await post(client, report(1, (5000, 250), (5000, 350)))
+    assert (status, body) == (202, {"accepted": True, "experiment": "headline", "sequence": 1})
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+    result = api.status("experiments", "headline")
+    assert [v["visitors"] for v in result["variants"]] == [5000, 5000]
+    assert result["decision"]["winner"] == "bold"
+    assert result["statistics"]["alwaysValidPValue"] < 0.05
+    assert len(api.writes) == 1
+
+
+async def test_a_replayed_report_changes_nothing(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    await post(client, report(3, (100, 5), (100, 7)))
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
+    await until(lambda: intake_idle(client))
+    version = api.objects[("experiments", NS, "headline")]["metadata"]["resourceVersion"]
+    for sequence in (3, 2, 1):
+        status, body = await post(client, report(sequence, (100, 5), (100, 7)))
+        assert (status, body) == (
+            200,
+            {"accepted": False, "reason": "stale sequence", "lastSequence": 3},
+        )
+    await until(lambda: intake_idle(client))
+    assert api.objects[("experiments", NS, "headline")]["metadata"]["resourceVersion"] == version
+    assert len(api.writes) == 1
+
+
+async def test_counts_that_go_down_are_409(client: TestClient[Any, Any]) -> None:
+    await post(client, report(3, (100, 5), (100, 7)))
+    status, body = await post(client, report(4, (90, 5), (100, 7)))
+    assert (status, body["error"]) == (409, "counts_decreased")
+    assert body["detail"] == {"variants": {"control": {"visitors": 100, "conversions": 5}}}
+
+
+async def test_a_burst_becomes_few_writes_ending_at_the_newest(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    for sequence in range(1, 51):
+        status, _ = await post(
+            client, report(sequence, (sequence * 10, sequence), (sequence * 10, 0))
+        )
+        assert status == 202
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 50)
+    await until(lambda: intake_idle(client))
+    assert len(api.writes) <= 4
+    assert api.status("experiments", "headline")["variants"][0]["visitors"] == 500
+
+
+async def test_a_conflicting_write_is_read_again_and_nothing_is_lost(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    """Another replica writes sequence 7 between our read and our write of sequence 5,
+    then the operator writes a condition: our write conflicts, is re-planned on the
+    fresh object, and finds 5 stale; the next report, 8, lands on top of both."""
+    interleaved = iter(
+        [
+            lambda: api.put(
+                "experiments",
+                merge(
+                    api.objects[("experiments", NS, "headline")],
+                    {
+                        "status": {
+                            "lastSequence": 7,
+                            "variants": [
+                                {"name": "control", "visitors": 70, "conversions": 7},
+                                {"name": "bold", "visitors": 70, "conversions": 9},
+                            ],
+                        }
+                    },
+                ),
+            ),
+            lambda: api.put(
+                "experiments",
+                merge(
+                    api.objects[("experiments", NS, "headline")],
+                    {"status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+                ),
+            ),
+        ]
+    )
+
+    async def other_writers() -> None:
+        step = next(interleaved, None)
+        if step is not None:
+            step()
+
+    api.before_write = other_writers
+    await post(client, report(5, (50, 5), (50, 6)))
+    await until(lambda: intake_idle(client))
+    assert api.status("experiments", "headline")["lastSequence"] == 7
+    await post(client, report(8, (80, 8), (80, 10)))
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 8)
+    final = api.status("experiments", "headline")
+    assert [v["visitors"] for v in final["variants"]] == [80, 80]
+    assert final["conditions"] == [{"type": "Ready", "status": "True"}]
+    assert api.conflicts >= 1
+
+
+async def test_pending_reports_are_written_when_the_intake_stops(api: FakeApiServer) -> None:
+    settings = SETTINGS.model_copy(update={"flush_interval_seconds": 300})
+    app = create_app(settings, store=api)
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        await post(client, report(1, (10, 1), (10, 1)))
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+        await post(client, report(2, (20, 1), (20, 2)))  # waits for the 5-minute interval
+    assert api.status("experiments", "headline")["lastSequence"] == 2
+
+
+async def test_a_deleted_experiment_is_not_written(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    settle = asyncio.Event()
+
+    async def hold() -> None:
+        await settle.wait()
+
+    api.before_write = hold
+    await post(client, report(1, (10, 1), (10, 1)))
+    api.delete("experiments", NS, "headline")
+    settle.set()
+    await until(lambda: intake_idle(client))
+    assert api.writes == []
+    status, body = await post(client, report(2, (10, 1), (10, 1)))
+    assert (status, body["error"]) == (403, "experiment_not_found")
+
+
+# -- keys and heartbeats --------------------------------------------------------------
+
+
+async def test_a_new_key_replaces_the_old_one(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    domain = api.objects[("domains", NS, "acme-example")]
+    api.put("domains", merge(domain, {"status": {"intakeKeyHash": hash_key("ssk_new")}}))
+    await until(lambda: client.app and client.app[INTAKE].keys.lookup("ssk_new"))
+    assert (await post(client, report(1, (1, 0), (1, 0)), key=KEY))[0] == 401
+    assert (await post(client, report(1, (1, 0), (1, 0)), key="ssk_new"))[0] == 202
+
+
+async def test_heartbeats_set_the_agent_and_are_throttled(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    beat = {"version": "0.4.1", "startedAt": "2026-03-02T08:00:00Z"}
+    status, body = await post(client, beat, path="/v1/heartbeat")
+    assert (status, body) == (202, {"accepted": True, "domain": "acme-example"})
+    await until(lambda: api.status("domains", "acme-example").get("agent"))
+    agent = api.status("domains", "acme-example")["agent"]
+    assert agent["version"] == "0.4.1" and agent["startedAt"] == "2026-03-02T08:00:00Z"
+    for _ in range(5):
+        await post(client, beat, path="/v1/heartbeat")
+    await until(lambda: intake_idle(client))
+    assert len(api.writes) == 1  # lastSeen is recent: nothing more to write
+    await post(client, {**beat, "version": "0.5.0"}, path="/v1/heartbeat")
+    await until(lambda: api.status("domains", "acme-example")["agent"]["version"] == "0.5.0")
+    assert api.status("domains", "acme-example")["intakeKeyHash"] == hash_key(KEY)

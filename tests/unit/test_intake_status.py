@@ -1,0 +1,193 @@
+"""What a write changes: idempotency by sequence, counts that never go backwards,
+statistics and decision in the same patch, no write when nothing changed, and the
+heartbeat's lastSeen throttle."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from smart_operator.intake.experiments import ExperimentView, experiment_view
+from smart_operator.intake.keys import DomainRef
+from smart_operator.intake.schema import Heartbeat, ResultsReport
+from smart_operator.intake.status import (
+    PendingHeartbeat,
+    PendingReport,
+    Skip,
+    Write,
+    plan_agent,
+    plan_results,
+)
+from smart_operator.models.domain import AgentStatus
+
+NOW = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
+DOMAIN = DomainRef("customer-acme", "acme-example")
+
+
+def experiment(status: dict[str, Any] | None = None, **spec: Any) -> ExperimentView:
+    view = experiment_view(
+        {
+            "metadata": {
+                "name": "headline",
+                "namespace": DOMAIN.namespace,
+                "uid": "uid-1",
+                "resourceVersion": "7",
+                "creationTimestamp": "2026-03-02T09:00:00Z",
+            },
+            "spec": {
+                "domainRef": DOMAIN.name,
+                "type": "landing_page",
+                "template": "saas_landing",
+                "variants": [{"name": "a"}, {"name": "b"}],
+                **spec,
+            },
+            "status": status or {},
+        }
+    )
+    assert view is not None
+    return view
+
+
+def pending(sequence: int, a: tuple[int, int], b: tuple[int, int], **extra: Any) -> PendingReport:
+    report = ResultsReport(
+        experiment="headline",
+        sequence=sequence,
+        variants=[
+            {"name": "a", "visitors": a[0], "conversions": a[1]},
+            {"name": "b", "visitors": b[0], "conversions": b[1]},
+        ],
+    )
+    fields = {"domain": DOMAIN, "uid": "uid-1", "received_at": NOW, "received": time.monotonic()}
+    fields.update(extra)
+    return PendingReport(report, **fields)
+
+
+def written(plan: Write | Skip) -> dict[str, Any]:
+    assert isinstance(plan, Write), plan
+    return plan.status
+
+
+def apply(view: ExperimentView, plan: Write | Skip) -> ExperimentView:
+    """The view after the API server merged the patch (lists and objects replaced)."""
+    status = view.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    for key, value in written(plan).items():
+        status[key] = (
+            {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+        )
+    return experiment(status)
+
+
+def test_counts_statistics_and_decision_in_one_patch() -> None:
+    status = written(plan_results(experiment(), pending(1, (5000, 250), (5000, 350)), NOW, 300))
+    assert status["lastSequence"] == 1
+    assert status["lastReportAt"] == "2026-03-09T09:00:00Z"
+    assert [(v["name"], v["visitors"], v["conversions"]) for v in status["variants"]] == [
+        ("a", 5000, 250),
+        ("b", 5000, 350),
+    ]
+    assert status["variants"][1]["chanceToBeatControl"] > 0.99
+    assert status["statistics"]["alwaysValidPValue"] < 0.05
+    assert status["decision"]["outcome"] == "winner" and status["decision"]["winner"] == "b"
+    assert status["decision"]["decidedAt"] == "2026-03-09T09:00:00Z"
+    # No nulls inside list items: the CRD has no nullable fields.
+    assert all(None not in v.values() for v in status["variants"])
+
+
+def test_a_replayed_or_older_report_changes_nothing() -> None:
+    view = apply(experiment(), plan_results(experiment(), pending(5, (100, 5), (100, 9)), NOW, 300))
+    assert plan_results(view, pending(5, (100, 5), (100, 9)), NOW, 300) == Skip("stale")
+    assert plan_results(view, pending(4, (90, 5), (90, 8)), NOW, 300) == Skip("stale")
+
+
+def test_counts_never_go_backwards() -> None:
+    view = apply(experiment(), plan_results(experiment(), pending(5, (100, 5), (100, 9)), NOW, 300))
+    status = written(plan_results(view, pending(6, (90, 7), (120, 8)), NOW, 300))
+    assert [(v["visitors"], v["conversions"]) for v in status["variants"]] == [(100, 7), (120, 9)]
+
+
+def test_a_variant_not_reported_keeps_its_counts() -> None:
+    view = apply(experiment(), plan_results(experiment(), pending(1, (100, 5), (100, 9)), NOW, 300))
+    report = ResultsReport(
+        experiment="headline",
+        sequence=2,
+        variants=[{"name": "a", "visitors": 150, "conversions": 6}],
+    )
+    status = written(plan_results(view, PendingReport(report, DOMAIN, "uid-1", NOW, 0.0), NOW, 300))
+    assert [(v["visitors"], v["conversions"]) for v in status["variants"]] == [(150, 6), (100, 9)]
+
+
+def test_nothing_is_written_when_nothing_changed_until_the_report_time_is_old() -> None:
+    view = apply(experiment(), plan_results(experiment(), pending(1, (100, 5), (100, 9)), NOW, 300))
+    same = pending(2, (100, 5), (100, 9), received_at=NOW + timedelta(seconds=60))
+    assert plan_results(view, same, NOW + timedelta(seconds=60), 300) == Skip("unchanged")
+    later = pending(7, (100, 5), (100, 9), received_at=NOW + timedelta(seconds=301))
+    status = written(plan_results(view, later, NOW + timedelta(seconds=301), 300))
+    assert status["lastSequence"] == 7
+
+
+def test_a_report_for_an_older_incarnation_or_another_domain_is_dropped() -> None:
+    view = experiment()
+    assert plan_results(view, pending(1, (1, 0), (1, 0), uid="uid-0"), NOW, 300) == Skip("replaced")
+    other = DomainRef(DOMAIN.namespace, "other-domain")
+    assert plan_results(view, pending(1, (1, 0), (1, 0), domain=other), NOW, 300) == Skip(
+        "domain_changed"
+    )
+
+
+def test_a_winner_that_no_longer_holds_is_removed() -> None:
+    """Objects are merged, so a field that no longer applies is sent as null: here staff
+    raised the minimum sample after a winner was declared."""
+    view = apply(
+        experiment(), plan_results(experiment(), pending(1, (5000, 250), (5000, 350)), NOW, 300)
+    )
+    assert view.status.decision is not None and view.status.decision.winner == "b"
+    stricter = experiment(
+        view.status.model_dump(by_alias=True, mode="json", exclude_none=True),
+        stopping={"minVisitorsPerVariant": 20000},
+    )
+    status = written(plan_results(stricter, pending(2, (5100, 255), (5100, 357)), NOW, 300))
+    assert status["decision"]["outcome"] == "pending"
+    assert status["decision"]["winner"] is None and status["decision"]["decidedAt"] is None
+
+
+def test_latency_goal_uses_the_reported_sample() -> None:
+    view = experiment(
+        type="performance", template="nginx_optimization", goal={"metric": "p95_latency"}
+    )
+    report = ResultsReport(
+        experiment="headline",
+        sequence=1,
+        variants=[
+            {"name": "a", "visitors": 300, "conversions": 0, "latencies_ms": [100.0] * 300},
+            {"name": "b", "visitors": 300, "conversions": 0, "latencies_ms": [50.0] * 300},
+        ],
+    )
+    status = written(plan_results(view, PendingReport(report, DOMAIN, "uid-1", NOW, 0.0), NOW, 300))
+    assert [v["p95Ms"] for v in status["variants"]] == [100.0, 50.0]
+
+
+def beat(version: str = "0.4.1", started: datetime = NOW - timedelta(hours=1)) -> Heartbeat:
+    return Heartbeat(version=version, started_at=started)
+
+
+def test_heartbeat_lastseen_is_written_at_most_every_interval() -> None:
+    first = plan_agent(None, PendingHeartbeat(beat(), DOMAIN, NOW, 0.0), 30)
+    assert written(first)["agent"] == {
+        "version": "0.4.1",
+        "startedAt": "2026-03-09T08:00:00Z",
+        "lastSeen": "2026-03-09T09:00:00Z",
+    }
+    current = AgentStatus.model_validate(written(first)["agent"])
+    soon = PendingHeartbeat(beat(), DOMAIN, NOW + timedelta(seconds=20), 0.0)
+    assert plan_agent(current, soon, 30) == Skip("unchanged")
+    later = PendingHeartbeat(beat(), DOMAIN, NOW + timedelta(seconds=30), 0.0)
+    assert written(plan_agent(current, later, 30))["agent"]["lastSeen"] == "2026-03-09T09:00:30Z"
+
+
+def test_a_new_agent_is_written_at_once_and_lastseen_never_goes_back() -> None:
+    current = AgentStatus(version="0.4.1", started_at=NOW - timedelta(hours=1), last_seen=NOW)
+    upgraded = PendingHeartbeat(beat("0.5.0", NOW), DOMAIN, NOW + timedelta(seconds=2), 0.0)
+    assert written(plan_agent(current, upgraded, 30))["agent"]["version"] == "0.5.0"
+    older = PendingHeartbeat(beat("0.5.0", NOW), DOMAIN, NOW - timedelta(seconds=5), 0.0)
+    assert plan_agent(current, older, 30) == Skip("stale")
