@@ -16,7 +16,7 @@ import yaml
 
 from smart_sim import platform
 from smart_sim.controlplane import ControlPlane
-from smart_sim.processes import Clouds, OperatorProcess
+from smart_sim.processes import Clouds, IntakeProcess, OperatorProcess
 
 T = TypeVar("T")
 
@@ -108,13 +108,34 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clouds]:
     # Both clocks run five times faster: servers boot in 2 s instead of 10, and the
     # providers' budgets refill five times as fast (the operator's intervals are short).
     fast = ["--time-scale", "5"]
-    with Clouds(tmp_path_factory.mktemp("clouds"), fast, fast) as started:
+    # The hosts' agents report and beat every second instead of every minute.
+    agents = {
+        "SMART_AGENT_REPORT_SECONDS": "1",
+        "SMART_AGENT_HEARTBEAT_SECONDS": "1",
+        "SMART_AGENT_DEPLOY_POLL_SECONDS": "0.5",
+        "SMART_AGENT_LOG_FLUSH_SECONDS": "0.2",
+    }
+    with Clouds(tmp_path_factory.mktemp("clouds"), fast, fast, agent_env=agents) as started:
         yield started
 
 
 @pytest.fixture(scope="session")
+def results_intake(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IntakeProcess]:
+    """The results intake the simulated hosts' agents report to, as its own account."""
+    workdir = tmp_path_factory.mktemp("intake")
+    kubeconfig = platform.intake_kubeconfig(cluster.plane, workdir / "intake.kubeconfig")
+    with IntakeProcess(kubeconfig, workdir) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, clouds: Clouds, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    clouds: Clouds,
+    results_intake: IntakeProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
     """The operator, running as its own ServiceAccount so its RBAC is the real one,
     pointed at the simulators, with short intervals so drift repair is quick to see."""
@@ -122,6 +143,7 @@ def operator(
     kubeconfig = platform.operator_kubeconfig(cluster.plane, workdir / "operator.kubeconfig")
     env = {
         **clouds.operator_env(),
+        "SMART_INTAKE_URL": results_intake.url,
         "SMART_DRIFT_SECONDS": "2",
         "SMART_RESYNC_SECONDS": "2",
         "SMART_DNS_DRIFT_SECONDS": "5",

@@ -236,7 +236,12 @@ class SimulatorProcess(ManagedProcess):
     free loopback port, ready once its control API answers."""
 
     def __init__(
-        self, module: str, api_path: str, log_dir: Path, args: list[str] | None = None
+        self,
+        module: str,
+        api_path: str,
+        log_dir: Path,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
@@ -245,6 +250,7 @@ class SimulatorProcess(ManagedProcess):
             module.rsplit(".", 1)[-1],
             [sys.executable, "-m", module, "--port", str(self.port), *(args or [])],
             log_dir,
+            env,
         )
 
     def start(self) -> SimulatorProcess:
@@ -272,7 +278,10 @@ class Clouds:
         hetzner_args: list[str] | None = None,
         cloudflare_args: list[str] | None = None,
         hosts: bool = True,
+        agent_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``agent_env``: ``SMART_AGENT_*`` settings every simulated host's agent gets
+        (for example shorter report intervals in tests)."""
         self.hosts_dir = log_dir / "hosts"
         # A network of its own, so that two runs at once (two test sessions, a test
         # session beside `make dev`) never hand out the same host address.
@@ -292,6 +301,7 @@ class Clouds:
             "/v1",
             log_dir,
             ["--token", CLOUD_TOKEN, *(booting if hosts else []), *(hetzner_args or [])],
+            env=agent_env,
         )
         self.cloudflare = SimulatorProcess(
             "smart_sim.cloudflare",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,59 @@ def heartbeat(cluster: Cluster, namespace: str, name: str) -> None:
         "-p",
         json.dumps({"status": status}),
     )
+
+
+def experiment(name: str, namespace: str, domain_ref: str, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "domainRef": domain_ref,
+        "type": "landing_page",
+        "template": "saas_landing",
+        "templateConfig": {"brand": "Acme", "stripeLink": "https://buy.stripe.com/test_1"},
+        "variants": [
+            {"name": "control", "weight": 50},
+            {"name": "bold", "weight": 50, "values": {"headline": "Ship pages that sell"}},
+        ],
+    }
+    spec.update(changes)
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def exp_condition(cluster: Cluster, namespace: str, name: str, type: str) -> dict[str, Any] | None:
+    obj = cluster.get("experiment", name, "-n", namespace) or {}
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type), None)
+
+
+def wait_exp(
+    cluster: Cluster, namespace: str, name: str, type: str, status: str = "True", reason: str = ""
+) -> dict[str, Any]:
+    return eventually(
+        lambda: (
+            (c := exp_condition(cluster, namespace, name, type))
+            and c["status"] == status
+            and (not reason or c["reason"] == reason)
+            and c
+        ),
+        60,
+        f"{name} {type}={status} {reason}",
+    )
+
+
+def host_root(clouds: Clouds, server_name: str) -> Path:
+    (folder,) = [p for p in clouds.hosts_dir.iterdir() if p.name.startswith(f"{server_name}-")]
+    return folder / "root"
+
+
+@pytest.fixture
+def site(cluster: Cluster, world: World, namespace: str, unique: str) -> tuple[str, Path]:
+    """A Domain with a running server; returns its namespace and the host's root."""
+    fqdn = f"exp-{unique}.example"
+    world.add_active_zone(fqdn)
+    cluster.apply(domain("site", namespace, fqdn))
+    wait_condition(cluster, namespace, "site", "DNSReady")
+    server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]["name"]
+    return namespace, host_root(world.clouds, server)

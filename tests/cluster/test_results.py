@@ -1,0 +1,79 @@
+"""End to end: visitors → nginx on the simulated server → the agent's private counts →
+the results intake → the Experiment's status (counts, interval, chance to beat
+control, decision) → the Customer's health. Nothing in between is simulated."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from smart_sim.processes import SIMULATED_HTTP_PORT
+from smart_sim.traffic import TrafficPlan, send_traffic
+from tests.cluster.conftest import experiment, wait_condition, wait_exp
+from tests.conftest import Cluster, eventually
+
+
+def test_traffic_reaches_the_experiment_status_exactly(
+    cluster: Cluster, site: tuple[str, Path]
+) -> None:
+    namespace, _root = site
+    domain = cluster.get("domain", "site", "-n", namespace) or {}
+    # The Domain becomes Ready by the real agent's heartbeat through the intake.
+    agent = wait_condition(cluster, namespace, "site", "AgentConnected", timeout=60)
+    assert agent["reason"] == "Heartbeat"
+    wait_condition(cluster, namespace, "site", "Ready")
+
+    cluster.apply(experiment("flow", namespace, "site"))
+    wait_exp(cluster, namespace, "flow", "Deployed")
+    server = domain["status"]["server"]
+    base = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}"
+    eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
+    plan = TrafficPlan(
+        visitors=600,
+        conversion_rates={"control": 0.05, "bold": 0.15},
+        host=domain["spec"]["domain"],
+        goal_url="https://buy.stripe.com/test_1",
+        bots=20,
+        seed=7,
+    )
+    truth = asyncio.run(send_traffic(base, plan))
+    assert not truth.errors and not truth.uncertain
+    expected = truth.counts()
+
+    def status_counts() -> dict[str, tuple[int, int]] | None:
+        status = (cluster.get("experiment", "flow", "-n", namespace) or {}).get("status", {})
+        counts = {v["name"]: (v["visitors"], v["conversions"]) for v in status.get("variants", [])}
+        return counts if counts == expected else None
+
+    eventually(status_counts, 60, f"the status shows exactly {expected}")
+    status = (cluster.get("experiment", "flow", "-n", namespace) or {})["status"]
+    bold = next(v for v in status["variants"] if v["name"] == "bold")
+    assert bold["rateLow"] < bold["rate"] < bold["rateHigh"]
+    assert 0 <= bold["chanceToBeatControl"] <= 1
+    assert status["decision"]["outcome"] in ("pending", "winner", "no_difference")
+    assert status["decision"]["reason"]
+    assert status["lastSequence"] >= 1
+
+    customer = namespace.removeprefix("customer-")
+    health = eventually(
+        lambda: (
+            ((cluster.get("customer", customer) or {}).get("status", {}).get("health") or {}).get(
+                "experiments"
+            )
+            == 1
+        ),
+        30,
+        "the customer's health counts the experiment",
+    )
+    assert health
+
+
+async def _served(base: str) -> bool:
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(base + "/", timeout=aiohttp.ClientTimeout(total=5)) as reply:
+                return reply.status == 200 and "/_smart/convert?v=" in await reply.text()
+        except aiohttp.ClientError:
+            return False
