@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,22 +111,6 @@ def wait_condition(
         lambda: (c := _condition(cluster, namespace, name, type)) and c["status"] == status and c,
         timeout,
         f"{name} {type}={status}",
-    )
-
-
-def heartbeat(cluster: Cluster, namespace: str, name: str) -> None:
-    """What the intake API writes when the server's agent reports in."""
-    status = {"agent": {"version": "test", "lastSeen": datetime.now(UTC).isoformat()}}
-    cluster.kubectl(
-        "patch",
-        "domain",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
     )
 
 

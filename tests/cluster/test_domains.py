@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster.conftest import World, _condition, call, domain, heartbeat, wait_condition
+from tests.cluster.conftest import World, call, domain, wait_condition
 from tests.conftest import Cluster, Operator, eventually
 
 
@@ -50,8 +50,9 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     assert ours[("A", f"www.{fqdn}")] == server["ipv4"]
     assert ("AAAA", fqdn) in ours
 
-    assert _condition(cluster, namespace, "shop", "Ready")["status"] == "False"  # type: ignore[index]
-    heartbeat(cluster, namespace, "shop")
+    # Ready comes with the heartbeat of the agent the server's cloud-init started.
+    agent = wait_condition(cluster, namespace, "shop", "AgentConnected")
+    assert agent["reason"] == "Heartbeat"
     wait_condition(cluster, namespace, "shop", "Ready")
     table = cluster.kubectl("get", "domains", "-n", namespace)
     assert "Ready" in table and server["ipv4"] in table
