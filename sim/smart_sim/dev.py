@@ -1,11 +1,17 @@
 """``make dev``: the whole platform on this machine. Starts the local control plane,
-the Hetzner Cloud and Cloudflare simulators (servers boot as simulated hosts), installs
-the CRDs and the RBAC, runs the operator as its own ServiceAccount, applies the sample
-Customer and Domain and prints how to look around. Ctrl-C stops everything."""
+the Hetzner Cloud and Cloudflare simulators (servers boot as simulated hosts that run
+the real agent and nginx), installs the CRDs and the RBAC, runs the operator, the
+results intake and the dashboard each as its own ServiceAccount, applies the sample
+Customer, Domain and Experiment, sends demo visitors to the sample server, and prints
+how to look around. Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import json
+import secrets
 import shutil
 import signal
 import sys
@@ -17,13 +23,38 @@ import yaml
 
 from smart_sim import platform
 from smart_sim.controlplane import ControlPlane, kube_version
-from smart_sim.processes import Clouds, OperatorProcess
+from smart_sim.processes import (
+    SIMULATED_HTTP_PORT,
+    Clouds,
+    DashboardProcess,
+    IntakeProcess,
+    OperatorProcess,
+)
+from smart_sim.traffic import TrafficPlan, send_traffic
 
 DEV_DIR = platform.ROOT / ".dev"
 
 
 def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
+
+
+def _demo_traffic(site: str, host: str, stop: threading.Event) -> None:
+    """A steady trickle of visitors (the second variant converts a little better), so
+    the counts, the statistics and the dashboard move while you watch."""
+    batch = 0
+    while not stop.wait(3.0) and batch < 2_000:  # 50,000 distinct visitors at most
+        plan = TrafficPlan(
+            visitors=25,
+            conversion_rates={"control": 0.04, "outcome-headline": 0.06},
+            host=host,
+            first_visitor=batch * 25,
+            seed=batch,
+            concurrency=8,
+        )
+        with contextlib.suppress(Exception):  # the demo goes on if one batch fails
+            asyncio.run(send_traffic(site, plan))
+        batch += 1
 
 
 def run(dev_dir: Path = DEV_DIR) -> None:
@@ -40,10 +71,28 @@ def run(dev_dir: Path = DEV_DIR) -> None:
         # The CRDs go in before the controllers start, so quotas count them at once.
         plane.start(setup=platform.install)
         _say("starting the Hetzner Cloud and Cloudflare simulators")
-        clouds = stack.enter_context(Clouds(dev_dir / "clouds"))
+        # Demo agents report every few seconds, so results move while you watch.
+        agents = {"SMART_AGENT_REPORT_SECONDS": "5", "SMART_AGENT_HEARTBEAT_SECONDS": "10"}
+        clouds = stack.enter_context(Clouds(dev_dir / "clouds", agent_env=agents))
+        logs = dev_dir / "logs"
+        _say("starting the results intake and the dashboard")
+        intake = IntakeProcess(
+            platform.intake_kubeconfig(plane, dev_dir / "intake.kubeconfig"), logs
+        )
+        stack.enter_context(intake)
+        admin_token = secrets.token_urlsafe(24)
+        dashboard = DashboardProcess(
+            platform.account_kubeconfig(plane, dev_dir / "dashboard.kubeconfig", "smart-dashboard"),
+            logs,
+            admin_token=admin_token,
+            session_secret=secrets.token_urlsafe(32),
+        )
+        stack.enter_context(dashboard)
         _say("starting the operator as its ServiceAccount")
         kubeconfig = platform.operator_kubeconfig(plane, dev_dir / "operator.kubeconfig")
-        operator = OperatorProcess(kubeconfig, dev_dir / "logs", env=clouds.operator_env())
+        operator = OperatorProcess(
+            kubeconfig, logs, env={**clouds.operator_env(), "SMART_INTAKE_URL": intake.url}
+        )
         stack.enter_context(operator)
         _say("applying the sample Customer")
         plane.kubectl("apply", "-f", str(platform.SAMPLES / "customer.yaml"))
@@ -52,12 +101,33 @@ def run(dev_dir: Path = DEV_DIR) -> None:
         sample = yaml.safe_load((platform.SAMPLES / "domain.yaml").read_text())
         clouds.delegate_zone(sample["spec"]["domain"])
         plane.kubectl("apply", "-f", str(platform.SAMPLES / "domain.yaml"))
+        namespace = sample["metadata"]["namespace"]
         platform.wait_for(
-            plane,
-            ["domain", sample["metadata"]["name"], "-n", sample["metadata"]["namespace"]],
-            "Provisioning",
-            timeout=120,
+            plane, ["domain", sample["metadata"]["name"], "-n", namespace], "Ready", timeout=120
         )
+        _say("applying the sample Experiment")
+        plane.kubectl("apply", "-f", str(platform.SAMPLES / "experiment.yaml"))
+        platform.wait_for(
+            plane, ["experiment", "homepage-headline", "-n", namespace], "Running", timeout=120
+        )
+        domain = json.loads(
+            plane.kubectl(
+                "get", "domain", sample["metadata"]["name"], "-n", namespace, "-o", "json"
+            )
+        )
+        site = f"http://{domain['status']['server']['ipv4']}:{SIMULATED_HTTP_PORT}"
+        token = base64.b64decode(
+            plane.kubectl(
+                "get", "secret", "dashboard-token", "-n", namespace, "-o", "jsonpath={.data.token}"
+            )
+        ).decode()
+        traffic = threading.Thread(
+            target=_demo_traffic,
+            args=(site, sample["spec"]["domain"], stop),
+            name="demo traffic",
+            daemon=True,
+        )
+        traffic.start()
         assert plane.binaries is not None
         env_file = dev_dir / "env"
         env_file.write_text(
@@ -73,6 +143,10 @@ def run(dev_dir: Path = DEV_DIR) -> None:
             f"    kubectl describe customer acme\n"
             f"    kubectl get resourcequota,serviceaccount,secret -n customer-acme\n"
             f"    kubectl describe domain acme-example -n customer-acme\n"
+            f"    kubectl get experiment homepage-headline -n customer-acme -o yaml\n"
+            f"  Dashboard:    {dashboard.url}/signin?token={token}\n"
+            f"                (staff: {dashboard.url}/signin with the token {admin_token})\n"
+            f"  Sample site:  {site}/  (demo visitors arrive every few seconds)\n"
             f"  Simulated servers: {clouds.hetzner.root_url}/_sim/servers "
             f"(hosts under {clouds.hosts_dir})\n"
             f"  Simulated DNS:     {clouds.cloudflare.root_url}/_sim/zones\n"
