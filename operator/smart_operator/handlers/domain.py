@@ -86,10 +86,13 @@ class DomainReconciler:
         new = self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         if new == self.written:
             return
-        patch = dict(new)
+        # Only the fields this pass changed: status.agent belongs to the intake, which
+        # may have written a newer heartbeat since this pass read the Domain.
+        patch: dict[str, Any] = {k: v for k, v in new.items() if self.written.get(k) != v}
         # Fields that were set and are now gone must be nulled in a merge patch.
         for key in self.written:
-            patch.setdefault(key, None)
+            if key not in new:
+                patch[key] = None
         meta = self.domain.metadata
         await self.ctx.kube.patch_status("domains", meta.namespace or "", meta.name, patch)
         self.written = new
