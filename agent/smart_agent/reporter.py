@@ -228,9 +228,15 @@ def _json(text: str) -> object:
 
 
 def _reason(text: str) -> str | None:
-    """The ``reason`` a JSON error reply gives, if any."""
+    """Why the intake refused, from its reply (docs/intake-api.md): an error reply
+    carries ``error`` (a code) and ``message``; a not-accepted one carries ``reason``."""
     body = _json(text)
-    if isinstance(body, dict) and body.get("reason") is not None:
+    if not isinstance(body, dict):
+        return None
+    if body.get("message") is not None:
+        code = body.get("error")
+        return f"{code}: {body['message']}" if code else str(body["message"])
+    if body.get("reason") is not None:
         return str(body["reason"])
     return None
 
