@@ -117,6 +117,10 @@ class ExperimentCache:
     def get(self, namespace: str, name: str) -> ExperimentView | None:
         return self._views.get((namespace, name))
 
+    def views(self) -> list[ExperimentView]:
+        """Every cached Experiment (for the platform view)."""
+        return list(self._views.values())
+
     def put(self, obj: dict[str, Any]) -> ExperimentView | None:
         """Add or replace one Experiment (from a watch event, a GET or a write)."""
         view = experiment_view(obj)

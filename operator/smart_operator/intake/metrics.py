@@ -57,3 +57,14 @@ SYNCED = Gauge(
     "smartserver_intake_synced",
     "1 once both caches have been filled from a full list",
 )
+
+PLATFORM_EXPERIMENTS = Gauge(
+    "smartserver_platform_experiments",
+    "Experiments on the platform by type (as of the last platform view)",
+    ["type"],
+)
+PLATFORM_CONCLUDED = Gauge(
+    "smartserver_platform_concluded_experiments",
+    "Concluded experiments on the platform by type (as of the last platform view)",
+    ["type"],
+)

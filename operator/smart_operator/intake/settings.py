@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,6 +68,11 @@ class IntakeSettings(BaseSettings):
         ge=0,
         description="On shutdown, how long pending writes may take before the process exits "
         "(anything left is resent by the agents, whose counts are cumulative)",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of platform staff for GET /v1/admin/platform; unset "
+        "turns the platform view off",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level; request bodies and keys are never logged"

@@ -11,6 +11,8 @@ a replay is answered 200 with ``accepted: false``. Neither waits for the API ser
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import logging
 import time
 from datetime import UTC, datetime
@@ -19,11 +21,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from smart_operator.analytics import platform_insights
 from smart_operator.intake import metrics
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import BodyError, Heartbeat, ResultsReport, parse
 from smart_operator.intake.state import INTAKE, Intake
 from smart_operator.intake.status import PendingHeartbeat, PendingReport
+from smart_operator.models.common import ObjectMeta
+from smart_operator.models.experiment import Experiment, ExperimentStatus
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +238,47 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     intake.heartbeats.offer(PendingHeartbeat(beat, domain, _now(), time.monotonic()))
     metrics.REQUESTS.labels("heartbeat", "accepted").inc()
     return web.json_response({"accepted": True, "domain": domain.name}, status=202)
+
+
+@routes.get("/v1/admin/platform")
+async def platform(request: web.Request) -> web.Response:
+    """Platform insights for staff (the design note's cross-customer SQL): per
+    experiment type, the mean improvement of concluded experiments with its interval,
+    how many very likely lift more than 10%, and totals; from the watch-fed cache."""
+    intake = request.app[INTAKE]
+    token = intake.settings.admin_token
+    given = request.headers.get("Authorization", "")
+    if token is None:
+        raise Rejected(404, "disabled", "the platform view is off: set SMART_INTAKE_ADMIN_TOKEN")
+    if not hmac.compare_digest(given, f"Bearer {token.get_secret_value()}"):
+        raise Rejected(
+            401,
+            "unauthorized",
+            "the platform view needs Authorization: Bearer <SMART_INTAKE_ADMIN_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    experiments = [
+        Experiment(
+            metadata=ObjectMeta(name=v.name, namespace=v.namespace, uid=v.uid),
+            spec=v.spec,
+            status=ExperimentStatus(variants=v.status.variants, decision=v.status.decision),
+        )
+        for v in intake.experiments.views()
+    ]
+    insights = platform_insights(experiments)
+    for insight in insights:
+        metrics.PLATFORM_EXPERIMENTS.labels(insight.type).set(insight.experiments)
+        metrics.PLATFORM_CONCLUDED.labels(insight.type).set(insight.concluded)
+    return web.json_response(
+        {
+            "experiments": len(experiments),
+            "customers": len({e.metadata.namespace for e in experiments}),
+            "visitors": sum(
+                v.visitors for view in intake.experiments.views() for v in view.status.variants
+            ),
+            "byType": [dataclasses.asdict(i) for i in insights],
+        }
+    )
 
 
 @routes.get("/healthz")
