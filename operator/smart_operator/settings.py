@@ -79,6 +79,12 @@ class OperatorSettings(BaseSettings):
         description="How often a Ready Domain's DNS records are checked (one Cloudflare call "
         "per Domain each time: keep it within the account's 1200 requests per 5 minutes)",
     )
+    dns_checks_per_hour: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Most steady-state DNS drift checks per hour across all Domains: with "
+        "many Domains each is checked less often, so Cloudflare calls stay flat",
+    )
     verify_seconds: float = Field(
         default=60.0, gt=0, description="How often a pending ownership check is repeated"
     )

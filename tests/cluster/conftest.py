@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,20 @@ def site(cluster: Cluster, world: World, namespace: str, unique: str) -> tuple[s
     wait_condition(cluster, namespace, "site", "DNSReady")
     server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]["name"]
     return namespace, host_root(world.clouds, server)
+
+
+def heartbeat(cluster: Cluster, namespace: str, name: str) -> None:
+    """What the intake writes when a server's agent reports in (for Domains whose
+    server runs no agent the test controls)."""
+    status = {"agent": {"version": "test", "lastSeen": datetime.now(UTC).isoformat()}}
+    cluster.kubectl(
+        "patch",
+        "domain",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )

@@ -95,6 +95,13 @@ class RequestBudget:
             if waited:
                 BUDGET_WAIT_SECONDS.labels(self.provider).inc(waited)
 
+    def try_take(self) -> bool:
+        """Spend one request if one is available now, without waiting."""
+        if self.wait_time() > 0:
+            return False
+        self.remaining -= 1
+        return True
+
     def observe(
         self, remaining: int | None, reset_in: float | None, limit: int | None = None
     ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from smart_operator.clients.budget import RequestBudget
 from smart_operator.clients.cloudflare import Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
@@ -44,6 +45,8 @@ class Context:
     """One event per Domain uid: set when its spec changes, to wake its daemon."""
     dns_checked: dict[str, float] = field(default_factory=dict)
     """When each Domain's DNS records were last checked (monotonic seconds)."""
+    dns_checks: RequestBudget | None = None
+    """The platform-wide allowance of steady-state DNS checks (``dns_checks_per_hour``)."""
 
 
 def context(memo: Any) -> Context:

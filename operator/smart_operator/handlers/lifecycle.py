@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from smart_operator.clients.budget import RequestBudget
 from smart_operator.clients.cloudflare import Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
@@ -72,6 +73,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             settings=operator_settings,
             catalog=load_catalog(operator_settings.plans_file),
             kube=Kube(await connect(operator_settings.kubeconfig)),
+            dns_checks=RequestBudget(
+                "dns-drift-checks",
+                limit=60,
+                per_second=operator_settings.dns_checks_per_hour / 3600,
+            ),
         )
         if not operator_settings.standalone:
             await memo.context.kube.ensure_peering(operator_settings.peering_name)

@@ -74,6 +74,7 @@ def one_run(count: int, scale: float, steady_seconds: float, workdir: Path) -> N
     scaled = {
         "SMART_DRIFT_SECONDS": str(60 / scale),
         "SMART_DNS_DRIFT_SECONDS": str(900 / scale),
+        "SMART_DNS_CHECKS_PER_HOUR": str(3600 * scale),
         "SMART_VERIFY_SECONDS": str(60 / scale),
         "SMART_SWEEP_SECONDS": str(600 / scale),
         "SMART_RESYNC_SECONDS": str(60 / scale),
