@@ -31,6 +31,11 @@ PROVIDER_CALLS = Counter(
     "Calls to outside providers by provider, verb and outcome",
     ["provider", "verb", "outcome"],
 )
+BUDGET_WAITS = Counter(
+    "smartserver_provider_budget_waits_total",
+    "Calls that had to wait for the provider's budget (after a 429: until its reset)",
+    ["provider"],
+)
 BUDGET_WAIT_SECONDS = Counter(
     "smartserver_provider_budget_wait_seconds_total",
     "Time calls spent waiting for the provider's budget to refill",
@@ -93,6 +98,7 @@ class RequestBudget:
                 await asyncio.sleep(delay)
             self.remaining -= 1
             if waited:
+                BUDGET_WAITS.labels(self.provider).inc()
                 BUDGET_WAIT_SECONDS.labels(self.provider).inc(waited)
 
     def try_take(self) -> bool:
