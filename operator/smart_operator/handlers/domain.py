@@ -10,8 +10,6 @@ after each step that changed something the next step relies on (the server id fi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -29,7 +27,13 @@ from smart_operator.clients.errors import (
 from smart_operator.clients.hetzner import ServerView
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import now, set_condition
-from smart_operator.handlers.context import Cloud, Context, context
+from smart_operator.handlers.context import (
+    Cloud,
+    Context,
+    context,
+    reconcile_until_stopped,
+    wake,
+)
 from smart_operator.keys import fingerprint, generate_intake_key, generate_ssh_key, hash_intake_key
 from smart_operator.metrics import reconciling
 from smart_operator.models.common import GROUP, VERSION, ConditionStatus
@@ -523,22 +527,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         **_: Any,
     ) -> None:
         ctx = context(memo)
-        wakeup = ctx.wakeups.setdefault(uid, asyncio.Event())
-        try:
-            while not stopped:
-                wakeup.clear()
-                with reconciling("Domain"):
-                    delay = await DomainReconciler(ctx, dict(body), logger).run()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
-        finally:
-            ctx.wakeups.pop(uid, None)
+        await reconcile_until_stopped(
+            ctx, uid, stopped, "Domain", lambda: DomainReconciler(ctx, dict(body), logger).run()
+        )
 
     @kopf.on.update(*DOMAINS, field="spec", registry=registry)
     async def domain_changed(uid: str, memo: kopf.Memo, **_: Any) -> None:
-        event = context(memo).wakeups.get(uid)
-        if event is not None:
-            event.set()
+        wake(context(memo), uid)
 
     @kopf.on.delete(*DOMAINS, registry=registry)
     async def domain_deleted(

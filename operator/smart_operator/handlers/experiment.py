@@ -12,8 +12,6 @@ are the intake's to write; this handler never touches them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any, cast
 
 import kopf
@@ -22,7 +20,12 @@ from smart_operator import revisions
 from smart_operator.clients import ssh
 from smart_operator.conditions import get_condition, set_condition
 from smart_operator.customers import NAMESPACE_PREFIX
-from smart_operator.handlers.context import Context, context
+from smart_operator.handlers.context import (
+    Context,
+    context,
+    reconcile_until_stopped,
+    wake,
+)
 from smart_operator.keys import fingerprint
 from smart_operator.metrics import reconciling
 from smart_operator.models.common import GROUP, VERSION, ConditionStatus
@@ -207,22 +210,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         stopped: kopf.DaemonStopped, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any
     ) -> None:
         ctx = context(memo)
-        wakeup = ctx.wakeups.setdefault(uid, asyncio.Event())
-        try:
-            while not stopped:
-                wakeup.clear()
-                with reconciling("Experiment"):
-                    delay = await ExperimentReconciler(ctx, dict(body)).run()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
-        finally:
-            ctx.wakeups.pop(uid, None)
+        await reconcile_until_stopped(
+            ctx, uid, stopped, "Experiment", lambda: ExperimentReconciler(ctx, dict(body)).run()
+        )
 
     @kopf.on.update(*EXPERIMENTS, field="spec", registry=registry)
     async def experiment_changed(uid: str, memo: kopf.Memo, **_: Any) -> None:
-        event = context(memo).wakeups.get(uid)
-        if event is not None:
-            event.set()
+        wake(context(memo), uid)
 
     @kopf.on.delete(*EXPERIMENTS, registry=registry)
     async def experiment_deleted(
