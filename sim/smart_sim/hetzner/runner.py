@@ -1,29 +1,23 @@
-"""Serve a Hetzner Cloud simulator on a loopback port, for test fixtures and launchers.
-
-Only loopback addresses are accepted: the simulator never listens on a real network.
-"""
+"""Serve a Hetzner Cloud simulator on a loopback port, for test fixtures and launchers."""
 
 from __future__ import annotations
 
-import ipaddress
-from types import TracebackType
-from typing import Self
-
-from aiohttp import web
-
 from smart_sim.hetzner.app import CONTEXT, HetznerConfig, HetznerContext, create_app
 from smart_sim.hetzner.hooks import ServerHooks
+from smart_sim.serving import LoopbackServer
 
 __all__ = ["HetznerSimulator"]
 
 
-class HetznerSimulator:
+class HetznerSimulator(LoopbackServer):
     """A running Hetzner Cloud simulator; ``async with`` starts and always stops it.
 
-    ``url`` is what ``hcloud.Client(api_endpoint=...)`` takes; ``root_url`` is where the
-    ``/_sim`` control API lives. ``context`` exposes the clock, state, rate limiter and
-    fault injector to in-process callers.
+    ``url`` (``http://127.0.0.1:PORT/v1``) is what ``hcloud.Client(api_endpoint=...)``
+    takes; ``context`` exposes the clock, state, rate limiter, faults and hooks to
+    in-process callers.
     """
+
+    api_path = "/v1"
 
     def __init__(
         self,
@@ -33,56 +27,8 @@ class HetznerSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the simulator listens on loopback only, not on {host}")
-        self.app = create_app(config, hooks=hooks)
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.root_url = ""
+        super().__init__(create_app(config, hooks=hooks), host, port)
 
     @property
     def context(self) -> HetznerContext:
-        """Clock, state, rate limiter, faults and hooks of this simulator."""
         return self.app[CONTEXT]
-
-    @property
-    def url(self) -> str:
-        """The API endpoint, ``http://127.0.0.1:PORT/v1``."""
-        if not self.root_url:
-            raise RuntimeError("the simulator is not started")
-        return f"{self.root_url}/v1"
-
-    async def start(self) -> str:
-        """Start serving; returns the API endpoint."""
-        if self._runner is not None:
-            raise RuntimeError("the simulator is already started")
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        self._runner = runner
-        try:
-            await web.TCPSite(runner, self._host, self._port).start()
-        except BaseException:
-            await self.stop()
-            raise
-        host, port = runner.addresses[0][:2]
-        self.root_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent); requests in flight get a second to finish."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
