@@ -240,11 +240,12 @@ class Agent:
                 try:
                     await self.nginx.test(text)
                     self.nginx.install()
+                    retired: set[int] = set()
                     if running:
-                        await self.nginx.reload()
+                        retired = await self.nginx.reload()
                     else:
                         await self.nginx.start()
-                    await self.nginx.wait_live(wanted)
+                    await self.nginx.wait_live(wanted, retired=retired)
                 except NginxError as exc:
                     result = ApplyResult(False, False, reason, str(exc), now_iso())
                     self.last_apply = result

@@ -31,6 +31,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from smart_agent.settings import AgentSettings
 
 CONVERT_PATH = "/_smart/convert"
 HEALTH_PATH = "/_smart/health"
+RETIRE_GRACE_SECONDS = 5.0  # how long a reload waits for the old workers to finish
 ID_BLOCKS = 8  # split_clients blocks of the visitor id, each giving two hex digits
 PERCENT_UNITS = 10_000  # split_clients takes percentages with two decimals
 
@@ -413,10 +415,31 @@ class Nginx:
         if code != 0:
             raise NginxError(output or f"nginx exited with {code}")
 
-    async def reload(self) -> None:
+    def worker_pids(self) -> set[int]:
+        """The master's worker processes (children), from ``/proc``."""
+        master = self.master_pid()
+        if master is None:
+            return set()
+        workers = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().split(")")[-1].split()[1]) == master:
+                    workers.add(int(stat.parent.name))
+        return workers
+
+    async def reload(self) -> set[int]:
+        """Ask the master to load the installed configuration; return the workers it retires.
+
+        The old workers keep running until they have finished their requests, and one of
+        them may still accept a connection just after the new workers answer: whoever must
+        know that every answer comes from the new configuration (the latency probe, a
+        window switch) waits for them with ``wait_live(..., retired=...)``.
+        """
+        retired = self.worker_pids()
         code, output = await self._run(self._argv("-s", "reload"))
         if code != 0:
             raise NginxError(output or f"nginx -s reload exited with {code}")
+        return retired
 
     async def reopen(self) -> None:
         code, output = await self._run(self._argv("-s", "reopen"))
@@ -451,16 +474,24 @@ class Nginx:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
-    async def wait_live(self, wanted: str, seconds: float = 15.0) -> None:
+    async def wait_live(
+        self, wanted: str, seconds: float = 15.0, retired: AbstractSet[int] = frozenset()
+    ) -> None:
+        """Wait until nginx answers with configuration ``wanted`` and, for a grace period,
+        until the ``retired`` workers of the previous one have exited."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if await self.live_config() == wanted:
+        while await self.live_config() != wanted:
+            if time.monotonic() >= deadline:
+                raise NginxError(
+                    f"nginx did not serve configuration {wanted} within {seconds:.0f} s; "
+                    f"see {self.error_log}"
+                )
+            await asyncio.sleep(0.05)
+        grace = time.monotonic() + RETIRE_GRACE_SECONDS
+        while time.monotonic() < grace:
+            if not retired & self.worker_pids():
                 return
             await asyncio.sleep(0.05)
-        raise NginxError(
-            f"nginx did not serve configuration {wanted} within {seconds:.0f} s; "
-            f"see {self.error_log}"
-        )
 
 
 def _is_zombie(pid: int) -> bool:
