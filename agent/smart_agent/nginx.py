@@ -39,9 +39,9 @@ import aiohttp
 
 from smart_agent import __version__
 from smart_agent.deploy import Deployment
+from smart_agent.logreader import CONVERT_PATH, LOG_KEYS
 from smart_agent.settings import AgentSettings
 
-CONVERT_PATH = "/_smart/convert"
 HEALTH_PATH = "/_smart/health"
 RETIRE_GRACE_SECONDS = 5.0  # how long a reload waits for the old workers to finish
 ID_BLOCKS = 8  # split_clients blocks of the visitor id, each giving two hex digits
@@ -192,22 +192,27 @@ def _bot_map(extra: list[str]) -> list[str]:
 def _log_format(plan: ServePlan) -> str:
     deployment = plan.deployment
     manifest = deployment.manifest if deployment else None
-    ids = "".join(f"$smart_h{i}" for i in range(ID_BLOCKS))
-    fixed = {
-        "e": manifest.name if manifest else "",
-        "r": manifest.revision if manifest else "",
-        "d": plan.day,
-        "mode": manifest.serving.mode if manifest else "",
-    }
     # The fixed fields are checked names (no quotes or backslashes); json.dumps keeps
     # them valid JSON all the same.
-    head = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in fixed.items())
-    fields = (
-        f'"t":"$msec","id":"{ids}","v":"$smart_variant","cv":"$arg_v","m":"$request_method",'
-        '"u":"$uri","s":"$status","ct":"$sent_http_content_type","b":"$smart_bot",'
-        '"p":"$smart_prefetch"'
-    )
-    return "log_format smart escape=json '{" + head + "," + fields + "}';"
+    fields = {
+        "e": json.dumps(manifest.name if manifest else ""),
+        "r": json.dumps(manifest.revision if manifest else ""),
+        "d": json.dumps(plan.day),
+        "mode": json.dumps(manifest.serving.mode if manifest else ""),
+        "t": '"$msec"',
+        "id": '"' + "".join(f"$smart_h{i}" for i in range(ID_BLOCKS)) + '"',
+        "v": '"$smart_variant"',
+        "cv": '"$arg_v"',
+        "m": '"$request_method"',
+        "u": '"$uri"',
+        "s": '"$status"',
+        "ct": '"$sent_http_content_type"',
+        "b": '"$smart_bot"',
+        "p": '"$smart_prefetch"',
+    }
+    assert tuple(fields) == LOG_KEYS, "the log reader expects the keys in LOG_KEYS's order"
+    body = ",".join(f'"{key}":{value}' for key, value in fields.items())
+    return "log_format smart escape=json '{" + body + "}';"
 
 
 def served_parts(plan: ServePlan) -> list[tuple[str, int]]:

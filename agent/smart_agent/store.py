@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,9 +69,8 @@ EventKind = Literal["exposure", "conversion"]
 FileState = Literal["active", "draining", "done", "lost"]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One countable line of the access log."""
+class Event(NamedTuple):
+    """One countable line of the access log (a tuple: one is made per line read)."""
 
     experiment: str
     revision: str

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from smart_agent.deploy import ExperimentManifest, fragment_problem, install_revision, scan
-from smart_agent.logreader import classify
+from smart_agent.logreader import _PLAIN_LINE, LOG_KEYS, classify, parse_line
 from smart_agent.nginx import ID_BUCKETS, Nginx, ServePlan, render_config, split_parts
 from smart_agent.reporter import Outcome, Reporter
 from smart_agent.settings import AgentSettings
@@ -116,6 +117,40 @@ def test_log_lines_are_classified(fields: dict[str, str], reason: str) -> None:
     assert (event is not None) == (reason in ("exposure", "conversion"))
     if reason == "conversion":
         assert event is not None and event.variant == "b"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"u": '/say-"hi"/index.html'},  # nginx escapes the quotes: the json.loads path
+        {"u": "/back\\slash/", "cv": "\u00e9t\u00e9"},
+        {"t": "1795700000.125", "cv": "b"},
+    ],
+)
+def test_both_ways_of_reading_a_line_agree_with_json(fields: dict[str, str]) -> None:
+    text = line(**fields)
+    assert parse_line(text) == tuple(json.loads(text)[key] for key in LOG_KEYS)
+
+
+@pytest.mark.parametrize(
+    "text", ["not json", "[1, 2]", '{"e":"exp"}', line()[:-1], line().replace('"r":', '"x":')]
+)
+def test_a_line_that_is_not_the_agents_format_is_malformed(text: str) -> None:
+    assert classify(text + '"ct":"text/html', lambda e, r: None) == (None, "malformed")
+
+
+def test_the_log_format_nginx_writes_is_read_by_the_fast_path(tmp_path: Path) -> None:
+    """The reader's regular expression matches what nginx's ``log_format`` writes (else
+    every line would take the slower ``json.loads`` path)."""
+    settings = AgentSettings(root=tmp_path, listen="127.0.0.1:18080")
+    manifest, files = landing_experiment()
+    install_revision(settings.experiments_dir, manifest, files)
+    deployment = scan(settings.experiments_dir).deployments[manifest.name]
+    text = render_config(settings, ServePlan(deployment, "2026-11-26", "ab" * 32))
+    template = text.split("log_format smart escape=json '", 1)[1].split("';", 1)[0]
+    written = re.sub(r"\$[a-z_0-9]+", "x", template)  # every variable, as nginx fills it
+    assert _PLAIN_LINE.fullmatch(written) is not None, written
 
 
 def test_counting_is_idempotent_and_forgets_ids_of_finished_days(tmp_path: Path) -> None:
