@@ -1,25 +1,36 @@
 """The Helm chart with a real ``helm``: it lints, renders, refuses bad values with a
 clear message, installs the same RBAC as the kustomize base, and what it renders is
-accepted by the real API server (server-side dry run).
+accepted by the real API server (server-side dry run). It installs the operator, the
+results intake and the dashboard; the accounts it creates for the intake and the
+dashboard are checked on the real API server, and the processes run as them with the
+settings the chart renders.
 
 ``helm`` is built once from ``sim/kube/helm`` and cached like the control plane."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
+from smart_dashboard import views as dashboard_views
+from smart_dashboard.settings import DashboardSettings
+from smart_operator.intake import views as intake_views
+from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog, Plan, load_catalog
 from smart_sim import platform
 from smart_sim.controlplane.binaries import ensure_helm
+from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
 from tests.conftest import Cluster, Operator, eventually
 
 CHART = platform.ROOT / "charts" / "smartserver"
@@ -43,14 +54,16 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def render_text(helm: Path, *args: str, namespace: str = NAMESPACE) -> str:
-    result = run_helm(helm, "template", RELEASE, str(CHART), "-n", namespace, *args)
+def render_text(helm: Path, *args: str, namespace: str = NAMESPACE, release: str = RELEASE) -> str:
+    result = run_helm(helm, "template", release, str(CHART), "-n", namespace, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def render(helm: Path, *args: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    text = render_text(helm, *args, namespace=namespace)
+def render(
+    helm: Path, *args: str, namespace: str = NAMESPACE, release: str = RELEASE
+) -> list[dict[str, Any]]:
+    text = render_text(helm, *args, namespace=namespace, release=release)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
@@ -69,6 +82,20 @@ def test_chart_lints_strictly(helm: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# What the chart installs for the operator alone, with the intake and the dashboard off.
+OPERATOR_KINDS = [
+    "ClusterRole",  # the operator's
+    "ClusterRole",  # staff: editor
+    "ClusterRole",  # staff: viewer
+    "ClusterRoleBinding",
+    "ConfigMap",  # the plan catalog
+    "Pod",  # the `helm test` hook
+    "Service",  # the operator's metrics
+    "ServiceAccount",
+    "StatefulSet",
+]
+
+
 def test_default_rendering_installs_the_operator_and_its_configuration(helm: Path) -> None:
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
@@ -76,11 +103,23 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "ClusterRole",
         "ClusterRole",
         "ClusterRole",
+        "ClusterRole",  # the intake's
+        "ClusterRole",  # the dashboard's
         "ClusterRoleBinding",
+        "ClusterRoleBinding",  # the intake's
+        "ClusterRoleBinding",  # the dashboard's
         "ConfigMap",
+        "Deployment",  # the intake
+        "Deployment",  # the dashboard
         "Pod",  # the `helm test` hook
+        "Secret",  # the dashboard's session key
         "Service",
+        "Service",  # the intake's agents' API
+        "Service",  # the intake's metrics
+        "Service",  # the dashboard
         "ServiceAccount",
+        "ServiceAccount",  # the intake's
+        "ServiceAccount",  # the dashboard's
         "StatefulSet",
     ]
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
@@ -104,9 +143,12 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["limits"]["memory"] == "256Mi"
-    assert pod["serviceAccountName"] == find(docs, "ServiceAccount")["metadata"]["name"]
+    assert (
+        pod["serviceAccountName"]
+        == find(docs, "ServiceAccount", f"{RELEASE}-operator")["metadata"]["name"]
+    )
 
-    service = find(docs, "Service")
+    service = find(docs, "Service", f"{RELEASE}-operator-metrics")
     assert service["spec"]["selector"] == operator["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
@@ -154,14 +196,22 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         "--set",
         "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
     )
-    monitor = find(docs, "ServiceMonitor")
-    service = find(docs, "Service")
-    assert monitor["metadata"]["namespace"] == NAMESPACE
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert (
-        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # The operator and the intake serve /metrics; the dashboard has none.
+    assert len([d for d in docs if d["kind"] == "ServiceMonitor"]) == 2
+    for component in ("operator", "intake"):
+        monitor = find(docs, "ServiceMonitor", f"{RELEASE}-{component}")
+        service = find(docs, "Service", f"{RELEASE}-{component}-metrics")
+        assert monitor["metadata"]["namespace"] == NAMESPACE
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= service["metadata"]["labels"].items()
+        assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    without_intake = render(
+        helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", "intake.enabled=false"
     )
-    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert [d["metadata"]["name"] for d in without_intake if d["kind"] == "ServiceMonitor"] == [
+        f"{RELEASE}-operator"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -173,12 +223,59 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         ("operator.ports.metrics=70000", "at '/operator/ports/metrics': maximum"),
         ("plans.gold.title=Gold", "at '/plans/gold': missing properties 'price_monthly'"),
         ("metrics.serviceMonitor.interval=soon", "at '/metrics/serviceMonitor/interval'"),
+        ("intake.replicas=-1", "at '/intake/replicas': minimum: got -1, want 0"),
+        ("intake.enabeld=false", "at '/intake': additional properties 'enabeld' not allowed"),
+        ("intake.enabled=maybe", "at '/intake/enabled': got string, want boolean"),
+        ("intake.logLevel=TRACE", "at '/intake/logLevel': value must be one of"),
+        ("intake.ports.http=0", "at '/intake/ports/http': minimum: got 0, want 1"),
+        ("intake.publicUrl=intake.example.com", "at '/intake/publicUrl': 'intake.example.com'"),
+        ("dashboard.replicas=two", "at '/dashboard/replicas': got string, want integer"),
+        ("dashboard.service.type=Ingress", "at '/dashboard/service/type': value must be one of"),
+        ("dashboard.sessionHours=0", "at '/dashboard/sessionHours'"),
+        ("dashboard.sessionSecret=tooshort", "minLength: got 8, want 32"),
     ],
 )
 def test_schema_refuses_bad_values_naming_the_value(helm: Path, setting: str, message: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting)
     assert result.returncode != 0
     assert "don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_schema_does_not_echo_a_refused_session_secret(helm: Path) -> None:
+    secret = "s3cr3t-but-too-short"
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "--set", f"dashboard.sessionSecret={secret}"
+    )
+    assert result.returncode != 0
+    assert "at '/dashboard/sessionSecret'" in result.stderr, result.stderr
+    assert secret not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            ["intake.drainSeconds=30"],
+            "intake.drainSeconds must be less than intake.terminationGracePeriodSeconds",
+        ),
+        (
+            ["intake.serviceAccount.create=false"],
+            "intake.serviceAccount.name is required when intake.serviceAccount.create is false",
+        ),
+        (
+            ["dashboard.serviceAccount.create=false"],
+            "dashboard.serviceAccount.name is required when dashboard.serviceAccount.create"
+            " is false",
+        ),
+    ],
+)
+def test_inconsistent_values_are_refused_with_what_to_do(
+    helm: Path, settings: list[str], message: str
+) -> None:
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    result = run_helm(helm, "template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0
     assert message in result.stderr, result.stderr
 
 
@@ -197,26 +294,309 @@ def test_standalone_refuses_more_than_one_replica(helm: Path) -> None:
 def test_cluster_roles_are_the_kustomize_ones(helm: Path) -> None:
     """Least privilege is tested once, on the kustomize base; the chart cannot drift."""
     docs = render(helm)
-    operator = kustomize_objects(platform.MANIFESTS / "rbac" / "operator.yaml")
     staff = kustomize_objects(platform.MANIFESTS / "rbac" / "staff.yaml")
-    assert (
-        find(docs, "ClusterRole", f"{RELEASE}-operator")["rules"]
-        == (find(operator, "ClusterRole")["rules"])
-    )
     for role in ("editor", "viewer"):
         assert (
             find(docs, "ClusterRole", f"{RELEASE}-{role}")["rules"]
             == (find(staff, "ClusterRole", f"smartserver-{role}")["rules"])
         )
-    binding = find(docs, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == f"{RELEASE}-operator"
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": find(docs, "ServiceAccount")["metadata"]["name"],
-            "namespace": NAMESPACE,
+    for component in ("operator", "intake", "dashboard"):
+        base = kustomize_objects(platform.MANIFESTS / "rbac" / f"{component}.yaml")
+        name = f"{RELEASE}-{component}"
+        assert find(docs, "ClusterRole", name)["rules"] == find(base, "ClusterRole")["rules"]
+        binding = find(docs, "ClusterRoleBinding", name)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": name,
         }
-    ]
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": find(docs, "ServiceAccount", name)["metadata"]["name"],
+                "namespace": NAMESPACE,
+            }
+        ]
+
+
+# -- the results intake and the dashboard -------------------------------------------
+
+# component -> (command, its settings, their environment prefix, the app's routes)
+COMPONENTS: dict[str, tuple[str, type[BaseSettings], str, Any]] = {
+    "intake": ("smart-intake", IntakeSettings, "SMART_INTAKE_", intake_views.routes),
+    "dashboard": (
+        "smart-dashboard",
+        DashboardSettings,
+        "SMART_DASHBOARD_",
+        dashboard_views.routes,
+    ),
+}
+
+
+def pod_and_container(deployment: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def resolved_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet would set it from the rendered
+    objects: literal values, and keys of the rendered Secrets (an optional key that is
+    missing is left out, as Kubernetes does)."""
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        secret = find(docs, "Secret", ref["name"])
+        if ref["key"] in secret["data"]:
+            env[entry["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        else:
+            assert ref.get("optional") is True, f"{entry['name']}: no key {ref['key']}"
+    return env
+
+
+def settings_from(
+    env: dict[str, str], component: str, monkeypatch: pytest.MonkeyPatch
+) -> BaseSettings:
+    """The process's settings, read from exactly this environment. Every variable must
+    name a real setting (the settings ignore unknown ones, so a typo would pass)."""
+    _, settings_class, prefix, _ = COMPONENTS[component]
+    for name in env:
+        assert name.startswith(prefix), name
+        assert name.removeprefix(prefix).lower() in settings_class.model_fields, name
+    for name in os.environ:
+        if name.startswith(prefix):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return settings_class()
+
+
+def routes_of(component: str) -> set[tuple[str, str]]:
+    return {(r.method, r.path) for r in COMPONENTS[component][3] if hasattr(r, "path")}
+
+
+@pytest.mark.parametrize("component", ["intake", "dashboard"])
+def test_the_component_runs_as_its_own_account_with_probes_on_its_health_endpoint(
+    helm: Path, component: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(helm)
+    name = f"{RELEASE}-{component}"
+    deployment = find(docs, "Deployment", name)
+    assert deployment["metadata"]["namespace"] == NAMESPACE
+    pod, container = pod_and_container(deployment)
+    command = COMPONENTS[component][0]
+    assert container["command"] == [command]
+    # The platform's one image, the operator's, which holds every process.
+    _, operator = pod_and_container(find(docs, "StatefulSet"))
+    assert container["image"] == operator["image"] == "smartserver/operator:0.1.0"
+    assert container["imagePullPolicy"] == operator["imagePullPolicy"]
+
+    # Its own account, bound to its own least-privilege ClusterRole (compared with
+    # the kustomize base above, and checked on the API server below).
+    assert pod["serviceAccountName"] == find(docs, "ServiceAccount", name)["metadata"]["name"]
+    assert find(docs, "ClusterRoleBinding", name)["subjects"][0]["name"] == name
+
+    # The probes ask the app's real health endpoint, on the port the process listens on.
+    settings = settings_from(resolved_env(docs, container), component, monkeypatch)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == settings.port  # type: ignore[attr-defined]
+    assert ("GET", "/healthz") in routes_of(component)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+
+    # Hardened like the operator.
+    assert pod["securityContext"] == operator_pod_security(docs)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["memory"]
+    assert container["resources"]["requests"]["cpu"]
+
+    service = find(docs, "Service", name)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == component
+
+
+def operator_pod_security(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod, _ = pod_and_container(find(docs, "StatefulSet"))
+    return dict(pod["securityContext"])
+
+
+def test_intake_defaults(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm)
+    deployment = find(docs, "Deployment", f"{RELEASE}-intake")
+    assert deployment["spec"]["replicas"] == 2
+    _, container = pod_and_container(deployment)
+    settings = settings_from(resolved_env(docs, container), "intake", monkeypatch)
+    assert isinstance(settings, IntakeSettings)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (ports["http"], ports["metrics"]) == (settings.port, settings.metrics_port)
+    assert settings.admin_token is None  # no staff platform view unless asked
+    metrics = find(docs, "Service", f"{RELEASE}-intake-metrics")
+    assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
+    # The agents report from outside: nothing points the operator anywhere by default.
+    _, operator = pod_and_container(find(docs, "StatefulSet"))
+    assert "SMART_INTAKE_URL" not in {e["name"] for e in operator["env"]}
+    assert not [d for d in docs if d["kind"] == "Secret" and "intake" in d["metadata"]["name"]]
+
+
+def test_intake_public_url_and_admin_token(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "staff-" + "x" * 20
+    docs = render(
+        helm,
+        "--set",
+        "intake.publicUrl=https://intake.example.com",
+        "--set",
+        f"intake.adminToken={token}",
+        "--set",
+        "intake.logLevel=WARNING",
+    )
+    _, operator = pod_and_container(find(docs, "StatefulSet"))
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["SMART_INTAKE_URL"] == "https://intake.example.com"
+    deployment = find(docs, "Deployment", f"{RELEASE}-intake")
+    _, container = pod_and_container(deployment)
+    settings = settings_from(resolved_env(docs, container), "intake", monkeypatch)
+    assert isinstance(settings, IntakeSettings)
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == token
+    assert settings.log_level == "WARNING"
+    # The token is in the Secret only, never in the Deployment.
+    assert token not in yaml.safe_dump(deployment)
+
+    existing = render(helm, "--set", "intake.existingSecret=platform-tokens")
+    _, container = pod_and_container(find(existing, "Deployment", f"{RELEASE}-intake"))
+    (entry,) = [e for e in container["env"] if e["name"] == "SMART_INTAKE_ADMIN_TOKEN"]
+    assert entry["valueFrom"]["secretKeyRef"] == {
+        "name": "platform-tokens",
+        "key": "admin-token",
+        "optional": True,
+    }
+    assert not [d for d in existing if d["kind"] == "Secret" and "intake" in d["metadata"]["name"]]
+
+
+def test_dashboard_session_key_and_admin_token_come_from_a_secret(
+    helm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"{RELEASE}-dashboard"
+    docs = render(helm)
+    deployment = find(docs, "Deployment", name)
+    assert deployment["spec"]["replicas"] == 1
+    _, container = pod_and_container(deployment)
+    settings = settings_from(resolved_env(docs, container), "dashboard", monkeypatch)
+    assert isinstance(settings, DashboardSettings)
+    # A generated key, long enough, shared by every replica through the Secret.
+    assert settings.session_secret is not None
+    generated = settings.session_secret.get_secret_value()
+    assert len(generated) >= 32
+    assert settings.admin_token is None  # no staff sign-in unless asked
+    assert settings.secure_cookies is True
+    assert "admin-token" not in find(docs, "Secret", name)["data"]
+
+    session, admin = "k" * 40, "staff-token-for-the-dashboard"
+    docs = render(
+        helm,
+        "--set",
+        f"dashboard.sessionSecret={session}",
+        "--set",
+        f"dashboard.adminToken={admin}",
+        "--set",
+        "dashboard.secureCookies=false",
+    )
+    deployment = find(docs, "Deployment", name)
+    _, container = pod_and_container(deployment)
+    settings = settings_from(resolved_env(docs, container), "dashboard", monkeypatch)
+    assert isinstance(settings, DashboardSettings)
+    assert settings.session_secret is not None and settings.admin_token is not None
+    assert settings.session_secret.get_secret_value() == session
+    assert settings.admin_token.get_secret_value() == admin
+    assert settings.secure_cookies is False
+    text = yaml.safe_dump(deployment)
+    assert session not in text and admin not in text
+
+    existing = render(helm, "--set", "dashboard.existingSecret=dashboard-keys")
+    assert not [d for d in existing if d["kind"] == "Secret"]
+    _, container = pod_and_container(find(existing, "Deployment", name))
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["SMART_DASHBOARD_SESSION_SECRET"] == {
+        "name": "dashboard-keys",
+        "key": "session-secret",
+    }
+    assert refs["SMART_DASHBOARD_ADMIN_TOKEN"]["name"] == "dashboard-keys"
+    assert refs["SMART_DASHBOARD_ADMIN_TOKEN"]["optional"] is True
+
+
+@pytest.mark.parametrize("component", ["intake", "dashboard"])
+def test_a_disabled_component_is_not_installed(helm: Path, component: str) -> None:
+    other = "dashboard" if component == "intake" else "intake"
+    docs = render(helm, "--set", f"{component}.enabled=false")
+    components = {d["metadata"]["labels"].get("app.kubernetes.io/component") for d in docs}
+    assert component not in components
+    assert other in components
+    assert find(docs, "Deployment", f"{RELEASE}-{other}")
+    assert find(docs, "StatefulSet")
+    # Both off: exactly what the chart installed before it had them.
+    docs = render(helm, "--set", "intake.enabled=false", "--set", "dashboard.enabled=false")
+    assert sorted(d["kind"] for d in docs) == OPERATOR_KINDS
+
+
+@pytest.mark.parametrize("component", ["intake", "dashboard"])
+def test_the_kustomize_base_runs_the_component_like_the_chart(
+    helm: Path, component: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """manifests/ deploys the same process, as the account manifests/rbac/ grants."""
+    kustomization = yaml.safe_load((platform.MANIFESTS / "kustomization.yaml").read_text())
+    assert component in kustomization["resources"]
+    base = kustomize_objects(platform.MANIFESTS / component / "deployment.yaml")
+    rbac = kustomize_objects(platform.MANIFESTS / "rbac" / f"{component}.yaml")
+    deployment = find(base, "Deployment")
+    pod, container = pod_and_container(deployment)
+    account = find(rbac, "ServiceAccount")["metadata"]
+    assert pod["serviceAccountName"] == account["name"]
+    assert deployment["metadata"]["namespace"] == account["namespace"]
+    assert find(rbac, "ClusterRoleBinding")["subjects"][0]["name"] == account["name"]
+
+    docs = render(helm)
+    _, charted = pod_and_container(find(docs, "Deployment", f"{RELEASE}-{component}"))
+    assert container["command"] == charted["command"]
+    assert container["image"] == charted["image"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {p["name"]: p["containerPort"] for p in charted["ports"]}
+    settings = settings_from(
+        {e["name"]: e["value"] for e in container["env"]}, component, monkeypatch
+    )
+    assert ports["http"] == settings.port  # type: ignore[attr-defined]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == charted[probe]["httpGet"], probe
+    assert container["securityContext"] == charted["securityContext"]
+    for service in (d for d in base if d["kind"] == "Service"):
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+
+
+def test_the_kustomize_base_with_the_intake_and_dashboard_passes_a_server_side_dry_run(
+    cluster: Cluster,
+) -> None:
+    rendered = cluster.kubectl("kustomize", str(platform.MANIFESTS))
+    output = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=smartserver-chart-test",
+        "-f",
+        "-",
+        input=rendered,
+    )
+    for name in ("deployment.apps/smart-intake", "deployment.apps/smart-dashboard"):
+        assert f"{name} serverside-applied (server dry run)" in output, output
+    for name in ("smart-intake", "smart-intake-metrics", "smart-dashboard"):
+        assert f"service/{name} serverside-applied (server dry run)" in output, output
 
 
 def test_the_chart_test_pod_passes_against_a_real_operator(helm: Path, operator: Operator) -> None:
@@ -374,8 +754,28 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
                 "operator.envFrom[0].secretRef.name=smartserver-cloud",
                 "--set",
                 "imagePullSecrets[0].name=registry",
+                "--set",
+                "intake.publicUrl=https://intake.example.com",
+                "--set",
+                "intake.adminToken=staff-token",
+                "--set",
+                "intake.service.type=LoadBalancer",
+                "--set",
+                "intake.extraEnv[0].name=SMART_INTAKE_FLUSH_INTERVAL_SECONDS",
+                "--set-string",
+                "intake.extraEnv[0].value=2",
+                "--set",
+                "dashboard.adminToken=staff-token",
+                "--set",
+                "dashboard.sessionSecret=" + "k" * 32,
+                "--set",
+                "dashboard.replicas=2",
             ],
             id="everything-on",
+        ),
+        pytest.param(
+            ["--set", "dashboard.existingSecret=dashboard-keys", "--set", "intake.enabled=false"],
+            id="existing-secret",
         ),
     ],
 )
@@ -395,6 +795,181 @@ def test_rendered_chart_passes_a_server_side_dry_run(
     )
     applied = [line for line in output.splitlines() if line.endswith("(server dry run)")]
     assert len(applied) == len(docs), output
+    # The intake and the dashboard are among what the API server accepted.
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            name = doc["metadata"]["name"]
+            assert f"deployment.apps/{name} serverside-applied (server dry run)" in output
+    components = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]
+        for d in docs
+        if d["kind"] == "Deployment"
+    }
+    assert components == (
+        {"dashboard"} if "intake.enabled=false" in values else {"intake", "dashboard"}
+    )
     for doc in docs:
         if doc["kind"] not in {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
             assert doc["metadata"]["namespace"] == release_namespace
+
+
+# -- the chart's accounts on the real API server --------------------------------------
+
+
+def can(cluster: Cluster, who: str, *args: str) -> bool:
+    answer = cluster.try_kubectl("auth", "can-i", f"--as={who}", *args).strip()
+    return answer.splitlines()[0] == "yes"
+
+
+@dataclass
+class ChartAccounts:
+    """The intake's and the dashboard's accounts and RBAC, installed from the chart
+    into their own namespace under their own release name."""
+
+    namespace: str
+    release: str
+
+    def name(self, component: str) -> str:
+        return f"{self.release}-smartserver-{component}"
+
+    def user(self, component: str) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name(component)}"
+
+
+@pytest.fixture
+def chart_accounts(
+    helm: Path, cluster: Cluster, release_namespace: str, unique: str
+) -> Iterator[ChartAccounts]:
+    release = f"rbac-{unique}"
+    templates = [
+        f"templates/{component}/{kind}.yaml"
+        for component in ("intake", "dashboard")
+        for kind in ("serviceaccount", "clusterrole", "clusterrolebinding")
+    ]
+    rendered = render_text(
+        helm,
+        *(arg for template in templates for arg in ("--show-only", template)),
+        namespace=release_namespace,
+        release=release,
+    )
+    try:
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=smartserver-chart-test",
+            "-f",
+            "-",
+            input=rendered,
+        )
+        accounts = ChartAccounts(release_namespace, release)
+        # The authorizer sees new bindings shortly after they are written.
+        checks = [
+            (accounts.user("intake"), ["watch", "experiments.smartserver.ai", "-A"]),
+            (accounts.user("dashboard"), ["create", "tokenreviews.authentication.k8s.io"]),
+        ]
+        eventually(
+            lambda: all(can(cluster, who, *check) for who, check in checks),
+            what="the chart's intake and dashboard bindings to take effect",
+        )
+        yield accounts
+    finally:
+        cluster.kubectl(
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            "--wait=false",
+        )
+
+
+@pytest.mark.parametrize(
+    ("component", "verb", "resource", "allowed"),
+    [
+        # The intake reads Domains and Experiments and writes only their status.
+        ("intake", "watch", "domains.smartserver.ai", True),
+        ("intake", "watch", "experiments.smartserver.ai", True),
+        ("intake", "patch", "experiments.smartserver.ai --subresource=status", True),
+        ("intake", "patch", "domains.smartserver.ai --subresource=status", True),
+        ("intake", "patch", "experiments.smartserver.ai", False),
+        ("intake", "patch", "domains.smartserver.ai", False),
+        ("intake", "update", "experiments.smartserver.ai --subresource=status", False),
+        ("intake", "create", "experiments.smartserver.ai", False),
+        ("intake", "delete", "domains.smartserver.ai", False),
+        ("intake", "list", "customers.smartserver.ai", False),
+        ("intake", "patch", "customers.smartserver.ai --subresource=status", False),
+        ("intake", "get", "secrets", False),
+        ("intake", "create", "pods", False),
+        # The dashboard reads the three kinds and reviews sign-in tokens, nothing more.
+        ("dashboard", "watch", "customers.smartserver.ai", True),
+        ("dashboard", "list", "domains.smartserver.ai", True),
+        ("dashboard", "get", "experiments.smartserver.ai", True),
+        ("dashboard", "create", "tokenreviews.authentication.k8s.io", True),
+        ("dashboard", "patch", "customers.smartserver.ai", False),
+        ("dashboard", "create", "domains.smartserver.ai", False),
+        ("dashboard", "delete", "experiments.smartserver.ai", False),
+        ("dashboard", "patch", "experiments.smartserver.ai --subresource=status", False),
+        ("dashboard", "get", "secrets", False),
+        ("dashboard", "list", "namespaces", False),
+        ("dashboard", "create", "serviceaccounts/token", False),
+    ],
+)
+def test_chart_accounts_can_do_what_they_need_and_no_more(
+    cluster: Cluster,
+    chart_accounts: ChartAccounts,
+    component: str,
+    verb: str,
+    resource: str,
+    allowed: bool,
+) -> None:
+    who = chart_accounts.user(component)
+    assert can(cluster, who, verb, *resource.split(), "--all-namespaces") is allowed
+
+
+def test_the_processes_become_ready_as_the_chart_accounts_with_the_rendered_settings(
+    helm: Path, cluster: Cluster, chart_accounts: ChartAccounts, tmp_path: Path
+) -> None:
+    """Each process, run with the environment the chart renders and as the account the
+    chart creates, fills its caches: its readiness probe's /healthz answers 200."""
+    docs = render(
+        helm,
+        "--set",
+        "dashboard.adminToken=staff-token",
+        namespace=chart_accounts.namespace,
+        release=chart_accounts.release,
+    )
+    # The address and ports are the processes' own free loopback ones here.
+    local = {"HOST", "PORT", "METRICS_HOST", "METRICS_PORT"}
+
+    def env_of(component: str) -> dict[str, str]:
+        prefix = COMPONENTS[component][2]
+        _, container = pod_and_container(find(docs, "Deployment", chart_accounts.name(component)))
+        return {
+            key: value
+            for key, value in resolved_env(docs, container).items()
+            if key.removeprefix(prefix) not in local
+        }
+
+    def kubeconfig(component: str) -> Path:
+        return platform.account_kubeconfig(
+            cluster.plane,
+            tmp_path / f"{component}.kubeconfig",
+            chart_accounts.name(component),
+            namespace=chart_accounts.namespace,
+            hours=1,
+        )
+
+    intake_env = env_of("intake")
+    with IntakeProcess(
+        kubeconfig("intake"), tmp_path / "logs", name="chart-intake", env=intake_env
+    ) as intake:
+        assert http_ok(f"{intake.url}/healthz")
+    dashboard_env = env_of("dashboard")
+    with DashboardProcess(
+        kubeconfig("dashboard"),
+        tmp_path / "logs",
+        name="chart-dashboard",
+        admin_token=dashboard_env["SMART_DASHBOARD_ADMIN_TOKEN"],
+        session_secret=dashboard_env["SMART_DASHBOARD_SESSION_SECRET"],
+        env=dashboard_env,
+    ) as dashboard:
+        assert http_ok(f"{dashboard.url}/healthz")

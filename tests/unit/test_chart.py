@@ -1,6 +1,7 @@
 """The Helm chart's files, without helm: its CRDs are the generated ones, every value is
 documented and typed, its plans are in the operator's format, and the settings it sets
-are the operator's own. Rendering and the real API server are in tests/cluster."""
+are the operator's, the intake's and the dashboard's own. Rendering and the real API
+server are in tests/cluster."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
+from smart_dashboard.settings import DashboardSettings
+from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog
 from smart_operator.settings import OperatorSettings
 
@@ -105,3 +109,20 @@ def test_chart_sets_only_settings_the_operator_reads() -> None:
     known = {f"SMART_{field.upper()}" for field in OperatorSettings.model_fields}
     assert names, "the operator template sets no SMART_* variable"
     assert names <= known, f"not operator settings: {sorted(names - known)}"
+
+
+@pytest.mark.parametrize(
+    ("component", "prefix", "settings"),
+    [
+        ("intake", "SMART_INTAKE_", IntakeSettings),
+        ("dashboard", "SMART_DASHBOARD_", DashboardSettings),
+    ],
+)
+def test_chart_sets_only_settings_the_intake_and_dashboard_read(
+    component: str, prefix: str, settings: type[BaseSettings]
+) -> None:
+    template = (CHART / "templates" / component / "deployment.yaml").read_text()
+    names = set(re.findall(r"name: (SMART_[A-Z_]+)", template))
+    known = {f"{prefix}{field.upper()}" for field in settings.model_fields}
+    assert names, f"the {component} template sets no SMART_* variable"
+    assert names <= known, f"not {component} settings: {sorted(names - known)}"

@@ -1,6 +1,6 @@
 {{/*
-Names and labels shared by every component. A component (operator, and later the
-intake API and the dashboard) lives in templates/<component>/ and calls
+Names and labels shared by every component. A component (operator, intake, dashboard)
+lives in templates/<component>/ and calls
 "smartserver.componentName", "smartserver.componentLabels" and
 "smartserver.componentSelectorLabels" with (dict "root" $ "component" "<component>").
 */}}
@@ -71,6 +71,30 @@ app.kubernetes.io/component: {{ .component }}
 {{- else -}}
 {{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+A component's ServiceAccount name, for the components whose values hold a
+serviceAccount {create, name} (intake, dashboard): called with
+(dict "root" $ "component" "<component>").
+*/}}
+{{- define "smartserver.serviceAccountName" -}}
+{{- $sa := (index .root.Values .component).serviceAccount -}}
+{{- if $sa.create -}}
+{{- default (include "smartserver.componentName" .) $sa.name -}}
+{{- else -}}
+{{- required (printf "%s.serviceAccount.name is required when %s.serviceAccount.create is false" .component .component) $sa.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret the intake reads its admin token from: existingSecret, or the chart's. */}}
+{{- define "smartserver.intake.secretName" -}}
+{{- default (include "smartserver.componentName" (dict "root" . "component" "intake")) .Values.intake.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret the dashboard reads its session key and admin token from. */}}
+{{- define "smartserver.dashboard.secretName" -}}
+{{- default (include "smartserver.componentName" (dict "root" . "component" "dashboard")) .Values.dashboard.existingSecret -}}
 {{- end -}}
 
 {{/* The plan catalog's ConfigMap name. */}}
