@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from smart_operator.models.experiment import Experiment
+from smart_operator.models.experiment import Experiment, ExperimentPhase
 from smart_operator.templates import goal_for, render_experiment
 
 ServingMode = Literal["split", "control", "winner"]
@@ -56,6 +57,34 @@ def decide_serving(
     ):
         return Serving("winner", decision.winner), f"{decision.winner} won and is promoted"
     return Serving("split"), "variants are served by their weights"
+
+
+def domain_holder(experiments: Iterable[Experiment], domain: str) -> Experiment | None:
+    """The Experiment that Domain ``domain``'s server serves, of ``experiments`` (one
+    namespace's): a server serves one experiment at a time.
+
+    One already deployed keeps the server; otherwise the oldest (then the first by name)
+    gets it. An Experiment being deleted does not compete, nor does one whose template
+    config failed before anything was deployed.
+    """
+
+    def competes(experiment: Experiment) -> bool:
+        status = experiment.status
+        deployed = bool(status and status.deployed_revision)
+        failed = bool(status and status.phase is ExperimentPhase.FAILED)
+        return (
+            experiment.spec.domain_ref == domain
+            and experiment.metadata.deletion_timestamp is None
+            and (deployed or not failed)
+        )
+
+    def rank(experiment: Experiment) -> tuple[bool, str, str]:
+        status = experiment.status
+        deployed = bool(status and status.deployed_revision)
+        meta = experiment.metadata
+        return (not deployed, meta.creation_timestamp or "", meta.name)
+
+    return min(filter(competes, experiments), key=rank, default=None)
 
 
 @dataclass(frozen=True)

@@ -138,3 +138,29 @@ def test_the_agent_serves_the_experiment_on_the_host_within_seconds(
     body = eventually(page, 30, "the host's agent serves the page")
     assert "Acme" in body
     assert "/_smart/convert?v=" in body
+
+
+def test_a_second_experiment_on_a_domain_waits_until_the_first_is_deleted(
+    cluster: Cluster, site: tuple[str, Path]
+) -> None:
+    namespace, root = site
+    experiments = root / "opt/smart/experiments"
+    cluster.apply(experiment("first", namespace, "site"))
+    wait_exp(cluster, namespace, "first", "Deployed")
+    cluster.apply(experiment("second", namespace, "site"))
+    busy = wait_exp(cluster, namespace, "second", "Deployed", "False", "DomainBusy")
+    assert "serves Experiment first" in busy["message"]
+    assert "another Domain" in busy["message"]
+    assert (cluster.get("experiment", "second", "-n", namespace) or {})["status"][
+        "phase"
+    ] == "Pending"
+    assert not (experiments / "second").exists()
+    # The first keeps its server: a change to it still deploys.
+    assert (cluster.get("experiment", "first", "-n", namespace) or {})["status"][
+        "phase"
+    ] == "Running"
+
+    cluster.kubectl("delete", "experiment", "first", "-n", namespace, "--timeout=60s")
+    wait_exp(cluster, namespace, "second", "Deployed")
+    assert (experiments / "second/current/experiment.json").exists()
+    assert not (experiments / "first").exists()

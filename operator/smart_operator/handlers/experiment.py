@@ -123,6 +123,41 @@ class ExperimentReconciler:
         )
         return target, domain
 
+    async def domain_holder(self) -> str | None:
+        """The other Experiment that this one's Domain serves, if another has it."""
+        meta, spec = self.experiment.metadata, self.experiment.spec
+        bodies = await self.ctx.kube.list_namespaced("experiments", meta.namespace or "")
+        holder = revisions.domain_holder(
+            (Experiment.model_validate(body) for body in bodies), spec.domain_ref
+        )
+        if holder is None or holder.metadata.name == meta.name:
+            return None
+        return holder.metadata.name
+
+    async def wait_for_domain(self, target: ssh.Target, holder: str) -> None:
+        """Wait (Pending) while another Experiment has the Domain; take this one off the
+        server if it was there, so that the server serves only the holder."""
+        status = self.experiment.status or ExperimentStatus()
+        if status.deployed_revision:
+            try:
+                await ssh.remove(target, self.experiment.metadata.name)
+            except (ssh.HostKeyMismatch, ssh.Unreachable) as error:
+                message = f"Experiment {holder} has the Domain, but taking this one off failed"
+                self.condition("Deployed", "True", "DomainBusy", f"{message}: {error}; retrying")
+                await self.write(ExperimentPhase.RUNNING)
+                return
+            self.fields = {"deployedRevision": None, "serving": None}
+        domain = self.experiment.spec.domain_ref
+        message = (
+            f"Domain {domain} serves Experiment {holder}, and a server serves one experiment "
+            f"at a time: this one starts when {holder} is deleted, or put it on another Domain"
+        )
+        known = get_condition(self.conditions, "Deployed")
+        self.condition("Deployed", "False", "DomainBusy", message)
+        if known is None or known.reason != "DomainBusy":
+            self.event("DomainBusy", message, warning=True)
+        await self.write(ExperimentPhase.PENDING)
+
     async def customer_suspended(self) -> bool:
         namespace = self.experiment.metadata.namespace or ""
         if not namespace.startswith(NAMESPACE_PREFIX):
@@ -148,6 +183,10 @@ class ExperimentReconciler:
             await self.write(ExperimentPhase.PENDING)
             return RETRY_SECONDS
         target, domain = found
+        holder = await self.domain_holder()
+        if holder is not None:
+            await self.wait_for_domain(target, holder)
+            return RETRY_SECONDS
         serving, why = revisions.decide_serving(
             self.experiment,
             domain_paused=domain.spec.paused,

@@ -99,6 +99,7 @@ class ObjectMeta(CamelModel):
     uid: str | None = None
     generation: int | None = None
     creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
