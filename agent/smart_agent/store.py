@@ -25,7 +25,7 @@ import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS latency_seen (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 LATENCY_SAMPLES = 1000  # a uniform sample per variant since the start (reservoir)
+# Visitor ids kept in memory as already counted, at most (about 60 bytes each): repeat
+# page views then skip sqlite. Past the bound the memory starts afresh; sqlite decides.
+KNOWN_VISITORS = 500_000
 
 EventKind = Literal["exposure", "conversion"]
 FileState = Literal["active", "draining", "done", "lost"]
@@ -130,6 +133,9 @@ class Store:
         self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.execute("PRAGMA cache_size = -32768")  # 32 MiB: a busy day's ids in memory
         self.db.executescript(SCHEMA)
+        # (experiment, day, variant) -> visitor ids whose exposure is committed.
+        self._known: dict[tuple[str, int, str], set[int]] = {}
+        self._known_size = 0
 
     def close(self) -> None:
         self.db.close()
@@ -228,6 +234,7 @@ class Store:
         last_event: dict[str, tuple[float, str]] = {}
         late = 0
         new = 0
+        committed: list[tuple[str, int, int, str]] = []
         with self._tx() as db:
             compacted = self.meta("compacted_before") or ""
             for event in events:
@@ -242,12 +249,14 @@ class Store:
                 if event.kind == "conversion":
                     converted.setdefault(group, []).append(key)
                 last_event[event.experiment] = (event.at, event.revision)
-            for group in seen:
+            for group, keys in seen.items():
+                fresh = [k for k in keys if k[2] not in self._known.get((k[0], k[1], k[3]), ())]
                 # Sets: a row already there inserts nothing; the change count says what
                 # was really new.
                 before = db.total_changes
-                db.executemany("INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)", seen[group])
+                db.executemany("INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)", fresh)
                 visitors = db.total_changes - before
+                committed.extend(fresh)
                 conversions = 0
                 if group in converted:
                     before = db.total_changes
@@ -280,7 +289,23 @@ class Store:
                         (name, value),
                     )
             self.set_log_file(position)
+        self._remember(committed)
         return new
+
+    def _remember(self, keys: list[tuple[str, int, int, str]]) -> None:
+        """Keep the exposures just committed in memory (after the commit, never before)."""
+        if self._known_size + len(keys) > KNOWN_VISITORS:
+            self._known.clear()
+            self._known_size = 0
+        for experiment, day, visitor, variant in keys:
+            known = self._known.setdefault((experiment, day, variant), set())
+            if visitor not in known:
+                known.add(visitor)
+                self._known_size += 1
+
+    def _forget_known(self, keep: Callable[[str, int], bool]) -> None:
+        for key in [k for k in self._known if not keep(k[0], k[1])]:
+            self._known_size -= len(self._known.pop(key))
 
     def compact(self, before_day: str) -> int:
         """Forget the visitor ids of days before ``before_day`` (their totals stay)."""
@@ -290,6 +315,7 @@ class Store:
             removed += db.execute("DELETE FROM conversions WHERE day < ?", (cutoff,)).rowcount
             if before_day > (self.meta("compacted_before") or ""):
                 self.set_meta("compacted_before", before_day)
+        self._forget_known(lambda _, day: day >= cutoff)
         return removed
 
     def totals(self, experiment: str) -> dict[str, VariantCounts]:
@@ -316,6 +342,7 @@ class Store:
                 for table in ("totals", "exposures", "conversions", "latencies", "latency_seen"):
                     db.execute(f"DELETE FROM {table} WHERE experiment = ?", (name,))  # noqa: S608
                 db.execute("UPDATE experiments SET built = NULL WHERE name = ?", (name,))
+                self._forget_known(lambda experiment, _: experiment != name)
             db.execute(
                 "INSERT INTO experiments (name, uid, revision) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, "

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from smart_agent import store as store_module
 from smart_agent.deploy import ExperimentManifest, fragment_problem, install_revision, scan
 from smart_agent.logreader import _PLAIN_LINE, LOG_KEYS, classify, parse_line
 from smart_agent.nginx import ID_BUCKETS, Nginx, ServePlan, render_config, split_parts
@@ -177,6 +178,31 @@ def test_counting_is_idempotent_and_forgets_ids_of_finished_days(tmp_path: Path)
     second = reopened.prepare_report("exp", {"revision": "r2", "variants": []})
     assert second is not None and second.sequence == 2
     reopened.close()
+
+
+def test_visitors_remembered_in_memory_never_hide_a_count_sqlite_would_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeat views skip sqlite through an in-memory set; whatever clears the table
+    (a new uid, a compaction) or the set (its bound) must clear what it remembers."""
+    monkeypatch.setattr(store_module, "KNOWN_VISITORS", 3)
+    store = Store(tmp_path / "agent.db")
+    position = LogFile(1, 2, "access.log", 100, "active")
+
+    def views(*visitors: int, day: str = "2026-11-25") -> list[Event]:
+        return [Event("exp", "r1", day, v, "control", "exposure", 0.0) for v in visitors]
+
+    assert store.commit(views(1, 2, 1), position, {}) == 2
+    assert store.commit(views(1, 2, 3, 4, 5), position, {}) == 3  # past the bound
+    assert store.commit(views(*range(1, 6)), position, {}) == 0
+    assert store.register("exp", "uid-1", "r1") is False
+    assert store.register("exp", "uid-2", "r1") is True  # re-created: counts start afresh
+    assert store.commit(views(1, 2), position, {}) == 2
+    assert store.compact(before_day="2026-11-26") == 2
+    assert store.commit(views(1, 2, day="2026-11-26"), position, {}) == 2
+    assert store.commit(views(1, 2, day="2026-11-26"), position, {}) == 0
+    assert {v: c.visitors for v, c in store.totals("exp").items()} == {"control": 4}
+    store.close()
 
 
 def test_intake_answers_decide_between_retry_and_drop(tmp_path: Path) -> None:
