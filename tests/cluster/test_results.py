@@ -5,7 +5,9 @@ control, decision) → the Customer's health. Nothing in between is simulated.""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -68,6 +70,60 @@ def test_traffic_reaches_the_experiment_status_exactly(
         "the customer's health counts the experiment",
     )
     assert health
+
+
+def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
+    cluster: Cluster, site: tuple[str, Path]
+) -> None:
+    namespace, root = site
+    domain = cluster.get("domain", "site", "-n", namespace) or {}
+    wait_condition(cluster, namespace, "site", "Ready")
+    spec = {"autoPromote": True, "stopping": {"minVisitorsPerVariant": 100}}
+    cluster.apply(experiment("promoted", namespace, "site", **spec))
+    wait_exp(cluster, namespace, "promoted", "Deployed")
+    server = domain["status"]["server"]
+    base = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}"
+    eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
+    plan = TrafficPlan(
+        visitors=400,
+        conversion_rates={"control": 0.1, "bold": 0.45},
+        host=domain["spec"]["domain"],
+        goal_url="https://buy.stripe.com/test_1",
+        seed=11,
+    )
+    truth = asyncio.run(send_traffic(base, plan))
+    assert not truth.errors
+
+    def promoted() -> dict[str, Any] | None:
+        status = (cluster.get("experiment", "promoted", "-n", namespace) or {}).get("status", {})
+        return status if status.get("serving") == ["bold"] else None
+
+    status = eventually(promoted, 60, "the always-valid rule concludes and bold is promoted")
+    assert status["decision"]["outcome"] == "winner" and status["decision"]["winner"] == "bold"
+    assert status["phase"] == "Concluded"
+    deployed = wait_exp(cluster, namespace, "promoted", "Deployed")
+    assert "bold won and is promoted" in deployed["message"]
+    current = root / "opt/smart/experiments/promoted/current/experiment.json"
+    assert json.loads(current.read_text())["serving"] == {"mode": "winner", "winner": "bold"}
+    # Every visitor, new or not, now gets the winner's page.
+    pages = eventually(
+        lambda: (
+            (p := asyncio.run(_pages(base, 20))) and all("Ship pages that sell" in t for t in p)
+        ),
+        30,
+        "twenty visitors all see the winner",
+    )
+    assert pages
+
+
+async def _pages(base: str, visitors: int) -> list[str]:
+    async with aiohttp.ClientSession() as session:
+        pages = []
+        for visitor in range(visitors):
+            headers = {"X-Forwarded-For": f"198.51.100.{visitor + 1}", "User-Agent": "Mozilla/5.0"}
+            async with session.get(base + "/", headers=headers) as reply:
+                pages.append(await reply.text())
+        return pages
 
 
 async def _served(base: str) -> bool:
