@@ -112,7 +112,7 @@ def create_app(
     settings = settings or DashboardSettings()
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[CACHE] = cache or Cache(settings.history_points, settings.client_queue)
+    app[CACHE] = cache or Cache(settings.client_queue)
     secret = settings.session_secret
     if secret is None:
         log.warning("SMART_DASHBOARD_SESSION_SECRET is unset: sessions end when this process does")

@@ -1,6 +1,8 @@
 """Server-side SVG: the cumulative conversion rate of each variant over time, with its
-95 % Wilson interval as a band. The markup is built from numbers and escaped names only,
-so it is safe to insert into a page as is."""
+95 % Wilson interval as a band. The points come from the Experiment's ``status.history``
+(kept by the intake), so every dashboard replica draws the same chart, from the first
+page after it starts. The markup is built from numbers and escaped names only, so it is
+safe to insert into a page as is."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from html import escape
 
 from markupsafe import Markup
 
-from smart_dashboard.cluster import Snapshot
 from smart_dashboard.present import pct, wilson
+from smart_operator.models import Experiment, HistoryCounts, HistoryPoint
 
 # Distinguishable for the common colour-vision deficiencies, each at least 4.5:1 on white.
 PALETTE = ("#1d4ed8", "#b45309", "#047857", "#be185d", "#6d28d9", "#0e7490", "#4d7c0f")
@@ -36,17 +38,35 @@ def _nice_ceiling(value: float) -> float:
     return float(10 ** (exponent + 1))
 
 
-def rate_chart(history: Sequence[Snapshot], variants: Sequence[str], title: str) -> Markup:
+def chart_points(experiment: Experiment, now: datetime) -> list[HistoryPoint]:
+    """The points of the chart: ``status.history``, then the current counts (as of
+    ``status.lastReportAt``, else ``now``) when they are newer than its last point."""
+    status = experiment.status
+    if status is None:
+        return []
+    points = list(status.history)
+    counts = [
+        HistoryCounts(variant=v.name, visitors=v.visitors, conversions=v.conversions)
+        for v in status.variants
+    ]
+    at = status.last_report_at or now
+    if counts and (not points or points[-1].at < at):
+        points.append(HistoryPoint(at=at, counts=counts))
+    return points
+
+
+def rate_chart(history: Sequence[HistoryPoint], variants: Sequence[str], title: str) -> Markup:
     """An SVG line chart with interval bands, or a short note when there is nothing
     to draw yet."""
     series: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in variants}
-    for snapshot in history:
-        for name, visitors, conversions in snapshot.counts:
-            interval = wilson(conversions, visitors)
+    for point in history:
+        at = point.at.timestamp()
+        for counts in point.counts:
+            interval = wilson(counts.conversions, counts.visitors)
             if interval is None:
                 continue
-            series.setdefault(name, []).append(
-                (snapshot.at, conversions / visitors, interval[0], interval[1])
+            series.setdefault(counts.variant, []).append(
+                (at, counts.conversions / counts.visitors, interval[0], interval[1])
             )
     points = [p for s in series.values() for p in s]
     if not points:

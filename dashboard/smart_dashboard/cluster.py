@@ -1,9 +1,10 @@
 """Everything the dashboard knows of the cluster, and the only module that talks to it.
 
 - ``Cache``: every Customer, Domain and Experiment, kept by one watch per kind
-  cluster-wide with the dashboard's own account, plus a short history of each
-  Experiment's counts for its chart. Pages read only this cache, so browsers never
-  cause a request to the API server.
+  cluster-wide with the dashboard's own account. Pages read only this cache, so
+  browsers never cause a request to the API server; an Experiment's chart is drawn
+  from its ``status.history``, which the intake keeps, so every replica (and a freshly
+  started one) draws the same chart.
 - Fan-out: every change is offered to the live streams whose scope it is in (a
   customer's namespace, or everything for staff) through a bounded queue per stream.
 - ``KubeApi``: the watches (list, then follow; relist on 410 Gone; back off on errors)
@@ -16,9 +17,7 @@ import asyncio
 import logging
 import os
 import random
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,14 +58,6 @@ def customer_of_username(username: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """One variant's cumulative counts at one moment."""
-
-    at: float
-    counts: tuple[tuple[str, int, int], ...]  # (variant, visitors, conversions)
-
-
-@dataclass(frozen=True)
 class Change:
     """What a live stream is told: a kind, an object and its customer namespace."""
 
@@ -86,16 +77,13 @@ class Subscriber:
 
 
 class Cache:
-    """The watched objects, the experiments' history, and the live subscribers."""
+    """The watched objects and the live subscribers."""
 
-    def __init__(self, history_points: int = 288, client_queue: int = 64) -> None:
+    def __init__(self, client_queue: int = 64) -> None:
         self.objects: dict[Kind, dict[Key, dict[str, Any]]] = {kind: {} for kind in KINDS}
-        self.history: dict[Key, deque[Snapshot]] = {}
         self.synced: set[Kind] = set()
-        self.history_points = history_points
         self.client_queue = client_queue
         self.subscribers: set[Subscriber] = set()
-        self.clock: Callable[[], float] = time.time
 
     @property
     def ready(self) -> bool:
@@ -146,47 +134,18 @@ class Cache:
             store.clear()
             store.update(fresh)
             self.synced.add(kind)
-            if kind == "experiments":
-                for key in [k for k in self.history if k not in fresh]:
-                    del self.history[key]
-                for key, obj in fresh.items():
-                    self._record(key, obj)
         else:
             for obj in objects:
                 key = self._key(obj)
                 if type == "DELETED":
                     store.pop(key, None)
-                    self.history.pop(key, None)
                 else:
                     store[key] = obj
-                    if kind == "experiments":
-                        self._record(key, obj)
                 changed.append((key, type))
         for (namespace, name), what in changed:
             if kind == "customers":
                 namespace = customer_namespace(name)
             self.publish(Change(kind, namespace, name, what))
-
-    def _record(self, key: Key, obj: dict[str, Any]) -> None:
-        """Append a snapshot of the experiment's counts when they changed."""
-        variants = (obj.get("status") or {}).get("variants") or []
-        counts = tuple(
-            (str(v.get("name", "")), int(v.get("visitors") or 0), int(v.get("conversions") or 0))
-            for v in variants
-        )
-        if not counts:
-            return
-        history = self.history.setdefault(key, deque())
-        if history and history[-1].counts == counts:
-            return
-        history.append(Snapshot(self.clock(), counts))
-        if len(history) > self.history_points:
-            # Thin the older half: keep every other snapshot, so the chart still spans
-            # the whole run at a coarser grain.
-            items = list(history)
-            half = len(items) // 2
-            history.clear()
-            history.extend(items[:half:2] + items[half:])
 
     # -- live fan-out --------------------------------------------------------------------
 

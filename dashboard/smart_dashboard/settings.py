@@ -38,13 +38,6 @@ class DashboardSettings(BaseSettings):
         description="Mark the session cookie Secure (sent over HTTPS only); switch off only "
         "for plain-HTTP development on loopback",
     )
-    history_points: int = Field(
-        default=288,
-        ge=2,
-        le=100_000,
-        description="Snapshots of an experiment's counts kept in memory for its chart; "
-        "when full, every other old snapshot is dropped",
-    )
     heartbeat_seconds: float = Field(
         default=15.0,
         gt=0,

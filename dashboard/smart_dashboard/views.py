@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import ValidationError
 
-from smart_dashboard.charts import rate_chart
+from smart_dashboard.charts import chart_points, rate_chart
 from smart_dashboard.cluster import Cache, Change, customer_namespace, customer_of_username
 from smart_dashboard.context import API, CACHE, REVIEWS, SESSION, SETTINGS, SIGNER, TEMPLATES
 from smart_dashboard.present import (
@@ -308,9 +308,8 @@ async def experiment_page(request: web.Request, customer: str) -> web.StreamResp
     summary = summarize(experiment)
     raw_domain = cache.get("domains", namespace, experiment.spec.domain_ref)
     domain = _parse(Domain, raw_domain) if raw_domain else None
-    history = list(cache.history.get((namespace, name), ()))
     chart = rate_chart(
-        history,
+        chart_points(experiment, datetime.now(UTC)),
         [v.name for v in experiment.spec.variants],
         f"Cumulative conversion rate of each variant of {name} over time",
     )

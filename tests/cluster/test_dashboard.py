@@ -57,6 +57,8 @@ class Tenants:
     fqdn_blog: str
     fqdn_b: str
     dashboard: DashboardProcess
+    kubeconfig: Path
+    workdir: Path
 
     @property
     def ns_a(self) -> str:
@@ -133,6 +135,20 @@ def results(
     }
 
 
+def history_point(
+    seconds_ago: float, control: tuple[int, int], bold: tuple[int, int]
+) -> dict[str, Any]:
+    """One point of ``status.history``, as the intake adds it."""
+    (cv, cc), (bv, bc) = control, bold
+    return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago)),
+        "counts": [
+            {"variant": "control", "visitors": cv, "conversions": cc},
+            {"variant": "bold", "visitors": bv, "conversions": bc},
+        ],
+    }
+
+
 def token_of(cluster: Cluster, namespace: str) -> str:
     encoded = eventually(
         lambda: cluster.kubectl(
@@ -182,17 +198,19 @@ def tenants(
         kubeconfig, workdir, admin_token=ADMIN_TOKEN, session_secret=SESSION_SECRET
     ).start()
     try:
-        # Results arrive over time while the dashboard watches: each report is one
-        # point of the chart's history.
+        # Results arrive over time while the dashboard watches, each earlier report
+        # a point of the status history the chart is drawn from (10 minutes apart).
         pending = {"outcome": "pending"}
         steps = [(300, 9, 310, 14, 2400), (900, 31, 880, 45, 1500), (1800, 68, 1790, 95, 600)]
-        for cv, cc, bv, bc, needed in steps:
+        history: list[dict[str, Any]] = []
+        for index, (cv, cc, bv, bc, needed) in enumerate(steps):
+            history.append(history_point((len(steps) - index) * 600, (cv, cc), (bv, bc)))
             patch_status(
                 cluster,
                 "experiment",
                 "hero-headline",
                 ns_a,
-                results((cv, cc), (bv, bc), needed, pending),
+                results((cv, cc), (bv, bc), needed, pending) | {"history": history},
             )
         patch_status(
             cluster,
@@ -234,6 +252,8 @@ def tenants(
             fqdn_blog,
             fqdn_b,
             process,
+            kubeconfig,
+            workdir,
         )
     finally:
         process.stop()
@@ -345,6 +365,36 @@ def test_customer_sees_only_their_own(tenants: Tenants, context: BrowserContext)
     main = page.locator("main").inner_text()
     assert "Not enough data yet: about 1,740 more visitors" in main
     shoot(page, "experiment-collecting")
+
+
+def test_another_dashboard_replica_draws_the_same_chart(
+    tenants: Tenants, context: BrowserContext
+) -> None:
+    """The chart comes from the Experiment's status.history, not from what a process
+    saw: a replica started just now draws exactly the chart of the one that watched
+    the results arrive."""
+    charts = []
+    second = DashboardProcess(
+        tenants.kubeconfig,
+        tenants.workdir,
+        admin_token=ADMIN_TOKEN,
+        session_secret=SESSION_SECRET,
+        name="dashboard-2",
+    ).start()
+    try:
+        page = context.new_page()
+        # The session cookie (same key, same host) is good on both replicas.
+        sign_in(page, tenants.dashboard.url, tenants.token_a)
+        for replica in (tenants.dashboard, second):
+            page.goto(f"{replica.url}/experiments/hero-headline")
+            lines = page.locator("svg.chart polyline")
+            assert lines.count() == 2
+            # Three points of the history, then the current counts.
+            assert len((lines.first.get_attribute("points") or "").split()) == 4
+            charts.append(page.locator("svg.chart").inner_html())
+    finally:
+        second.stop()
+    assert charts[0] == charts[1]
 
 
 def test_customer_b_sees_only_theirs(tenants: Tenants, context: BrowserContext) -> None:

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -392,10 +393,12 @@ def test_two_replicas_with_interleaved_reports_never_lose_an_update(
     """Reports 1..N of three experiments go, shuffled (so also out of order), to two
     intake processes alternately, from eight threads at once. Each replica writes with
     a short interval, so their writes collide. Watching the status all along: the
-    sequence never goes back, counts always match their sequence, and the end is N."""
+    sequence never goes back, counts always match their sequence, and the end is N.
+    With a history point due at every write, the history only moves forward and ends
+    at the final counts."""
     experiments, last = ["one", "two", "three"], 60
     team = make_tenant(cluster, f"intake-{unique_module}-pair", {"pair": experiments})
-    env = {"SMART_INTAKE_FLUSH_INTERVAL_SECONDS": "0.02"}
+    env = {"SMART_INTAKE_FLUSH_INTERVAL_SECONDS": "0.02", "SMART_INTAKE_HISTORY_SECONDS": "0"}
     replicas = [
         IntakeProcess(intake_kubeconfig, tmp_path, name=f"intake-{i}", env=env) for i in (0, 1)
     ]
@@ -446,6 +449,15 @@ def test_two_replicas_with_interleaved_reports_never_lose_an_update(
             assert all(visitors == seq * 10 for seq, visitors in seen), "counts match sequence"
             sequences = [seq for seq, _ in seen]
             assert sequences == sorted(sequences), "the sequence never goes back"
+            history = final["history"]
+            times = [datetime.fromisoformat(point["at"]) for point in history]
+            visitors = [point["counts"][0]["visitors"] for point in history]
+            assert times == sorted(times), "history times never go back"
+            assert visitors == sorted(set(visitors)), "each point has newer counts"
+            assert history[-1]["counts"] == [
+                {"variant": "control", "visitors": last * 10, "conversions": last},
+                {"variant": "bold", "visitors": last * 10, "conversions": 2 * last},
+            ]
         writes = sum(metric(r, "smartserver_intake_writes_total", outcome="ok") for r in replicas)
         conflicts = sum(
             metric(r, "smartserver_intake_writes_total", outcome="conflict") for r in replicas

@@ -1,9 +1,11 @@
 """The dashboard's aiohttp application with a stand-in for the API server: sign-in,
-isolation by URL, friendly errors, security headers and the live stream."""
+isolation by URL, friendly errors, security headers, the chart from the status history,
+and the live stream."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -146,12 +148,14 @@ def filled_cache() -> Cache:
     return cache
 
 
+SETTINGS = DashboardSettings(
+    session_secret=SECRET, admin_token=ADMIN, secure_cookies=False, heartbeat_seconds=0.2
+)
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
-    settings = DashboardSettings(
-        session_secret=SECRET, admin_token=ADMIN, secure_cookies=False, heartbeat_seconds=0.2
-    )
-    app = create_app(settings, api=FakeApi(), cache=filled_cache())  # type: ignore[arg-type]
+    app = create_app(SETTINGS, api=FakeApi(), cache=filled_cache())  # type: ignore[arg-type]
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
@@ -242,6 +246,46 @@ async def test_cross_site_post_is_refused(client: TestClient[Any, Any]) -> None:
         allow_redirects=False,
     )
     assert response.status == 403
+
+
+def counts_at(at: str, control: tuple[int, int], bold: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "at": at,
+        "counts": [
+            {"variant": "control", "visitors": control[0], "conversions": control[1]},
+            {"variant": "bold", "visitors": bold[0], "conversions": bold[1]},
+        ],
+    }
+
+
+async def test_a_freshly_started_dashboard_charts_the_whole_status_history() -> None:
+    """The history lives on the Experiment, so a dashboard that has just started (or
+    another replica) draws the same chart, with every point of the experiment's life."""
+    hero = experiment("customer-acme", "hero", "shop", 4000, 0, "winner")
+    hero["status"]["lastReportAt"] = "2026-03-09T12:00:00Z"
+    hero["status"]["history"] = [
+        counts_at("2026-03-09T08:00:00Z", (300, 9), (310, 14)),
+        counts_at("2026-03-09T09:00:00Z", (900, 31), (880, 45)),
+        counts_at("2026-03-09T10:00:00Z", (1800, 68), (1790, 95)),
+    ]
+    charts = []
+    for _replica in range(2):
+        cache = Cache()  # what a dashboard knows right after it starts: one list
+        cache.apply("customers", "SYNC", [customer("acme")])
+        cache.apply("domains", "SYNC", [domain("customer-acme", "shop", "shop.acme", True)])
+        cache.apply("experiments", "SYNC", [hero])
+        app = create_app(SETTINGS, api=FakeApi(), cache=cache)  # type: ignore[arg-type]
+        async with TestClient(TestServer(app)) as fresh:
+            await sign_in(fresh, "token-a")
+            page = await (await fresh.get("/experiments/hero")).text()
+        start = page.index('<svg viewBox="0 0 960 320"')
+        chart = page[start : page.index("</svg>", start)]
+        lines = re.findall(r'<polyline points="([^"]*)"', chart)
+        # Three points of the history, then the current counts of 12:00.
+        assert [len(line.split()) for line in lines] == [4, 4]
+        assert "09 Mar 08:00" in chart and "09 Mar 12:00" in chart
+        charts.append(chart)
+    assert charts[0] == charts[1]
 
 
 async def test_live_stream_carries_only_own_changes(client: TestClient[Any, Any]) -> None:

@@ -1,13 +1,14 @@
 """Pure parts of the dashboard: session cookies, the Wilson interval, the account to
-customer mapping, the cache's scoped fan-out and chart history, and the words shown."""
+customer mapping, the cache's scoped fan-out, the chart's points, and the words shown."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
-from smart_dashboard.charts import rate_chart
+from smart_dashboard.charts import chart_points, rate_chart
 from smart_dashboard.cluster import Cache, customer_of_username
 from smart_dashboard.present import chance_text, summarize, wilson
 from smart_dashboard.sessions import Session, Signer
@@ -94,20 +95,48 @@ async def test_fan_out_is_scoped_and_bounded() -> None:
     await asyncio.sleep(0)
 
 
-def test_history_records_changes_and_thins() -> None:
-    cache = Cache(history_points=10)
-    ticks = iter(range(1000))
-    cache.clock = lambda: float(next(ticks))
-    for visitors in range(1, 40):
-        cache.apply("experiments", "MODIFIED", [exp("customer-a", "e1", visitors, 10)])
-        cache.apply("experiments", "MODIFIED", [exp("customer-a", "e1", visitors, 10)])  # same
-    history = cache.history[("customer-a", "e1")]
-    assert len(history) <= 10
-    assert history[0].at == 0.0 and history[-1].counts[0][1] == 39
-    svg = str(rate_chart(list(history), ["control", "bold"], "t <script>"))
-    assert "<polyline" in svg and "<script>" not in svg and "&lt;script&gt;" in svg
-    cache.apply("experiments", "DELETED", [exp("customer-a", "e1", 39, 10)])
-    assert ("customer-a", "e1") not in cache.history
+def point(at: str, visitors: int) -> dict[str, object]:
+    return {
+        "at": at,
+        "counts": [
+            {"variant": "control", "visitors": visitors, "conversions": visitors // 20},
+            {"variant": "bold", "visitors": visitors, "conversions": visitors // 15},
+        ],
+    }
+
+
+def test_the_chart_draws_the_status_history_then_the_current_counts() -> None:
+    raw = exp("customer-a", "e1", 900, 100)
+    status = raw["status"]
+    assert isinstance(status, dict)
+    status["history"] = [point("2026-03-09T09:00:00Z", 300), point("2026-03-09T10:00:00Z", 600)]
+    status["lastReportAt"] = "2026-03-09T10:05:00Z"
+    experiment = Experiment.model_validate({"kind": "Experiment", **raw})
+    now = datetime(2026, 3, 9, 11, tzinfo=UTC)
+    points = chart_points(experiment, now)
+    assert [(p.at.strftime("%H:%M"), p.counts[0].visitors) for p in points] == [
+        ("09:00", 300),
+        ("10:00", 600),
+        ("10:05", 900),  # the current counts, newer than the last point
+    ]
+    # The intake just added the current counts as a point: no second point at that time.
+    status["history"].append(point("2026-03-09T10:05:00Z", 900))
+    same = chart_points(Experiment.model_validate({"kind": "Experiment", **raw}), now)
+    assert len(same) == 3
+    svg = str(rate_chart(points, ["control", "bold"], "t <script>"))
+    assert svg.count("<polyline") == 2 and "09 Mar 09:00" in svg
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def test_an_experiment_without_history_charts_its_current_counts() -> None:
+    """An Experiment the intake wrote before it kept a history: one point, no line."""
+    experiment = Experiment.model_validate(
+        {"kind": "Experiment", **exp("customer-a", "e1", 900, 100)}
+    )
+    now = datetime(2026, 3, 9, 11, tzinfo=UTC)
+    assert [p.at for p in chart_points(experiment, now)] == [now]
+    svg = str(rate_chart(chart_points(experiment, now), ["control", "bold"], "t"))
+    assert "<polyline" not in svg and svg.count("<circle") == 2
 
 
 def test_not_enough_data_is_never_a_bare_percentage() -> None:

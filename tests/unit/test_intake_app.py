@@ -9,6 +9,7 @@ import copy
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from smart_operator.intake.app import create_app
 from smart_operator.intake.keys import hash_key
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE
+from smart_operator.intake.status import rfc3339
 
 NS = "customer-acme"
 KEY, OTHER_KEY = "ssk_acme-key", "ssk_other-key"
@@ -441,6 +443,54 @@ async def test_a_conflicting_write_is_read_again_and_nothing_is_lost(
     assert [v["visitors"] for v in final["variants"]] == [80, 80]
     assert final["conditions"] == [{"type": "Ready", "status": "True"}]
     assert api.conflicts >= 1
+
+
+async def test_each_written_report_adds_one_history_point_even_after_a_conflict(
+    api: FakeApiServer,
+) -> None:
+    """With a point due at every write, another replica writes report 2 (and its point)
+    between our read and our write of report 3: ours conflicts, is planned again on the
+    fresh status, and adds its point once, after the other replica's."""
+    settings = SETTINGS.model_copy(update={"history_seconds": 0})
+    app = create_app(settings, store=api)
+    key = ("experiments", NS, "headline")
+    between: list[str] = []  # when the other replica received its report 2
+
+    def counts(point: dict[str, Any]) -> list[int]:
+        return [c["visitors"] for c in point["counts"]]
+
+    async def other_replica() -> None:
+        api.before_write = None
+        status = api.objects[key]["status"]
+        point = {
+            "at": between[0],
+            "counts": [
+                {"variant": "control", "visitors": 20, "conversions": 2},
+                {"variant": "bold", "visitors": 20, "conversions": 3},
+            ],
+        }
+        api.put(
+            "experiments",
+            merge(
+                api.objects[key],
+                {"status": {"lastSequence": 2, "history": [*status["history"], point]}},
+            ),
+        )
+
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        await post(client, report(1, (10, 1), (10, 1)))
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+        await until(lambda: intake_idle(client))
+        assert [counts(p) for p in api.status("experiments", "headline")["history"]] == [[10, 10]]
+        api.before_write = other_replica
+        between.append(rfc3339(datetime.now(UTC)))
+        await post(client, report(3, (30, 3), (30, 4)))
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
+        await until(lambda: intake_idle(client))
+    points = api.status("experiments", "headline")["history"]
+    assert [counts(p) for p in points] == [[10, 10], [20, 20], [30, 30]]
+    assert api.conflicts == 1 and len(api.writes) == 2  # the history adds no write
 
 
 async def test_pending_reports_are_written_when_the_intake_stops(api: FakeApiServer) -> None:

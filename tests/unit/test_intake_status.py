@@ -1,6 +1,6 @@
 """What a write changes: idempotency by sequence, counts that never go backwards,
-statistics and decision in the same patch, no write when nothing changed, and the
-heartbeat's lastSeen throttle."""
+statistics and decision in the same patch, no write when nothing changed, the history
+of counts the dashboard charts, and the heartbeat's lastSeen throttle."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from smart_operator.intake.experiments import ExperimentView, experiment_view
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import Heartbeat, ResultsReport
 from smart_operator.intake.status import (
+    HistoryRules,
     PendingHeartbeat,
     PendingReport,
     Skip,
@@ -165,6 +166,147 @@ def test_latency_goal_uses_the_reported_sample() -> None:
     )
     status = written(plan_results(view, PendingReport(report, DOMAIN, "uid-1", NOW, 0.0), NOW, 300))
     assert [v["p95Ms"] for v in status["variants"]] == [100.0, 50.0]
+
+
+# -- the history of counts -------------------------------------------------------------
+
+
+def history(view: ExperimentView) -> list[tuple[str, tuple[int, ...]]]:
+    """Each point as (time, visitors of a, conversions of a, visitors of b, ...)."""
+    return [
+        (
+            p.at.strftime("%H:%M:%S"),
+            tuple(n for c in p.counts for n in (c.visitors, c.conversions)),
+        )
+        for p in view.status.history
+    ]
+
+
+def report_at(
+    view: ExperimentView,
+    sequence: int,
+    seconds: float,
+    a: tuple[int, int],
+    b: tuple[int, int],
+    rules: HistoryRules,
+) -> ExperimentView:
+    """``view`` after the report ``sequence`` received ``seconds`` after NOW is written."""
+    at = NOW + timedelta(seconds=seconds)
+    plan = plan_results(view, pending(sequence, a, b, received_at=at), at, 300, rules)
+    return apply(view, plan)
+
+
+def test_the_first_report_starts_the_history() -> None:
+    status = written(plan_results(experiment(), pending(1, (100, 5), (90, 9)), NOW, 300))
+    assert status["history"] == [
+        {
+            "at": "2026-03-09T09:00:00Z",
+            "counts": [
+                {"variant": "a", "visitors": 100, "conversions": 5},
+                {"variant": "b", "visitors": 90, "conversions": 9},
+            ],
+        }
+    ]
+
+
+def test_a_point_is_added_when_counts_changed_and_the_newest_point_is_old_enough() -> None:
+    rules = HistoryRules(every_seconds=600, points=288)
+    view = report_at(experiment(), 1, 0, (10, 1), (10, 2), rules)
+    view = report_at(view, 2, 60, (20, 1), (20, 3), rules)  # too soon after the first point
+    assert history(view) == [("09:00:00", (10, 1, 10, 2))]
+    assert [v.visitors for v in view.status.variants] == [20, 20]  # the counts still move
+    view = report_at(view, 3, 600, (30, 2), (30, 4), rules)
+    view = report_at(view, 4, 1300, (30, 2), (30, 4), rules)  # old, but no new visitors
+    view = report_at(view, 5, 1320, (40, 2), (40, 5), rules)
+    assert history(view) == [
+        ("09:00:00", (10, 1, 10, 2)),
+        ("09:10:00", (30, 2, 30, 4)),
+        ("09:22:00", (40, 2, 40, 5)),
+    ]
+
+
+def test_the_history_is_only_sent_when_a_point_is_added() -> None:
+    """A merge patch leaves a field it does not name alone, so the (long) list travels
+    only with the writes that change it."""
+    rules = HistoryRules(every_seconds=600, points=288)
+    view = report_at(experiment(), 1, 0, (10, 1), (10, 2), rules)
+    later = NOW + timedelta(seconds=60)
+    plan = plan_results(view, pending(2, (20, 1), (20, 3), received_at=later), later, 300, rules)
+    status = written(plan)
+    assert "history" not in status and status["lastSequence"] == 2
+
+
+def test_a_due_point_never_causes_a_write_of_its_own() -> None:
+    rules = HistoryRules(every_seconds=60, points=288)
+    view = report_at(experiment(), 1, 0, (10, 1), (10, 2), rules)
+    view = report_at(view, 2, 30, (20, 1), (20, 3), rules)  # counted, no point yet
+    later = NOW + timedelta(seconds=120)
+    same = pending(3, (20, 1), (20, 3), received_at=later)
+    assert plan_results(view, same, later, 300, rules) == Skip("unchanged")
+    # The next write that happens anyway (here the idle refresh of lastReportAt) adds it.
+    idle = NOW + timedelta(seconds=400)
+    refresh = pending(4, (20, 1), (20, 3), received_at=idle)
+    view = apply(view, plan_results(view, refresh, idle, 300, rules))
+    assert history(view) == [("09:00:00", (10, 1, 10, 2)), ("09:06:40", (20, 1, 20, 3))]
+
+
+def test_a_long_experiment_keeps_a_bounded_history_spanning_its_whole_life() -> None:
+    rules = HistoryRules(every_seconds=600, points=10)
+    view = experiment()
+    for step in range(1, 201):  # one report every 10 minutes for 33 hours
+        view = report_at(view, step, (step - 1) * 600, (step * 10, step), (step * 10, 0), rules)
+        assert len(view.status.history) <= 10
+    points = view.status.history
+    assert points[0].at == NOW  # the start stays
+    assert points[-1].counts[0].visitors == 2000  # the newest is the current counts
+    assert points[-1].at == NOW + timedelta(seconds=199 * 600)
+    times = [p.at for p in points]
+    assert times == sorted(set(times))
+    # Thinning halves the grain of the older points; the newer half stays fine-grained.
+    assert (times[-1] - times[-2]).total_seconds() == 600
+    assert len(points) >= 5
+
+
+def test_a_replayed_report_adds_no_point() -> None:
+    rules = HistoryRules(every_seconds=0, points=288)
+    view = report_at(experiment(), 5, 0, (100, 5), (100, 9), rules)
+    later = NOW + timedelta(hours=1)
+    for sequence in (5, 4):
+        replay = pending(sequence, (120, 6), (120, 9), received_at=later)
+        assert plan_results(view, replay, later, 300, rules) == Skip("stale")
+    assert len(view.status.history) == 1
+
+
+def test_a_retry_after_a_conflict_adds_its_point_once_from_the_fresh_status() -> None:
+    """Replica 1 planned report 5 (with a point) on a status another replica then
+    changed; the retry plans again from the status read afresh: report 5 is stale if
+    the other replica wrote a newer one, and otherwise adds no point that is not due."""
+    rules = HistoryRules(every_seconds=600, points=288)
+    start = report_at(experiment(), 1, 0, (10, 1), (10, 1), rules)
+    at = NOW + timedelta(seconds=700)
+    mine = pending(5, (50, 5), (50, 6), received_at=at)
+    first_try = written(plan_results(start, mine, at, 300, rules))
+    assert len(first_try["history"]) == 2
+    # Meanwhile the other replica wrote report 4 with its point, a second earlier.
+    fresh = report_at(start, 4, 699, (40, 4), (40, 4), rules)
+    assert len(fresh.status.history) == 2
+    retried = apply(fresh, plan_results(fresh, mine, at, 300, rules))
+    assert history(retried) == [("09:00:00", (10, 1, 10, 1)), ("09:11:39", (40, 4, 40, 4))]
+    assert [v.visitors for v in retried.status.variants] == [50, 50]
+    # Had it written report 6, the retry of 5 changes nothing at all.
+    newer = report_at(start, 6, 699, (60, 6), (60, 6), rules)
+    assert plan_results(newer, mine, at, 300, rules) == Skip("stale")
+
+
+def test_a_newer_report_received_before_the_newest_point_updates_that_point() -> None:
+    """Two replicas: one received report 9 at 09:10:00, the other report 8 at 09:10:01
+    and wrote first. Report 9 lands after it; time in the history never goes back, and
+    its newest point still has the counts of the status."""
+    rules = HistoryRules(every_seconds=0, points=288)
+    view = report_at(experiment(), 1, 0, (10, 1), (10, 1), rules)
+    view = report_at(view, 8, 601, (80, 8), (80, 8), rules)
+    view = report_at(view, 9, 600, (90, 9), (90, 9), rules)
+    assert history(view) == [("09:00:00", (10, 1, 10, 1)), ("09:10:01", (90, 9, 90, 9))]
 
 
 def beat(version: str = "0.4.1", started: datetime = NOW - timedelta(hours=1)) -> Heartbeat:

@@ -24,6 +24,7 @@ from smart_operator.models.common import CamelModel
 from smart_operator.models.experiment import (
     Decision,
     ExperimentSpec,
+    HistoryPoint,
     Statistics,
     VariantResult,
 )
@@ -42,6 +43,7 @@ class ResultsStatus(CamelModel):
     variants: list[VariantResult] = Field(default_factory=list)
     statistics: Statistics | None = None
     decision: Decision | None = None
+    history: list[HistoryPoint] = Field(default_factory=list)
 
 
 Fetch = Callable[[str, str], Awaitable[dict[str, Any] | None]]

@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from smart_operator.intake.status import HISTORY_POINTS, HISTORY_SECONDS, MIN_HISTORY_POINTS
+from smart_operator.models.experiment import HISTORY_MAX_POINTS
+
 
 class IntakeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMART_INTAKE_", extra="ignore")
@@ -59,6 +62,20 @@ class IntakeSettings(BaseSettings):
         "may be this much older than the agent's last heartbeat (keep it well below the "
         "operator's SMART_AGENT_TIMEOUT_SECONDS, 300); a new agent version or start time "
         "is written at once",
+    )
+    history_seconds: float = Field(
+        default=HISTORY_SECONDS,
+        ge=0,
+        description="An Experiment's status.history (the dashboard's chart) gets a point with "
+        "the current counts when they changed and its newest point is this old; the first "
+        "report always adds one. Points ride along with result writes and never cause one",
+    )
+    history_points: int = Field(
+        default=HISTORY_POINTS,
+        ge=MIN_HISTORY_POINTS,
+        le=HISTORY_MAX_POINTS,
+        description="Most points of status.history; beyond it every other point of the older "
+        "half is dropped, so the history spans the whole experiment at a coarser grain",
     )
     max_concurrent_writes: int = Field(
         default=16, ge=1, le=256, description="Status writes in flight at once, across objects"

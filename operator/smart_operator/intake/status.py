@@ -2,8 +2,9 @@
 pure functions, no I/O, so every rule here is unit-tested without a cluster.
 
 Results: the intake is the only writer of an Experiment's results (``lastSequence``,
-``lastReportAt``, ``variants``, ``statistics``, ``decision``), and writes all of them
-in one patch, so counts and the statistics computed from them never disagree.
+``lastReportAt``, ``variants``, ``statistics``, ``decision``, ``history``), and writes
+all of them in one patch, so counts and the statistics computed from them never
+disagree.
 
 - A report whose sequence is not above ``status.lastSequence`` changes nothing.
 - Counts never go backwards: each count is the larger of the recorded one and the
@@ -11,6 +12,15 @@ in one patch, so counts and the statistics computed from them never disagree.
 - Counts, statistics and the decision are recomputed from the merged counts with
   ``stats.analyze``. If none of them changes, nothing is written, except that
   ``lastReportAt`` is refreshed once it is ``idle_write_seconds`` old.
+- ``history`` (the counts over time, for the dashboard's chart) only rides along on
+  a write that happens anyway, and is recomputed from the status as read each time
+  (so a retry after a conflict never adds a point twice). A point with the merged
+  counts is added when the history is empty, or when the counts differ from the
+  newest point and that point is ``every_seconds`` old (a report received before the
+  newest point, possible with two replicas, updates that point's counts instead, so
+  the newest point always has the counts last written). Beyond ``points`` points,
+  every other point of the older half is dropped: the oldest and the newest stay, so
+  the history always spans the whole experiment at a coarser grain.
 
 Heartbeats: ``status.agent`` gets the version, start time and ``lastSeen``; a
 heartbeat that brings only a newer ``lastSeen`` is written once the recorded one is
@@ -28,10 +38,23 @@ from smart_operator.intake.experiments import ExperimentView
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import Heartbeat, ResultsReport
 from smart_operator.models.domain import AgentStatus
-from smart_operator.models.experiment import Decision, Statistics, VariantResult
+from smart_operator.models.experiment import (
+    Decision,
+    HistoryCounts,
+    HistoryPoint,
+    Statistics,
+    VariantResult,
+)
 from smart_operator.stats import VariantCounts, analyze, to_status
 
 log = logging.getLogger(__name__)
+
+HISTORY_SECONDS = 600.0
+"""Default of ``SMART_INTAKE_HISTORY_SECONDS``: at most one history point per 10 minutes."""
+HISTORY_POINTS = 288
+"""Default of ``SMART_INTAKE_HISTORY_POINTS``."""
+MIN_HISTORY_POINTS = 4
+"""Thinning needs at least this many points to shorten the history."""
 
 SkipReason = Literal["stale", "unchanged", "deleted", "replaced", "domain_changed", "invalid"]
 
@@ -94,6 +117,60 @@ def merged_counts(view: ExperimentView, report: ResultsReport) -> list[VariantCo
     return counts
 
 
+@dataclass(frozen=True)
+class HistoryRules:
+    """When ``plan_results`` adds a point to ``status.history`` and how many it keeps."""
+
+    every_seconds: float = HISTORY_SECONDS
+    points: int = HISTORY_POINTS
+
+    def __post_init__(self) -> None:
+        if self.points < MIN_HISTORY_POINTS:
+            raise ValueError(f"a history keeps at least {MIN_HISTORY_POINTS} points")
+
+
+def thin(points: list[HistoryPoint], most: int) -> list[HistoryPoint]:
+    """At most ``most`` points: while there are more, drop every other point of the
+    older half (the oldest and the newest always stay)."""
+    most = max(most, MIN_HISTORY_POINTS)
+    while len(points) > most:
+        half = len(points) // 2
+        points = points[:half:2] + points[half:]
+    return points
+
+
+def next_history(
+    history: list[HistoryPoint],
+    counts: list[VariantCounts],
+    at: datetime,
+    rules: HistoryRules,
+) -> list[HistoryPoint] | None:
+    """The history with a point for ``counts`` at ``at`` added, or ``None`` when no
+    point is due (the counts are those of the newest point, or it is younger than
+    ``rules.every_seconds``). A report received before the newest point updates that
+    point's counts instead."""
+    point = HistoryPoint(
+        at=at,
+        counts=[
+            HistoryCounts(variant=c.name, visitors=c.visitors, conversions=c.conversions)
+            for c in counts
+        ],
+    )
+    if history:
+        newest = history[-1]
+        if newest.counts == point.counts:
+            return None
+        age = (at - newest.at).total_seconds()
+        if age < 0:
+            # Received before the newest point, yet numbered higher: another replica
+            # wrote a report it received later first. The newest point takes these
+            # (larger) counts, so it stays the current counts and time never goes back.
+            return [*history[:-1], newest.model_copy(update={"counts": point.counts})]
+        if age < rules.every_seconds:
+            return None
+    return thin([*history, point], rules.points)
+
+
 def _results(
     variants: list[VariantResult], statistics: Statistics | None, decision: Decision | None
 ) -> dict[str, Any]:
@@ -110,7 +187,11 @@ def _results(
 
 
 def plan_results(
-    view: ExperimentView, pending: PendingReport, now: datetime, idle_write_seconds: float
+    view: ExperimentView,
+    pending: PendingReport,
+    now: datetime,
+    idle_write_seconds: float,
+    rules: HistoryRules | None = None,
 ) -> Write | Skip:
     """The status patch that records ``pending`` on the Experiment as read, or why
     there is nothing to write."""
@@ -121,9 +202,10 @@ def plan_results(
         return Skip("domain_changed")
     if report.sequence <= view.recorded_sequence:
         return Skip("stale")
+    counts = merged_counts(view, report)
     try:
         analysis = analyze(
-            merged_counts(view, report),
+            counts,
             view.spec.stopping,
             view.created,
             now,
@@ -139,20 +221,24 @@ def plan_results(
         if age < idle_write_seconds:
             return Skip("unchanged")
     variants, statistics, decision = new
-    return Write(
-        {
-            "lastSequence": report.sequence,
-            "lastReportAt": rfc3339(pending.received_at),
-            # A list is replaced whole by a merge patch: send items without nulls
-            # (the schema has no nullable fields). In objects, a null deletes a
-            # field that no longer applies (a winner that is no longer one).
-            "variants": [
-                v.model_dump(by_alias=True, mode="json", exclude_none=True) for v in variants
-            ],
-            "statistics": statistics.model_dump(by_alias=True, mode="json"),
-            "decision": decision.model_dump(by_alias=True, mode="json"),
-        }
-    )
+    status: dict[str, Any] = {
+        "lastSequence": report.sequence,
+        "lastReportAt": rfc3339(pending.received_at),
+        # A list is replaced whole by a merge patch: send items without nulls
+        # (the schema has no nullable fields). In objects, a null deletes a
+        # field that no longer applies (a winner that is no longer one).
+        "variants": [v.model_dump(by_alias=True, mode="json", exclude_none=True) for v in variants],
+        "statistics": statistics.model_dump(by_alias=True, mode="json"),
+        "decision": decision.model_dump(by_alias=True, mode="json"),
+    }
+    points = next_history(view.status.history, counts, pending.received_at, rules or HistoryRules())
+    if points is not None:
+        # Sent only when it changes: a merge patch leaves a field it does not name alone.
+        status["history"] = [
+            {"at": rfc3339(p.at), "counts": [c.model_dump(by_alias=True) for c in p.counts]}
+            for p in points
+        ]
+    return Write(status)
 
 
 def plan_agent(

@@ -11,7 +11,8 @@ Each writer coalesces (``coalesce.Coalescer``) per object and writes like this:
    answers 409: GET the object again and go back to 2. Step 2 compares sequences
    and takes the larger counts, so whichever replica writes last, the status ends at
    the highest sequence seen by any of them, and no write based on a stale read
-   ever lands.
+   ever lands. ``status.history`` is decided in step 2 too, from the history as
+   read, so a retried write adds its point once, and only if still due.
 
 With several replicas each one does this independently; no coordination is needed
 beyond the API server's resourceVersion check.
@@ -33,6 +34,7 @@ from smart_operator.intake.experiments import ExperimentCache, ExperimentView
 from smart_operator.intake.keys import DomainRef, DomainView, KeyCache, domain_view
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.status import (
+    HistoryRules,
     PendingHeartbeat,
     PendingReport,
     Skip,
@@ -82,6 +84,7 @@ class ResultsWriter:
         self._api = api
         self._cache = cache
         self._idle = settings.idle_write_seconds
+        self._history = HistoryRules(settings.history_seconds, settings.history_points)
         self._accepted: dict[str, int] = {}
         self._coalescer: Coalescer[tuple[str, str], PendingReport] = Coalescer(
             "results",
@@ -124,8 +127,10 @@ class ResultsWriter:
         now = _now()
         if any(v.latencies_ms for v in pending.report.variants):
             # Latency statistics take milliseconds: keep the event loop answering.
-            return await asyncio.to_thread(plan_results, view, pending, now, self._idle)
-        return plan_results(view, pending, now, self._idle)
+            return await asyncio.to_thread(
+                plan_results, view, pending, now, self._idle, self._history
+            )
+        return plan_results(view, pending, now, self._idle, self._history)
 
     async def _write(self, key: tuple[str, str], pending: PendingReport) -> None:
         namespace, name = key

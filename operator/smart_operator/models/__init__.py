@@ -14,6 +14,8 @@ from smart_operator.models.experiment import (
     ExperimentSpec,
     ExperimentStatus,
     ExperimentType,
+    HistoryCounts,
+    HistoryPoint,
     TemplateName,
 )
 
@@ -34,5 +36,7 @@ __all__ = [
     "ExperimentSpec",
     "ExperimentStatus",
     "ExperimentType",
+    "HistoryCounts",
+    "HistoryPoint",
     "TemplateName",
 ]

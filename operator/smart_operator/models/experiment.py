@@ -168,6 +168,31 @@ class Decision(CamelModel):
     decided_at: datetime | None = None
 
 
+HISTORY_MAX_POINTS = 500
+"""The most points ``status.history`` may hold (the CRD's ``maxItems``); the intake keeps
+fewer (``SMART_INTAKE_HISTORY_POINTS``)."""
+
+
+class HistoryCounts(CamelModel):
+    """One variant's cumulative counts at one point of the history."""
+
+    variant: str = Field(pattern=NAME_PATTERN, max_length=40)
+    visitors: int = Field(default=0, ge=0)
+    conversions: int = Field(default=0, ge=0)
+
+
+class HistoryPoint(CamelModel):
+    """The cumulative counts of every variant at one moment."""
+
+    at: datetime = Field(description="When the intake received the report with these counts")
+    counts: list[HistoryCounts] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Cumulative visitors and conversions of each variant, control first",
+        json_schema_extra=list_map("variant"),
+    )
+
+
 class ExperimentStatus(CamelModel):
     observed_generation: int | None = None
     phase: ExperimentPhase | None = None
@@ -178,6 +203,15 @@ class ExperimentStatus(CamelModel):
     variants: list[VariantResult] = Field(default_factory=list)
     statistics: Statistics | None = None
     decision: Decision | None = None
+    history: list[HistoryPoint] = Field(
+        default_factory=list,
+        max_length=HISTORY_MAX_POINTS,
+        description="The counts over time, oldest first, for the dashboard's chart: the "
+        "intake adds a point when the counts changed and the newest point is "
+        "SMART_INTAKE_HISTORY_SECONDS old (the first report always adds one), and when "
+        "there are more than SMART_INTAKE_HISTORY_POINTS drops every other point of the "
+        "older half, so the points span the whole experiment",
+    )
     conditions: list[Condition] = conditions_field()
 
 
