@@ -547,14 +547,24 @@ async def _measure(
             hosts[label] = host
             targets[label] = host.base_url + "/"
             markers[label] = str(host.root)
+        # The buffered host is loaded twice: once with its agent counting alongside (as
+        # on a real server) and once with the agent paused, which shows nginx's own cost.
+        targets["paused"] = targets["buffered"]
+        markers["paused"] = markers["buffered"]
         cpu = {label: _cpu_seconds(_pid(h)) for label, h in hosts.items()}
         rps: dict[str, list[float]] = {name: [] for name in targets}
         requests: dict[str, float] = dict.fromkeys(targets, 0.0)
         nginx_cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
         for _ in range(rounds):
             for name, url in targets.items():
+                if name == "paused":
+                    os.kill(_pid(hosts["buffered"]), signal.SIGSTOP)
                 before = _nginx_cpu_seconds(markers[name])
-                figures = await asyncio.to_thread(_load, url, script, seconds, connections)
+                try:
+                    figures = await asyncio.to_thread(_load, url, script, seconds, connections)
+                finally:
+                    if name == "paused":
+                        os.kill(_pid(hosts["buffered"]), signal.SIGCONT)
                 nginx_cpu[name] += _nginx_cpu_seconds(markers[name]) - before
                 rps[name].append(figures["rps"])
                 requests[name] += figures["requests"]
@@ -563,7 +573,8 @@ async def _measure(
             "nginx_us": {k: nginx_cpu[k] / requests[k] * 1e6 for k in targets},
         }
         for label, host in hosts.items():
-            lines = await _caught_up(host, requests[label])
+            sent = requests[label] + (requests["paused"] if label == "buffered" else 0)
+            lines = await _caught_up(host, sent)
             used = _cpu_seconds(_pid(host)) - cpu[label]
             result[label] = {
                 "cpu_per_1000": used / lines * 1000,
@@ -617,10 +628,10 @@ def run(cold: bool, seconds: int = 5, connections: int = 64, rounds: int = 3) ->
         print(f"  {label}: median {median[name]:.0f} requests/s ({rounds_text})")
         print(f"    nginx CPU {result['nginx_us'][name]:.1f} us per request")
     for name, label in (
-        ("buffered", "agent, buffered log (default: 32 KiB, flush 1 s)"),
-        ("unbuffered", "agent, unbuffered log"),
+        ("paused", "agent's nginx alone (buffered log, the agent paused during the rounds)"),
+        ("buffered", "agent's nginx with the agent counting, buffered log (the default)"),
+        ("unbuffered", "agent's nginx with the agent counting, unbuffered log"),
     ):
-        figures = result[name]
         rounds_text = ", ".join(f"{v:.0f}" for v in result["rps"][name])
         print(f"  {label}: median {median[name]:.0f} requests/s ({rounds_text})")
         print(
@@ -633,6 +644,9 @@ def run(cold: bool, seconds: int = 5, connections: int = 64, rounds: int = 3) ->
             f"{us['plain-nolog'] / us[name]:.2f} (no log) and {us['plain-log'] / us[name]:.2f} "
             "(its log) of that"
         )
+        if name == "paused":
+            continue
+        figures = result[name]
         print(
             f"    agent CPU {figures['cpu_per_1000'] * 1000:.1f} ms per 1,000 requests counted "
             f"({figures['lines']:.0f} lines)"
