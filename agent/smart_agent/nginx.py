@@ -172,7 +172,8 @@ def _split_block(key_salt: str, variable: str, parts: list[tuple[str, int]]) -> 
     return lines
 
 
-def _bot_map(extra: list[str]) -> list[str]:
+def _maps(extra: list[str]) -> list[str]:
+    """The maps the log line reads: bots, pages and prefetches."""
     words = [re.escape(word) for word in (*BOT_WORDS, *extra)]
     pattern = "|".join(words).replace('"', "")
     return [
@@ -180,6 +181,12 @@ def _bot_map(extra: list[str]) -> list[str]:
         "    default 0;",
         '    "" 1;',
         f'    "~*({pattern})" 1;',
+        "}",
+        # Only pages can count (conversions redirect with an HTML body too): assets are
+        # not logged, which spares them the visitor id, the bot check and the line.
+        "map $sent_http_content_type $smart_logged {",
+        "    default 0;",
+        '    "~^text/html" 1;',
         "}",
         # Browsers mark speculative loads; a prefetched page may never be seen.
         'map "$http_purpose$http_sec_purpose$http_x_moz$http_x_purpose" $smart_prefetch {',
@@ -270,7 +277,7 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
         lines.append(f"    set_real_ip_from {cidr};")
     if settings.real_ip_from:
         lines += [f"    real_ip_header {settings.real_ip_header};", "    real_ip_recursive on;"]
-    lines += ["    " + line for line in _bot_map(settings.bot_patterns)]
+    lines += ["    " + line for line in _maps(settings.bot_patterns)]
     lines += [
         "    " + line
         for line in _split_block(
@@ -290,7 +297,7 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
         "    server {",
         f"        listen {settings.listen} default_server;",
         "        server_name _;",
-        f"        access_log {_quote(settings.access_log)} smart{buffer};",
+        f"        access_log {_quote(settings.access_log)} smart{buffer} if=$smart_logged;",
         "        location /_smart/ {",
         "            access_log off;",
         "            return 404;",
