@@ -34,7 +34,11 @@ def pct(value: float, digits: int = 1) -> str:
 
 
 def signed_pct(value: float, digits: int = 1) -> str:
-    text = f"{value * 100:+.{digits}f}%"
+    """ "+38.2%", and beyond +1,000% "over +1,000%": an early interval's upper bound can
+    be a million percent, which says no more than "very large"."""
+    if value > 10:
+        return "over " + signed_pct(10, 0)
+    text = f"{value * 100:+,.{digits}f}%"
     return text.replace("-", "\u2212")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from smart_dashboard.charts import chart_points, rate_chart
 from smart_dashboard.cluster import Cache, customer_of_username
-from smart_dashboard.present import chance_text, summarize, wilson
+from smart_dashboard.present import chance_text, signed_pct, summarize, wilson
 from smart_dashboard.sessions import Session, Signer
 from smart_operator.models import Experiment
 
@@ -151,3 +151,10 @@ def test_not_enough_data_is_never_a_bare_percentage() -> None:
     assert ready.rows[1].uplift.value == "+33.0%"
     assert ready.rows[1].uplift.interval == "+10.0% to +60.0%"
     assert chance_text(0.998) == "> 99%" and chance_text(0.001) == "< 1%"
+
+
+def test_an_enormous_interval_bound_is_shown_as_over_a_thousand_percent() -> None:
+    assert signed_pct(0.382) == "+38.2%"
+    assert signed_pct(-0.92, 0) == "\u221292%"
+    assert signed_pct(28192.8) == "over +1,000%"
+    assert signed_pct(9.5) == "+950.0%"

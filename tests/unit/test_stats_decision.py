@@ -9,6 +9,7 @@ import pytest
 
 from smart_operator.models.experiment import Decision, ExperimentStatus, StoppingRules
 from smart_operator.stats import Analysis, Policy, VariantCounts, analyze, to_status
+from smart_operator.stats._format import change
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULES = StoppingRules()  # the resource's defaults: 200 visitors, 28 days, alpha 0.05
@@ -168,3 +169,15 @@ def test_bad_input_is_rejected() -> None:
         _analyze([("a", 10, 1), ("a", 10, 1)], days=1)
     with pytest.raises(ValueError, match="impossible counts"):
         _analyze([("a", 10, 11), ("b", 10, 1)], days=1)
+
+
+def test_relative_changes_read_as_a_founder_would() -> None:
+    assert [change(v) for v in (0.6, -0.042, 0.0, 12.5, 9.99, 28192.8, float("inf"))] == [
+        "+60%",
+        "-4.2%",
+        "+0%",
+        "over +1,000%",
+        "+999%",
+        "over +1,000%",
+        "over +1,000%",
+    ]

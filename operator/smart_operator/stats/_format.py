@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import math
-
 
 def rate(value: float) -> str:
     """A conversion rate: one decimal, two below 1%."""
     return f"{100 * value:.2f}%" if value < 0.01 else f"{100 * value:.1f}%"
 
 
+CHANGE_SHOWN_UP_TO = 10.0
+"""Beyond +1,000% a figure says nothing more precise than "very large"."""
+
+
 def change(value: float) -> str:
-    """A relative change with its sign: "+60%", "-4.2%"."""
-    if math.isinf(value):
-        return "+∞" if value > 0 else "-∞"
+    """A relative change with its sign: "+60%", "-4.2%", "+1,250%", and beyond
+    +1,000% "over +1,000%" (an early interval's bound can be a million percent)."""
+    if value > CHANGE_SHOWN_UP_TO:
+        return f"over {change(CHANGE_SHOWN_UP_TO)}"
     percent = 100 * value
-    text = f"{percent:+.1f}%" if abs(percent) < 10 else f"{percent:+.0f}%"
+    text = f"{percent:+.1f}%" if abs(percent) < 10 else f"{percent:+,.0f}%"
     return "+0%" if text in ("+0.0%", "-0.0%") else text
 
 
