@@ -232,16 +232,11 @@ def summarize(experiment: Experiment) -> ExperimentSummary:
             uplift = Estimate(None, note=not_enough(more))
             chance = Estimate(None, note=not_enough(more))
         else:
-            if (
-                result
-                and result.uplift is not None
-                and result.uplift_low is not None
-                and (result.uplift_high is not None)
-            ):
+            if result and result.uplift is not None and result.uplift_low is not None:
+                # No upper bound: the data cannot bound the uplift from above yet.
+                high = result.uplift_high if result.uplift_high is not None else math.inf
                 uplift = Estimate(
-                    signed_pct(result.uplift),
-                    signed_pct(result.uplift_low),
-                    signed_pct(result.uplift_high),
+                    signed_pct(result.uplift), signed_pct(result.uplift_low), signed_pct(high)
                 )
                 if result.uplift > best_value:
                     best_value = result.uplift

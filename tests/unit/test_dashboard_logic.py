@@ -158,3 +158,13 @@ def test_an_enormous_interval_bound_is_shown_as_over_a_thousand_percent() -> Non
     assert signed_pct(-0.92, 0) == "\u221292%"
     assert signed_pct(28192.8) == "over +1,000%"
     assert signed_pct(9.5) == "+950.0%"
+
+
+def test_an_uplift_the_data_cannot_yet_bound_from_above_says_so() -> None:
+    """The intake leaves upliftHigh out while the always-valid interval is unbounded."""
+    raw = exp("n", "e", 5000, 0)
+    status = raw["status"]
+    assert isinstance(status, dict)
+    del status["variants"][1]["upliftHigh"]
+    row = summarize(Experiment.model_validate({"kind": "Experiment", **raw})).rows[1]
+    assert row.uplift.interval == "+10.0% to over +1,000%"

@@ -21,6 +21,7 @@ from smart_operator.stats import (
     confidence_sequence_half_width,
     log_mixture_likelihood_ratio,
     log_risk_ratio,
+    restricted_rates,
 )
 from smart_operator.stats.sequential import information_factor_for_half_width
 
@@ -83,17 +84,49 @@ def test_p_value_is_one_without_evidence_and_falls_with_it() -> None:
     assert small > z_test
 
 
-def test_conversion_comparison_uses_katz_variance() -> None:
-    """The effect is log(p_B/p_A) with the variance of Katz et al. (1978),
-    1/x_B - 1/n_B + 1/x_A - 1/n_A."""
+def test_conversion_comparison_tests_no_change_at_the_pooled_variance() -> None:
+    """The effect is log(p_B/p_A). "No change" is tested at the variance the estimate
+    has when there is none: at the pooled rate p̄, (1 - p̄)/p̄ · (1/n_A + 1/n_B), the
+    delta-method form of the pooled variance of the classical two-proportion test
+    (A. Agresti, Categorical Data Analysis, 3rd ed., 2013, section 3.1.3)."""
     comparison = compare_conversions(250, 5000, 350, 5000, mixture_sd=0.2)
-    estimate, variance = log_risk_ratio(250, 5000, 350, 5000)
+    estimate, katz = log_risk_ratio(250, 5000, 350, 5000)
     assert estimate == pytest.approx(math.log(1.4))
-    assert variance == pytest.approx(1 / 350 - 1 / 5000 + 1 / 250 - 1 / 5000)
+    assert katz == pytest.approx(1 / 350 - 1 / 5000 + 1 / 250 - 1 / 5000)
+    pooled = 600 / 10000
+    variance = (1 - pooled) / pooled * (1 / 5000 + 1 / 5000)
+    assert comparison.variance_at(0.0) == pytest.approx(variance)
     assert comparison.uplift == pytest.approx(0.4)
     assert comparison.p_value == pytest.approx(always_valid_p_value(estimate, variance, 0.2))
     interval = comparison.uplift_interval(0.05)
     assert interval.low < 0.4 < interval.high
+    # The interval is the set of ratios not rejected: its bounds are rejected just so.
+    for bound in (interval.low, interval.high):
+        evidence = comparison.log_evidence_against(math.log1p(bound))
+        assert evidence == pytest.approx(math.log(20.0), rel=1e-6)
+    assert (comparison.p_value < 0.05) == (interval.low > 0.0)
+
+
+def test_constrained_rates_are_the_maximum_likelihood_under_the_ratio() -> None:
+    """C. P. Farrington and G. Manning (1990), Statistics in Medicine 9:1447-1454: the
+    constrained estimate zeroes the score of the binomial log-likelihood under
+    p_B = r·p_A, and at r = 1 it is the pooled rate."""
+    x1, n1, x2, n2 = 2, 179, 118, 221
+    assert restricted_rates(x1, n1, x2, n2, 1.0) == pytest.approx((120 / 400, 120 / 400))
+    for ratio in (0.5, 2.0, 47.8, 300.0):
+        p1, p2 = restricted_rates(x1, n1, x2, n2, ratio)
+        assert p2 == pytest.approx(ratio * p1) and 0 < p1 < 1 and 0 < p2 < 1
+        score = (x1 + x2) / p1 - (n1 - x1) / (1 - p1) - ratio * (n2 - x2) / (1 - ratio * p1)
+        assert score == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_control_with_two_conversions_does_not_hide_an_obvious_winner() -> None:
+    """2 of 179 against 118 of 221 (1.1% against 53%): Katz's variance at the estimate,
+    1/2 + ..., made this look like no evidence (p = 0.34 with a mixture sd of 0.2); the
+    pooled variance sees what a two-proportion test sees."""
+    comparison = compare_conversions(2, 179, 118, 221, mixture_sd=0.2)
+    assert comparison.p_value < 1e-6
+    assert comparison.uplift_interval(0.05).low > 1.0  # over +100%
 
 
 def test_data_factor_solves_for_the_half_width() -> None:

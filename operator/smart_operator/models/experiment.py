@@ -146,7 +146,11 @@ class VariantResult(CamelModel):
     rate_high: float | None = None
     uplift: float | None = None
     uplift_low: float | None = None
-    uplift_high: float | None = None
+    uplift_high: float | None = Field(
+        default=None,
+        description="Upper bound of the always-valid uplift interval; absent while the data "
+        "cannot bound it yet (upliftLow present) or before there is an estimate",
+    )
     chance_to_beat_control: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None

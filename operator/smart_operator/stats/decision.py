@@ -479,7 +479,11 @@ def _decide_conversions(
             (better if comparison.log_ratio > 0 else worse).append(index)
             continue
         cs = described[index].uplift_interval
-        if cs is not None and math.log1p(cs.low) > -margin and math.log1p(cs.high) < margin:
+        if (
+            cs is not None
+            and cs.low > -1.0
+            and -margin < math.log1p(cs.low) <= math.log1p(cs.high) < margin
+        ):
             equivalent.append(index)
         else:
             unclear.append(index)

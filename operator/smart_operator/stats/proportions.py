@@ -206,17 +206,100 @@ def log_risk_ratio(
     the Haldane-Anscombe correction (J. B. S. Haldane 1956, Ann. Hum. Genet. 20:309),
     so the estimate and its variance stay finite.
     """
+    x1, n1, x2, n2 = _corrected(
+        control_conversions, control_visitors, variant_conversions, variant_visitors
+    )
+    estimate = math.log((x2 / n2) / (x1 / n1))
+    variance = 1.0 / x2 - 1.0 / n2 + 1.0 / x1 - 1.0 / n1
+    return estimate, variance
+
+
+def _haldane(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float, float, float]:
+    """The counts ``log_risk_ratio`` uses: 0.5 added to each cell when one is empty."""
+    if min(x1, x2) == 0.0 or x1 == n1 or x2 == n2:
+        return x1 + 0.5, n1 + 1.0, x2 + 0.5, n2 + 1.0
+    return x1, n1, x2, n2
+
+
+def restricted_rates(
+    control_conversions: int,
+    control_visitors: int,
+    variant_conversions: int,
+    variant_visitors: int,
+    ratio: float,
+) -> tuple[float, float]:
+    """The maximum-likelihood rates (p₁, p₂) of two binomial arms under the constraint
+    p₂ = ratio · p₁.
+
+    Source: C. P. Farrington and G. Manning (1990), "Test statistics and sample size
+    formulae for comparative binomial trials with null hypothesis of non-zero risk
+    difference or non-unity relative risk", Statistics in Medicine 9:1447-1454, the
+    closed form of the constrained estimate behind the score test and interval of
+    O. Miettinen and M. Nurminen (1985), Statistics in Medicine 4:213-226: p₁ is the
+    smaller root of::
+
+        ratio·N·p₁² - (n₁ + ratio·n₂ + x₂ + ratio·x₁)·p₁ + (x₁ + x₂) = 0,  N = n₁ + n₂
+
+    (the zero of the constrained log-likelihood's derivative). With ratio 1 it is the
+    pooled rate of both arms. Counts as in ``log_risk_ratio`` (Haldane's 0.5 when a
+    cell is empty).
+    """
+    x1, n1, x2, n2 = _corrected(
+        control_conversions, control_visitors, variant_conversions, variant_visitors
+    )
+    return _restricted(x1, n1, x2, n2, ratio)
+
+
+def _corrected(
+    control_conversions: int,
+    control_visitors: int,
+    variant_conversions: int,
+    variant_visitors: int,
+) -> tuple[float, float, float, float]:
     check_counts(control_conversions, control_visitors)
     check_counts(variant_conversions, variant_visitors)
     if control_visitors == 0 or variant_visitors == 0:
         raise ValueError("both arms need visitors")
-    x1, n1 = float(control_conversions), float(control_visitors)
-    x2, n2 = float(variant_conversions), float(variant_visitors)
-    if min(x1, x2) == 0.0 or x1 == n1 or x2 == n2:
-        x1, n1, x2, n2 = x1 + 0.5, n1 + 1.0, x2 + 0.5, n2 + 1.0
-    estimate = math.log((x2 / n2) / (x1 / n1))
-    variance = 1.0 / x2 - 1.0 / n2 + 1.0 / x1 - 1.0 / n1
-    return estimate, variance
+    return _haldane(
+        float(control_conversions),
+        float(control_visitors),
+        float(variant_conversions),
+        float(variant_visitors),
+    )
+
+
+def _restricted(x1: float, n1: float, x2: float, n2: float, ratio: float) -> tuple[float, float]:
+    if not ratio > 0.0:
+        raise ValueError(f"ratio must be positive, got {ratio}")
+    a = ratio * (n1 + n2)
+    b = n1 + ratio * n2 + x2 + ratio * x1
+    c = x1 + x2
+    # The smaller root, written so that it does not cancel when 4ac is small.
+    p1 = 2.0 * c / (b + math.sqrt(max(0.0, b * b - 4.0 * a * c)))
+    return p1, ratio * p1
+
+
+def log_risk_ratio_variance_under(
+    control_conversions: int,
+    control_visitors: int,
+    variant_conversions: int,
+    variant_visitors: int,
+    ratio: float,
+) -> float:
+    """The large-sample variance of log(p̂₂/p̂₁) if the true ratio were ``ratio``:
+    (1 - p₁)/(n₁p₁) + (1 - p₂)/(n₂p₂) at the constrained rates of ``restricted_rates``.
+
+    Source: the delta-method variance of the log risk ratio (Katz et al. 1978) taken at
+    the constrained maximum-likelihood rates instead of the observed ones, as the score
+    methods of Miettinen and Nurminen (1985) and Farrington and Manning (1990) do. At
+    ratio 1 this is the pooled variance of the classical two-proportion test; unlike
+    Katz's it stays small when one arm has few conversions but the other many.
+    """
+    x1, n1, x2, n2 = _corrected(
+        control_conversions, control_visitors, variant_conversions, variant_visitors
+    )
+    p1, p2 = _restricted(x1, n1, x2, n2, ratio)
+    return (1.0 - p1) / (n1 * p1) + (1.0 - p2) / (n2 * p2)
 
 
 def relative_uplift_katz(

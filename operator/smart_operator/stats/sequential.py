@@ -22,8 +22,9 @@ Sources:
   Statistics — why an estimated variance may be plugged in (asymptotic validity).
 
 Here the effect is any asymptotically normal estimate θ̂ with variance v (for
-conversions: the log risk ratio, with Katz's variance). With a N(θ₀, τ²) mixture over
-the alternative, the mixture likelihood ratio is::
+conversions: the log risk ratio, with its variance taken at the rates the hypothesis
+θ = θ₀ allows, as score tests do; see ``compare_conversions``). With a N(θ₀, τ²)
+mixture over the alternative, the mixture likelihood ratio is::
 
     Λ = sqrt(v / (v + τ²)) · exp(τ² (θ̂ - θ₀)² / (2 v (v + τ²)))
 
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 
 from smart_operator.stats._special import find_root
 from smart_operator.stats.common import Interval
-from smart_operator.stats.proportions import log_risk_ratio
+from smart_operator.stats.proportions import log_risk_ratio, log_risk_ratio_variance_under
 
 
 def log_mixture_likelihood_ratio(
@@ -133,31 +134,75 @@ def information_factor_for_half_width(
 
 @dataclass(frozen=True)
 class SequentialComparison:
-    """A variant against the control on the log risk-ratio scale, always-valid."""
+    """A variant against the control on the log risk-ratio scale, always-valid.
+
+    ``variance`` is Katz's, at the estimate. The test of each value θ₀ (and so the
+    p-value at θ₀ = 0 and the interval, the θ₀ not rejected) takes the variance the
+    estimate would have if θ₀ were true (``variance_at``), as score tests do.
+    """
 
     log_ratio: float
     variance: float
     mixture_sd: float
     p_value: float
+    counts: tuple[int, int, int, int]  # control conversions, visitors; variant's
 
     @property
     def uplift(self) -> float:
         """The relative uplift p_variant/p_control - 1."""
         return math.expm1(self.log_ratio)
 
+    def variance_at(self, null: float) -> float:
+        """The variance of the log risk ratio if its true value were ``null``."""
+        return log_risk_ratio_variance_under(*self.counts, math.exp(null))
+
+    def log_evidence_against(self, null: float) -> float:
+        """log Λ for the hypothesis θ = ``null``, at that hypothesis's variance."""
+        return log_mixture_likelihood_ratio(
+            self.log_ratio, self.variance_at(null), self.mixture_sd, null
+        )
+
     def uplift_interval(self, alpha: float) -> Interval:
-        """The always-valid interval for the relative uplift at level 1 - alpha."""
-        cs = confidence_sequence(self.log_ratio, self.variance, self.mixture_sd, alpha)
-        return Interval(math.expm1(cs.low), math.expm1(cs.high), cs.confidence)
+        """The always-valid interval for the relative uplift at level 1 - alpha: the
+        ratios the mSPRT does not reject at alpha, each tested at its own variance.
+
+        Source: the confidence sequence as the inversion of the mSPRT (Johari et al.
+        2022; Howard et al. 2021, see the module docstring), with the constrained
+        variance of score intervals (Miettinen and Nurminen 1985). A bound the data
+        cannot yet limit (a ratio of e^±16 still not rejected) is infinite: -100% or
+        +∞ for the uplift.
+        """
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+        threshold = -math.log(alpha)
+        low = self._bound(-1.0, threshold)
+        high = self._bound(1.0, threshold)
+        return Interval(math.expm1(low), math.expm1(high), 1.0 - alpha)
+
+    def _bound(self, direction: float, threshold: float) -> float:
+        def gap(distance: float) -> float:
+            return self.log_evidence_against(self.log_ratio + direction * distance) - threshold
+
+        inside = 0.0
+        for outside in BOUND_SEARCH:
+            if gap(outside) > 0.0:
+                return self.log_ratio + direction * find_root(gap, inside, outside)
+            inside = outside
+        return direction * math.inf
 
     def data_factor_to_resolve(self, alpha: float, margin: float) -> float | None:
         """How many times the current data would settle this comparison, if the
         observed effect held: the interval must either exclude "no change"
         (half-width < |θ̂|) or fit inside ±``margin`` around it (half-width <
-        log(1 + margin) - |θ̂|), whichever comes first."""
+        log(1 + margin) - |θ̂|), whichever comes first. An estimate: it uses Katz's
+        variance at the estimate for every value."""
         bound = math.log1p(margin)
         target = max(abs(self.log_ratio), bound - abs(self.log_ratio))
         return information_factor_for_half_width(self.variance, self.mixture_sd, alpha, target)
+
+
+# How far from the estimate (log scale) each bound of the interval is looked for.
+BOUND_SEARCH = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def compare_conversions(
@@ -169,13 +214,19 @@ def compare_conversions(
 ) -> SequentialComparison:
     """The always-valid comparison of a variant's conversion rate with the control's.
 
-    The effect is the log risk ratio with Katz's variance (``proportions.log_risk_ratio``),
-    tested with the normal-mixture mSPRT of Johari et al. (2022); ``mixture_sd`` is the
-    mixture's standard deviation on the log scale, roughly the relative lift the test is
-    tuned to find fastest (0.2 ≈ ±20%).
+    The effect is the log risk ratio (``proportions.log_risk_ratio``), tested with the
+    normal-mixture mSPRT of Johari et al. (2022); ``mixture_sd`` is the mixture's
+    standard deviation on the log scale, roughly the relative lift the test is tuned
+    to find fastest (0.2 ≈ ±20%). The p-value tests "no change" at the variance the
+    estimate has when there is none: that of the pooled rate
+    (``proportions.log_risk_ratio_variance_under`` at ratio 1), as the classical
+    two-proportion test does. Katz's variance at the estimate would make a control
+    with two conversions look like almost no evidence against a variant with a
+    hundred.
     """
-    estimate, variance = log_risk_ratio(
-        control_conversions, control_visitors, variant_conversions, variant_visitors
+    counts = (control_conversions, control_visitors, variant_conversions, variant_visitors)
+    estimate, variance = log_risk_ratio(*counts)
+    p_value = always_valid_p_value(
+        estimate, log_risk_ratio_variance_under(*counts, 1.0), mixture_sd
     )
-    p_value = always_valid_p_value(estimate, variance, mixture_sd)
-    return SequentialComparison(estimate, variance, mixture_sd, p_value)
+    return SequentialComparison(estimate, variance, mixture_sd, p_value, counts)
