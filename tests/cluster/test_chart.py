@@ -77,6 +77,19 @@ def kustomize_objects(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+def server_dry_run(cluster: Cluster, rendered: str) -> str:
+    """``kubectl apply --server-side --dry-run=server`` of ``rendered``; its output."""
+    return cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=smartserver-chart-test",
+        "-f",
+        "-",
+        input=rendered,
+    )
+
+
 def test_chart_lints_strictly(helm: Path) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -584,15 +597,7 @@ def test_the_kustomize_base_with_the_intake_and_dashboard_passes_a_server_side_d
     cluster: Cluster,
 ) -> None:
     rendered = cluster.kubectl("kustomize", str(platform.MANIFESTS))
-    output = cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--field-manager=smartserver-chart-test",
-        "-f",
-        "-",
-        input=rendered,
-    )
+    output = server_dry_run(cluster, rendered)
     for name in ("deployment.apps/smart-intake", "deployment.apps/smart-dashboard"):
         assert f"{name} serverside-applied (server dry run)" in output, output
     for name in ("smart-intake", "smart-intake-metrics", "smart-dashboard"):
@@ -784,15 +789,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(
 ) -> None:
     rendered = render_text(helm, "--include-crds", *values, namespace=release_namespace)
     docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    output = cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--field-manager=smartserver-chart-test",
-        "-f",
-        "-",
-        input=rendered,
-    )
+    output = server_dry_run(cluster, rendered)
     applied = [line for line in output.splitlines() if line.endswith("(server dry run)")]
     assert len(applied) == len(docs), output
     # The intake and the dashboard are among what the API server accepted.

@@ -27,11 +27,7 @@ def test_traffic_reaches_the_experiment_status_exactly(
     assert agent["reason"] == "Heartbeat"
     wait_condition(cluster, namespace, "site", "Ready")
 
-    cluster.apply(experiment("flow", namespace, "site"))
-    wait_exp(cluster, namespace, "flow", "Deployed")
-    server = domain["status"]["server"]
-    base = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}"
-    eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
+    base = _deploy_and_wait_until_served(cluster, domain, experiment("flow", namespace, "site"))
     plan = TrafficPlan(
         visitors=600,
         conversion_rates={"control": 0.05, "bold": 0.15},
@@ -79,11 +75,8 @@ def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
     domain = cluster.get("domain", "site", "-n", namespace) or {}
     wait_condition(cluster, namespace, "site", "Ready")
     spec = {"autoPromote": True, "stopping": {"minVisitorsPerVariant": 100}}
-    cluster.apply(experiment("promoted", namespace, "site", **spec))
-    wait_exp(cluster, namespace, "promoted", "Deployed")
-    server = domain["status"]["server"]
-    base = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}"
-    eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
+    promoted = experiment("promoted", namespace, "site", **spec)
+    base = _deploy_and_wait_until_served(cluster, domain, promoted)
     plan = TrafficPlan(
         visitors=400,
         conversion_rates={"control": 0.1, "bold": 0.45},
@@ -114,6 +107,19 @@ def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
         "twenty visitors all see the winner",
     )
     assert pages
+
+
+def _deploy_and_wait_until_served(
+    cluster: Cluster, domain: dict[str, Any], body: dict[str, Any]
+) -> str:
+    """Apply an Experiment, wait until it is deployed and the host serves it; the base URL."""
+    meta = body["metadata"]
+    cluster.apply(body)
+    wait_exp(cluster, meta["namespace"], meta["name"], "Deployed")
+    server = domain["status"]["server"]
+    base = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}"
+    eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
+    return base
 
 
 async def _pages(base: str, visitors: int) -> list[str]:
