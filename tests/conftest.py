@@ -4,12 +4,12 @@ per session and always stopped, even when a test fails."""
 from __future__ import annotations
 
 import json
-import time
+import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -17,20 +17,6 @@ import yaml
 from smart_sim import platform
 from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import Clouds, IntakeProcess, OperatorProcess
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout} s: {what or check}; last value: {last!r}")
 
 
 @dataclass
@@ -58,6 +44,16 @@ class Cluster:
         obj = self.get(kind, name) or {}
         conditions = obj.get("status", {}).get("conditions", [])
         return next((c for c in conditions if c["type"] == type), None)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run stopped with SIGTERM (a CI timeout, ``kill``) still tears its fixtures
+    down, so no control plane, simulator or server outlives it."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

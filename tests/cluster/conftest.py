@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from smart_sim.processes import CLOUD_TOKEN, Clouds
-from tests.conftest import Cluster, Operator, eventually
+from tests.conftest import Cluster, Operator
+from tests.waiting import eventually
 
 
 def call(url: str, method: str = "GET", body: Any = None, token: bool = False) -> Any:

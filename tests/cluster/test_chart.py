@@ -31,7 +31,8 @@ from smart_operator.plans import DEFAULT_CATALOG, Catalog, Plan, load_catalog
 from smart_sim import platform
 from smart_sim.controlplane.binaries import ensure_helm
 from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
-from tests.conftest import Cluster, Operator, eventually
+from tests.conftest import Cluster, Operator
+from tests.waiting import eventually
 
 CHART = platform.ROOT / "charts" / "smartserver"
 RELEASE = "smartserver"

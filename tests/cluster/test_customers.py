@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import Cluster, Operator, eventually
+from tests.conftest import Cluster, Operator
+from tests.waiting import eventually
 
 
 def customer(name: str, plan: str = "starter", **spec: Any) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from smart_dashboard.sessions import COOKIE, Session, Signer
 from smart_sim import platform
 from smart_sim.processes import Clouds, DashboardProcess
 from tests.cluster.conftest import World, domain, heartbeat, wait_condition
-from tests.conftest import Cluster, Operator, eventually
+from tests.conftest import Cluster, Operator
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -3,10 +3,13 @@ provider simulators reached through the real SDKs."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.cluster.conftest import World, call, domain, wait_condition
-from tests.conftest import Cluster, Operator, eventually
+from tests.conftest import Cluster, Operator
+from tests.waiting import eventually
 
 
 def test_domain_goes_ready_and_deleting_it_leaves_nothing(
@@ -254,23 +257,22 @@ def test_under_a_429_storm_the_operator_waits_for_the_reset_and_converges(
         )
 
     refused_before = refused()
-    waits_before = operator.metric("smartserver_provider_budget_waits_total", provider="hetzner")
     fqdn = f"storm-{unique}.example"
     world.add_active_zone(fqdn)
     world.fault("hetzner", kind="rate_limit", path="/v1/*", count=storm)
+    started = time.monotonic()
     cluster.apply(domain("storm", namespace, fqdn))
     wait_condition(cluster, namespace, "storm", "DNSReady", timeout=120)
+    elapsed = time.monotonic() - started
 
     # Every injected 429 was seen once: no request was thrown at a closed door.
     assert refused() - refused_before == storm
-    # After a 429 no new Hetzner request starts before the reset: only requests
-    # already in flight (at most the 8 SDK threads) can meet the same storm without
-    # waiting, so at least the others waited for the budget. A hot loop would not wait.
-    waits = (
-        operator.metric("smartserver_provider_budget_waits_total", provider="hetzner")
-        - waits_before
-    )
-    assert waits >= storm - 8, waits
+    # After a 429 nothing that met it asks Hetzner again before the reset (at least a
+    # second): the Domain's daemon sleeps, the budget holds back the others, and the
+    # background loops back off. With at most four of them meeting the storm at once,
+    # 16 refusals take at least 4 s; a hot loop would burn through them in well under
+    # one. (A lower bound: a slow machine only makes this longer.)
+    assert elapsed >= storm / 4, elapsed
 
 
 def test_a_paused_domain_gets_nothing_until_resumed(

@@ -10,7 +10,8 @@ from pathlib import Path
 from smart_operator.keys import generate_ssh_key
 from smart_sim.processes import SIMULATED_HTTP_PORT
 from tests.cluster.conftest import World, experiment, wait_exp
-from tests.conftest import Cluster, eventually
+from tests.conftest import Cluster
+from tests.waiting import eventually
 
 
 def test_an_experiment_is_served_from_an_atomically_switched_revision(

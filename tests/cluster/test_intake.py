@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from smart_operator.intake.keys import hash_key
+from smart_operator.keys import hash_intake_key
 from smart_sim import platform
 from smart_sim.processes import IntakeProcess
-from tests.conftest import Cluster, eventually
+from tests.conftest import Cluster
+from tests.waiting import eventually
 
 INTAKE = f"system:serviceaccount:{platform.OPERATOR_NAMESPACE}:{platform.INTAKE_ACCOUNT}"
 API = "smartserver.ai/v1alpha1"
@@ -70,7 +71,7 @@ class Tenant:
 
 def set_key(cluster: Cluster, namespace: str, domain: str, key: str) -> None:
     """Set the hash of a server's key on its Domain, as the operator does."""
-    patch = {"status": {"intakeKeyHash": hash_key(key)}}
+    patch = {"status": {"intakeKeyHash": hash_intake_key(key)}}
     cluster.kubectl(
         "patch",
         *("domain", domain, "-n", namespace),

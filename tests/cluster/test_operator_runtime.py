@@ -7,7 +7,8 @@ import json
 import pytest
 
 from smart_sim import platform
-from tests.conftest import Cluster, Operator, eventually
+from tests.conftest import Cluster, Operator
+from tests.waiting import eventually
 
 OPERATOR = f"system:serviceaccount:{platform.OPERATOR_NAMESPACE}:{platform.OPERATOR_ACCOUNT}"
 

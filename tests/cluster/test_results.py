@@ -14,7 +14,8 @@ import aiohttp
 from smart_sim.processes import SIMULATED_HTTP_PORT
 from smart_sim.traffic import TrafficPlan, send_traffic
 from tests.cluster.conftest import experiment, wait_condition, wait_exp
-from tests.conftest import Cluster, eventually
+from tests.conftest import Cluster
+from tests.waiting import eventually
 
 
 def test_traffic_reaches_the_experiment_status_exactly(
