@@ -18,11 +18,12 @@ import jinja2
 from aiohttp import web
 
 from smart_dashboard import present
-from smart_dashboard.cluster import KINDS, Cache, KubeApi, connect, follow
+from smart_dashboard.cluster import KINDS, Cache, KubeApi, follow
 from smart_dashboard.context import API, CACHE, REVIEWS, SETTINGS, SIGNER, TEMPLATES
 from smart_dashboard.sessions import Signer
 from smart_dashboard.settings import DashboardSettings
 from smart_dashboard.views import render, routes
+from smart_operator.clients.kubeapi import connect
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

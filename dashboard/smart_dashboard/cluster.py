@@ -7,42 +7,30 @@
   started one) draws the same chart.
 - Fan-out: every change is offered to the live streams whose scope it is in (a
   customer's namespace, or everything for staff) through a bounded queue per stream.
-- ``KubeApi``: the watches (list, then follow; relist on 410 Gone; back off on errors)
-  and the TokenReview that sign-in verifies a customer's token with.
+- ``KubeApi``: the watches (``smart_operator.clients.kubeapi``: list, then follow) and
+  the TokenReview that sign-in verifies a customer's token with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from kubernetes_asyncio import client, config, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio import client
 
-from smart_operator.models import GROUP, VERSION
+from smart_operator.clients.kubeapi import EventType, WatchEvent
+from smart_operator.clients.kubeapi import follow as follow_kind
+from smart_operator.models.customer import DASHBOARD_ACCOUNT, customer_namespace, customer_of
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["customers", "domains", "experiments"]
 KINDS: tuple[Kind, ...] = ("customers", "domains", "experiments")
-EventType = Literal["SYNC", "ADDED", "MODIFIED", "DELETED"]
-NAMESPACE_PREFIX = "customer-"
-VIEWER_ACCOUNT = "dashboard-viewer"
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-WATCH_SECONDS = 290
-LIST_PAGE = 500
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
-
-
-def customer_namespace(customer: str) -> str:
-    return f"{NAMESPACE_PREFIX}{customer}"
 
 
 def customer_of_username(username: str) -> str | None:
@@ -52,9 +40,7 @@ def customer_of_username(username: str) -> str | None:
     if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
         return None
     namespace, account = parts[2], parts[3]
-    if account != VIEWER_ACCOUNT or not namespace.startswith(NAMESPACE_PREFIX):
-        return None
-    return namespace[len(NAMESPACE_PREFIX) :] or None
+    return customer_of(namespace) if account == DASHBOARD_ACCOUNT else None
 
 
 @dataclass(frozen=True)
@@ -184,19 +170,6 @@ class _suppress_full:
         return exc_type is asyncio.QueueFull
 
 
-async def connect(kubeconfig: Path | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, ``$KUBECONFIG``, or the pod's account."""
-    if kubeconfig is None and "KUBECONFIG" not in os.environ and IN_CLUSTER_TOKEN.exists():  # noqa: ASYNC240 (one stat at start-up)
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    configuration = client.Configuration()
-    await config.load_kube_config(
-        config_file=str(kubeconfig) if kubeconfig else None,
-        client_configuration=configuration,
-    )
-    return client.ApiClient(configuration)
-
-
 class KubeApi:
     """The dashboard's requests: three watches and TokenReviews. Nothing else."""
 
@@ -218,65 +191,13 @@ class KubeApi:
         username = status.user.username
         return str(username) if username else None
 
-    async def _list(self, plural: Kind) -> tuple[list[dict[str, Any]], str]:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": 60}
-            if token:
-                kwargs["_continue"] = token
-            page = await self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                return items, str(meta.get("resourceVersion", ""))
-
-    async def watch(self, plural: Kind) -> AsyncIterator[tuple[EventType, list[dict[str, Any]]]]:
+    def watch(self, plural: Kind) -> AsyncIterator[WatchEvent]:
         """Every object of ``plural`` cluster-wide (one ``SYNC``), then its changes,
-        forever; errors are logged and followed by a growing pause (at most 30 s)."""
-        failures = 0
-        resource_version: str | None = None
-        while True:
-            try:
-                if resource_version is None:
-                    items, resource_version = await self._list(plural)
-                    failures = 0
-                    yield "SYNC", items
-                async with watch.Watch() as stream:
-                    async for event in stream.stream(
-                        self.custom.list_cluster_custom_object,
-                        GROUP,
-                        VERSION,
-                        plural,
-                        resource_version=resource_version,
-                        allow_watch_bookmarks=True,
-                        timeout_seconds=WATCH_SECONDS,
-                        _request_timeout=(10, WATCH_SECONDS + 30),
-                    ):
-                        failures = 0
-                        kind = event["type"]
-                        resource_version = stream.resource_version or resource_version
-                        if kind in ("ADDED", "MODIFIED", "DELETED"):
-                            yield kind, [event["raw_object"]]
-            except asyncio.CancelledError:
-                raise
-            except ApiException as error:
-                if error.status == 410:
-                    log.info("watch of %s expired; listing again", plural)
-                    resource_version = None
-                    continue
-                failures += 1
-                log.warning("watch of %s failed (HTTP %s): %s", plural, error.status, error.reason)
-            except Exception as error:
-                failures += 1
-                log.warning("watch of %s failed: %r", plural, error)
-            if failures:
-                jitter = random.uniform(0.8, 1.2)  # noqa: S311 (not security related)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)) * jitter)
+        forever (``smart_operator.clients.kubeapi.follow``)."""
+        return follow_kind(self.custom, plural)
 
 
 async def follow(api: KubeApi, cache: Cache, plural: Kind) -> None:
     """Feed the cache from one watch for as long as the process lives."""
-    async for type, objects in api.watch(plural):
-        cache.apply(plural, type, objects)
+    async for event in api.watch(plural):
+        cache.apply(plural, event.type, event.objects)

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from smart_dashboard.charts import chart_points, rate_chart
-from smart_dashboard.cluster import Cache, Change, customer_namespace, customer_of_username
+from smart_dashboard.cluster import Cache, Change, customer_of_username
 from smart_dashboard.context import API, CACHE, REVIEWS, SESSION, SETTINGS, SIGNER, TEMPLATES
 from smart_dashboard.present import (
     ExperimentSummary,
@@ -28,7 +28,9 @@ from smart_dashboard.present import (
     summarize,
 )
 from smart_dashboard.sessions import COOKIE, Session
-from smart_operator.models import Customer, Domain, Experiment, ExperimentType
+from smart_operator.analytics import platform_insights
+from smart_operator.models import Customer, Domain, Experiment
+from smart_operator.models.customer import customer_namespace, customer_of
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -339,35 +341,9 @@ async def platform(request: web.Request) -> web.StreamResponse:
         conditions = domain.status.conditions if domain.status else []
         ready = next((c for c in conditions if c.type == "Ready"), None)
         if ready is None or ready.status != "True":
-            owner = (domain.metadata.namespace or "").removeprefix("customer-")
+            owner = customer_of(domain.metadata.namespace or "") or ""
             not_ready.append((owner, domain, domain_badge(domain), problems(conditions)))
-    insights = []
-    for kind in ExperimentType:
-        mine = [s for s in summaries if s.experiment.spec.type == kind]
-        winners = [s for s in mine if s.outcome.label.startswith("Winner")]
-        uplifts = [
-            r.uplift.value
-            for s in winners
-            for r in s.rows
-            if r.decision.label == "Winner" and r.uplift.value
-        ]
-        insights.append(
-            {
-                "type": kind.value.replace("_", " ").capitalize(),
-                "total": len(mine),
-                "running": sum(
-                    1
-                    for s in mine
-                    if s.experiment.status and s.experiment.status.phase == "Running"
-                ),
-                "concluded": sum(
-                    1 for s in mine if s.outcome.label != "Collecting data" and s.enough
-                ),
-                "winners": len(winners),
-                "visitors": sum(s.visitors for s in mine),
-                "uplifts": uplifts,
-            }
-        )
+    insights = platform_insights(s.experiment for s in summaries)
     revenue = sum(c.status.cost.plan_price for c in customers if c.status and c.status.cost)
     infrastructure = sum(
         c.status.cost.infrastructure for c in customers if c.status and c.status.cost

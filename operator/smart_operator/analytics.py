@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from smart_operator.models.customer import Cost, Health
 from smart_operator.models.domain import Domain, DomainPhase
-from smart_operator.models.experiment import Experiment
+from smart_operator.models.experiment import Experiment, ExperimentPhase, ExperimentType
 from smart_operator.stats import chance_of_lift
 
 MEANINGFUL_LIFT = 0.10
@@ -77,7 +77,12 @@ class TypeInsight:
 
     type: str
     experiments: int
+    running: int
+    """Deployed and collecting data (phase Running)."""
     concluded: int
+    """Decided: a winner, or no meaningful difference."""
+    winners: int
+    visitors: int
     average_improvement: float | None
     improvement_low: float | None
     improvement_high: float | None
@@ -86,13 +91,15 @@ class TypeInsight:
 
 
 def platform_insights(experiments: Iterable[Experiment]) -> list[TypeInsight]:
-    """Per type: mean improvement of concluded experiments with a 95% interval (normal
-    approximation over experiments), and how many very likely lift more than 10%."""
-    by_type: dict[str, list[Experiment]] = {}
+    """Per type (every type, in the catalogue's order): mean improvement of concluded
+    experiments with a 95% interval (normal approximation over experiments), how many
+    very likely lift more than 10%, and the counts. The intake's platform API and the
+    dashboard's platform page both show this."""
+    by_type: dict[str, list[Experiment]] = {kind.value: [] for kind in ExperimentType}
     for experiment in experiments:
-        by_type.setdefault(experiment.spec.type.value, []).append(experiment)
+        by_type[experiment.spec.type.value].append(experiment)
     insights = []
-    for kind, group in sorted(by_type.items()):
+    for kind, group in by_type.items():
         uplifts = [u for u in (winning_uplift(e) for e in group) if u is not None]
         mean = statistics.fmean(uplifts) if uplifts else None
         half = (
@@ -102,7 +109,16 @@ def platform_insights(experiments: Iterable[Experiment]) -> list[TypeInsight]:
             TypeInsight(
                 type=kind,
                 experiments=len(group),
+                running=sum(
+                    1 for e in group if e.status and e.status.phase is ExperimentPhase.RUNNING
+                ),
                 concluded=len(uplifts),
+                winners=sum(
+                    1
+                    for e in group
+                    if e.status and e.status.decision and e.status.decision.outcome == "winner"
+                ),
+                visitors=sum(v.visitors for e in group if e.status for v in e.status.variants),
                 average_improvement=mean,
                 improvement_low=mean - half if mean is not None and half is not None else None,
                 improvement_high=mean + half if mean is not None and half is not None else None,
