@@ -15,25 +15,27 @@ from decimal import Decimal
 from typing import Any
 
 from smart_operator.analytics import customer_cost, customer_health
-from smart_operator.conditions import set_condition
+from smart_operator.conditions import Verdict, set_condition
 from smart_operator.models.common import API_VERSION, GROUP
-from smart_operator.models.customer import Counts, Customer, CustomerStatus, Limits
+from smart_operator.models.conditions import ConditionType, Reason
+from smart_operator.models.customer import (
+    DASHBOARD_ACCOUNT,
+    Counts,
+    Customer,
+    CustomerStatus,
+    Limits,
+    customer_namespace,
+)
 from smart_operator.models.domain import Domain
 from smart_operator.models.experiment import Experiment
 from smart_operator.plans import Catalog, Plan, effective_limits
 
-NAMESPACE_PREFIX = "customer-"
 QUOTA_NAME = "plan-limits"
-DASHBOARD_ACCOUNT = "dashboard-viewer"
 TOKEN_SECRET = "dashboard-token"  # noqa: S105 (a Secret's name, not a secret)
 CUSTOMER_LABEL = f"{GROUP}/customer"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "smart-operator"}
 DOMAINS_QUOTA = f"count/domains.{GROUP}"
 EXPERIMENTS_QUOTA = f"count/experiments.{GROUP}"
-
-
-def namespace_name(customer: str) -> str:
-    return f"{NAMESPACE_PREFIX}{customer}"
 
 
 def owner_reference(customer: Customer) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def quota_hard(limits: Limits) -> dict[str, str]:
 def desired_objects(customer: Customer, plan_name: str, limits: Limits) -> list[dict[str, Any]]:
     """Every object the customer owns, in the order they must be applied."""
     name = customer.metadata.name
-    namespace = namespace_name(name)
+    namespace = customer_namespace(name)
     labels = {CUSTOMER_LABEL: name, **MANAGED_BY}
 
     def meta(object_name: str, **extra: Any) -> dict[str, Any]:
@@ -185,15 +187,22 @@ def compute_status(
     generation = customer.metadata.generation
     status = previous.model_copy(deep=True)
     status.observed_generation = generation
-    status.namespace = namespace_name(customer.metadata.name)
+    status.namespace = customer_namespace(customer.metadata.name)
     conditions = previous.conditions
 
     if resolution.plan is None or resolution.limits is None:
         message = resolution.problem or "unknown plan"
         conditions = set_condition(
-            conditions, "QuotaApplied", "False", "UnknownPlan", message, generation
+            conditions,
+            ConditionType.QUOTA_APPLIED,
+            "False",
+            Reason.UNKNOWN_PLAN,
+            message,
+            generation,
         )
-        conditions = set_condition(conditions, "Ready", "False", "UnknownPlan", message, generation)
+        conditions = set_condition(
+            conditions, ConditionType.READY, "False", Reason.UNKNOWN_PLAN, message, generation
+        )
         status.phase = "Failed"
         status.conditions = conditions
         return status
@@ -210,9 +219,9 @@ def compute_status(
     if applied:
         conditions = set_condition(
             conditions,
-            "QuotaApplied",
+            ConditionType.QUOTA_APPLIED,
             "True",
-            "QuotaEnforced",
+            Reason.QUOTA_ENFORCED,
             f"plan {customer.spec.plan}: up to {limits.domains} domains and "
             f"{limits.experiments} experiments",
             generation,
@@ -224,9 +233,9 @@ def compute_status(
     else:
         conditions = set_condition(
             conditions,
-            "QuotaApplied",
+            ConditionType.QUOTA_APPLIED,
             "False",
-            "QuotaPending",
+            Reason.QUOTA_PENDING,
             "waiting for the quota controller to count the namespace's usage",
             generation,
         )
@@ -237,22 +246,24 @@ def compute_status(
         observed.domains, plan.price_monthly, observed.server_prices, observed.eur_to_usd
     )
 
+    ready: Verdict
     if not applied:
-        ready = ("False", "QuotaPending", "the plan's quota is not enforced yet")
+        ready = ("False", Reason.QUOTA_PENDING, "the plan's quota is not enforced yet")
     elif not observed.token_ready:
-        ready = ("False", "TokenPending", "waiting for the dashboard token to be issued")
+        ready = ("False", Reason.TOKEN_PENDING, "waiting for the dashboard token to be issued")
     else:
         ready = (
             "True",
-            "Provisioned",
+            Reason.PROVISIONED,
             f"namespace {status.namespace} with the {plan.title} plan's quota and dashboard access",
         )
-    conditions = set_condition(conditions, "Ready", *ready, generation)  # type: ignore[arg-type]
+    state, reason, message = ready
+    conditions = set_condition(conditions, ConditionType.READY, state, reason, message, generation)
     conditions = set_condition(
         conditions,
-        "Suspended",
+        ConditionType.SUSPENDED,
         "True" if customer.spec.suspended else "False",
-        "SuspendedBySpec" if customer.spec.suspended else "Active",
+        Reason.SUSPENDED_BY_SPEC if customer.spec.suspended else Reason.ACTIVE,
         "experiments serve only their control variant"
         if customer.spec.suspended
         else "experiments are served",
@@ -261,12 +272,3 @@ def compute_status(
     status.phase = "Suspended" if customer.spec.suspended else "Active"
     status.conditions = conditions
     return status
-
-
-def status_patch(customer: Customer, status: CustomerStatus) -> dict[str, Any] | None:
-    """The merge patch for ``status``, or None when nothing changed."""
-    new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    old = (customer.status or CustomerStatus()).model_dump(
-        mode="json", by_alias=True, exclude_none=True
-    )
-    return new if new != old else None

@@ -1,4 +1,5 @@
-"""What a Domain should have in the clouds, and what its status says. Pure functions.
+"""What a Domain should have in the clouds, and what its status says: the decisions of
+the Domain reconciler, as pure functions of the resource and what was observed.
 
 Names are derived from the resource (never random), every cloud object carries the
 resource's uid as a label or tag, and a DNS record is ours only when it carries our
@@ -9,17 +10,32 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Literal
 
-from smart_operator.conditions import get_condition, set_condition
-from smart_operator.models.common import Condition, ConditionStatus
-from smart_operator.models.domain import Domain, DomainPhase
+from smart_operator.conditions import Verdict, get_condition, is_true, set_condition
+from smart_operator.models.common import Condition
+from smart_operator.models.conditions import (
+    DOMAIN_CONDITIONS,
+    PERMANENT,
+    ConditionType,
+    Reason,
+    as_reason,
+)
+from smart_operator.models.domain import (
+    AgentStatus,
+    DNSRecordStatus,
+    Domain,
+    DomainPhase,
+    DomainStatus,
+    ServerShape,
+)
+from smart_operator.ports import ServerTypeView, ServerView
 
 MANAGED_LABEL = "smartserver.ai/managed"
 UID_LABEL = "smartserver.ai/uid"
 RECORD_TAG_NAME = "smartserver-uid"
-CONDITION_TYPES = ("Verified", "ServerReady", "DNSReady", "AgentConnected")
 
 
 def managed_labels() -> dict[str, str]:
@@ -56,6 +72,59 @@ def record_comment(domain: Domain) -> str:
     )
 
 
+# -- the server's shape -----------------------------------------------------------------
+
+
+def shape_problem(shape: ServerShape, types: dict[str, ServerTypeView]) -> str | None:
+    """Why the provider cannot make this server, naming the choices; None if it can."""
+    if shape.type not in types:
+        return (
+            f"spec.server.type {shape.type!r} is not a Hetzner server type; "
+            f"use one of: {', '.join(sorted(types))}"
+        )
+    locations = types[shape.type].monthly_price
+    if locations and shape.location not in locations:
+        return (
+            f"spec.server.type {shape.type} is not offered in {shape.location}; "
+            f"spec.server.location may be one of: {', '.join(sorted(locations))}"
+        )
+    return None
+
+
+def monthly_price(shape: ServerShape, types: dict[str, ServerTypeView]) -> float | None:
+    known = types.get(shape.type)
+    return known.monthly_price.get(shape.location) if known else None
+
+
+# -- the server -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """Which of the servers labelled with a Domain's uid it keeps, and which go."""
+
+    keep: ServerView | None
+    remove: list[ServerView] = field(default_factory=list)
+
+
+def choose_server(found: list[ServerView], known_id: int | None) -> ServerChoice:
+    """The server the status names if it is among ``found``, else the oldest (lowest
+    id); a second one (a create whose answer was lost, then made again) is removed."""
+    if not found:
+        return ServerChoice(None)
+    keep = next((s for s in found if s.id == known_id), min(found, key=lambda s: s.id))
+    return ServerChoice(keep, [s for s in found if s.id != keep.id])
+
+
+def server_verdict(server: ServerView) -> Verdict:
+    if server.status != "running":
+        return ("False", Reason.STARTING, f"server {server.name} is {server.status}")
+    return ("True", Reason.RUNNING, f"server {server.name} ({server.ipv4}) is running")
+
+
+# -- DNS --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DesiredRecord:
     type: Literal["A", "AAAA"]
@@ -77,50 +146,6 @@ def desired_records(domain: Domain, ipv4: str | None, ipv6: str | None) -> list[
         if ipv6:
             records.append(DesiredRecord("AAAA", name, ipv6))
     return records
-
-
-Verdict = tuple[ConditionStatus, str, str]
-
-
-def phase_and_ready(
-    conditions: list[Condition], generation: int | None, deleting: bool = False
-) -> tuple[DomainPhase, list[Condition]]:
-    """The phase shown in ``kubectl get`` and the aggregate Ready condition."""
-    by_type = {t: get_condition(conditions, t) for t in CONDITION_TYPES}
-    failed = next(
-        (c for c in conditions if c.status == "False" and c.reason in PERMANENT_REASONS), None
-    )
-    paused = get_condition(conditions, "Paused")
-    if deleting:
-        phase = DomainPhase.DELETING
-    elif _true(paused) and not all(_true(c) for c in by_type.values()):
-        phase = DomainPhase.PENDING
-    elif failed is not None:
-        phase = DomainPhase.FAILED
-    elif not _true(by_type["Verified"]):
-        phase = DomainPhase.VERIFYING
-    elif all(_true(c) for c in by_type.values()):
-        phase = DomainPhase.READY
-    else:
-        phase = DomainPhase.PROVISIONING
-    if phase is DomainPhase.READY:
-        ready: Verdict = ("True", "Ready", "server, DNS and agent are up")
-    else:
-        waiting = next((c for c in (by_type[t] for t in CONDITION_TYPES) if not _true(c)), None)
-        ready = (
-            "False",
-            waiting.reason if waiting else phase.value,
-            waiting.message if waiting else f"phase {phase.value}",
-        )
-    return phase, set_condition(conditions, "Ready", *ready, generation)
-
-
-def _true(condition: Condition | None) -> bool:
-    return condition is not None and condition.status == "True"
-
-
-# Reasons that only a change of the spec (or of the operator's configuration) mends.
-PERMANENT_REASONS = frozenset({"InvalidSpec", "OperatorNotConfigured", "ProviderRejected"})
 
 
 @dataclass(frozen=True)
@@ -179,3 +204,125 @@ def plan_records(
     wanted = {(w.type, w.name) for w in desired}
     plan.delete.extend(r.id for r in ours if (r.type, r.name) not in wanted)
     return plan
+
+
+def records_recorded(desired: list[DesiredRecord], recorded: list[DNSRecordStatus]) -> bool:
+    """Whether the status records exactly the records wanted (so only drift made by
+    others, which the periodic check finds, can be wrong)."""
+    return {(r.type, r.name, r.content) for r in recorded} == {
+        (w.type, w.name, w.content) for w in desired
+    }
+
+
+def records_verdict(plan: RecordPlan, desired: list[DesiredRecord], ipv4: str | None) -> Verdict:
+    if plan.conflicts:
+        return (
+            "False",
+            Reason.RECORD_CONFLICT,
+            "; ".join(plan.conflicts)
+            + ". It is left as it is: delete it in Cloudflare, or set spec.dns.www: false "
+            "(for www) or spec.dns.manage: false to manage DNS yourself",
+        )
+    if not desired:
+        return ("True", Reason.UNMANAGED, "spec.dns.manage is false")
+    names = sorted({w.name for w in desired})
+    return ("True", Reason.RECORDS_POINT_AT_SERVER, f"{', '.join(names)} → {ipv4}")
+
+
+# -- the agent --------------------------------------------------------------------------
+
+
+def agent_verdict(
+    agent: AgentStatus | None, now: datetime, timeout_seconds: float, intake_url: str
+) -> Verdict:
+    seen = agent.last_seen if agent else None
+    if seen is None:
+        return (
+            "False",
+            Reason.WAITING_FOR_AGENT,
+            f"no heartbeat yet; the agent reports to {intake_url}",
+        )
+    if now - seen <= timedelta(seconds=timeout_seconds):
+        version = agent.version if agent and agent.version else "?"
+        return ("True", Reason.HEARTBEAT, f"agent {version} last seen {seen.isoformat()}")
+    return ("False", Reason.AGENT_SILENT, f"no heartbeat since {seen.isoformat()}")
+
+
+# -- the whole Domain -------------------------------------------------------------------
+
+
+def is_steady(status: DomainStatus, generation: int | None) -> bool:
+    """Verified, with a running server, and the spec unchanged since: a pass may use
+    the shared, cached views instead of asking the providers."""
+    server = status.server
+    return (
+        is_true(status.conditions, ConditionType.VERIFIED)
+        and is_true(status.conditions, ConditionType.SERVER_READY)
+        and server is not None
+        and server.id is not None
+        and status.observed_generation == generation
+    )
+
+
+def next_check(status: DomainStatus, drift_seconds: float) -> float:
+    """Seconds until the next pass of a Domain whose pass went through: soon while its
+    agent has not reported, the drift interval once it has."""
+    if not is_true(status.conditions, ConditionType.AGENT_CONNECTED):
+        return min(drift_seconds, 10.0)
+    return drift_seconds
+
+
+def summarize(status: DomainStatus) -> DomainStatus:
+    """``status`` with the phase shown by ``kubectl get`` and the aggregate Ready. A
+    Domain being deleted stays ``Deleting``."""
+    if status.phase is DomainPhase.DELETING:
+        conditions = set_condition(
+            status.conditions,
+            ConditionType.READY,
+            "False",
+            Reason.DELETING,
+            "its DNS records, server and firewall are being removed",
+            status.observed_generation,
+        )
+        return status.model_copy(update={"conditions": conditions})
+    phase, conditions = phase_and_ready(status.conditions, status.observed_generation)
+    return status.model_copy(update={"phase": phase, "conditions": conditions})
+
+
+def phase_and_ready(
+    conditions: list[Condition], generation: int | None
+) -> tuple[DomainPhase, list[Condition]]:
+    by_type = {t: get_condition(conditions, t) for t in DOMAIN_CONDITIONS}
+    failed = next((c for c in conditions if c.status == "False" and c.reason in PERMANENT), None)
+    if is_true(conditions, ConditionType.PAUSED) and not all(_true(c) for c in by_type.values()):
+        phase = DomainPhase.PENDING
+    elif failed is not None:
+        phase = DomainPhase.FAILED
+    elif not _true(by_type[ConditionType.VERIFIED]):
+        phase = DomainPhase.VERIFYING
+    elif all(_true(c) for c in by_type.values()):
+        phase = DomainPhase.READY
+    else:
+        phase = DomainPhase.PROVISIONING
+    ready: Verdict
+    if phase is DomainPhase.READY:
+        ready = ("True", Reason.READY, "server, DNS and agent are up")
+    else:
+        # The condition that explains it: a permanent failure first, else the first
+        # step not done yet.
+        waiting = failed or next(
+            (c for c in by_type.values() if c is not None and not _true(c)), None
+        )
+        ready = (
+            ("False", as_reason(waiting.reason), waiting.message)
+            if waiting is not None
+            else ("False", Reason.PENDING, f"phase {phase.value}")
+        )
+    status, reason, message = ready
+    return phase, set_condition(
+        conditions, ConditionType.READY, status, reason, message, generation
+    )
+
+
+def _true(condition: Condition | None) -> bool:
+    return condition is not None and condition.status == "True"

@@ -1,54 +1,37 @@
 """Cloudflare DNS, through the official ``cloudflare`` SDK (its async client).
 
 The SDK's own retries are off (``max_retries=0``): temporary failures are raised as
-``TemporaryProviderError`` with the delay the API asked for. Every call first takes
-one request from the process's Cloudflare budget, which the ``Ratelimit`` header
-(remaining requests and seconds to the window's reset) keeps true.
+``errors.TemporaryFailure`` with the delay the API asked for. Every HTTP request (each
+page of a listing too) first takes one request from the process's Cloudflare budget,
+which the ``Ratelimit`` header (remaining requests and seconds to the window's reset)
+keeps true.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import cloudflare
 import httpx
 from cloudflare import AsyncCloudflare
 
 from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
-from smart_operator.clients.errors import (
+from smart_operator.errors import (
     Conflict,
     NotFound,
-    PermanentProviderError,
-    TemporaryProviderError,
+    PermanentFailure,
+    RateLimited,
+    TemporaryFailure,
     jittered,
 )
+from smart_operator.ports import RecordView, ZoneView
 
 PROVIDER = "cloudflare"
-AddressType = Literal["A", "AAAA"]
 T = TypeVar("T")
 _RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
 _POLICY = re.compile(r"q=(\d+)")
-
-
-@dataclass(frozen=True)
-class ZoneView:
-    id: str
-    name: str
-    status: str
-    name_servers: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RecordView:
-    id: str
-    type: str
-    name: str
-    content: str
-    comment: str | None = None
-    tags: list[str] = field(default_factory=list)
 
 
 def _record(record: Any) -> RecordView:
@@ -79,7 +62,11 @@ class Cloudflare:
     ) -> None:
         self.account_id = account_id
         self.budget = budget or RequestBudget(PROVIDER, limit=1200, per_second=4.0, shape="window")
-        self._http = httpx.AsyncClient(timeout=timeout, event_hooks={"response": [self._observe]})
+        # Every HTTP request pays its way, also the pages the SDK fetches by itself.
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            event_hooks={"request": [self._spend], "response": [self._observe]},
+        )
         self._client = AsyncCloudflare(
             api_token=token, base_url=endpoint, max_retries=0, http_client=self._http
         )
@@ -110,9 +97,7 @@ class Cloudflare:
             outcome = "429"
             retry = float(error.response.headers.get("Retry-After", "60"))
             self.budget.block(retry)
-            raise TemporaryProviderError(
-                PROVIDER, f"{verb}: rate limit reached", jittered(retry)
-            ) from error
+            raise RateLimited(PROVIDER, f"{verb}: rate limit reached", jittered(retry)) from error
         except cloudflare.NotFoundError as error:
             outcome = "404"
             raise NotFound(PROVIDER, f"{verb}: {error.message}") from error
@@ -121,20 +106,20 @@ class Cloudflare:
             raise Conflict(PROVIDER, f"{verb}: {error.message}") from error
         except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as error:
             outcome = str(error.status_code)
-            raise PermanentProviderError(
+            raise PermanentFailure(
                 PROVIDER, f"{verb}: {error.message} (check the Cloudflare API token)"
             ) from error
         except cloudflare.BadRequestError as error:
             outcome = "400"
-            raise PermanentProviderError(PROVIDER, f"{verb}: {error.message}") from error
+            raise PermanentFailure(PROVIDER, f"{verb}: {error.message}") from error
         except cloudflare.APIStatusError as error:
             outcome = str(error.status_code)
-            raise TemporaryProviderError(
+            raise TemporaryFailure(
                 PROVIDER, f"{verb}: {error.status_code} {error.message}", jittered(5)
             ) from error
         except cloudflare.APIConnectionError as error:
             outcome = "connection"
-            raise TemporaryProviderError(PROVIDER, f"{verb}: {error}", jittered(5)) from error
+            raise TemporaryFailure(PROVIDER, f"{verb}: {error}", jittered(5)) from error
         finally:
             PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
 
@@ -169,7 +154,7 @@ class Cloudflare:
 
         try:
             return _zone(await self._call("create_zone", call))
-        except (Conflict, PermanentProviderError):
+        except (Conflict, PermanentFailure):
             existing = await self.zone(name)
             if existing is None:
                 raise
@@ -215,60 +200,6 @@ class Cloudflare:
             return found
 
         return [_record(r) for r in await self._call("list_records", call)]
-
-    async def create_record(
-        self,
-        zone_id: str,
-        *,
-        type: AddressType,
-        name: str,
-        content: str,
-        ttl: int,
-        proxied: bool,
-        comment: str,
-        tags: list[str],
-    ) -> RecordView:
-        async def call() -> Any:
-            return await self._client.dns.records.create(
-                zone_id=zone_id,
-                type=type,
-                name=name,
-                content=content,
-                ttl=ttl,
-                proxied=proxied,
-                comment=comment,
-                tags=tags,
-            )
-
-        return _record(await self._call("create_record", call))
-
-    async def update_record(
-        self,
-        zone_id: str,
-        record_id: str,
-        *,
-        type: AddressType,
-        name: str,
-        content: str,
-        ttl: int,
-        proxied: bool,
-        comment: str,
-        tags: list[str],
-    ) -> RecordView:
-        async def call() -> Any:
-            return await self._client.dns.records.update(
-                dns_record_id=record_id,
-                zone_id=zone_id,
-                type=type,
-                name=name,
-                content=content,
-                ttl=ttl,
-                proxied=proxied,
-                comment=comment,
-                tags=tags,
-            )
-
-        return _record(await self._call("update_record", call))
 
     async def delete_record(self, zone_id: str, record_id: str) -> None:
         """Delete a record; one already gone counts as deleted."""

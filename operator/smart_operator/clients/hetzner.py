@@ -2,7 +2,7 @@
 
 The SDK is synchronous (requests): every call runs in a small thread pool, never on
 the event loop. Its own retries, which sleep in the calling thread, are off: a
-temporary failure is raised as ``TemporaryProviderError`` with the delay the API asked
+temporary failure is raised as ``errors.TemporaryFailure`` with the delay the API asked
 for, and the caller decides (kopf retries the handler). Every call first takes one
 request from the process's Hetzner budget, which the ``RateLimit-*`` headers keep true.
 """
@@ -14,8 +14,6 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 import requests
@@ -28,38 +26,19 @@ from hcloud.servers import Server
 from hcloud.ssh_keys import SSHKey
 
 from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
-from smart_operator.clients.errors import (
+from smart_operator.errors import (
     Conflict,
+    ExternalError,
     NotFound,
-    PermanentProviderError,
-    TemporaryProviderError,
+    PermanentFailure,
+    RateLimited,
+    TemporaryFailure,
     jittered,
 )
+from smart_operator.ports import FirewallView, ServerTypeView, ServerView
 
 PROVIDER = "hetzner"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ServerView:
-    """What the operator needs to know of a server."""
-
-    id: int
-    name: str
-    status: str
-    ipv4: str | None
-    ipv6: str | None
-    labels: dict[str, str] = field(default_factory=dict)
-    server_type: str = ""
-    created: datetime | None = None
-
-
-@dataclass(frozen=True)
-class FirewallView:
-    id: int
-    name: str
-    labels: dict[str, str] = field(default_factory=dict)
-    created: datetime | None = None
 
 
 def _firewall(firewall: Any) -> FirewallView:
@@ -68,16 +47,9 @@ def _firewall(firewall: Any) -> FirewallView:
     )
 
 
-@dataclass(frozen=True)
-class ServerTypeView:
-    name: str
-    monthly_price: dict[str, float]
-    """Gross monthly price by location name."""
-
-
 def _id(value: int | None) -> int:
     if value is None:
-        raise TemporaryProviderError(PROVIDER, "the API answered an object without an id")
+        raise TemporaryFailure(PROVIDER, "the API answered an object without an id")
     return int(value)
 
 
@@ -165,20 +137,18 @@ class Hetzner:
             raise self._classify(error) from error
         except requests.RequestException as error:
             outcome = "connection"
-            raise TemporaryProviderError(
+            raise TemporaryFailure(
                 PROVIDER, f"{verb}: {type(error).__name__}: {error}", jittered(5)
             ) from error
         finally:
             PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
 
-    def _classify(self, error: APIException) -> Exception:
+    def _classify(self, error: APIException) -> ExternalError:
         code, message = error.code, str(error.message)
         if code == "rate_limit_exceeded":
             wait = max(1.0, self.budget.wait_time())
             self.budget.block(wait)
-            return TemporaryProviderError(
-                PROVIDER, f"rate limit reached: {message}", jittered(wait)
-            )
+            return RateLimited(PROVIDER, f"rate limit reached: {message}", jittered(wait))
         if code == "not_found":
             return NotFound(PROVIDER, message)
         if code == "uniqueness_error":
@@ -190,11 +160,11 @@ class Hetzner:
             detail = "; ".join(
                 f"{f.get('name')}: {', '.join(f.get('messages', []))}" for f in fields or []
             )
-            return PermanentProviderError(PROVIDER, f"{message}{f' ({detail})' if detail else ''}")
+            return PermanentFailure(PROVIDER, f"{message}{f' ({detail})' if detail else ''}")
         if code in ("forbidden", "unauthorized", "token_readonly"):
-            return PermanentProviderError(PROVIDER, f"{message} (check the Hetzner API token)")
+            return PermanentFailure(PROVIDER, f"{message} (check the Hetzner API token)")
         # locked, conflict, server errors, timeouts, unavailable: all heal with time.
-        return TemporaryProviderError(PROVIDER, f"{code}: {message}", jittered(5))
+        return TemporaryFailure(PROVIDER, f"{code}: {message}", jittered(5))
 
     # -- servers -------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ import logging
 import time
 from collections import defaultdict
 
-from smart_operator.clients.hetzner import Hetzner, ServerTypeView, ServerView
+from smart_operator.background import RETRIES, backoff
+from smart_operator.clients.hetzner import Hetzner
 from smart_operator.domains import UID_LABEL, managed_labels
+from smart_operator.ports import ServerTypeView, ServerView
 
 BATCH = 50
 log = logging.getLogger(__name__)
@@ -40,14 +42,20 @@ class ActionWatcher:
         return await future
 
     async def _poll(self) -> None:
+        failures = 0
         while self._waiting:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(backoff(failures, self._interval, 60.0))
             ids = sorted(self._waiting)
             for start in range(0, len(ids), BATCH):
                 try:
                     statuses = await self._hetzner.actions(ids[start : start + BATCH])
-                except Exception as error:  # a failed poll is retried next round
-                    log.warning("polling Hetzner actions failed, retrying: %s", error)
+                    failures = 0
+                except Exception as error:  # a failed poll is retried, later each time
+                    failures += 1
+                    RETRIES.labels("hetzner action watcher").inc()
+                    log.warning(
+                        "polling Hetzner actions failed (%d), retrying: %s", failures, error
+                    )
                     continue
                 for action_id, status in statuses.items():
                     if status != "running":

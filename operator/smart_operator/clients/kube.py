@@ -1,44 +1,55 @@
-"""The Kubernetes API, through kubernetes_asyncio.
+"""The operator's Kubernetes calls, through kubernetes_asyncio: the ``Resources`` port
+of the reconcilers, the operator's own SSH key Secret and kopf's peering object.
 
 Objects are written with server-side apply under one field manager, so applying the
 same desired state twice changes nothing and fields that others own (the token the
-controller manager puts into a Secret, quota usage) are left alone.
+controller manager puts into a Secret, quota usage) are left alone. Every
+``ApiException`` is mapped onto ``smart_operator.errors`` here (``api_error``).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from smart_operator.errors import (
+    Conflict,
+    ExternalError,
+    NotFound,
+    PermanentFailure,
+    RateLimited,
+    TemporaryFailure,
+)
 from smart_operator.models.common import GROUP, VERSION
+from smart_operator.ports import ObjectRef, QuotaView
 
+SYSTEM = "kubernetes"
 FIELD_MANAGER = "smart-operator"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 MERGE_PATCH: dict[str, Any] = {"_content_type": MERGE}
 APPLY_PATCH: dict[str, Any] = {"_content_type": APPLY, "force": True}
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
-async def connect(kubeconfig: Path | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, ``$KUBECONFIG``, or the pod's account."""
-    if (
-        kubeconfig is None and "KUBECONFIG" not in os.environ and IN_CLUSTER_TOKEN.exists()  # noqa: ASYNC240 (one stat at start-up)
-    ):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    configuration = client.Configuration()
-    await config.load_kube_config(
-        config_file=str(kubeconfig) if kubeconfig else None,
-        client_configuration=configuration,
-    )
-    return client.ApiClient(configuration)
+def api_error(error: ApiException, what: str) -> ExternalError:
+    """The error of ``smart_operator.errors`` that an API server's answer means."""
+    status = error.status or 0
+    message = f"{what}: HTTP {status} {error.reason or ''}".strip()
+    if status == 404:
+        return NotFound(SYSTEM, message)
+    if status == 409:
+        return Conflict(SYSTEM, message)
+    if status == 429:
+        headers: dict[str, str] = dict(error.headers or {})
+        retry = float(headers.get("Retry-After") or 1)
+        return RateLimited(SYSTEM, message, max(retry, 1.0))
+    if status in (400, 401, 403, 422):
+        return PermanentFailure(SYSTEM, message)
+    return TemporaryFailure(SYSTEM, message)
 
 
 class Kube:
@@ -50,77 +61,122 @@ class Kube:
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
-    async def apply(self, obj: dict[str, Any]) -> Any:
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _call(self, what: str, call: Awaitable[Any], missing: Any = ...) -> Any:
+        """Await ``call``; a 404 gives ``missing`` when one is given."""
+        try:
+            return await call
+        except ApiException as error:
+            if error.status == 404 and missing is not ...:
+                return missing
+            raise api_error(error, what) from error
+        except (OSError, TimeoutError) as error:
+            raise TemporaryFailure(SYSTEM, f"{what}: {error!r}") from error
+
+    # -- the platform's resources --------------------------------------------------------
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        if ref.namespace is None:
+            call = self.custom.get_cluster_custom_object(GROUP, VERSION, ref.plural, ref.name)
+        else:
+            call = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, ref.plural, ref.name
+            )
+        body: dict[str, Any] | None = await self._call(f"get {ref}", call, missing=None)
+        return body
+
+    async def list_namespaced(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        listing = await self._call(
+            f"list {plural} in {namespace}",
+            self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural),
+        )
+        return list(listing.get("items", []))
+
+    async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
+        """Merge-patch the status subresource (lists such as conditions are replaced);
+        an object deleted meanwhile has nothing to report on."""
+        body = {"status": patch}
+        if ref.namespace is None:
+            call = self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH
+            )
+        else:
+            call = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
+            )
+        await self._call(f"patch {ref} status", call, missing=None)
+
+    async def domain_uids(self) -> set[str]:
+        """The uids of every Domain in the cluster (one list call per 500)."""
+        uids: set[str] = set()
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"limit": 500}
+            if token:
+                paging["_continue"] = token
+            page = await self._call(
+                "list domains",
+                self.custom.list_cluster_custom_object(GROUP, VERSION, "domains", **paging),
+            )
+            uids.update(item["metadata"]["uid"] for item in page.get("items", []))
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return uids
+
+    # -- what a Customer owns ------------------------------------------------------------
+
+    async def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one object of a kind the operator owns."""
         kind = obj["kind"]
         name = obj["metadata"]["name"]
         namespace = obj["metadata"].get("namespace")
         common: dict[str, Any] = {"field_manager": FIELD_MANAGER, **APPLY_PATCH}
-        method: Callable[..., Awaitable[Any]]
         if kind == "Namespace":
-            return await self.core.patch_namespace(name, obj, **common)
-        method = {
+            await self._call(f"apply {kind} {name}", self.core.patch_namespace(name, obj, **common))
+            return
+        method: Callable[..., Awaitable[Any]] = {
             "ResourceQuota": self.core.patch_namespaced_resource_quota,
             "ServiceAccount": self.core.patch_namespaced_service_account,
             "Secret": self.core.patch_namespaced_secret,
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
         }[kind]
-        return await method(name, namespace, obj, **common)
+        await self._call(f"apply {kind} {namespace}/{name}", method(name, namespace, obj, **common))
 
-    async def read_quota(self, namespace: str, name: str) -> Any | None:
-        try:
-            return await self.core.read_namespaced_resource_quota(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+    async def read_quota(self, namespace: str, name: str) -> QuotaView | None:
+        quota = await self._call(
+            f"get resourcequota {namespace}/{name}",
+            self.core.read_namespaced_resource_quota(name, namespace),
+            missing=None,
+        )
+        if quota is None or quota.status is None:
+            return None
+        return QuotaView(hard=dict(quota.status.hard or {}), used=dict(quota.status.used or {}))
 
     async def secret_has(self, namespace: str, name: str, key: str) -> bool:
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return bool(secret.data and secret.data.get(key))
+        secret = await self._call(
+            f"get secret {namespace}/{name}",
+            self.core.read_namespaced_secret(name, namespace),
+            missing=None,
+        )
+        return bool(secret is not None and secret.data and secret.data.get(key))
 
     async def namespace_exists(self, name: str) -> bool:
-        try:
-            await self.core.read_namespace(name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
+        found = await self._call(
+            f"get namespace {name}", self.core.read_namespace(name), missing=None
+        )
+        return found is not None
 
     async def delete_namespace(self, name: str) -> None:
         try:
             await self.core.delete_namespace(name, propagation_policy="Foreground")
         except ApiException as error:
-            if error.status not in (404, 409):
-                raise
+            if error.status not in (404, 409):  # gone, or already being deleted
+                raise api_error(error, f"delete namespace {name}") from error
 
-    async def get_customer(self, name: str) -> dict[str, Any] | None:
-        try:
-            body: dict[str, Any] = await self.custom.get_cluster_custom_object(
-                GROUP, VERSION, "customers", name
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return body
-
-    async def patch_customer_status(self, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (lists such as conditions are replaced)."""
-        try:
-            await self.custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, "customers", name, {"status": status}, **MERGE_PATCH
-            )
-        except ApiException as error:
-            if error.status != 404:  # deleted meanwhile: nothing to report on
-                raise
+    # -- the operator's own objects ------------------------------------------------------
 
     async def ensure_peering(self, name: str) -> None:
         """Create the ClusterKopfPeering object replicas coordinate through; kopf
@@ -130,36 +186,28 @@ class Kube:
             "kind": "ClusterKopfPeering",
             "metadata": {"name": name},
         }
-        await self.custom.patch_cluster_custom_object(
-            "kopf.dev",
-            "v1",
-            "clusterkopfpeerings",
-            name,
-            body,
-            field_manager=FIELD_MANAGER,
-            **APPLY_PATCH,
+        await self._call(
+            f"apply clusterkopfpeering {name}",
+            self.custom.patch_cluster_custom_object(
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                **APPLY_PATCH,
+            ),
         )
-
-    async def patch_status(
-        self, plural: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
-        """Merge-patch the status subresource of one of our namespaced resources."""
-        try:
-            await self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": status}, **MERGE_PATCH
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, decoded; None when it does not exist."""
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        secret = await self._call(
+            f"get secret {namespace}/{name}",
+            self.core.read_namespaced_secret(name, namespace),
+            missing=None,
+        )
+        if secret is None:
+            return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     async def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> bool:
@@ -170,38 +218,10 @@ class Kube:
             string_data=data,
         )
         try:
-            await self.core.create_namespaced_secret(namespace, body)
-        except ApiException as error:
-            if error.status == 409:
-                return False
-            raise
-        return True
-
-    async def domain_uids(self) -> set[str]:
-        """The uids of every Domain in the cluster (one list call per 500)."""
-        uids: set[str] = set()
-        token: str | None = None
-        while True:
-            paging: dict[str, Any] = {"limit": 500}
-            if token:
-                paging["_continue"] = token
-            page = await self.custom.list_cluster_custom_object(GROUP, VERSION, "domains", **paging)
-            uids.update(item["metadata"]["uid"] for item in page.get("items", []))
-            token = page.get("metadata", {}).get("continue")
-            if not token:
-                return uids
-
-    async def get_namespaced(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
+            await self._call(
+                f"create secret {namespace}/{name}",
+                self.core.create_namespaced_secret(namespace, body),
             )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return body
-
-    async def list_namespaced(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        listing = await self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
-        return list(listing.get("items", []))
+        except Conflict:
+            return False
+        return True

@@ -10,35 +10,14 @@ from __future__ import annotations
 
 import posixpath
 import secrets
-from dataclasses import dataclass
 
 import asyncssh
 
+from smart_operator.errors import HostKeyMismatch, Unreachable
+from smart_operator.ports import DeployResult, Target
+
+SYSTEM = "ssh"
 EXPERIMENTS = "/opt/smart/experiments"
-
-
-class HostKeyMismatch(Exception):
-    """The server presented a host key other than the pinned one: nothing was sent."""
-
-
-class Unreachable(Exception):
-    """The server could not be reached or refused the operator's key; retry later."""
-
-
-@dataclass(frozen=True)
-class Target:
-    address: str
-    port: int
-    host_public_key: str
-    client_private_key: str
-    username: str = "root"
-
-
-@dataclass(frozen=True)
-class DeployResult:
-    uploaded: bool
-    switched: bool
-    reload_output: str
 
 
 async def _connect(target: Target) -> asyncssh.SSHClientConnection:
@@ -53,9 +32,21 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
             connect_timeout=15,
         )
     except asyncssh.HostKeyNotVerifiable as error:
-        raise HostKeyMismatch(str(error)) from error
+        raise HostKeyMismatch(SYSTEM, f"{target.address}: {error}") from error
     except (OSError, asyncssh.Error) as error:
-        raise Unreachable(f"{type(error).__name__}: {error}") from error
+        raise Unreachable(SYSTEM, f"{target.address}: {type(error).__name__}: {error}") from error
+
+
+class SSHDeployer:
+    """The ``Deployer`` port over SSH."""
+
+    async def deploy(
+        self, target: Target, experiment: str, revision: str, files: dict[str, bytes]
+    ) -> DeployResult:
+        return await deploy(target, experiment, revision, files)
+
+    async def remove(self, target: Target, experiment: str) -> None:
+        await remove(target, experiment)
 
 
 async def deploy(
@@ -89,7 +80,7 @@ async def deploy(
                 switched = True
             reload = await conn.run("smart-agent reload --timeout 30", check=False)
     except (OSError, asyncssh.Error) as error:
-        raise Unreachable(f"{type(error).__name__}: {error}") from error
+        raise Unreachable(SYSTEM, f"{target.address}: {type(error).__name__}: {error}") from error
     return DeployResult(uploaded, switched, str(reload.stdout or "") + str(reload.stderr or ""))
 
 
@@ -103,4 +94,4 @@ async def remove(target: Target, experiment: str) -> None:
                 await sftp.rmtree(base)
             await conn.run("smart-agent reload --timeout 30", check=False)
     except (OSError, asyncssh.Error) as error:
-        raise Unreachable(f"{type(error).__name__}: {error}") from error
+        raise Unreachable(SYSTEM, f"{target.address}: {type(error).__name__}: {error}") from error

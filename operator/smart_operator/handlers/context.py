@@ -1,78 +1,168 @@
-"""What every handler shares: settings, the plan catalog and the API clients.
-Created once at operator start-up and kept in kopf's memo."""
+"""The wiring: what every handler shares (settings, the plan catalogue, the clients),
+created once at start-up and kept in kopf's memo, and the reconcilers built from it
+for one object. Also the loop every resource's daemon runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from smart_operator.clients.budget import RequestBudget
-from smart_operator.clients.cloudflare import Cloudflare
-from smart_operator.clients.hetzner import Hetzner
-from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
+import kopf
+
+from smart_operator import domains, experiments
+from smart_operator.background import backoff
 from smart_operator.clients.kube import Kube
-from smart_operator.keys import SSHKeyPair
-from smart_operator.metrics import reconciling
+from smart_operator.errors import ExternalError, TemporaryFailure
+from smart_operator.handlers.metrics import reconciling
+from smart_operator.models.common import StatusModel
+from smart_operator.models.customer import Customer, CustomerStatus
+from smart_operator.models.domain import Domain, DomainStatus
+from smart_operator.models.experiment import Experiment, ExperimentStatus
 from smart_operator.plans import Catalog as PlanCatalog
+from smart_operator.ports import Cloud, Deployer, EventType, ObjectRef
+from smart_operator.reconcile.customer import CustomerReconciler
+from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
+from smart_operator.reconcile.experiment import ExperimentReconciler
+from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
 
+log = logging.getLogger(__name__)
+S = TypeVar("S", bound=StatusModel)
 
-@dataclass
-class Cloud:
-    """The providers, and the shared views that keep calls flat as Domains grow."""
 
-    hetzner: Hetzner
-    cloudflare: Cloudflare
-    operator_key: SSHKeyPair
-    actions: ActionWatcher
-    fleet: Fleet
-    catalog: Catalog
-    ssh_key_id: int | None = None
+class KopfEvents:
+    """The ``Events`` port: kopf posts them (batched, in the background)."""
 
-    async def close(self) -> None:
-        await self.actions.close()
-        await self.cloudflare.close()
-        self.hetzner.close()
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+
+    def post(self, type: EventType, reason: str, message: str) -> None:
+        kopf.event(cast(kopf.Body, self._body), type=type, reason=reason, message=message)
 
 
 @dataclass
 class Context:
     settings: OperatorSettings
-    catalog: PlanCatalog
+    plans: PlanCatalog
     kube: Kube
+    deployer: Deployer
+    dns_schedule: DnsCheckSchedule
     cloud: Cloud | None = None
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    """One event per Domain uid: set when its spec changes, to wake its daemon."""
-    dns_checked: dict[str, float] = field(default_factory=dict)
-    """When each Domain's DNS records were last checked (monotonic seconds)."""
-    dns_checks: RequestBudget | None = None
-    """The platform-wide allowance of steady-state DNS checks (``dns_checks_per_hour``)."""
+    """One event per resource uid: set when its spec changes, to wake its daemon."""
+
+    def writer(
+        self,
+        ref: ObjectRef,
+        written: S,
+        events: KopfEvents,
+        summarize: Callable[[S], S] | None = None,
+    ) -> StatusWriter[S]:
+        return StatusWriter(
+            written, functools.partial(self.kube.patch_status, ref), events, summarize
+        )
+
+    def domain(self, body: dict[str, Any]) -> DomainReconciler:
+        domain = Domain.model_validate(body)
+        meta = domain.metadata
+        events = KopfEvents(body)
+        return DomainReconciler(
+            domain,
+            cloud=self.cloud,
+            settings=self.settings,
+            writer=self.writer(
+                ObjectRef("domains", meta.name, meta.namespace),
+                domain.status or DomainStatus(),
+                events,
+                domains.summarize,
+            ),
+            events=events,
+            dns_schedule=self.dns_schedule,
+        )
+
+    def experiment(self, body: dict[str, Any]) -> ExperimentReconciler:
+        experiment = Experiment.model_validate(body)
+        meta = experiment.metadata
+        events = KopfEvents(body)
+        return ExperimentReconciler(
+            experiment,
+            resources=self.kube,
+            deployer=self.deployer,
+            client_private_key=self.cloud.operator_key.private if self.cloud else None,
+            settings=self.settings,
+            writer=self.writer(
+                ObjectRef("experiments", meta.name, meta.namespace),
+                experiment.status or ExperimentStatus(),
+                events,
+                experiments.summarize,
+            ),
+            events=events,
+        )
+
+    def customer(self, body: dict[str, Any]) -> CustomerReconciler:
+        customer = Customer.model_validate(body)
+        return CustomerReconciler(
+            customer,
+            resources=self.kube,
+            plans=self.plans,
+            servers=self.cloud.catalog if self.cloud else None,
+            eur_to_usd=self.settings.eur_to_usd,
+            writer=self.writer(
+                ObjectRef("customers", customer.metadata.name),
+                customer.status or CustomerStatus(),
+                KopfEvents(body),
+            ),
+        )
 
 
 def context(memo: Any) -> Context:
     return cast(Context, memo.context)
 
 
-async def reconcile_until_stopped(
+async def _sleep(seconds: float, wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
+    """Sleep ``seconds``, or until the resource changes or kopf stops the daemon."""
+    woken = asyncio.ensure_future(wakeup.wait())
+    halted = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({woken, halted}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (woken, halted):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def run_daemon(
     ctx: Context,
     uid: str,
-    stopped: Any,
+    stopped: kopf.DaemonStopped,
     kind: str,
     one_pass: Callable[[], Awaitable[float]],
 ) -> None:
     """The loop of a resource's daemon: one pass, then sleep for the seconds it asked
-    for or until its spec changes (``wake``), until kopf stops the daemon."""
+    for, until its spec changes (``wake``), or until kopf stops the daemon. A pass that
+    fails on an outside system (the API server, say) is logged and tried again later."""
     wakeup = ctx.wakeups.setdefault(uid, asyncio.Event())
+    failures = 0
     try:
         while not stopped:
             wakeup.clear()
-            with reconciling(kind):
-                delay = await one_pass()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+            try:
+                with reconciling(kind):
+                    delay = await one_pass()
+                failures = 0
+            except ExternalError as error:
+                failures += 1
+                floor = error.delay if isinstance(error, TemporaryFailure) else 5.0
+                delay = backoff(failures, floor, 300.0)
+                log.warning("%s %s: %s; trying again in %.0f s", kind, uid, error, delay)
+            await _sleep(delay, wakeup, stopped)
     finally:
         ctx.wakeups.pop(uid, None)
 

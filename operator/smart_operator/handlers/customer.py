@@ -1,116 +1,57 @@
-"""Customer onboarding: namespace, plan quota, dashboard access, status.
-
-The create/update/resume handler applies the desired objects; the status is
-refreshed from what the cluster reports, also when the quota controller or the token
-controller changes something (watched through their labelled objects), so counts and
-readiness follow the cluster without polling.
-"""
+"""kopf registrations for Customers: apply what a Customer owns on create, update and
+resume; refresh its status on a timer and whenever the quota or token controller
+changes one of its objects (watched through their labels), so counts and readiness
+follow the cluster; delete its namespace on deletion (``reconcile.customer``)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from smart_operator import customers
-from smart_operator.clients.errors import ProviderError
-from smart_operator.conditions import get_condition
-from smart_operator.handlers.context import Context, context
-from smart_operator.metrics import reconciling
+from smart_operator.errors import ExternalError
+from smart_operator.handlers.context import context
+from smart_operator.handlers.metrics import reconciling
 from smart_operator.models.common import GROUP, VERSION
-from smart_operator.models.customer import Customer
-from smart_operator.models.domain import Domain
-from smart_operator.models.experiment import Experiment
+from smart_operator.ports import ObjectRef
 from smart_operator.settings import OperatorSettings
 
 CUSTOMERS = (GROUP, VERSION, "customers")
-NAMESPACE_GONE_SECONDS = 30.0
 
 
-async def observe(ctx: Context, customer: Customer) -> customers.Observed:
-    namespace = customers.namespace_name(customer.metadata.name)
-    quota = await ctx.kube.read_quota(namespace, customers.QUOTA_NAME)
-    prices: dict[tuple[str, str], float] = {}
-    if ctx.cloud is not None:
-        try:
-            for name, server_type in (await ctx.cloud.catalog.types()).items():
-                prices.update({(name, loc): p for loc, p in server_type.monthly_price.items()})
-        except ProviderError as error:  # cost is shown again once pricing answers
-            logging.getLogger(__name__).info("no server pricing yet: %s", error)
-    return customers.Observed(
-        quota_hard=(quota.status.hard if quota and quota.status else None),
-        quota_used=(quota.status.used if quota and quota.status else None),
-        token_ready=await ctx.kube.secret_has(namespace, customers.TOKEN_SECRET, "token"),
-        domains=tuple(
-            Domain.model_validate(d) for d in await ctx.kube.list_namespaced("domains", namespace)
-        ),
-        experiments=tuple(
-            Experiment.model_validate(e)
-            for e in await ctx.kube.list_namespaced("experiments", namespace)
-        ),
-        server_prices=prices,
-        eur_to_usd=ctx.settings.eur_to_usd,
-    )
-
-
-async def refresh_status(ctx: Context, body: dict[str, Any]) -> None:
-    """Write the status the customer's objects call for, if it changed."""
-    customer = Customer.model_validate(body)
-    if body.get("metadata", {}).get("deletionTimestamp"):
-        return
-    resolution = customers.resolve_plan(customer, ctx.catalog)
-    observed = await observe(ctx, customer) if resolution.plan else customers.Observed()
-    status = customers.compute_status(customer, ctx.catalog, resolution, observed)
-    patch = customers.status_patch(customer, status)
-    if patch is None:
-        return
-    await ctx.kube.patch_customer_status(customer.metadata.name, patch)
-    before = get_condition(customer.status.conditions if customer.status else [], "Ready")
-    after = get_condition(status.conditions, "Ready")
-    if after and after.status == "True" and (before is None or before.status != "True"):
-        kopf.info(cast(kopf.Body, body), reason=after.reason, message=after.message)
+def _retry(error: ExternalError) -> kopf.TemporaryError:
+    return kopf.TemporaryError(str(error), delay=getattr(error, "delay", 10))
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     @kopf.on.resume(*CUSTOMERS, registry=registry)
     @kopf.on.create(*CUSTOMERS, registry=registry)
     @kopf.on.update(*CUSTOMERS, field="spec", registry=registry)
-    async def reconcile_customer(
-        body: kopf.Body, name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-    ) -> None:
-        ctx = context(memo)
+    async def reconcile_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         with reconciling("Customer"):
-            customer = Customer.model_validate(dict(body))
-            resolution = customers.resolve_plan(customer, ctx.catalog)
-            if resolution.problem or resolution.limits is None:
-                kopf.warn(body, reason="UnknownPlan", message=resolution.problem or "")
-            else:
-                for obj in customers.desired_objects(
-                    customer, customer.spec.plan, resolution.limits
-                ):
-                    await ctx.kube.apply(obj)
-                logger.info("applied namespace, quota and dashboard access for %s", name)
-            await refresh_status(ctx, dict(body))
+            try:
+                await context(memo).customer(dict(body)).apply()
+            except ExternalError as error:
+                raise _retry(error) from error
 
     @kopf.timer(*CUSTOMERS, interval=settings.resync_seconds, registry=registry)
     async def resync_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         with reconciling("Customer"):
-            await refresh_status(context(memo), dict(body))
+            try:
+                await context(memo).customer(dict(body)).refresh()
+            except ExternalError as error:
+                raise _retry(error) from error
 
     async def refresh_owner(labels: kopf.Labels, memo: kopf.Memo) -> None:
         ctx = context(memo)
         owner = labels.get(customers.CUSTOMER_LABEL)
         if owner:
-            body = await ctx.kube.get_customer(owner)
+            body = await ctx.kube.get(ObjectRef("customers", owner))
             if body is not None:
-                await refresh_status(ctx, body)
+                await ctx.customer(body).refresh()
 
-    managed: dict[str, Any] = {
-        **customers.MANAGED_BY,
-        customers.CUSTOMER_LABEL: kopf.PRESENT,
-    }
+    managed: dict[str, Any] = {**customers.MANAGED_BY, customers.CUSTOMER_LABEL: kopf.PRESENT}
 
     @kopf.on.event("v1", "resourcequotas", labels=managed, registry=registry)
     async def quota_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
@@ -121,18 +62,15 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         await refresh_owner(labels, memo)
 
     @kopf.on.delete(*CUSTOMERS, registry=registry)
-    async def delete_customer(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        """Delete the namespace and wait until it and everything in it are gone, so
-        the Customer disappears only when nothing it owned is left."""
-        ctx = context(memo)
+    async def delete_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """The Customer disappears only when nothing it owned is left."""
         with reconciling("Customer"):
-            namespace = customers.namespace_name(name)
-            await ctx.kube.delete_namespace(namespace)
-            deadline = asyncio.get_running_loop().time() + NAMESPACE_GONE_SECONDS
-            while await ctx.kube.namespace_exists(namespace):
-                if asyncio.get_running_loop().time() > deadline:
-                    raise kopf.TemporaryError(
-                        f"namespace {namespace} is still being deleted", delay=5
-                    )
-                await asyncio.sleep(0.5)
-            logger.info("namespace %s and its contents are deleted", namespace)
+            reconciler = context(memo).customer(dict(body))
+            try:
+                gone = await reconciler.delete()
+            except ExternalError as error:
+                raise _retry(error) from error
+            if not gone:
+                raise kopf.TemporaryError(
+                    f"namespace {reconciler.namespace} is still being deleted", delay=5
+                )

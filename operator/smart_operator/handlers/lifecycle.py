@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -11,11 +12,15 @@ from smart_operator.clients.budget import RequestBudget
 from smart_operator.clients.cloudflare import Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
-from smart_operator.clients.kube import Kube, connect
-from smart_operator.handlers.context import Cloud, Context
+from smart_operator.clients.kube import Kube
+from smart_operator.clients.kubeapi import connect
+from smart_operator.clients.ssh import SSHDeployer
+from smart_operator.handlers.context import Context
 from smart_operator.keys import SSHKeyPair, generate_ssh_key
 from smart_operator.models.common import GROUP
 from smart_operator.plans import load_catalog
+from smart_operator.ports import Cloud
+from smart_operator.reconcile.domain import DnsCheckSchedule
 from smart_operator.settings import OperatorSettings
 
 SSH_SECRET = "smart-operator-ssh"  # noqa: S105 (a Secret's name)
@@ -36,7 +41,12 @@ async def operator_ssh_key(kube: Kube, namespace: str) -> SSHKeyPair:
     return SSHKeyPair(stored["id_ed25519"], stored["id_ed25519.pub"])
 
 
-async def connect_cloud(kube: Kube, settings: OperatorSettings) -> Cloud | None:
+Closer = Callable[[], Awaitable[None]]
+
+
+async def connect_cloud(kube: Kube, settings: OperatorSettings) -> tuple[Cloud, Closer] | None:
+    """The providers' clients and shared views, and how to close them; None without
+    credentials."""
     if settings.hetzner_token is None or settings.cloudflare_token is None:
         return None
     hetzner = Hetzner(settings.hetzner_token.get_secret_value(), settings.hetzner_endpoint)
@@ -45,14 +55,22 @@ async def connect_cloud(kube: Kube, settings: OperatorSettings) -> Cloud | None:
         settings.cloudflare_endpoint,
         settings.cloudflare_account_id,
     )
-    return Cloud(
-        hetzner=hetzner,
-        cloudflare=cloudflare,
+    actions = ActionWatcher(hetzner)
+
+    async def close() -> None:
+        await actions.close()
+        await cloudflare.close()
+        hetzner.close()
+
+    cloud = Cloud(
+        servers=hetzner,
+        dns=cloudflare,
         operator_key=await operator_ssh_key(kube, settings.operator_namespace),
-        actions=ActionWatcher(hetzner),
+        actions=actions,
         fleet=Fleet(hetzner),
         catalog=Catalog(hetzner),
     )
+    return cloud, close
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -69,34 +87,38 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.persistence.finalizer = f"{GROUP}/finalizer"
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 270
+        # A steady Domain's DNS check also needs the platform-wide allowance, so the
+        # Cloudflare calls per hour stay flat however many Domains there are.
+        allowance = RequestBudget(
+            "dns-drift-checks", limit=60, per_second=operator_settings.dns_checks_per_hour / 3600
+        )
         memo.context = Context(
             settings=operator_settings,
-            catalog=load_catalog(operator_settings.plans_file),
+            plans=load_catalog(operator_settings.plans_file),
             kube=Kube(await connect(operator_settings.kubeconfig)),
-            dns_checks=RequestBudget(
-                "dns-drift-checks",
-                limit=60,
-                per_second=operator_settings.dns_checks_per_hour / 3600,
-            ),
+            deployer=SSHDeployer(),
+            dns_schedule=DnsCheckSchedule(operator_settings.dns_drift_seconds, allowance.try_take),
         )
         if not operator_settings.standalone:
             await memo.context.kube.ensure_peering(operator_settings.peering_name)
-        memo.context.cloud = await connect_cloud(memo.context.kube, operator_settings)
-        if memo.context.cloud is None:
+        connected = await connect_cloud(memo.context.kube, operator_settings)
+        if connected is not None:
+            memo.context.cloud, memo.close_cloud = connected
+        else:
             logger.warning(
                 "SMART_HETZNER_TOKEN or SMART_CLOUDFLARE_TOKEN is not set: Domains will wait "
                 "with an OperatorNotConfigured condition"
             )
-        logger.info("plan catalog: %s", ", ".join(memo.context.catalog.names))
+        logger.info("plan catalog: %s", ", ".join(memo.context.plans.names))
 
     operator_settings = settings
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
         if getattr(memo, "context", None) is not None:
-            if memo.context.cloud is not None:
-                await memo.context.cloud.close()
-            await memo.context.kube.api.close()
+            if getattr(memo, "close_cloud", None) is not None:
+                await memo.close_cloud()
+            await memo.context.kube.close()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -104,4 +126,4 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.probe(registry=registry, id="catalog")
     def catalog_probe(memo: kopf.Memo, **_: Any) -> list[str]:
-        return list(memo.context.catalog.names) if getattr(memo, "context", None) else []
+        return list(memo.context.plans.names) if getattr(memo, "context", None) else []

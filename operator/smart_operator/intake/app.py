@@ -19,7 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from smart_operator.clients.results import ResultsApi, connect
+from smart_operator.clients.kubeapi import connect
+from smart_operator.clients.results import ResultsApi
 from smart_operator.intake import metrics
 from smart_operator.intake.experiments import ExperimentCache
 from smart_operator.intake.keys import KeyCache

@@ -8,7 +8,6 @@ heartbeat writer starts from. No I/O here: the watch loop in ``app`` feeds ``app
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -16,16 +15,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from smart_operator.keys import hash_intake_key
 from smart_operator.models.domain import AgentStatus
 
 log = logging.getLogger(__name__)
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-
-
-def hash_key(key: str) -> str:
-    """The form in which a key is stored on its Domain: SHA-256, lower-case hex."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True, order=True)
@@ -84,7 +79,7 @@ class KeyCache:
     def lookup(self, key: str) -> list[DomainRef]:
         """The Domains whose key is ``key``: one, or none for an unknown key (more than
         one would be a misconfiguration, which the caller refuses)."""
-        return sorted(self._by_hash.get(hash_key(key), ()))
+        return sorted(self._by_hash.get(hash_intake_key(key), ()))
 
     def domain(self, ref: DomainRef) -> DomainView | None:
         return self._domains.get(ref)

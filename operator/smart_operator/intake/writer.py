@@ -27,7 +27,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from smart_operator.clients.results import Conflict, Gone, WatchEvent
+from smart_operator.clients.kubeapi import WatchEvent
+from smart_operator.errors import Conflict, NotFound
 from smart_operator.intake import metrics
 from smart_operator.intake.coalesce import Coalescer
 from smart_operator.intake.experiments import ExperimentCache, ExperimentView
@@ -154,7 +155,7 @@ class ResultsWriter:
                 metrics.WRITES.labels("experiment", "conflict").inc()
                 view = await self._read(namespace, name)
                 continue
-            except Gone:
+            except NotFound:
                 metrics.WRITES.labels("experiment", "gone").inc()
                 metrics.SKIPPED.labels("experiment", "deleted").inc()
                 return
@@ -224,7 +225,7 @@ class HeartbeatWriter:
                 metrics.WRITES.labels("domain", "conflict").inc()
                 view = await self._read(ref)
                 continue
-            except Gone:
+            except NotFound:
                 metrics.WRITES.labels("domain", "gone").inc()
                 metrics.SKIPPED.labels("domain", "deleted").inc()
                 return

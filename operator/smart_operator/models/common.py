@@ -3,8 +3,10 @@ conditions shaped like ``metav1.Condition``, and the CRD metadata each kind decl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +33,38 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False
     )
+
+
+class Writer(StrEnum):
+    """Who writes a part of a status. Each part has exactly one writer, so two
+    processes never fight over a field (a merge patch replaces what it names)."""
+
+    OPERATOR = "operator"
+    INTAKE = "intake"
+    """The results intake: agents' heartbeats and reports."""
+
+
+class StatusModel(CamelModel):
+    """A status whose fields are owned by writers: ``WRITERS`` names the fields (by
+    attribute name) that a writer other than the operator owns; the rest are the
+    operator's. Each writer patches only its own fields."""
+
+    WRITERS: ClassVar[Mapping[str, Writer]] = {}
+
+    @classmethod
+    def fields_of(cls, writer: Writer) -> frozenset[str]:
+        """The wire (camelCase) names of the fields ``writer`` owns."""
+        return frozenset(
+            info.alias or name
+            for name, info in cls.model_fields.items()
+            if cls.WRITERS.get(name, Writer.OPERATOR) is writer
+        )
+
+    def dump_of(self, writer: Writer) -> dict[str, Any]:
+        """The fields ``writer`` owns, as JSON without empty values."""
+        dumped: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        owned = self.fields_of(writer)
+        return {key: value for key, value in dumped.items() if key in owned}
 
 
 class Condition(CamelModel):

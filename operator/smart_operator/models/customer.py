@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import ClassVar
 
 from pydantic import Field
@@ -15,8 +14,27 @@ from smart_operator.models.common import (
     KindInfo,
     PrinterColumn,
     Resource,
+    StatusModel,
     conditions_field,
 )
+
+NAMESPACE_PREFIX = "customer-"
+"""Each Customer's resources live in the namespace ``customer-<name>``."""
+DASHBOARD_ACCOUNT = "dashboard-viewer"
+"""The read-only ServiceAccount in a customer's namespace that signs in to the dashboard."""
+
+
+def customer_namespace(customer: str) -> str:
+    """The namespace of the Customer ``customer``."""
+    return f"{NAMESPACE_PREFIX}{customer}"
+
+
+def customer_of(namespace: str) -> str | None:
+    """The Customer whose namespace ``namespace`` is, or None for any other namespace."""
+    if not namespace.startswith(NAMESPACE_PREFIX):
+        return None
+    return namespace[len(NAMESPACE_PREFIX) :] or None
+
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PLAN_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
@@ -82,7 +100,9 @@ class Cost(CamelModel):
     profit: float = Field(default=0.0, description="Plan price minus infrastructure, per month")
 
 
-class CustomerStatus(CamelModel):
+class CustomerStatus(StatusModel):
+    """Written by the operator only."""
+
     observed_generation: int | None = None
     phase: str | None = Field(default=None, description="Active, Suspended or Failed")
     namespace: str | None = None
@@ -94,7 +114,6 @@ class CustomerStatus(CamelModel):
     )
     health: Health | None = None
     cost: Cost | None = None
-    updated_at: datetime | None = None
     conditions: list[Condition] = conditions_field()
 
 

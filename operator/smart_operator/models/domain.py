@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
@@ -17,6 +18,8 @@ from smart_operator.models.common import (
     KindInfo,
     PrinterColumn,
     Resource,
+    StatusModel,
+    Writer,
     conditions_field,
 )
 
@@ -81,10 +84,10 @@ class DomainSpec(CamelModel):
 
 
 class VerificationStatus(CamelModel):
-    method: str | None = None
-    record_name: str | None = None
-    record_value: str | None = None
-    verified_at: datetime | None = None
+    method: str | None = Field(default=None, description="How ownership was proven")
+    verified_at: datetime | None = Field(
+        default=None, description="When ownership was first proven"
+    )
 
 
 class ServerStatus(CamelModel):
@@ -105,7 +108,11 @@ class ServerStatus(CamelModel):
         description="Set before a create request and cleared once the server is known: a "
         "create whose answer was lost is found by label, never made twice",
     )
-    monthly_price: float | None = Field(default=None, ge=0)
+    monthly_price: float | None = Field(
+        default=None,
+        ge=0,
+        description="The provider's gross monthly price (EUR) of the server's type in its location",
+    )
 
 
 class DNSRecordStatus(CamelModel):
@@ -133,7 +140,12 @@ class AgentStatus(CamelModel):
     started_at: datetime | None = None
 
 
-class DomainStatus(CamelModel):
+class DomainStatus(StatusModel):
+    """The operator writes everything but ``agent``, which the intake writes from the
+    agent's heartbeats."""
+
+    WRITERS: ClassVar[Mapping[str, Writer]] = {"agent": Writer.INTAKE}
+
     observed_generation: int | None = None
     phase: DomainPhase | None = None
     verification: VerificationStatus | None = None

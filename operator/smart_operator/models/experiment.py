@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
@@ -17,6 +18,8 @@ from smart_operator.models.common import (
     KindInfo,
     PrinterColumn,
     Resource,
+    StatusModel,
+    Writer,
     conditions_field,
     list_map,
 )
@@ -197,7 +200,20 @@ class HistoryPoint(CamelModel):
     )
 
 
-class ExperimentStatus(CamelModel):
+class ExperimentStatus(StatusModel):
+    """The operator writes the deployment (``phase``, ``deployedRevision``,
+    ``serving``, conditions); the intake writes the results from the agent's reports,
+    all in one patch so counts and the statistics from them never disagree."""
+
+    WRITERS: ClassVar[Mapping[str, Writer]] = {
+        "last_sequence": Writer.INTAKE,
+        "last_report_at": Writer.INTAKE,
+        "variants": Writer.INTAKE,
+        "statistics": Writer.INTAKE,
+        "decision": Writer.INTAKE,
+        "history": Writer.INTAKE,
+    }
+
     observed_generation: int | None = None
     phase: ExperimentPhase | None = None
     deployed_revision: str | None = None

@@ -15,9 +15,6 @@ class Interval:
     high: float
     confidence: float
 
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
 
 @dataclass(frozen=True)
 class Estimate:

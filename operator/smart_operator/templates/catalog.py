@@ -254,10 +254,6 @@ class TemplateMeta(_Strict):
             raise ValueError(f"sections lacks labels for {sorted(missing)}")
         return self
 
-    @property
-    def control_only_keys(self) -> frozenset[str]:
-        return frozenset(k for k, v in self.values.items() if v.control_only)
-
 
 def _read(*parts: str) -> str:
     path = resources.files(PACKAGE)

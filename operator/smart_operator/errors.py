@@ -1,0 +1,74 @@
+"""How failures of outside systems are told apart, drawn once here.
+
+Every client in ``clients/`` maps what its SDK raises (hcloud's ``APIException``,
+cloudflare's ``APIStatusError``, kubernetes_asyncio's ``ApiException``, asyncssh's
+errors, connection errors) onto this tree at its boundary; no SDK exception type
+escapes ``clients/``. Reconcilers, background loops and the intake catch only these::
+
+    ExternalError                   an outside system failed; ``system`` names it
+    ├── TemporaryFailure            heals by waiting: 5xx, timeouts, lost connections,
+    │   │                           a locked resource; ``delay`` is the seconds to wait
+    │   ├── RateLimited             the system refused for its rate limit (HTTP 429);
+    │   │                           ``delay`` runs to its reset
+    │   └── Unreachable             a server could not be reached over SSH
+    ├── PermanentFailure            retrying the same request cannot help: invalid input,
+    │   │                           bad credentials, a name taken by an object that is
+    │   │                           not ours; the message says what to change
+    │   └── HostKeyMismatch         a server presented another host key than the pinned
+    │                               one: nothing was sent to it
+    ├── NotFound                    the object does not exist (deletions count it done)
+    └── Conflict                    a uniqueness error, or a write based on a stale read
+                                    (Kubernetes resourceVersion): look it up again
+
+Pure: no I/O, no SDK.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+class ExternalError(Exception):
+    """An outside system (a provider, Kubernetes, a server over SSH) failed."""
+
+    def __init__(self, system: str, message: str) -> None:
+        super().__init__(f"{system}: {message}")
+        self.system = system
+        self.detail = message
+
+
+class TemporaryFailure(ExternalError):
+    """Will heal by waiting; ``delay`` is the seconds to wait before trying again."""
+
+    def __init__(self, system: str, message: str, delay: float = 5.0) -> None:
+        super().__init__(system, message)
+        self.delay = delay
+
+
+class RateLimited(TemporaryFailure):
+    """The system refused for its rate limit; ``delay`` runs to its reset."""
+
+
+class Unreachable(TemporaryFailure):
+    """A server could not be reached, or refused the operator's key, over SSH."""
+
+
+class PermanentFailure(ExternalError):
+    """Will not heal by retrying the same request; the message says what to change."""
+
+
+class HostKeyMismatch(PermanentFailure):
+    """A server presented a host key other than the pinned one: nothing was sent."""
+
+
+class NotFound(ExternalError):
+    """The object does not exist."""
+
+
+class Conflict(ExternalError):
+    """A uniqueness error, or a write based on a stale read: look the object up again."""
+
+
+def jittered(seconds: float, spread: float = 0.2) -> float:
+    """``seconds`` plus up to ``spread`` of it at random, so retries do not align."""
+    return seconds * (1 + random.uniform(0, spread))  # noqa: S311 (not for secrets)

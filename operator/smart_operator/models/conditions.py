@@ -1,0 +1,140 @@
+"""The condition types and reasons of every kind, as enums: the only place their
+spelling lives. ``Condition.type`` and ``Condition.reason`` stay plain strings on the
+wire (a status written by another version still parses); code compares and writes the
+enum members, which are strings.
+
+Each reason also says how it is reported when a condition takes it: as a Warning
+Event (``WARNINGS``), silently on a condition's first appearance (``QUIET``: the
+expected starting state, such as ``Active``), and whether it ends a Domain in phase
+``Failed`` (``PERMANENT``: only a change of the spec or of the operator's configuration
+mends it). Pure.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    """Every kind: the aggregate, shown as the READY printer column."""
+    # Customer
+    QUOTA_APPLIED = "QuotaApplied"
+    SUSPENDED = "Suspended"
+    # Domain
+    VERIFIED = "Verified"
+    SERVER_READY = "ServerReady"
+    DNS_READY = "DNSReady"
+    AGENT_CONNECTED = "AgentConnected"
+    PAUSED = "Paused"
+    # Experiment
+    CONFIG_VALID = "ConfigValid"
+    DEPLOYED = "Deployed"
+
+
+CUSTOMER_CONDITIONS = (
+    ConditionType.QUOTA_APPLIED,
+    ConditionType.SUSPENDED,
+    ConditionType.READY,
+)
+DOMAIN_CONDITIONS = (
+    ConditionType.VERIFIED,
+    ConditionType.SERVER_READY,
+    ConditionType.DNS_READY,
+    ConditionType.AGENT_CONNECTED,
+)
+"""The conditions that must all be True for a Domain to be Ready, in the order they
+are reached (``Paused`` is a flag beside them)."""
+EXPERIMENT_CONDITIONS = (ConditionType.CONFIG_VALID, ConditionType.DEPLOYED, ConditionType.READY)
+
+
+class Reason(StrEnum):
+    # -- shared ----------------------------------------------------------------------------
+    READY = "Ready"
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    """Not paused, not suspended: the usual state."""
+    PROVIDER_UNAVAILABLE = "ProviderUnavailable"
+    """A provider failed in a way that heals (5xx, 429, timeouts): retried."""
+    PROVIDER_REJECTED = "ProviderRejected"
+    """A provider refused in a way retrying cannot mend: the message says what to do."""
+    # -- Customer --------------------------------------------------------------------------
+    QUOTA_ENFORCED = "QuotaEnforced"
+    QUOTA_PENDING = "QuotaPending"
+    UNKNOWN_PLAN = "UnknownPlan"
+    TOKEN_PENDING = "TokenPending"  # noqa: S105 (a reason, not a secret)
+    PROVISIONED = "Provisioned"
+    SUSPENDED_BY_SPEC = "SuspendedBySpec"
+    # -- Domain ----------------------------------------------------------------------------
+    OPERATOR_NOT_CONFIGURED = "OperatorNotConfigured"
+    PAUSED_BY_SPEC = "PausedBySpec"
+    INVALID_SPEC = "InvalidSpec"
+    ZONE_ACTIVE = "ZoneActive"
+    ZONE_PENDING = "ZonePending"
+    CREATING = "Creating"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    RECORDS_POINT_AT_SERVER = "RecordsPointAtServer"
+    RECORD_CONFLICT = "RecordConflict"
+    UNMANAGED = "Unmanaged"
+    DELETING = "Deleting"
+    HEARTBEAT = "Heartbeat"
+    WAITING_FOR_AGENT = "WaitingForAgent"
+    AGENT_SILENT = "AgentSilent"
+    # -- Experiment ------------------------------------------------------------------------
+    VALID = "Valid"
+    INVALID_TEMPLATE_CONFIG = "InvalidTemplateConfig"
+    DOMAIN_NOT_FOUND = "DomainNotFound"
+    WAITING_FOR_SERVER = "WaitingForServer"
+    DOMAIN_BUSY = "DomainBusy"
+    HOST_KEY_MISMATCH = "HostKeyMismatch"
+    UNREACHABLE = "Unreachable"
+    DEPLOYED = "Deployed"
+    SERVING = "Serving"
+
+
+def as_reason(text: str) -> Reason:
+    """A reason read from a status; one this version does not know reads as Pending."""
+    try:
+        return Reason(text)
+    except ValueError:
+        return Reason.PENDING
+
+
+WARNINGS = frozenset(
+    {
+        Reason.PROVIDER_UNAVAILABLE,
+        Reason.PROVIDER_REJECTED,
+        Reason.UNKNOWN_PLAN,
+        Reason.OPERATOR_NOT_CONFIGURED,
+        Reason.INVALID_SPEC,
+        Reason.RECORD_CONFLICT,
+        Reason.AGENT_SILENT,
+        Reason.INVALID_TEMPLATE_CONFIG,
+        Reason.DOMAIN_NOT_FOUND,
+        Reason.DOMAIN_BUSY,
+        Reason.HOST_KEY_MISMATCH,
+        Reason.UNREACHABLE,
+    }
+)
+"""Reasons reported as Warning Events; every other reason change is a Normal Event."""
+
+QUIET = frozenset(
+    {
+        Reason.PENDING,
+        Reason.ACTIVE,
+        Reason.VALID,
+        Reason.QUOTA_PENDING,
+        Reason.TOKEN_PENDING,
+        Reason.WAITING_FOR_SERVER,
+        Reason.WAITING_FOR_AGENT,
+    }
+)
+"""Reasons that post no Event when a condition first appears with them: the expected
+starting state says nothing new. A later change to them is reported as usual."""
+
+PERMANENT = frozenset(
+    {Reason.INVALID_SPEC, Reason.OPERATOR_NOT_CONFIGURED, Reason.PROVIDER_REJECTED}
+)
+"""Reasons that only a change of the spec (or of the operator's configuration) mends:
+a Domain with one of them is in phase ``Failed``."""

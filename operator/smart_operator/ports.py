@@ -1,0 +1,285 @@
+"""The ports through which the reconcilers act on outside systems: what they need to
+know of provider objects (views), and the calls they make (Protocols).
+
+The clients in ``clients/`` implement these Protocols over the real SDKs; the unit
+tests implement them as fakes in memory. Every call may raise only the errors of
+``smart_operator.errors``. Pure: dataclasses and Protocols, no I/O, no SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from smart_operator.keys import SSHKeyPair
+
+# -- views of provider objects ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What the operator needs to know of a server."""
+
+    id: int
+    name: str
+    status: str
+    ipv4: str | None
+    ipv6: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    server_type: str = ""
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FirewallView:
+    id: int
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ServerTypeView:
+    name: str
+    monthly_price: dict[str, float]
+    """Gross monthly price (EUR) by location name."""
+
+
+@dataclass(frozen=True)
+class ZoneView:
+    id: str
+    name: str
+    status: str
+    name_servers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecordView:
+    id: str
+    type: str
+    name: str
+    content: str
+    comment: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QuotaView:
+    """A ResourceQuota's status: what it enforces and what is used, as quantities."""
+
+    hard: Mapping[str, str]
+    used: Mapping[str, str]
+
+
+# -- providers --------------------------------------------------------------------------
+
+
+class Servers(Protocol):
+    """Hetzner Cloud: servers, firewalls, the operator's SSH key, the catalogue."""
+
+    async def servers(self, labels: dict[str, str]) -> list[ServerView]: ...
+
+    async def server(self, server_id: int) -> ServerView: ...
+
+    async def server_by_name(self, name: str) -> ServerView | None: ...
+
+    async def create_server(
+        self,
+        *,
+        name: str,
+        server_type: str,
+        image: str,
+        location: str,
+        user_data: str,
+        labels: dict[str, str],
+        ssh_key_ids: Iterable[int],
+        firewall_ids: Iterable[int],
+    ) -> tuple[ServerView, int | None]:
+        """The new server and the id of the action that boots it."""
+        ...
+
+    async def delete_server(self, server_id: int) -> None:
+        """One already gone counts as deleted."""
+        ...
+
+    async def firewalls(self, labels: dict[str, str]) -> list[FirewallView]: ...
+
+    async def firewall_by_name(self, name: str) -> FirewallView | None: ...
+
+    async def create_firewall(
+        self, name: str, labels: dict[str, str], ssh_sources: list[str]
+    ) -> FirewallView: ...
+
+    async def delete_firewall(self, firewall_id: int) -> None:
+        """One already gone counts as deleted."""
+        ...
+
+    async def ensure_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> int: ...
+
+
+class Dns(Protocol):
+    """Cloudflare: zones and DNS records."""
+
+    async def zones(self) -> list[ZoneView]: ...
+
+    async def zone_for(self, domain: str) -> ZoneView | None:
+        """The zone that holds ``domain``: the domain itself or its closest parent."""
+        ...
+
+    async def create_zone(self, name: str) -> ZoneView: ...
+
+    async def get_zone(self, zone_id: str) -> ZoneView: ...
+
+    async def check_activation(self, zone_id: str) -> None: ...
+
+    async def delete_zone(self, zone_id: str) -> None:
+        """One already gone counts as deleted."""
+        ...
+
+    async def records(
+        self,
+        zone_id: str,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        tag_present: str | None = None,
+    ) -> list[RecordView]: ...
+
+    async def delete_record(self, zone_id: str, record_id: str) -> None:
+        """One already gone counts as deleted."""
+        ...
+
+    async def batch(
+        self,
+        zone_id: str,
+        *,
+        posts: list[dict[str, Any]],
+        patches: list[dict[str, Any]],
+        deletes: list[str],
+    ) -> list[RecordView]:
+        """Create, change and delete in one all-or-nothing request; returns the created
+        and changed records."""
+        ...
+
+
+class Actions(Protocol):
+    """Waits for provider actions (a server booting)."""
+
+    async def wait(self, action_id: int) -> str:
+        """The action's final status: ``success`` or ``error``."""
+        ...
+
+
+class Fleet(Protocol):
+    """Every managed server, listed in one call and shared by all Domains' checks."""
+
+    async def servers(self, uid: str, max_age: float) -> list[ServerView]: ...
+
+    def remember(self, uid: str, server: ServerView) -> None: ...
+
+    def forget(self, uid: str) -> None: ...
+
+
+class Catalog(Protocol):
+    """The provider's server types with their prices."""
+
+    async def types(self) -> dict[str, ServerTypeView]: ...
+
+
+@dataclass
+class Cloud:
+    """The providers, and the shared views that keep calls flat as Domains grow."""
+
+    servers: Servers
+    dns: Dns
+    actions: Actions
+    fleet: Fleet
+    catalog: Catalog
+    operator_key: SSHKeyPair
+    ssh_key_id: int | None = None
+    """The operator's key at the provider, once known."""
+
+
+# -- servers over SSH -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A customer server as the deployer reaches it: only its pinned host key is
+    trusted."""
+
+    address: str
+    port: int
+    host_public_key: str
+    client_private_key: str
+    username: str = "root"
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    uploaded: bool
+    switched: bool
+    reload_output: str
+
+
+class Deployer(Protocol):
+    async def deploy(
+        self, target: Target, experiment: str, revision: str, files: dict[str, bytes]
+    ) -> DeployResult:
+        """Upload a revision (unless the server has it) and make it current."""
+        ...
+
+    async def remove(self, target: Target, experiment: str) -> None:
+        """Take an experiment off the server."""
+        ...
+
+
+# -- Kubernetes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object of the platform's kinds."""
+
+    plural: str
+    name: str
+    namespace: str | None = None
+
+
+class Resources(Protocol):
+    """The Kubernetes reads and writes of the reconcilers."""
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...
+
+    async def list_namespaced(self, plural: str, namespace: str) -> list[dict[str, Any]]: ...
+
+    async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; an object that is gone is left alone."""
+        ...
+
+    async def domain_uids(self) -> set[str]:
+        """The uids of every Domain in the cluster."""
+        ...
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply one object of a kind the operator owns."""
+        ...
+
+    async def read_quota(self, namespace: str, name: str) -> QuotaView | None: ...
+
+    async def secret_has(self, namespace: str, name: str, key: str) -> bool: ...
+
+    async def namespace_exists(self, name: str) -> bool: ...
+
+    async def delete_namespace(self, name: str) -> None: ...
+
+
+EventType = Literal["Normal", "Warning"]
+
+
+class Events(Protocol):
+    """Kubernetes Events about one object."""
+
+    def post(self, type: EventType, reason: str, message: str) -> None: ...

@@ -1,0 +1,470 @@
+"""The Domain reconciler: ownership, firewall, server, DNS, agent; and deletion.
+
+A pass runs the steps in order; each observes through the ports, decides with the
+pure functions of ``smart_operator.domains``, and acts through the ports. A step
+either hands its result to the next or returns ``Wait`` (stop here, pass again after
+that many seconds). A provider failure inside a step becomes that step's condition:
+``ProviderUnavailable`` (and a pass soon) when it heals, ``ProviderRejected`` (and
+phase Failed until the spec or the configuration changes) when it does not.
+
+Every step looks before it acts and marks what it makes with the Domain's uid, so the
+operator can be killed at any instant and a restart continues where it stopped: no
+duplicate server, no leaked record. The status is written at once after each step
+that changed something the next one relies on (the server id first), and at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from smart_operator import domains
+from smart_operator.cloudinit import UserDataInput, render_user_data
+from smart_operator.conditions import now, set_condition
+from smart_operator.errors import Conflict, ExternalError, PermanentFailure, TemporaryFailure
+from smart_operator.keys import fingerprint, generate_intake_key, generate_ssh_key, hash_intake_key
+from smart_operator.models.common import ConditionStatus
+from smart_operator.models.conditions import ConditionType, Reason
+from smart_operator.models.domain import (
+    DNSRecordStatus,
+    DNSStatus,
+    Domain,
+    DomainPhase,
+    DomainStatus,
+    ServerStatus,
+    VerificationStatus,
+)
+from smart_operator.ports import Cloud, Events, ServerView, ZoneView
+from smart_operator.reconcile.status import StatusWriter
+from smart_operator.settings import OperatorSettings
+
+T = TypeVar("T")
+POLL_SECONDS = 2.0
+"""How soon a pass comes again while a server starts."""
+SSH_KEY_NAME = "smart-operator"
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Stop this pass; the next one comes after ``seconds``."""
+
+    seconds: float
+
+
+class DnsCheckSchedule:
+    """When a steady Domain's records are checked again: every ``interval`` seconds,
+    within a platform-wide allowance, so the Cloudflare calls per hour stay flat
+    however many Domains there are. Shared by every Domain of the process."""
+
+    def __init__(
+        self,
+        interval: float,
+        allowance: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval = interval
+        self._allowance = allowance
+        self._clock = clock
+        self._checked: dict[str, float] = {}
+
+    def due(self, uid: str) -> bool:
+        checked = self._checked.get(uid, float("-inf"))
+        if self._clock() - checked < self._interval:
+            return False
+        return self._allowance is None or self._allowance()
+
+    def done(self, uid: str) -> None:
+        self._checked[uid] = self._clock()
+
+    def forget(self, uid: str) -> None:
+        self._checked.pop(uid, None)
+
+
+class DomainReconciler:
+    """One pass over one Domain: ``run()`` returns the seconds until the next."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        *,
+        cloud: Cloud | None,
+        settings: OperatorSettings,
+        writer: StatusWriter[DomainStatus],
+        events: Events,
+        dns_schedule: DnsCheckSchedule,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.domain = domain
+        self.cloud = cloud
+        self.settings = settings
+        self.writer = writer
+        self.events = events
+        self.dns_schedule = dns_schedule
+        self.clock = clock
+        self.uid = domain.metadata.uid or ""
+        self.generation = domain.metadata.generation
+        read = domain.status or DomainStatus()
+        self.steady = domains.is_steady(read, self.generation)
+        self.status = read.model_copy(deep=True)
+        self.status.observed_generation = self.generation
+
+    # -- status --------------------------------------------------------------------------
+
+    def condition(
+        self, type: ConditionType, status: ConditionStatus, reason: Reason, message: str
+    ) -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions, type, status, reason, message, self.generation
+        )
+
+    async def flush(self) -> None:
+        """Write what changed so far (the next step relies on it being recorded)."""
+        self.status = await self.writer.write(self.status)
+
+    # -- the pass ------------------------------------------------------------------------
+
+    async def run(self) -> float:
+        delay = await self._pass()
+        await self.flush()
+        return delay
+
+    async def _pass(self) -> float:
+        cloud = self.cloud
+        if cloud is None:
+            self.condition(
+                ConditionType.SERVER_READY,
+                "False",
+                Reason.OPERATOR_NOT_CONFIGURED,
+                "the operator has no cloud credentials: set SMART_HETZNER_TOKEN and "
+                "SMART_CLOUDFLARE_TOKEN (Helm values hetzner.token, cloudflare.token)",
+            )
+            return self.settings.drift_seconds
+        if self.domain.spec.paused:
+            self.condition(
+                ConditionType.PAUSED,
+                "True",
+                Reason.PAUSED_BY_SPEC,
+                "spec.paused is true: the server is left as it is (nothing created, repaired "
+                "or deployed) and serves only control variants",
+            )
+            return self.settings.drift_seconds
+        self.condition(
+            ConditionType.PAUSED, "False", Reason.ACTIVE, "reconciled and repaired as usual"
+        )
+        shape = await self._step(ConditionType.SERVER_READY, self.check_shape(cloud))
+        if isinstance(shape, Wait):
+            return shape.seconds
+        zone = await self._step(ConditionType.VERIFIED, self.verify(cloud))
+        if isinstance(zone, Wait):
+            return zone.seconds
+        server = await self._step(ConditionType.SERVER_READY, self.ensure_server(cloud))
+        if isinstance(server, Wait):
+            return server.seconds
+        records = await self._step(ConditionType.DNS_READY, self.ensure_dns(cloud, zone, server))
+        if isinstance(records, Wait):
+            return records.seconds
+        self.condition(
+            ConditionType.AGENT_CONNECTED,
+            *domains.agent_verdict(
+                self.status.agent,
+                self.clock(),
+                self.settings.agent_timeout_seconds,
+                self.settings.intake_url,
+            ),
+        )
+        return domains.next_check(self.status, self.settings.drift_seconds)
+
+    async def _step(self, type: ConditionType, work: Awaitable[T | Wait]) -> T | Wait:
+        """Run one step; a provider failure becomes its condition and a ``Wait``."""
+        try:
+            return await work
+        except PermanentFailure as error:
+            self.condition(type, "False", Reason.PROVIDER_REJECTED, str(error))
+            return Wait(self.settings.drift_seconds)
+        except TemporaryFailure as error:
+            message = f"{error}; retrying in {error.delay:.0f} s"
+            self.condition(type, "False", Reason.PROVIDER_UNAVAILABLE, message)
+            return Wait(error.delay)
+        except ExternalError as error:  # not found or conflicting: look again soon
+            self.condition(type, "False", Reason.PROVIDER_UNAVAILABLE, f"{error}; retrying")
+            return Wait(POLL_SECONDS)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def check_shape(self, cloud: Cloud) -> Wait | None:
+        """Server type and location against the provider's catalogue."""
+        shape = self.domain.spec.server
+        types = await cloud.catalog.types()
+        problem = domains.shape_problem(shape, types)
+        if problem is not None:
+            self.condition(ConditionType.SERVER_READY, "False", Reason.INVALID_SPEC, problem)
+            return Wait(self.settings.drift_seconds)
+        server = self.status.server or ServerStatus()
+        server.monthly_price = domains.monthly_price(shape, types)
+        self.status.server = server
+        return None
+
+    async def verify(self, cloud: Cloud) -> ZoneView | Wait:
+        """Ownership: the domain's zone is active in our Cloudflare account, which means
+        its nameservers point at Cloudflare for us. A missing zone is created."""
+        dns = self.status.dns or DNSStatus()
+        if self.steady and dns.zone_id and dns.zone_name:
+            return ZoneView(dns.zone_id, dns.zone_name, "active", list(dns.name_servers))
+        zone = await cloud.dns.zone_for(self.domain.spec.domain)
+        if zone is None:
+            zone = await cloud.dns.create_zone(self.domain.spec.domain)
+            dns.zone_created = True
+            self.events.post("Normal", "ZoneCreated", f"created Cloudflare zone {zone.name}")
+        dns.zone_id, dns.zone_name, dns.name_servers = zone.id, zone.name, zone.name_servers
+        self.status.dns = dns
+        if zone.status != "active":
+            await cloud.dns.check_activation(zone.id)
+            zone = await cloud.dns.get_zone(zone.id)
+        if zone.status != "active":
+            servers = ", ".join(zone.name_servers) or "the zone's Cloudflare nameservers"
+            self.condition(
+                ConditionType.VERIFIED,
+                "False",
+                Reason.ZONE_PENDING,
+                f"set the nameservers of {zone.name} to {servers} at its registrar; "
+                f"checked again every {self.settings.verify_seconds:.0f} s",
+            )
+            return Wait(self.settings.verify_seconds)
+        verification = self.status.verification or VerificationStatus()
+        verification.method = self.domain.spec.verification.method
+        verification.verified_at = verification.verified_at or now()
+        self.status.verification = verification
+        self.condition(
+            ConditionType.VERIFIED, "True", Reason.ZONE_ACTIVE, f"zone {zone.name} is active"
+        )
+        return zone
+
+    async def ensure_server(self, cloud: Cloud) -> ServerView | Wait:
+        found = (
+            await cloud.fleet.servers(self.uid, self.settings.drift_seconds) if self.steady else []
+        )
+        if not found:
+            # Decisions to create are made on a fresh, exact answer, never on the cache.
+            found = await cloud.servers.servers(domains.cloud_labels(self.uid))
+        known = self.status.server.id if self.status.server else None
+        choice = domains.choose_server(found, known)
+        for extra in choice.remove:
+            await cloud.servers.delete_server(extra.id)
+            self.events.post("Warning", "DuplicateRemoved", f"removed a second server {extra.id}")
+        server = choice.keep or await self.create_server(cloud)
+        self.status.server = self._server_status(server)
+        cloud.fleet.remember(self.uid, server)
+        await self.flush()
+        verdict = domains.server_verdict(server)
+        self.condition(ConditionType.SERVER_READY, *verdict)
+        if verdict[0] != "True":
+            return Wait(POLL_SECONDS)
+        return server
+
+    async def ensure_firewall(self, cloud: Cloud) -> int:
+        labels = domains.cloud_labels(self.uid)
+        found = await cloud.servers.firewalls(labels)
+        if found:
+            return found[0].id
+        name = domains.cloud_name(self.domain, "-fw")
+        sources = self.settings.ssh_sources
+        if not sources:
+            raise PermanentFailure(
+                "operator",
+                "SMART_SSH_SOURCES is empty: set the addresses the operator connects from, "
+                "the only SSH sources the servers' firewalls allow",
+            )
+        try:
+            return (await cloud.servers.create_firewall(name, labels, sources)).id
+        except Conflict:
+            existing = await cloud.servers.firewall_by_name(name)
+            if existing is not None and existing.labels.get(domains.UID_LABEL) == self.uid:
+                return existing.id
+            raise PermanentFailure(
+                "hetzner",
+                f"a firewall named {name} exists that Smart Server did not make for this "
+                "Domain; delete or rename it",
+            ) from None
+
+    async def create_server(self, cloud: Cloud) -> ServerView:
+        previous = self.status.server
+        if previous and previous.id and not previous.create_requested_at:
+            self.events.post(
+                "Warning",
+                "ServerMissing",
+                f"server {previous.name} ({previous.id}) is gone; creating a new one",
+            )
+        firewall = await self.ensure_firewall(cloud)
+        if cloud.ssh_key_id is None:
+            cloud.ssh_key_id = await cloud.servers.ensure_ssh_key(
+                SSH_KEY_NAME, cloud.operator_key.public, domains.managed_labels()
+            )
+        name = domains.cloud_name(self.domain)
+        host_key = generate_ssh_key(f"root@{name}")
+        intake_key = generate_intake_key()
+        # Remember the new keys before asking: if the answer is lost, the server found
+        # later by its label carries exactly these.
+        self.status.server = ServerStatus(
+            name=name,
+            firewall_id=firewall,
+            host_public_key=host_key.public,
+            host_key_fingerprint=host_key.fingerprint,
+            create_requested_at=now(),
+            monthly_price=previous.monthly_price if previous else None,
+        )
+        self.status.intake_key_hash = hash_intake_key(intake_key)
+        self.condition(
+            ConditionType.SERVER_READY, "False", Reason.CREATING, f"creating server {name}"
+        )
+        await self.flush()
+        user_data = render_user_data(
+            UserDataInput(
+                hostname=name,
+                domain=self.domain.spec.domain,
+                host_private_key=host_key.private,
+                host_public_key=host_key.public,
+                operator_public_key=cloud.operator_key.public,
+                intake_url=self.settings.intake_url,
+                intake_key=intake_key,
+                namespace=self.domain.metadata.namespace or "",
+                domain_resource=self.domain.metadata.name,
+            )
+        )
+        shape = self.domain.spec.server
+        try:
+            server, action = await cloud.servers.create_server(
+                name=name,
+                server_type=shape.type,
+                image=shape.image,
+                location=shape.location,
+                user_data=user_data,
+                labels=domains.cloud_labels(self.uid),
+                ssh_key_ids=[cloud.ssh_key_id],
+                firewall_ids=[firewall],
+            )
+        except Conflict:
+            existing = await cloud.servers.server_by_name(name)
+            if existing is not None and existing.labels.get(domains.UID_LABEL) == self.uid:
+                return existing
+            raise PermanentFailure(
+                "hetzner",
+                f"a server named {name} exists that Smart Server did not make for this "
+                "Domain; delete or rename it",
+            ) from None
+        self.events.post("Normal", "ServerCreated", f"created server {server.name} ({server.id})")
+        self.status.server = self._server_status(server)
+        await self.flush()  # the id, at once
+        if action is not None:
+            outcome = await cloud.actions.wait(action)
+            if outcome != "success":
+                raise TemporaryFailure("hetzner", f"server {name} failed to start", 10)
+            server = await cloud.servers.server(server.id)
+        return server
+
+    def _server_status(self, server: ServerView) -> ServerStatus:
+        previous = self.status.server or ServerStatus()
+        return ServerStatus(
+            id=server.id,
+            name=server.name,
+            ipv4=server.ipv4,
+            ipv6=server.ipv6,
+            status=server.status,
+            firewall_id=previous.firewall_id,
+            host_public_key=previous.host_public_key,
+            host_key_fingerprint=previous.host_key_fingerprint
+            or (fingerprint(previous.host_public_key) if previous.host_public_key else None),
+            monthly_price=previous.monthly_price,
+        )
+
+    async def ensure_dns(self, cloud: Cloud, zone: ZoneView, server: ServerView) -> Wait | None:
+        """Our records point at the server; records that are not ours are never touched.
+        One listing of the zone and at most one batch of changes. A steady Domain whose
+        recorded records are the ones it wants is checked every ``dns_drift_seconds``,
+        within the platform-wide allowance; a changed server is pointed at at once."""
+        desired = domains.desired_records(self.domain, server.ipv4, server.ipv6)
+        recorded = (self.status.dns or DNSStatus()).records
+        if (
+            self.steady
+            and domains.records_recorded(desired, recorded)
+            and not self.dns_schedule.due(self.uid)
+        ):
+            return None
+        tag = domains.record_tag(self.uid)
+        existing = [
+            domains.ExistingRecord(r.id, r.type, r.name, r.content, tuple(r.tags))
+            for r in await cloud.dns.records(zone.id)
+        ]
+        plan = domains.plan_records(desired, existing, tag)
+        settled = [
+            DNSRecordStatus(id=r.id, type=r.type, name=r.name, content=r.content) for r in plan.kept
+        ]
+        if not plan.empty:
+            changed = await cloud.dns.batch(
+                zone.id,
+                posts=[self._record_fields(want, tag) for want in plan.create],
+                patches=[
+                    {"id": record_id, **self._record_fields(want, tag)}
+                    for record_id, want in plan.update
+                ],
+                deletes=plan.delete,
+            )
+            settled += [
+                DNSRecordStatus(id=r.id, type=r.type, name=r.name, content=r.content)
+                for r in changed
+            ]
+            if plan.update:
+                self.events.post(
+                    "Normal",
+                    "RecordRepaired",
+                    ", ".join(f"{w.type} {w.name} → {w.content}" for _, w in plan.update),
+                )
+        self.dns_schedule.done(self.uid)
+        dns = self.status.dns or DNSStatus()
+        dns.records = sorted(settled, key=lambda r: (r.name, r.type))
+        self.status.dns = dns
+        self.condition(
+            ConditionType.DNS_READY, *domains.records_verdict(plan, desired, server.ipv4)
+        )
+        return None
+
+    def _record_fields(self, want: domains.DesiredRecord, tag: str) -> dict[str, Any]:
+        return {
+            "type": want.type,
+            "name": want.name,
+            "content": want.content,
+            "ttl": self.domain.spec.dns.ttl,
+            "proxied": self.domain.spec.dns.proxied,
+            "comment": domains.record_comment(self.domain),
+            "tags": [tag],
+        }
+
+    # -- deletion ------------------------------------------------------------------------
+
+    async def delete(self) -> None:
+        """Remove DNS records, server and firewall; "not found" counts as done. The
+        phase says ``Deleting`` meanwhile."""
+        self.status.phase = DomainPhase.DELETING
+        await self.flush()
+        cloud = self.cloud
+        if cloud is None:
+            return
+        labels = domains.cloud_labels(self.uid)
+        dns = self.status.dns or DNSStatus()
+        zone_id = dns.zone_id
+        if zone_id is None:
+            zone = await cloud.dns.zone_for(self.domain.spec.domain)
+            zone_id = zone.id if zone else None
+        if zone_id is not None:
+            for record in await cloud.dns.records(zone_id, tag=domains.record_tag(self.uid)):
+                await cloud.dns.delete_record(zone_id, record.id)
+            if dns.zone_created:
+                await cloud.dns.delete_zone(zone_id)
+        for server in await cloud.servers.servers(labels):
+            await cloud.servers.delete_server(server.id)
+        cloud.fleet.forget(self.uid)
+        self.dns_schedule.forget(self.uid)
+        for firewall in await cloud.servers.firewalls(labels):
+            await cloud.servers.delete_firewall(firewall.id)

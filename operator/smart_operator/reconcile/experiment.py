@@ -1,0 +1,228 @@
+"""The Experiment reconciler: validate the template config, render every variant into
+an immutable revision named by its content, deploy it to the Domain's server (pinned
+host key only), switch atomically; and take it off the server on deletion.
+
+A pass deploys when the desired revision differs from ``status.deployedRevision`` (a
+spec change, a paused Domain, a suspended Customer, a promoted winner); the same
+revision twice uploads nothing. A failed deploy leaves the previous revision serving
+and says why in the ``Deployed`` condition. Results (counts, statistics, decision) are
+the intake's to write; this reconciler never touches them (``ExperimentStatus.WRITERS``).
+"""
+
+from __future__ import annotations
+
+from smart_operator import experiments, revisions
+from smart_operator.conditions import set_condition
+from smart_operator.errors import HostKeyMismatch, TemporaryFailure
+from smart_operator.keys import fingerprint
+from smart_operator.models.common import ConditionStatus
+from smart_operator.models.conditions import ConditionType, Reason
+from smart_operator.models.customer import customer_of
+from smart_operator.models.domain import Domain
+from smart_operator.models.experiment import Experiment, ExperimentPhase, ExperimentStatus
+from smart_operator.ports import Deployer, Events, ObjectRef, Resources, Target
+from smart_operator.reconcile.status import StatusWriter
+from smart_operator.settings import OperatorSettings
+from smart_operator.templates import validate_config
+
+RETRY_SECONDS = 5.0
+
+
+class ExperimentReconciler:
+    """One pass over one Experiment: ``run()`` returns the seconds until the next."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        *,
+        resources: Resources,
+        deployer: Deployer,
+        client_private_key: str | None,
+        settings: OperatorSettings,
+        writer: StatusWriter[ExperimentStatus],
+        events: Events,
+    ) -> None:
+        self.experiment = experiment
+        self.resources = resources
+        self.deployer = deployer
+        self.client_private_key = client_private_key
+        self.settings = settings
+        self.writer = writer
+        self.events = events
+        self.namespace = experiment.metadata.namespace or ""
+        self.generation = experiment.metadata.generation
+        self.read = experiment.status or ExperimentStatus()
+        self.status = self.read.model_copy(deep=True)
+        self.status.observed_generation = self.generation
+
+    def condition(
+        self, type: ConditionType, status: ConditionStatus, reason: Reason, message: str
+    ) -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions, type, status, reason, message, self.generation
+        )
+
+    async def run(self) -> float:
+        delay = await self._pass()
+        self.status = await self.writer.write(self.status)
+        return delay
+
+    async def _pass(self) -> float:
+        spec = self.experiment.spec
+        errors = validate_config(spec)
+        if errors:
+            message = "; ".join(f"{e.path}: {e.message}" for e in errors)
+            self.condition(
+                ConditionType.CONFIG_VALID, "False", Reason.INVALID_TEMPLATE_CONFIG, message
+            )
+            self.condition(
+                ConditionType.DEPLOYED,
+                "False",
+                Reason.INVALID_TEMPLATE_CONFIG,
+                "nothing was uploaded",
+            )
+            self.status.phase = ExperimentPhase.FAILED
+            return self.settings.deploy_check_seconds
+        self.condition(
+            ConditionType.CONFIG_VALID, "True", Reason.VALID, "the template config is valid"
+        )
+        domain = await self.domain()
+        target = experiments.deploy_target(
+            domain,
+            spec.domain_ref,
+            self.namespace,
+            self.settings.ssh_port,
+            self.client_private_key,
+        )
+        if not isinstance(target, Target):
+            self.condition(ConditionType.DEPLOYED, *target)
+            self.status.phase = ExperimentPhase.PENDING
+            return RETRY_SECONDS
+        holder = await self.domain_holder()
+        if holder is not None:
+            await self.wait_for_domain(target, holder)
+            return RETRY_SECONDS
+        return await self.deploy(target, paused=domain is not None and domain.spec.paused)
+
+    async def domain(self) -> Domain | None:
+        ref = ObjectRef("domains", self.experiment.spec.domain_ref, self.namespace)
+        body = await self.resources.get(ref)
+        return Domain.model_validate(body) if body is not None else None
+
+    async def domain_holder(self) -> str | None:
+        """The other Experiment that this one's Domain serves, if another has it."""
+        bodies = await self.resources.list_namespaced("experiments", self.namespace)
+        holder = revisions.domain_holder(
+            (Experiment.model_validate(body) for body in bodies), self.experiment.spec.domain_ref
+        )
+        if holder is None or holder.metadata.name == self.experiment.metadata.name:
+            return None
+        return holder.metadata.name
+
+    async def wait_for_domain(self, target: Target, holder: str) -> None:
+        """Wait (Pending) while another Experiment has the Domain; take this one off the
+        server if it was there, so that the server serves only the holder."""
+        if self.status.deployed_revision:
+            try:
+                await self.deployer.remove(target, self.experiment.metadata.name)
+            except (HostKeyMismatch, TemporaryFailure) as error:
+                self.condition(
+                    ConditionType.DEPLOYED,
+                    "True",
+                    Reason.DOMAIN_BUSY,
+                    f"Experiment {holder} has the Domain, but taking this one off failed: "
+                    f"{error}; retrying",
+                )
+                self.status.phase = ExperimentPhase.RUNNING
+                return
+            self.status.deployed_revision = None
+            self.status.serving = []
+        domain = self.experiment.spec.domain_ref
+        self.condition(
+            ConditionType.DEPLOYED,
+            "False",
+            Reason.DOMAIN_BUSY,
+            f"Domain {domain} serves Experiment {holder}, and a server serves one experiment "
+            f"at a time: this one starts when {holder} is deleted, or put it on another Domain",
+        )
+        self.status.phase = ExperimentPhase.PENDING
+
+    async def customer_suspended(self) -> bool:
+        customer = customer_of(self.namespace)
+        if customer is None:
+            return False
+        body = await self.resources.get(ObjectRef("customers", customer))
+        return bool(body and body.get("spec", {}).get("suspended"))
+
+    async def deploy(self, target: Target, paused: bool) -> float:
+        serving, why = revisions.decide_serving(
+            self.experiment,
+            domain_paused=paused,
+            customer_suspended=await self.customer_suspended(),
+        )
+        revision = revisions.build_revision(self.experiment, serving)
+        names = [v.name for v in self.experiment.spec.variants]
+        previous = self.read.deployed_revision
+        if previous == revision.id:
+            self.condition(
+                ConditionType.DEPLOYED, "True", Reason.DEPLOYED, f"revision {revision.id}: {why}"
+            )
+            self.status.phase = ExperimentPhase.RUNNING
+            return self.settings.deploy_check_seconds
+        try:
+            result = await self.deployer.deploy(
+                target, self.experiment.metadata.name, revision.id, revision.files
+            )
+        except HostKeyMismatch:
+            self.condition(
+                ConditionType.DEPLOYED,
+                "False",
+                Reason.HOST_KEY_MISMATCH,
+                f"the server at {target.address} did not present the pinned host key "
+                f"({fingerprint(target.host_public_key)}); nothing was uploaded. If the "
+                "server was rebuilt, delete and re-create the Domain",
+            )
+            self.status.phase = ExperimentPhase.RUNNING if previous else ExperimentPhase.DEPLOYING
+            return self.settings.deploy_check_seconds
+        except TemporaryFailure as error:
+            self.condition(
+                ConditionType.DEPLOYED,
+                "False",
+                Reason.UNREACHABLE,
+                f"{error}; "
+                + (f"revision {previous} keeps serving" if previous else "nothing is served yet")
+                + f"; retrying in {RETRY_SECONDS:.0f} s",
+            )
+            self.status.phase = ExperimentPhase.RUNNING if previous else ExperimentPhase.DEPLOYING
+            return RETRY_SECONDS
+        self.status.deployed_revision = revision.id
+        self.status.serving = serving.served(names)
+        self.condition(
+            ConditionType.DEPLOYED, "True", Reason.DEPLOYED, f"revision {revision.id}: {why}"
+        )
+        if previous is not None:  # a first deploy is reported by its condition
+            self.events.post(
+                "Normal",
+                "RevisionDeployed",
+                f"revision {revision.id} on {target.address}"
+                + ("" if result.uploaded else " (already uploaded)"),
+            )
+        self.status.phase = ExperimentPhase.RUNNING
+        return self.settings.deploy_check_seconds
+
+    async def delete(self) -> None:
+        """Take the experiment off its server; a server that is gone has nothing to
+        remove, and one with another host key is left alone."""
+        target = experiments.deploy_target(
+            await self.domain(),
+            self.experiment.spec.domain_ref,
+            self.namespace,
+            self.settings.ssh_port,
+            self.client_private_key,
+        )
+        if not isinstance(target, Target):
+            return
+        try:
+            await self.deployer.remove(target, self.experiment.metadata.name)
+        except HostKeyMismatch:
+            return
