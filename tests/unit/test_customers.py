@@ -7,8 +7,10 @@ from typing import Any
 
 from smart_operator import customers
 from smart_operator.conditions import get_condition, set_condition
-from smart_operator.models.customer import Customer, Limits
+from smart_operator.models.common import Writer
+from smart_operator.models.customer import Customer, CustomerStatus, Limits
 from smart_operator.plans import DEFAULT_CATALOG, load_catalog
+from smart_operator.reconcile.status import merge_patch
 
 
 def customer(**spec: Any) -> Customer:
@@ -114,14 +116,17 @@ def test_suspension_shows_in_phase_and_condition() -> None:
     assert suspended is not None and suspended.status == "True"
 
 
-def test_status_patch_is_none_when_nothing_changed() -> None:
+def test_a_settled_status_computes_to_itself() -> None:
+    """The status writer sends nothing when nothing changed, so a refresh of a settled
+    Customer must compute exactly the status it has."""
     c = customer()
     resolved = customers.resolve_plan(c, DEFAULT_CATALOG)
     status = customers.compute_status(c, DEFAULT_CATALOG, resolved, customers.Observed())
-    assert customers.status_patch(c, status) is not None
+    before = CustomerStatus().dump_of(Writer.OPERATOR)
+    assert merge_patch(before, status.dump_of(Writer.OPERATOR))
     settled = c.model_copy(update={"status": status})
     again = customers.compute_status(settled, DEFAULT_CATALOG, resolved, customers.Observed())
-    assert customers.status_patch(settled, again) is None
+    assert merge_patch(status.dump_of(Writer.OPERATOR), again.dump_of(Writer.OPERATOR)) == {}
 
 
 def test_transition_time_changes_only_when_status_flips() -> None:

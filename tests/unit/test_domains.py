@@ -15,6 +15,7 @@ from smart_operator import domains
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import set_condition
 from smart_operator.keys import fingerprint, generate_intake_key, generate_ssh_key, hash_intake_key
+from smart_operator.models.conditions import DOMAIN_CONDITIONS
 from smart_operator.models.domain import Domain, DomainPhase
 
 
@@ -55,7 +56,7 @@ def test_phase_follows_the_conditions() -> None:
     assert phase is DomainPhase.VERIFYING
     ready = next(c for c in with_ready if c.type == "Ready")
     assert (ready.status, ready.reason) == ("False", "ZonePending")
-    for kind in domains.CONDITION_TYPES:
+    for kind in DOMAIN_CONDITIONS:
         conditions = set_condition(conditions, kind, "True", "Fine", "", 1)
     phase, with_ready = domains.phase_and_ready(conditions, 1)
     assert phase is DomainPhase.READY

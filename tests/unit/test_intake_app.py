@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from smart_operator.clients.results import Conflict, Gone, WatchEvent
+from smart_operator.clients.kubeapi import WatchEvent
+from smart_operator.errors import Conflict, NotFound
 from smart_operator.intake.app import create_app
-from smart_operator.intake.keys import hash_key
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE
 from smart_operator.intake.status import rfc3339
+from smart_operator.keys import hash_intake_key
 
 NS = "customer-acme"
 KEY, OTHER_KEY = "ssk_acme-key", "ssk_other-key"
@@ -94,10 +95,10 @@ class FakeApiServer:
             await self.before_write()
         obj = self.objects.get((plural, namespace, name))
         if obj is None:
-            raise Gone(name)
+            raise NotFound("kubernetes", name)
         if obj["metadata"]["resourceVersion"] != version:
             self.conflicts += 1
-            raise Conflict(name)
+            raise Conflict("kubernetes", name)
         obj["status"] = merge(obj.get("status", {}), status)
         self.writes.append((plural, name, status))
         return copy.deepcopy(self.put(plural, obj))
@@ -127,7 +128,7 @@ class FakeApiServer:
     # -- fixtures of the platform ----------------------------------------------------
 
     def domain(self, name: str, key: str | None, namespace: str = NS) -> dict[str, Any]:
-        status = {"intakeKeyHash": hash_key(key)} if key else {}
+        status = {"intakeKeyHash": hash_intake_key(key)} if key else {}
         return self.put(
             "domains",
             {
@@ -529,7 +530,7 @@ async def test_a_new_key_replaces_the_old_one(
     client: TestClient[Any, Any], api: FakeApiServer
 ) -> None:
     domain = api.objects[("domains", NS, "acme-example")]
-    api.put("domains", merge(domain, {"status": {"intakeKeyHash": hash_key("ssk_new")}}))
+    api.put("domains", merge(domain, {"status": {"intakeKeyHash": hash_intake_key("ssk_new")}}))
     await until(lambda: client.app and client.app[INTAKE].keys.lookup("ssk_new"))
     assert (await post(client, report(1, (1, 0), (1, 0)), key=KEY))[0] == 401
     assert (await post(client, report(1, (1, 0), (1, 0)), key="ssk_new"))[0] == 202
@@ -550,4 +551,4 @@ async def test_heartbeats_set_the_agent_and_are_throttled(
     assert len(api.writes) == 1  # lastSeen is recent: nothing more to write
     await post(client, {**beat, "version": "0.5.0"}, path="/v1/heartbeat")
     await until(lambda: api.status("domains", "acme-example")["agent"]["version"] == "0.5.0")
-    assert api.status("domains", "acme-example")["intakeKeyHash"] == hash_key(KEY)
+    assert api.status("domains", "acme-example")["intakeKeyHash"] == hash_intake_key(KEY)

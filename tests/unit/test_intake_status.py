@@ -20,7 +20,9 @@ from smart_operator.intake.status import (
     plan_agent,
     plan_results,
 )
-from smart_operator.models.domain import AgentStatus
+from smart_operator.models.common import Writer
+from smart_operator.models.domain import AgentStatus, DomainStatus
+from smart_operator.models.experiment import ExperimentStatus
 
 NOW = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
 DOMAIN = DomainRef("customer-acme", "acme-example")
@@ -66,6 +68,9 @@ def pending(sequence: int, a: tuple[int, int], b: tuple[int, int], **extra: Any)
 
 def written(plan: Write | Skip) -> dict[str, Any]:
     assert isinstance(plan, Write), plan
+    # The intake writes only its own part of an Experiment's (or a Domain's) status.
+    kind = DomainStatus if "agent" in plan.status else ExperimentStatus
+    assert set(plan.status) <= kind.fields_of(Writer.INTAKE), plan.status
     return plan.status
 
 

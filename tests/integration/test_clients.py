@@ -1,0 +1,199 @@
+"""The operator's provider clients (``clients.hetzner``, ``clients.cloudflare``) against
+the simulators, over loopback HTTP through the official SDKs: every HTTP request pays
+one unit of the process's budget (the pages a listing fetches too), the budget keeps
+the pace the provider allows, and every failure arrives as the error of
+``smart_operator.errors`` the reconcilers act on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from smart_operator.clients.budget import BUDGET_WAITS, RequestBudget
+from smart_operator.clients.cloudflare import Cloudflare
+from smart_operator.clients.hetzner import Hetzner
+from smart_operator.errors import Conflict, PermanentFailure, RateLimited
+from smart_sim.cloudflare import CloudflareConfig, CloudflareSimulator
+from smart_sim.hetzner import HetznerConfig, HetznerSimulator
+
+TOKEN = "test-token"
+
+
+class CountingBudget(RequestBudget):
+    """The real budget, counting what was taken from it."""
+
+    taken = 0
+
+    async def take(self) -> None:
+        await super().take()
+        self.taken += 1
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield stack
+
+
+async def sim_json(method: str, url: str, body: Any = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as response,
+    ):
+        return await response.json()
+
+
+# -- Hetzner ----------------------------------------------------------------------------
+
+HetznerStart = Callable[..., Awaitable[tuple[HetznerSimulator, Hetzner, CountingBudget]]]
+
+
+@pytest.fixture
+def hetzner(stack: contextlib.AsyncExitStack) -> HetznerStart:
+    async def start(**config: Any) -> tuple[HetznerSimulator, Hetzner, CountingBudget]:
+        sim = await stack.enter_async_context(HetznerSimulator(HetznerConfig(**config)))
+        budget = CountingBudget("hetzner-test", limit=3600, per_second=1.0)
+        client = Hetzner(TOKEN, sim.url, budget=budget)
+        stack.callback(client.close)
+        return sim, client, budget
+
+    return start
+
+
+async def used(sim: HetznerSimulator | CloudflareSimulator) -> int:
+    """Requests the simulator counted against its limit (no refill during a test);
+    asking counts nothing, it is a control call."""
+    limit = await sim_json("GET", f"{sim.root_url}/_sim/ratelimit")
+    return int(limit["limit"]) - int(limit["remaining"])
+
+
+async def test_hetzner_every_request_pays_one_unit_pages_included(hetzner: HetznerStart) -> None:
+    sim, client, budget = await hetzner(refill_per_second=1e-9)
+    labels = {"smartserver.ai/managed": "true"}
+    for n in range(60):  # more than one page of 50
+        await client.create_firewall(f"fw-{n}", labels, ["203.0.113.7/32"])
+    before, taken = await used(sim), budget.taken
+    found = await client.firewalls(labels)
+    assert len(found) == 60
+    requests = await used(sim) - before
+    assert requests >= 2  # the listing took more than one page
+    assert budget.taken - taken == requests
+
+
+async def test_hetzner_429_waits_for_the_reset_and_4xx_is_permanent(
+    hetzner: HetznerStart,
+) -> None:
+    sim, client, budget = await hetzner()
+    await sim_json("POST", f"{sim.root_url}/_sim/faults", {"kind": "rate_limit", "count": 1})
+    with pytest.raises(RateLimited) as refused:
+        await client.servers({"smartserver.ai/managed": "true"})
+    assert refused.value.delay >= 1.0
+    assert budget.wait_time() >= 0.9  # nothing more is sent before the reset
+    waited = BUDGET_WAITS.labels("hetzner-test")._value.get()
+    await client.servers({"smartserver.ai/managed": "true"})
+    assert BUDGET_WAITS.labels("hetzner-test")._value.get() == waited + 1
+
+    with pytest.raises(PermanentFailure) as invalid:
+        await client.create_server(
+            name="web-1",
+            server_type="no-such-type",
+            image="debian-12",
+            location="fsn1",
+            user_data="#cloud-config\n",
+            labels={},
+            ssh_key_ids=[],
+            firewall_ids=[],
+        )
+    assert "server_type" in str(invalid.value) or "no-such-type" in str(invalid.value)
+
+
+async def test_hetzner_a_taken_name_is_a_conflict_to_adopt_from(hetzner: HetznerStart) -> None:
+    _, client, _ = await hetzner()
+    made = await client.create_firewall("fw", {"smartserver.ai/uid": "u-1"}, ["203.0.113.7/32"])
+    with pytest.raises(Conflict):
+        await client.create_firewall("fw", {"smartserver.ai/uid": "u-1"}, ["203.0.113.7/32"])
+    found = await client.firewall_by_name("fw")
+    assert found is not None and found.id == made.id and found.labels["smartserver.ai/uid"] == "u-1"
+
+
+# -- Cloudflare -------------------------------------------------------------------------
+
+CloudflareStart = Callable[..., Awaitable[tuple[CloudflareSimulator, Cloudflare, CountingBudget]]]
+
+
+@pytest.fixture
+def cloudflare(stack: contextlib.AsyncExitStack) -> CloudflareStart:
+    async def start(
+        limit: int = 1200, window: float = 300.0, **config: Any
+    ) -> tuple[CloudflareSimulator, Cloudflare, CountingBudget]:
+        sim = await stack.enter_async_context(
+            CloudflareSimulator(CloudflareConfig(rate_limit=limit, **config))
+        )
+        budget = CountingBudget(
+            "cloudflare-test", limit=limit, per_second=limit / window, shape="window"
+        )
+        client = Cloudflare(TOKEN, sim.url, CloudflareConfig().account_id, budget=budget)
+        stack.push_async_callback(client.close)
+        return sim, client, budget
+
+    return start
+
+
+async def test_cloudflare_every_request_pays_one_unit_pages_included(
+    cloudflare: CloudflareStart,
+) -> None:
+    sim, client, budget = await cloudflare()
+    zone = await client.create_zone("shop.example")
+    for n in range(120):  # more than one page of 100
+        await sim_json(
+            "POST",
+            f"{sim.url}/zones/{zone.id}/dns_records",
+            {"type": "A", "name": f"h{n}.shop.example", "content": "192.0.2.1", "ttl": 300},
+        )
+    before, taken = await used(sim), budget.taken
+    records = await client.records(zone.id)
+    assert len(records) == 120
+    requests = await used(sim) - before
+    assert requests >= 2  # the listing took more than one page
+    assert budget.taken - taken == requests
+
+
+async def test_cloudflare_calls_are_paced_at_the_providers_rate(
+    cloudflare: CloudflareStart,
+) -> None:
+    # Five requests per window; the window lasts 5 real seconds (300 s at 60x).
+    _, client, budget = await cloudflare(limit=5, time_scale=60.0)
+    waited = BUDGET_WAITS.labels("cloudflare-test")._value.get()
+    for _ in range(8):
+        assert await client.zones() == []  # never a 429: the budget waited instead
+    assert budget.taken == 8
+    assert BUDGET_WAITS.labels("cloudflare-test")._value.get() > waited
+
+
+async def test_cloudflare_429_and_4xx_are_told_apart(cloudflare: CloudflareStart) -> None:
+    sim, client, _ = await cloudflare()
+    await sim_json("POST", f"{sim.root_url}/_sim/faults", {"kind": "rate_limit", "count": 1})
+    with pytest.raises(RateLimited) as refused:
+        await client.zones()
+    assert refused.value.delay > 0
+    zone = await client.create_zone("shop.example")
+    with pytest.raises(PermanentFailure):
+        await client.batch(
+            zone.id,
+            posts=[{"type": "A", "name": "shop.example", "content": "not-an-address", "ttl": 300}],
+            patches=[],
+            deletes=[],
+        )
+
+
+async def test_cloudflare_an_existing_zone_is_adopted(cloudflare: CloudflareStart) -> None:
+    _, client, _ = await cloudflare()
+    made = await client.create_zone("shop.example")
+    again = await client.create_zone("shop.example")
+    assert again.id == made.id

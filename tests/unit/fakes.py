@@ -1,0 +1,429 @@
+"""In-memory fakes of the reconcilers' ports (``smart_operator.ports``), for driving the
+reconcilers without a cluster or a provider.
+
+Each fake keeps the state a real provider would (servers, firewalls, zones, records,
+objects and their status) and can be told to fail the next calls of a verb with any
+error of ``smart_operator.errors`` (``fail(verb, error, times)``). A ``lost`` create
+makes the object and then raises, as when the answer is lost on the way back.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from smart_operator.errors import Conflict, ExternalError, NotFound, TemporaryFailure
+from smart_operator.keys import generate_ssh_key
+from smart_operator.ports import (
+    Cloud,
+    DeployResult,
+    EventType,
+    FirewallView,
+    ObjectRef,
+    QuotaView,
+    RecordView,
+    ServerTypeView,
+    ServerView,
+    Target,
+    ZoneView,
+)
+
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Failing:
+    """Errors to raise on the next calls of a verb."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[ExternalError]] = defaultdict(list)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def fail(self, verb: str, error: ExternalError, times: int = 1) -> None:
+        self._failures[verb].extend([error] * times)
+
+    def _call(self, verb: str) -> None:
+        self.calls[verb] += 1
+        if self._failures[verb]:
+            raise self._failures[verb].pop(0)
+
+
+class FakeServers(Failing):
+    """Hetzner Cloud: servers start ``running`` unless ``boot_status`` says otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers_by_id: dict[int, ServerView] = {}
+        self.firewalls_by_id: dict[int, FirewallView] = {}
+        self.user_data: dict[int, str] = {}
+        self.ssh_keys: dict[str, int] = {}
+        self.lose_next_create = False
+        self.boot_status = "running"
+        self._ids = itertools.count(100)
+
+    def _match(self, labels: dict[str, str], wanted: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in wanted.items())
+
+    async def servers(self, labels: dict[str, str]) -> list[ServerView]:
+        self._call("servers")
+        return [s for s in self.servers_by_id.values() if self._match(s.labels, labels)]
+
+    async def server(self, server_id: int) -> ServerView:
+        self._call("server")
+        if server_id not in self.servers_by_id:
+            raise NotFound("hetzner", f"server {server_id}")
+        return self.servers_by_id[server_id]
+
+    async def server_by_name(self, name: str) -> ServerView | None:
+        self._call("server_by_name")
+        return next((s for s in self.servers_by_id.values() if s.name == name), None)
+
+    def add_server(self, name: str, labels: dict[str, str], created: datetime = LONG_AGO) -> int:
+        server_id = next(self._ids)
+        self.servers_by_id[server_id] = ServerView(
+            server_id,
+            name,
+            self.boot_status,
+            f"198.18.0.{server_id % 250}",
+            None,
+            dict(labels),
+            "cx23",
+            created,
+        )
+        return server_id
+
+    async def create_server(
+        self,
+        *,
+        name: str,
+        server_type: str,
+        image: str,
+        location: str,
+        user_data: str,
+        labels: dict[str, str],
+        ssh_key_ids: Iterable[int],
+        firewall_ids: Iterable[int],
+    ) -> tuple[ServerView, int | None]:
+        self._call("create_server")
+        if any(s.name == name for s in self.servers_by_id.values()):
+            raise Conflict("hetzner", f"server name {name} is already used")
+        server_id = self.add_server(name, labels, datetime.now(UTC))
+        self.user_data[server_id] = user_data
+        if self.lose_next_create:
+            self.lose_next_create = False
+            raise TemporaryFailure("hetzner", "create_server: the connection was reset")
+        return self.servers_by_id[server_id], 7000 + server_id
+
+    async def delete_server(self, server_id: int) -> None:
+        self._call("delete_server")
+        self.servers_by_id.pop(server_id, None)
+
+    async def firewalls(self, labels: dict[str, str]) -> list[FirewallView]:
+        self._call("firewalls")
+        return [f for f in self.firewalls_by_id.values() if self._match(f.labels, labels)]
+
+    async def firewall_by_name(self, name: str) -> FirewallView | None:
+        self._call("firewall_by_name")
+        return next((f for f in self.firewalls_by_id.values() if f.name == name), None)
+
+    async def create_firewall(
+        self, name: str, labels: dict[str, str], ssh_sources: list[str]
+    ) -> FirewallView:
+        self._call("create_firewall")
+        if any(f.name == name for f in self.firewalls_by_id.values()):
+            raise Conflict("hetzner", f"firewall name {name} is already used")
+        firewall = FirewallView(next(self._ids), name, dict(labels), datetime.now(UTC))
+        self.firewalls_by_id[firewall.id] = firewall
+        return firewall
+
+    async def delete_firewall(self, firewall_id: int) -> None:
+        self._call("delete_firewall")
+        self.firewalls_by_id.pop(firewall_id, None)
+
+    async def ensure_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> int:
+        self._call("ensure_ssh_key")
+        return self.ssh_keys.setdefault(name, next(self._ids))
+
+
+class FakeDns(Failing):
+    """Cloudflare: zones by name; a zone is active once ``delegated``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.zones_by_id: dict[str, ZoneView] = {}
+        self.records_by_zone: dict[str, dict[str, RecordView]] = defaultdict(dict)
+        self.delegated: set[str] = set()
+        self._ids = itertools.count(1)
+
+    def add_zone(self, name: str, active: bool = True) -> ZoneView:
+        zone = ZoneView(
+            f"z{next(self._ids)}",
+            name,
+            "active" if active else "pending",
+            ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+        )
+        self.zones_by_id[zone.id] = zone
+        return zone
+
+    def add_record(self, zone_id: str, type: str, name: str, content: str, tags: list[str]) -> str:
+        record = RecordView(f"r{next(self._ids)}", type, name, content, None, list(tags))
+        self.records_by_zone[zone_id][record.id] = record
+        return record.id
+
+    def all_records(self, zone_id: str) -> list[RecordView]:
+        return list(self.records_by_zone[zone_id].values())
+
+    async def zones(self) -> list[ZoneView]:
+        self._call("zones")
+        return list(self.zones_by_id.values())
+
+    async def zone_for(self, domain: str) -> ZoneView | None:
+        self._call("zone_for")
+        labels = domain.split(".")
+        for start in range(len(labels) - 1):
+            name = ".".join(labels[start:])
+            found = next((z for z in self.zones_by_id.values() if z.name == name), None)
+            if found is not None:
+                return found
+        return None
+
+    async def create_zone(self, name: str) -> ZoneView:
+        self._call("create_zone")
+        return self.add_zone(name, active=False)
+
+    async def get_zone(self, zone_id: str) -> ZoneView:
+        self._call("get_zone")
+        return self.zones_by_id[zone_id]
+
+    async def check_activation(self, zone_id: str) -> None:
+        self._call("check_activation")
+        zone = self.zones_by_id[zone_id]
+        if zone.name in self.delegated:
+            self.zones_by_id[zone_id] = ZoneView(zone.id, zone.name, "active", zone.name_servers)
+
+    async def delete_zone(self, zone_id: str) -> None:
+        self._call("delete_zone")
+        self.zones_by_id.pop(zone_id, None)
+        self.records_by_zone.pop(zone_id, None)
+
+    async def records(
+        self,
+        zone_id: str,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        tag_present: str | None = None,
+    ) -> list[RecordView]:
+        self._call("records")
+        found = self.all_records(zone_id)
+        if name is not None:
+            found = [r for r in found if r.name == name]
+        if tag is not None:
+            found = [r for r in found if tag in r.tags]
+        if tag_present is not None:
+            found = [r for r in found if any(t.startswith(f"{tag_present}:") for t in r.tags)]
+        return found
+
+    async def delete_record(self, zone_id: str, record_id: str) -> None:
+        self._call("delete_record")
+        self.records_by_zone[zone_id].pop(record_id, None)
+
+    async def batch(
+        self,
+        zone_id: str,
+        *,
+        posts: list[dict[str, Any]],
+        patches: list[dict[str, Any]],
+        deletes: list[str],
+    ) -> list[RecordView]:
+        self._call("batch")
+        records = self.records_by_zone[zone_id]
+        for record_id in deletes:
+            records.pop(record_id, None)
+        changed = []
+        for patch in patches:
+            old = records[patch["id"]]
+            new = RecordView(
+                old.id, patch["type"], patch["name"], patch["content"], patch["comment"],
+                list(patch["tags"]),
+            )  # fmt: skip
+            records[old.id] = new
+            changed.append(new)
+        for post in posts:
+            record_id = self.add_record(
+                zone_id, post["type"], post["name"], post["content"], post["tags"]
+            )
+            changed.append(records[record_id])
+        return changed
+
+
+class FakeActions:
+    def __init__(self, outcome: str = "success") -> None:
+        self.outcome = outcome
+
+    async def wait(self, action_id: int) -> str:
+        return self.outcome
+
+
+class FakeFleet:
+    """The shared listing: serves from the provider fake (fresh every time)."""
+
+    def __init__(self, servers: FakeServers) -> None:
+        self._servers = servers
+        self.listings = 0
+
+    async def servers(self, uid: str, max_age: float) -> list[ServerView]:
+        self.listings += 1
+        return [s for s in self._servers.servers_by_id.values() if s.labels.get(
+            "smartserver.ai/uid") == uid]  # fmt: skip
+
+    def remember(self, uid: str, server: ServerView) -> None:
+        return None
+
+    def forget(self, uid: str) -> None:
+        return None
+
+
+class FakeCatalog(Failing):
+    def __init__(self) -> None:
+        super().__init__()
+        self.prices = {
+            "cx23": ServerTypeView("cx23", {"fsn1": 3.56, "nbg1": 3.56, "hel1": 3.56}),
+            "cpx22": ServerTypeView("cpx22", {"fsn1": 6.49, "ash": 7.49}),
+        }
+
+    async def types(self) -> dict[str, ServerTypeView]:
+        self._call("types")
+        return dict(self.prices)
+
+
+def fake_cloud() -> tuple[Cloud, FakeServers, FakeDns]:
+    """The providers as the Domain reconciler sees them, and the two fakes behind them."""
+    servers, dns = FakeServers(), FakeDns()
+    cloud = Cloud(
+        servers=servers,
+        dns=dns,
+        actions=FakeActions(),
+        fleet=FakeFleet(servers),
+        catalog=FakeCatalog(),
+        operator_key=generate_ssh_key("smart-operator"),
+    )
+    return cloud, servers, dns
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.posted: list[tuple[EventType, str, str]] = []
+
+    def post(self, type: EventType, reason: str, message: str) -> None:
+        self.posted.append((type, reason, message))
+
+    def reasons(self, type: EventType | None = None) -> list[str]:
+        return [r for t, r, _ in self.posted if type is None or t == type]
+
+
+class FakeResources(Failing):
+    """The Kubernetes objects the reconcilers read and the status patches they send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[ObjectRef, dict[str, Any]] = {}
+        self.patches: list[tuple[ObjectRef, dict[str, Any]]] = []
+        self.applied: list[dict[str, Any]] = []
+        self.namespaces: set[str] = set()
+        self.quotas: dict[tuple[str, str], QuotaView] = {}
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+
+    def put(self, ref: ObjectRef, body: dict[str, Any]) -> None:
+        self.objects[ref] = copy.deepcopy(body)
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        self._call("get")
+        found = self.objects.get(ref)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def list_namespaced(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        self._call("list_namespaced")
+        return [
+            copy.deepcopy(body)
+            for ref, body in self.objects.items()
+            if ref.plural == plural and ref.namespace == namespace
+        ]
+
+    async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
+        self._call("patch_status")
+        self.patches.append((ref, copy.deepcopy(patch)))
+        body = self.objects.get(ref)
+        if body is not None:
+            body["status"] = _merge(body.get("status") or {}, patch)
+
+    async def domain_uids(self) -> set[str]:
+        self._call("domain_uids")
+        return {
+            body["metadata"]["uid"] for ref, body in self.objects.items() if ref.plural == "domains"
+        }
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        self._call("apply")
+        self.applied.append(copy.deepcopy(obj))
+        if obj["kind"] == "Namespace":
+            self.namespaces.add(obj["metadata"]["name"])
+
+    async def read_quota(self, namespace: str, name: str) -> QuotaView | None:
+        self._call("read_quota")
+        return self.quotas.get((namespace, name))
+
+    async def secret_has(self, namespace: str, name: str, key: str) -> bool:
+        self._call("secret_has")
+        return key in self.secrets.get((namespace, name), {})
+
+    async def namespace_exists(self, name: str) -> bool:
+        self._call("namespace_exists")
+        return name in self.namespaces
+
+    async def delete_namespace(self, name: str) -> None:
+        self._call("delete_namespace")
+        self.namespaces.discard(name)
+
+
+def _merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386, as the API server applies a merge patch."""
+    merged = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class FakeDeployer(Failing):
+    """A server's experiments folder: what is current for each experiment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: dict[tuple[str, str], str] = {}
+        self.uploads = 0
+
+    async def deploy(
+        self, target: Target, experiment: str, revision: str, files: dict[str, bytes]
+    ) -> DeployResult:
+        self._call("deploy")
+        key = (target.address, experiment)
+        uploaded = self.current.get(key) != revision
+        self.uploads += int(uploaded)
+        self.current[key] = revision
+        return DeployResult(uploaded, uploaded, "reloaded")
+
+    async def remove(self, target: Target, experiment: str) -> None:
+        self._call("remove")
+        self.current.pop((target.address, experiment), None)
+
+
+def minutes_ago(minutes: float) -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=minutes)

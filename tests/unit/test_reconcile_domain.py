@@ -1,0 +1,309 @@
+"""The Domain reconciler, driven through fakes of its ports: every step's decision,
+including lost creates, conflicts, rate limits and permanent refusals, without a
+control plane or a provider."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from smart_operator import domains
+from smart_operator.errors import PermanentFailure, RateLimited, TemporaryFailure
+from smart_operator.models.common import Writer
+from smart_operator.models.domain import Domain, DomainStatus
+from smart_operator.ports import ObjectRef
+from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
+from smart_operator.reconcile.status import StatusWriter
+from smart_operator.settings import OperatorSettings
+from tests.unit.fakes import FakeEvents, FakeResources, fake_cloud
+
+NS = "customer-acme"
+UID = "d-1"
+REF = ObjectRef("domains", "shop", NS)
+SETTINGS = OperatorSettings(
+    ssh_sources=["203.0.113.7/32"],
+    drift_seconds=60,
+    verify_seconds=30,
+    dns_drift_seconds=900,
+    intake_url="https://intake.example",
+)
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Domain",
+        "metadata": {"name": "shop", "namespace": NS, "uid": UID, "generation": 1},
+        "spec": {"domain": "shop.example", "server": {"type": "cx23"}, **spec},
+    }
+
+
+class World:
+    """A Domain in a fake cluster, its fake providers, and the passes over it."""
+
+    def __init__(self, **spec: Any) -> None:
+        self.cloud, self.servers, self.dns = fake_cloud()
+        self.resources = FakeResources()
+        self.resources.put(REF, body(**spec))
+        self.events = FakeEvents()
+        self.schedule = DnsCheckSchedule(SETTINGS.dns_drift_seconds)
+        self.with_cloud = True
+
+    def reconciler(self) -> DomainReconciler:
+        domain = Domain.model_validate(self.resources.objects[REF])
+        writer = StatusWriter(
+            domain.status or DomainStatus(),
+            functools.partial(self.resources.patch_status, REF),
+            self.events,
+            domains.summarize,
+        )
+        return DomainReconciler(
+            domain,
+            cloud=self.cloud if self.with_cloud else None,
+            settings=SETTINGS,
+            writer=writer,
+            events=self.events,
+            dns_schedule=self.schedule,
+        )
+
+    async def run(self) -> float:
+        return await self.reconciler().run()
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.resources.objects[REF].get("status") or {})
+
+    def condition(self, type: str) -> dict[str, Any]:
+        return next(c for c in self.status["conditions"] if c["type"] == type)
+
+    def heartbeat(self) -> None:
+        """What the intake writes when the agent reports."""
+        now = datetime.now(UTC).isoformat()
+        status = self.resources.objects[REF].setdefault("status", {})
+        status["agent"] = {"version": "0.2.0", "lastSeen": now, "startedAt": now}
+
+
+@pytest.fixture
+def world() -> World:
+    world = World()
+    world.dns.add_zone("shop.example")
+    return world
+
+
+async def test_a_new_domain_gets_firewall_server_and_records_then_waits_for_its_agent(
+    world: World,
+) -> None:
+    delay = await world.run()
+    [server] = world.servers.servers_by_id.values()
+    assert server.labels == domains.cloud_labels(UID)
+    assert len(world.servers.firewalls_by_id) == 1
+    records = world.dns.all_records("z1")
+    assert {(r.type, r.name) for r in records} == {("A", "shop.example"), ("A", "www.shop.example")}
+    assert all(domains.record_tag(UID) in r.tags for r in records)
+    status = world.status
+    assert status["server"]["id"] == server.id and status["server"]["hostPublicKey"]
+    assert status["phase"] == "Provisioning"
+    assert world.condition("AgentConnected")["reason"] == "WaitingForAgent"
+    assert delay == 10.0  # soon, while the agent has not reported
+    assert "ServerCreated" in world.events.reasons("Normal")
+
+    world.heartbeat()
+    assert await world.run() == SETTINGS.drift_seconds
+    assert world.status["phase"] == "Ready"
+    assert world.condition("Ready")["status"] == "True"
+
+
+async def test_keys_and_the_create_marker_are_written_before_the_create_and_the_id_after(
+    world: World,
+) -> None:
+    await world.run()
+    patches = [patch for _, patch in world.resources.patches]
+    marker = next(i for i, p in enumerate(patches) if p.get("server", {}).get("createRequestedAt"))
+    with_id = next(i for i, p in enumerate(patches) if p.get("server", {}).get("id"))
+    assert marker < with_id
+    assert patches[marker]["server"]["hostPublicKey"] and patches[marker]["intakeKeyHash"]
+
+
+async def test_a_create_whose_answer_was_lost_is_adopted_by_its_label_never_made_twice(
+    world: World,
+) -> None:
+    world.servers.lose_next_create = True
+    delay = await world.run()
+    assert world.condition("ServerReady")["reason"] == "ProviderUnavailable"
+    assert delay == pytest.approx(5.0)
+    await world.run()
+    assert len(world.servers.servers_by_id) == 1
+    assert world.servers.calls["create_server"] == 1
+    assert world.condition("ServerReady")["reason"] == "Running"
+
+
+async def test_a_second_server_of_the_same_domain_is_removed(world: World) -> None:
+    first = world.servers.add_server("ss-customer-acme-shop", domains.cloud_labels(UID))
+    world.servers.add_server("ss-customer-acme-shop-2", domains.cloud_labels(UID))
+    await world.run()
+    assert list(world.servers.servers_by_id) == [first]
+    assert "DuplicateRemoved" in world.events.reasons("Warning")
+
+
+async def test_a_name_taken_by_a_server_that_is_not_ours_fails_the_domain_clearly(
+    world: World,
+) -> None:
+    world.servers.add_server("ss-customer-acme-shop", {"team": "someone-else"})
+    delay = await world.run()
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "ProviderRejected"
+    assert "did not make for this Domain" in condition["message"]
+    assert world.status["phase"] == "Failed"
+    assert delay == SETTINGS.drift_seconds
+    assert "ServerReady" not in [type for type, *_ in world.events.posted]
+    assert "ProviderRejected" in world.events.reasons("Warning")
+    assert len(world.servers.servers_by_id) == 1
+
+
+async def test_a_rate_limit_waits_for_the_reset_and_says_so(world: World) -> None:
+    world.servers.fail("servers", RateLimited("hetzner", "rate limit reached", 42.0))
+    delay = await world.run()
+    assert delay == 42.0
+    condition = world.condition("ServerReady")
+    assert (
+        condition["reason"] == "ProviderUnavailable" and "retrying in 42 s" in condition["message"]
+    )
+    assert world.status["phase"] == "Provisioning"
+    await world.run()
+    assert world.condition("ServerReady")["reason"] == "Running"
+
+
+async def test_a_permanent_refusal_of_dns_is_a_failed_condition_not_a_retry_loop(
+    world: World,
+) -> None:
+    refusal = PermanentFailure("cloudflare", "batch_records: DNS record has 1 tags")
+    world.dns.fail("batch", refusal)
+    delay = await world.run()
+    condition = world.condition("DNSReady")
+    assert condition["reason"] == "ProviderRejected" and "tags" in condition["message"]
+    assert delay == SETTINGS.drift_seconds
+    assert world.status["phase"] == "Failed"
+
+
+async def test_a_record_that_is_not_ours_is_a_conflict_reported_once_and_never_touched(
+    world: World,
+) -> None:
+    foreign = world.dns.add_record("z1", "A", "www.shop.example", "192.0.2.1", [])
+    await world.run()
+    await world.run()
+    condition = world.condition("DNSReady")
+    assert condition["reason"] == "RecordConflict" and "192.0.2.1" in condition["message"]
+    assert world.events.reasons("Warning").count("RecordConflict") == 1
+    assert world.dns.records_by_zone["z1"][foreign].content == "192.0.2.1"
+
+
+async def test_a_missing_zone_is_created_and_the_domain_waits_for_its_delegation() -> None:
+    world = World()
+    delay = await world.run()
+    [zone] = world.dns.zones_by_id.values()
+    assert zone.name == "shop.example"
+    verified = world.condition("Verified")
+    assert verified["reason"] == "ZonePending" and "ada.ns.cloudflare.com" in verified["message"]
+    assert delay == SETTINGS.verify_seconds
+    assert world.status["dns"]["zoneCreated"] is True
+    assert world.servers.servers_by_id == {}
+    assert world.status["phase"] == "Verifying"
+
+    world.dns.delegated.add("shop.example")
+    await world.run()
+    assert world.condition("Verified")["status"] == "True"
+    assert world.status["verification"]["method"] == "cloudflareZone"
+
+
+async def test_an_unknown_server_type_names_the_choices() -> None:
+    world = World(server={"type": "cx99"})
+    world.dns.add_zone("shop.example")
+    await world.run()
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "InvalidSpec" and "cpx22, cx23" in condition["message"]
+    assert world.status["phase"] == "Failed"
+    assert world.servers.servers_by_id == {}
+
+
+async def test_a_paused_domain_gets_nothing() -> None:
+    world = World(paused=True)
+    world.dns.add_zone("shop.example")
+    await world.run()
+    assert world.condition("Paused")["status"] == "True"
+    assert world.status["phase"] == "Pending"
+    assert world.servers.servers_by_id == {} and world.dns.calls == {}
+
+
+async def test_without_cloud_credentials_the_domain_says_how_to_configure_them() -> None:
+    world = World()
+    world.with_cloud = False
+    await world.run()
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "OperatorNotConfigured"
+    assert "SMART_HETZNER_TOKEN" in condition["message"]
+
+
+async def test_a_steady_domain_uses_the_shared_listing_and_checks_dns_on_its_schedule(
+    world: World,
+) -> None:
+    await world.run()
+    world.heartbeat()
+    await world.run()
+    listed, record_calls = world.servers.calls["servers"], world.dns.calls["records"]
+    world.resources.patches.clear()
+    await world.run()
+    assert world.servers.calls["servers"] == listed  # the shared fleet view answered
+    assert world.dns.calls["records"] == record_calls  # not due yet
+    assert world.resources.patches == []  # nothing changed, nothing written
+
+
+async def test_the_operator_never_writes_the_agents_part_of_the_status(world: World) -> None:
+    await world.run()
+    world.heartbeat()
+    for _ in range(3):
+        await world.run()
+    operator_fields = DomainStatus.fields_of(Writer.OPERATOR)
+    for _, patch in world.resources.patches:
+        assert set(patch) <= operator_fields, set(patch) - operator_fields
+    assert "agent" not in operator_fields
+
+
+async def test_a_server_gone_behind_our_back_is_made_again(world: World) -> None:
+    await world.run()
+    world.heartbeat()
+    await world.run()
+    [old] = list(world.servers.servers_by_id)
+    del world.servers.servers_by_id[old]
+    await world.run()
+    [new] = list(world.servers.servers_by_id)
+    assert new != old
+    assert "ServerMissing" in world.events.reasons("Warning")
+    records = world.dns.all_records("z1")
+    assert {r.content for r in records} == {world.servers.servers_by_id[new].ipv4}
+
+
+async def test_deletion_removes_only_what_is_ours(world: World) -> None:
+    await world.run()
+    foreign = world.dns.add_record("z1", "TXT", "shop.example", "v=spf1 -all", [])
+    other_server = world.servers.add_server("not-ours", {"team": "x"})
+    await world.reconciler().delete()
+    assert world.status["phase"] == "Deleting"
+    assert list(world.servers.servers_by_id) == [other_server]
+    assert world.servers.firewalls_by_id == {}
+    assert [r.id for r in world.dns.all_records("z1")] == [foreign]
+    assert "z1" in world.dns.zones_by_id  # not made by us: kept
+
+
+async def test_a_temporary_failure_of_a_step_keeps_what_earlier_steps_found(
+    world: World,
+) -> None:
+    world.dns.fail("records", TemporaryFailure("cloudflare", "502 Bad Gateway", 3.0))
+    delay = await world.run()
+    assert delay == 3.0
+    assert world.condition("ServerReady")["status"] == "True"
+    assert world.condition("DNSReady")["reason"] == "ProviderUnavailable"
+    await world.run()
+    assert world.condition("DNSReady")["status"] == "True"

@@ -1,0 +1,80 @@
+"""The sweep: which labelled objects are orphans, and a loop that outlives any error
+(an API-server outage once killed it for the life of the process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+from smart_operator import domains
+from smart_operator.background import RETRIES, run_forever
+from smart_operator.errors import TemporaryFailure
+from smart_operator.ports import ObjectRef
+from smart_operator.reconcile.sweep import OrphanRule, sweep_once
+from tests.unit.fakes import LONG_AGO, FakeResources, fake_cloud
+from tests.waiting import eventually_async
+
+NOW = datetime(2026, 12, 4, tzinfo=UTC)
+
+
+def test_an_orphan_is_labelled_owned_by_no_domain_and_older_than_the_grace() -> None:
+    rule = OrphanRule(frozenset({"alive"}), NOW - timedelta(minutes=10))
+    old = NOW - timedelta(hours=1)
+    assert rule.labelled({domains.UID_LABEL: "gone"}, old)
+    assert not rule.labelled({domains.UID_LABEL: "alive"}, old)
+    assert not rule.labelled({domains.UID_LABEL: "gone"}, NOW)  # may be being created
+    assert not rule.labelled({"team": "x"}, old)  # not ours
+    assert rule.tagged(["smartserver-uid:gone"])
+    assert not rule.tagged(["smartserver-uid:gone", "smartserver-uid:alive"])
+    assert not rule.tagged(["owner:someone"])
+
+
+async def test_the_sweep_removes_only_orphans() -> None:
+    cloud, servers, dns = fake_cloud()
+    resources = FakeResources()
+    resources.put(ObjectRef("domains", "shop", "customer-acme"), {"metadata": {"uid": "alive"}})
+    orphan = servers.add_server("ss-gone", domains.cloud_labels("gone"), LONG_AGO)
+    alive = servers.add_server("ss-alive", domains.cloud_labels("alive"), LONG_AGO)
+    foreign = servers.add_server("theirs", {"team": "x"}, LONG_AGO)
+    zone = dns.add_zone("shop.example")
+    leftover = dns.add_record(
+        zone.id, "A", "old.shop.example", "192.0.2.1", ["smartserver-uid:gone"]
+    )
+    kept = dns.add_record(zone.id, "A", "shop.example", "192.0.2.2", ["smartserver-uid:alive"])
+    removed = await sweep_once(cloud, resources, datetime.now(UTC), 600, records=True)
+    assert removed == {"server": 1, "firewall": 0, "record": 1}
+    assert set(servers.servers_by_id) == {alive, foreign}
+    assert orphan not in servers.servers_by_id
+    assert [r.id for r in dns.all_records(zone.id)] == [kept]
+    assert leftover not in dns.records_by_zone[zone.id]
+
+
+async def test_the_sweep_survives_an_api_server_error_and_any_other() -> None:
+    cloud, servers, _ = fake_cloud()
+    resources = FakeResources()
+    resources.fail("domain_uids", TemporaryFailure("kubernetes", "list domains: HTTP 503"), 2)
+    orphan = servers.add_server("ss-gone", domains.cloud_labels("gone"), LONG_AGO)
+    crashed = False
+
+    async def one_round() -> None:
+        nonlocal crashed
+        if not crashed:
+            crashed = True
+            raise RuntimeError("a bug in a round")
+        await sweep_once(cloud, resources, datetime.now(UTC), 600, records=False)
+
+    before = RETRIES.labels("test sweep")._value.get()
+    loop = asyncio.create_task(run_forever("test sweep", one_round, 0.001, most=0.01))
+    try:
+        await eventually_async(
+            lambda: asyncio.sleep(0, orphan not in servers.servers_by_id),
+            within=10,
+            what="the orphan swept after the failures",
+        )
+        assert not loop.done()  # still running after three failed rounds
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert RETRIES.labels("test sweep")._value.get() - before == 3
