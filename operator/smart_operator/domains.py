@@ -30,21 +30,38 @@ from smart_operator.models.domain import (
     DomainPhase,
     DomainStatus,
     ServerShape,
+    ServerStatus,
 )
 from smart_operator.ports import ServerTypeView, ServerView
 
 MANAGED_LABEL = "smartserver.ai/managed"
 UID_LABEL = "smartserver.ai/uid"
+INSTALLATION_LABEL = "smartserver.ai/installation"
+ATTEMPT_LABEL = "smartserver.ai/attempt"
 RECORD_TAG_NAME = "smartserver-uid"
 
 
-def managed_labels() -> dict[str, str]:
-    return {MANAGED_LABEL: "true"}
+def managed_labels(installation: str | None = None) -> dict[str, str]:
+    """Every cloud object Smart Server made; of one installation, if given."""
+    labels = {MANAGED_LABEL: "true"}
+    if installation:
+        labels[INSTALLATION_LABEL] = installation
+    return labels
 
 
-def cloud_labels(uid: str) -> dict[str, str]:
-    """Labels of every cloud object made for one Domain."""
+def domain_labels(uid: str) -> dict[str, str]:
+    """What finds the cloud objects of one Domain (a uid is unique across clusters)."""
     return {MANAGED_LABEL: "true", UID_LABEL: uid}
+
+
+def cloud_labels(uid: str, installation: str, attempt: str | None = None) -> dict[str, str]:
+    """Labels of a cloud object made for one Domain: its uid, the installation that made
+    it (the sweep touches only its own), and for a server the attempt that made it (its
+    keys are derived from it: ``keys.derive_server_keys``)."""
+    labels = {**domain_labels(uid), INSTALLATION_LABEL: installation}
+    if attempt:
+        labels[ATTEMPT_LABEL] = attempt
+    return labels
 
 
 def _slug(text: str) -> str:
@@ -107,13 +124,30 @@ class ServerChoice:
     remove: list[ServerView] = field(default_factory=list)
 
 
-def choose_server(found: list[ServerView], known_id: int | None) -> ServerChoice:
-    """The server the status names if it is among ``found``, else the oldest (lowest
-    id); a second one (a create whose answer was lost, then made again) is removed."""
-    if not found:
-        return ServerChoice(None)
-    keep = next((s for s in found if s.id == known_id), min(found, key=lambda s: s.id))
+def choose_server(
+    found: list[ServerView], known_id: int | None, attempt: str | None
+) -> ServerChoice:
+    """The server whose keys are known: the one the status names, else the one the
+    status's create attempt made, else the oldest made by any attempt (its keys derive
+    from its attempt label). Any other is removed: a second server, or one whose keys
+    nobody knows (no attempt label), which would refuse every deploy."""
+    known = [s for s in found if s.id == known_id] or [
+        s for s in found if attempt and s.labels.get(ATTEMPT_LABEL) == attempt
+    ]
+    keyed = known or [s for s in found if s.labels.get(ATTEMPT_LABEL)]
+    if not keyed:
+        return ServerChoice(None, list(found))
+    keep = min(keyed, key=lambda s: s.id)
     return ServerChoice(keep, [s for s in found if s.id != keep.id])
+
+
+def create_attempt(server: ServerStatus | None) -> str | None:
+    """The attempt a create must reuse: one recorded whose server is not known yet (its
+    create was sent, and may have succeeded). None: a new attempt (a first server, or a
+    replacement for one that is gone, which gets new keys)."""
+    if server is None or server.id is not None:
+        return None
+    return server.create_attempt
 
 
 def server_verdict(server: ServerView) -> Verdict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -27,7 +28,10 @@ class SSHKeyPair:
 
 
 def generate_ssh_key(comment: str = "") -> SSHKeyPair:
-    key = Ed25519PrivateKey.generate()
+    return _pair(Ed25519PrivateKey.generate(), comment)
+
+
+def _pair(key: Ed25519PrivateKey, comment: str) -> SSHKeyPair:
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -53,4 +57,32 @@ def generate_intake_key() -> str:
 
 
 def hash_intake_key(key: str) -> str:
+    """The form in which a key is stored on its Domain: SHA-256, lower-case hex."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_attempt() -> str:
+    """The id of one attempt to make a server: its keys are derived from it."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """A new server's SSH host key and intake key."""
+
+    host: SSHKeyPair
+    intake: str
+
+
+def derive_server_keys(secret: bytes, uid: str, attempt: str, comment: str = "") -> ServerKeys:
+    """The keys of the server that attempt ``attempt`` makes for the Domain ``uid``:
+    derived (HMAC-SHA256) from the operator's key secret, so every pass that retries the
+    same attempt sends exactly the same keys, and a server whose create answer was lost
+    carries the keys the status pins. Nothing secret needs storing but ``secret``."""
+
+    def derive(purpose: str) -> bytes:
+        return hmac.new(secret, f"{purpose}\0{uid}\0{attempt}".encode(), hashlib.sha256).digest()
+
+    host = _pair(Ed25519PrivateKey.from_private_bytes(derive("ssh-host-ed25519")), comment)
+    intake = INTAKE_KEY_PREFIX + base64.urlsafe_b64encode(derive("intake")).decode().rstrip("=")
+    return ServerKeys(host, intake)

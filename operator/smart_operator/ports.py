@@ -116,7 +116,9 @@ class Servers(Protocol):
         """One already gone counts as deleted."""
         ...
 
-    async def ensure_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> int: ...
+    async def ensure_ssh_key(self, public_key: str, labels: dict[str, str]) -> int:
+        """The id of this public key at the provider, registered if it is not yet."""
+        ...
 
 
 class Dns(Protocol):
@@ -188,6 +190,20 @@ class Catalog(Protocol):
     async def types(self) -> dict[str, ServerTypeView]: ...
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who this installation of the operator is, kept in its own Secrets."""
+
+    ssh_key: SSHKeyPair
+    """The operator's SSH key: the only key its servers accept for deploys."""
+    key_secret: bytes
+    """Derives each new server's host key and intake key (``keys.derive_server_keys``),
+    so a retried create sends the same keys."""
+    installation: str
+    """On the labels of every cloud object this installation makes: the sweep removes
+    only its own installation's objects, so two installations can share an account."""
+
+
 @dataclass
 class Cloud:
     """The providers, and the shared views that keep calls flat as Domains grow."""
@@ -197,7 +213,7 @@ class Cloud:
     actions: Actions
     fleet: Fleet
     catalog: Catalog
-    operator_key: SSHKeyPair
+    identity: Identity
     ssh_key_id: int | None = None
     """The operator's key at the provider, once known."""
 

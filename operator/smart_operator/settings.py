@@ -61,6 +61,14 @@ class OperatorSettings(BaseSettings):
     cloudflare_account_id: str = Field(
         default="", description="Cloudflare account that new zones are created in"
     )
+    installation_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="This installation's id, on the labels of every cloud object it makes; "
+        "the sweep removes only its own. Unset: a random id kept in the Secret "
+        "smart-operator-keys. Set it when two installations share a provider account and "
+        "you want readable labels",
+    )
     ssh_sources: list[str] = Field(
         default_factory=list,
         description="Addresses (CIDR) the operator connects from: the only SSH sources the "

@@ -3,6 +3,7 @@ provider simulators reached through the real SDKs."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -215,11 +216,16 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
         }
         return int(call(f"{hetzner}/servers", "POST", body, token=True)["server"]["id"])
 
-    orphan = server(
-        f"orphan-{unique}",
-        {"smartserver.ai/managed": "true", "smartserver.ai/uid": f"gone-{unique}"},
-    )
+    secret = cluster.get("secret", "smart-operator-keys", "-n", "smartserver-system") or {}
+    installation = base64.b64decode(secret["data"]["installation"]).decode()
+    managed = {"smartserver.ai/managed": "true", "smartserver.ai/uid": f"gone-{unique}"}
+    orphan = server(f"orphan-{unique}", {**managed, "smartserver.ai/installation": installation})
     foreign = server(f"foreign-{unique}", {"team": "web"})
+    # Another installation sharing the account: its Domains are unknown here, and its
+    # servers are not this installation's to sweep.
+    neighbour = server(
+        f"neighbour-{unique}", {**managed, "smartserver.ai/installation": "someone-else"}
+    )
     zone = world.add_active_zone(f"sweep-{unique}.example")
     records = f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records"
     leftover = {"type": "A", "name": f"sweep-{unique}.example", "content": "192.0.2.1", "ttl": 300}
@@ -232,7 +238,7 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
         30,
         "only the untagged record is left",
     )
-    assert [s for s in world.servers() if s["id"] == foreign]
+    assert [s for s in world.servers() if s["id"] in (foreign, neighbour)]
 
 
 def test_under_a_429_storm_the_operator_waits_for_the_reset_and_converges(

@@ -23,6 +23,7 @@ from smart_operator.ports import (
     DeployResult,
     EventType,
     FirewallView,
+    Identity,
     ObjectRef,
     QuotaView,
     RecordView,
@@ -61,6 +62,8 @@ class FakeServers(Failing):
         self.user_data: dict[int, str] = {}
         self.ssh_keys: dict[str, int] = {}
         self.lose_next_create = False
+        self.hide_next_listing = False
+        """The next listing misses every server (a create still in flight)."""
         self.boot_status = "running"
         self._ids = itertools.count(100)
 
@@ -69,6 +72,9 @@ class FakeServers(Failing):
 
     async def servers(self, labels: dict[str, str]) -> list[ServerView]:
         self._call("servers")
+        if self.hide_next_listing:
+            self.hide_next_listing = False
+            return []
         return [s for s in self.servers_by_id.values() if self._match(s.labels, labels)]
 
     async def server(self, server_id: int) -> ServerView:
@@ -143,9 +149,9 @@ class FakeServers(Failing):
         self._call("delete_firewall")
         self.firewalls_by_id.pop(firewall_id, None)
 
-    async def ensure_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> int:
+    async def ensure_ssh_key(self, public_key: str, labels: dict[str, str]) -> int:
         self._call("ensure_ssh_key")
-        return self.ssh_keys.setdefault(name, next(self._ids))
+        return self.ssh_keys.setdefault(public_key, next(self._ids))
 
 
 class FakeDns(Failing):
@@ -309,7 +315,7 @@ def fake_cloud() -> tuple[Cloud, FakeServers, FakeDns]:
         actions=FakeActions(),
         fleet=FakeFleet(servers),
         catalog=FakeCatalog(),
-        operator_key=generate_ssh_key("smart-operator"),
+        identity=Identity(generate_ssh_key("smart-operator"), b"k" * 32, "inst-1"),
     )
     return cloud, servers, dns
 

@@ -14,7 +14,13 @@ import yaml
 from smart_operator import domains
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import set_condition
-from smart_operator.keys import fingerprint, generate_intake_key, generate_ssh_key, hash_intake_key
+from smart_operator.keys import (
+    derive_server_keys,
+    fingerprint,
+    generate_intake_key,
+    generate_ssh_key,
+    hash_intake_key,
+)
 from smart_operator.models.conditions import DOMAIN_CONDITIONS
 from smart_operator.models.domain import Domain, DomainPhase
 
@@ -62,6 +68,20 @@ def test_phase_follows_the_conditions() -> None:
     assert phase is DomainPhase.READY
     conditions = set_condition(conditions, "ServerReady", "False", "InvalidSpec", "bad type", 1)
     assert domains.phase_and_ready(conditions, 1)[0] is DomainPhase.FAILED
+
+
+def test_server_keys_derive_from_the_attempt_alone() -> None:
+    first = derive_server_keys(b"s" * 32, "uid-1", "a" * 16)
+    again = derive_server_keys(b"s" * 32, "uid-1", "a" * 16)
+    # The same key pair (its OpenSSH text carries a random check number, not a new key).
+    assert (again.host.public, again.intake) == (first.host.public, first.intake)
+    assert first.intake.startswith("ssk_") and len(first.intake) > 40
+    for other in (
+        derive_server_keys(b"s" * 32, "uid-1", "b" * 16),
+        derive_server_keys(b"s" * 32, "uid-2", "a" * 16),
+        derive_server_keys(b"t" * 32, "uid-1", "a" * 16),
+    ):
+        assert other.host.public != first.host.public and other.intake != first.intake
 
 
 def test_keys() -> None:

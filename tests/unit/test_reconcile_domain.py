@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from smart_operator import domains
 from smart_operator.errors import PermanentFailure, RateLimited, TemporaryFailure
+from smart_operator.keys import hash_intake_key
 from smart_operator.models.common import Writer
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.ports import ObjectRef
@@ -98,7 +100,8 @@ async def test_a_new_domain_gets_firewall_server_and_records_then_waits_for_its_
 ) -> None:
     delay = await world.run()
     [server] = world.servers.servers_by_id.values()
-    assert server.labels == domains.cloud_labels(UID)
+    attempt = world.status["server"]["createAttempt"]
+    assert server.labels == domains.cloud_labels(UID, "inst-1", attempt)
     assert len(world.servers.firewalls_by_id) == 1
     records = world.dns.all_records("z1")
     assert {(r.type, r.name) for r in records} == {("A", "shop.example"), ("A", "www.shop.example")}
@@ -141,11 +144,57 @@ async def test_a_create_whose_answer_was_lost_is_adopted_by_its_label_never_made
 
 
 async def test_a_second_server_of_the_same_domain_is_removed(world: World) -> None:
-    first = world.servers.add_server("ss-customer-acme-shop", domains.cloud_labels(UID))
-    world.servers.add_server("ss-customer-acme-shop-2", domains.cloud_labels(UID))
+    labels = domains.cloud_labels(UID, "inst-1", "a" * 16)
+    first = world.servers.add_server("ss-customer-acme-shop", labels)
+    world.servers.add_server("ss-customer-acme-shop-2", labels)
     await world.run()
     assert list(world.servers.servers_by_id) == [first]
     assert "DuplicateRemoved" in world.events.reasons("Warning")
+
+
+def keys_sent(world: World, server_id: int) -> tuple[str, str]:
+    """The host public key and the intake key hash in a server's user-data."""
+    document = yaml.safe_load(world.servers.user_data[server_id])
+    env = next(f["content"] for f in document["write_files"] if f["path"].endswith("agent.env"))
+    intake = next(line.split("=", 1)[1] for line in env.splitlines() if "AGENT_KEY=" in line)
+    return document["ssh_keys"]["ed25519_public"], hash_intake_key(intake)
+
+
+async def test_a_create_still_in_flight_when_the_next_pass_lists_is_adopted_with_its_keys(
+    world: World,
+) -> None:
+    """The first create is sent and its answer lost; the next pass (another operator
+    process) lists before the provider shows the server, creates again, meets the name,
+    and adopts: the keys it pins are the ones the server was made with."""
+    world.servers.lose_next_create = True
+    await world.run()
+    world.servers.hide_next_listing = True
+    await world.run()
+    [server_id] = world.servers.servers_by_id
+    assert world.servers.calls["create_server"] == 2
+    pinned = (world.status["server"]["hostPublicKey"], world.status["intakeKeyHash"])
+    assert pinned == keys_sent(world, server_id)
+    assert world.condition("ServerReady")["reason"] == "Running"
+
+
+async def test_a_server_whose_status_was_lost_is_adopted_with_keys_from_its_attempt(
+    world: World,
+) -> None:
+    await world.run()
+    [server_id] = world.servers.servers_by_id
+    sent = keys_sent(world, server_id)
+    world.resources.objects[REF].pop("status")  # a restore without status, say
+    await world.run()
+    assert list(world.servers.servers_by_id) == [server_id]
+    assert (world.status["server"]["hostPublicKey"], world.status["intakeKeyHash"]) == sent
+
+
+async def test_a_server_without_known_keys_is_replaced(world: World) -> None:
+    unknown = world.servers.add_server("ss-customer-acme-shop", domains.domain_labels(UID))
+    await world.run()
+    [server_id] = world.servers.servers_by_id
+    assert server_id != unknown
+    assert keys_sent(world, server_id)[0] == world.status["server"]["hostPublicKey"]
 
 
 async def test_a_name_taken_by_a_server_that_is_not_ours_fails_the_domain_clearly(

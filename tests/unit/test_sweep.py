@@ -34,9 +34,13 @@ async def test_the_sweep_removes_only_orphans() -> None:
     cloud, servers, dns = fake_cloud()
     resources = FakeResources()
     resources.put(ObjectRef("domains", "shop", "customer-acme"), {"metadata": {"uid": "alive"}})
-    orphan = servers.add_server("ss-gone", domains.cloud_labels("gone"), LONG_AGO)
-    alive = servers.add_server("ss-alive", domains.cloud_labels("alive"), LONG_AGO)
+    orphan = servers.add_server("ss-gone", domains.cloud_labels("gone", "inst-1"), LONG_AGO)
+    alive = servers.add_server("ss-alive", domains.cloud_labels("alive", "inst-1"), LONG_AGO)
     foreign = servers.add_server("theirs", {"team": "x"}, LONG_AGO)
+    # Another installation's Domain, which this cluster knows nothing of: not ours.
+    neighbour = servers.add_server(
+        "ss-other", domains.cloud_labels("elsewhere", "inst-2"), LONG_AGO
+    )
     zone = dns.add_zone("shop.example")
     leftover = dns.add_record(
         zone.id, "A", "old.shop.example", "192.0.2.1", ["smartserver-uid:gone"]
@@ -44,7 +48,7 @@ async def test_the_sweep_removes_only_orphans() -> None:
     kept = dns.add_record(zone.id, "A", "shop.example", "192.0.2.2", ["smartserver-uid:alive"])
     removed = await sweep_once(cloud, resources, datetime.now(UTC), 600, records=True)
     assert removed == {"server": 1, "firewall": 0, "record": 1}
-    assert set(servers.servers_by_id) == {alive, foreign}
+    assert set(servers.servers_by_id) == {alive, foreign, neighbour}
     assert orphan not in servers.servers_by_id
     assert [r.id for r in dns.all_records(zone.id)] == [kept]
     assert leftover not in dns.records_by_zone[zone.id]
@@ -54,7 +58,7 @@ async def test_the_sweep_survives_an_api_server_error_and_any_other() -> None:
     cloud, servers, _ = fake_cloud()
     resources = FakeResources()
     resources.fail("domain_uids", TemporaryFailure("kubernetes", "list domains: HTTP 503"), 2)
-    orphan = servers.add_server("ss-gone", domains.cloud_labels("gone"), LONG_AGO)
+    orphan = servers.add_server("ss-gone", domains.cloud_labels("gone", "inst-1"), LONG_AGO)
     crashed = False
 
     async def one_round() -> None:

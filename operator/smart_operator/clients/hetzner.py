@@ -10,7 +10,9 @@ request from the process's Hetzner budget, which the ``RateLimit-*`` headers kee
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +71,14 @@ def _server(server: Any) -> ServerView:
         server_type=str(server.server_type.name) if server.server_type else "",
         created=server.created,
     )
+
+
+def md5_fingerprint(public_key: str) -> str:
+    """The fingerprint Hetzner shows for an SSH public key: MD5 of the key blob, as
+    colon-separated hex (``GET /ssh_keys?fingerprint=`` filters by it)."""
+    blob = base64.b64decode(public_key.split()[1])
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def selector(labels: dict[str, str]) -> str:
@@ -279,24 +289,35 @@ class Hetzner:
 
     # -- ssh keys and catalog ------------------------------------------------------------
 
-    async def ensure_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> int:
-        """The id of the operator's SSH key, created if it is not there yet."""
-        found = await self._call("get_ssh_key", self._client.ssh_keys.get_by_name, name)
-        if found is not None:
-            return _id(found.id)
+    async def ensure_ssh_key(self, public_key: str, labels: dict[str, str]) -> int:
+        """The id of this public key at Hetzner, registered if it is not there yet.
+
+        Looked up by fingerprint, not by name: a rotated operator key is a new key (and
+        Hetzner refuses a second key with the same fingerprint under another name)."""
+        print_ = md5_fingerprint(public_key)
+
+        async def lookup() -> int | None:
+            found = await self._call(
+                "get_ssh_key", self._client.ssh_keys.get_all, fingerprint=print_
+            )
+            return _id(found[0].id) if found else None
+
+        known = await lookup()
+        if known is not None:
+            return known
         try:
             created = await self._call(
                 "create_ssh_key",
                 self._client.ssh_keys.create,
-                name=name,
+                name=f"smart-operator-{print_.replace(':', '')[:12]}",
                 public_key=public_key,
                 labels=labels,
             )
-        except Conflict:
-            found = await self._call("get_ssh_key", self._client.ssh_keys.get_by_name, name)
-            if found is None:
+        except Conflict:  # registered meanwhile (another replica)
+            known = await lookup()
+            if known is None:
                 raise
-            return _id(found.id)
+            return known
         return _id(created.id)
 
     async def server_types(self) -> list[ServerTypeView]:

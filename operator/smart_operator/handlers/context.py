@@ -94,7 +94,7 @@ class Context:
             experiment,
             resources=self.kube,
             deployer=self.deployer,
-            client_private_key=self.cloud.operator_key.private if self.cloud else None,
+            client_private_key=self.cloud.identity.ssh_key.private if self.cloud else None,
             settings=self.settings,
             writer=self.writer(
                 ObjectRef("experiments", meta.name, meta.namespace),

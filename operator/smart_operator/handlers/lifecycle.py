@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,26 +20,50 @@ from smart_operator.handlers.context import Context
 from smart_operator.keys import SSHKeyPair, generate_ssh_key
 from smart_operator.models.common import GROUP
 from smart_operator.plans import load_catalog
-from smart_operator.ports import Cloud
+from smart_operator.ports import Cloud, Identity
 from smart_operator.reconcile.domain import DnsCheckSchedule
 from smart_operator.settings import OperatorSettings
 
 SSH_SECRET = "smart-operator-ssh"  # noqa: S105 (a Secret's name)
+KEYS_SECRET = "smart-operator-keys"  # noqa: S105 (a Secret's name)
 
 
-async def operator_ssh_key(kube: Kube, namespace: str) -> SSHKeyPair:
-    """The operator's own SSH key pair, kept in a Secret and made on first start."""
-    stored = await kube.read_secret(namespace, SSH_SECRET)
+async def stored_secret(
+    kube: Kube, namespace: str, name: str, make: Callable[[], dict[str, str]]
+) -> dict[str, str]:
+    """A Secret of the operator's, made on first start; when replicas race, whatever
+    the Secret holds wins."""
+    stored = await kube.read_secret(namespace, name)
     if stored is None:
+        await kube.create_secret(namespace, name, make())
+        stored = await kube.read_secret(namespace, name)
+    if stored is None:
+        raise kopf.TemporaryError(f"Secret {namespace}/{name} cannot be read back", delay=5)
+    return stored
+
+
+async def operator_identity(kube: Kube, settings: OperatorSettings) -> Identity:
+    """The operator's SSH key, the secret its servers' keys derive from, and its
+    installation id: kept in two Secrets of its namespace."""
+    namespace = settings.operator_namespace
+
+    def new_ssh_key() -> dict[str, str]:
         made = generate_ssh_key("smart-operator")
-        await kube.create_secret(
-            namespace, SSH_SECRET, {"id_ed25519": made.private, "id_ed25519.pub": made.public}
-        )
-        # Another replica may have won the race: use whatever the Secret holds.
-        stored = await kube.read_secret(namespace, SSH_SECRET)
-    if stored is None:
-        raise kopf.TemporaryError(f"Secret {namespace}/{SSH_SECRET} cannot be read back", delay=5)
-    return SSHKeyPair(stored["id_ed25519"], stored["id_ed25519.pub"])
+        return {"id_ed25519": made.private, "id_ed25519.pub": made.public}
+
+    def new_keys() -> dict[str, str]:
+        return {
+            "server-key-secret": secrets.token_hex(32),
+            "installation": secrets.token_hex(4),
+        }
+
+    ssh = await stored_secret(kube, namespace, SSH_SECRET, new_ssh_key)
+    keys = await stored_secret(kube, namespace, KEYS_SECRET, new_keys)
+    return Identity(
+        ssh_key=SSHKeyPair(ssh["id_ed25519"], ssh["id_ed25519.pub"]),
+        key_secret=bytes.fromhex(keys["server-key-secret"]),
+        installation=settings.installation_id or keys["installation"],
+    )
 
 
 Closer = Callable[[], Awaitable[None]]
@@ -65,7 +90,7 @@ async def connect_cloud(kube: Kube, settings: OperatorSettings) -> tuple[Cloud, 
     cloud = Cloud(
         servers=hetzner,
         dns=cloudflare,
-        operator_key=await operator_ssh_key(kube, settings.operator_namespace),
+        identity=await operator_identity(kube, settings),
         actions=actions,
         fleet=Fleet(hetzner),
         catalog=Catalog(hetzner),

@@ -25,7 +25,7 @@ from smart_operator import domains
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import now, set_condition
 from smart_operator.errors import Conflict, ExternalError, PermanentFailure, TemporaryFailure
-from smart_operator.keys import fingerprint, generate_intake_key, generate_ssh_key, hash_intake_key
+from smart_operator.keys import derive_server_keys, fingerprint, hash_intake_key, new_attempt
 from smart_operator.models.common import ConditionStatus
 from smart_operator.models.conditions import ConditionType, Reason
 from smart_operator.models.domain import (
@@ -44,7 +44,6 @@ from smart_operator.settings import OperatorSettings
 T = TypeVar("T")
 POLL_SECONDS = 2.0
 """How soon a pass comes again while a server starts."""
-SSH_KEY_NAME = "smart-operator"
 
 
 @dataclass(frozen=True)
@@ -248,13 +247,22 @@ class DomainReconciler:
         )
         if not found:
             # Decisions to create are made on a fresh, exact answer, never on the cache.
-            found = await cloud.servers.servers(domains.cloud_labels(self.uid))
-        known = self.status.server.id if self.status.server else None
-        choice = domains.choose_server(found, known)
+            found = await cloud.servers.servers(domains.domain_labels(self.uid))
+        known = self.status.server or ServerStatus()
+        choice = domains.choose_server(found, known.id, known.create_attempt)
         for extra in choice.remove:
             await cloud.servers.delete_server(extra.id)
-            self.events.post("Warning", "DuplicateRemoved", f"removed a second server {extra.id}")
+            self.events.post(
+                "Warning",
+                "DuplicateRemoved",
+                f"removed server {extra.name} ({extra.id}): a second server of this Domain",
+            )
         server = choice.keep or await self.create_server(cloud)
+        attempt = server.labels.get(domains.ATTEMPT_LABEL)
+        if attempt and attempt != known.create_attempt:
+            # A server made by an attempt the status does not record (its status was
+            # lost, or written before the create's answer): its keys derive from it.
+            self.pin_keys(cloud, attempt)
         self.status.server = self._server_status(server)
         cloud.fleet.remember(self.uid, server)
         await self.flush()
@@ -264,9 +272,22 @@ class DomainReconciler:
             return Wait(POLL_SECONDS)
         return server
 
+    def pin_keys(self, cloud: Cloud, attempt: str) -> str:
+        """Record the keys of the server that ``attempt`` makes; return its intake key."""
+        name = domains.cloud_name(self.domain)
+        keys = derive_server_keys(
+            cloud.identity.key_secret, self.uid, attempt, comment=f"root@{name}"
+        )
+        server = self.status.server or ServerStatus()
+        server.create_attempt = attempt
+        server.host_public_key = keys.host.public
+        server.host_key_fingerprint = keys.host.fingerprint
+        self.status.server = server
+        self.status.intake_key_hash = hash_intake_key(keys.intake)
+        return keys.intake
+
     async def ensure_firewall(self, cloud: Cloud) -> int:
-        labels = domains.cloud_labels(self.uid)
-        found = await cloud.servers.firewalls(labels)
+        found = await cloud.servers.firewalls(domains.domain_labels(self.uid))
         if found:
             return found[0].id
         name = domains.cloud_name(self.domain, "-fw")
@@ -277,6 +298,7 @@ class DomainReconciler:
                 "SMART_SSH_SOURCES is empty: set the addresses the operator connects from, "
                 "the only SSH sources the servers' firewalls allow",
             )
+        labels = domains.cloud_labels(self.uid, cloud.identity.installation)
         try:
             return (await cloud.servers.create_firewall(name, labels, sources)).id
         except Conflict:
@@ -291,42 +313,41 @@ class DomainReconciler:
 
     async def create_server(self, cloud: Cloud) -> ServerView:
         previous = self.status.server
-        if previous and previous.id and not previous.create_requested_at:
+        if previous and previous.id:
             self.events.post(
                 "Warning",
                 "ServerMissing",
                 f"server {previous.name} ({previous.id}) is gone; creating a new one",
             )
         firewall = await self.ensure_firewall(cloud)
+        identity = cloud.identity
         if cloud.ssh_key_id is None:
             cloud.ssh_key_id = await cloud.servers.ensure_ssh_key(
-                SSH_KEY_NAME, cloud.operator_key.public, domains.managed_labels()
+                identity.ssh_key.public, domains.managed_labels(identity.installation)
             )
         name = domains.cloud_name(self.domain)
-        host_key = generate_ssh_key(f"root@{name}")
-        intake_key = generate_intake_key()
-        # Remember the new keys before asking: if the answer is lost, the server found
-        # later by its label carries exactly these.
+        # Recorded before asking, and reused until the server is known: if the answer
+        # is lost, the server found later by its label carries exactly these keys.
+        attempt = domains.create_attempt(previous) or new_attempt()
         self.status.server = ServerStatus(
             name=name,
             firewall_id=firewall,
-            host_public_key=host_key.public,
-            host_key_fingerprint=host_key.fingerprint,
-            create_requested_at=now(),
+            create_requested_at=(previous.create_requested_at if previous else None) or now(),
             monthly_price=previous.monthly_price if previous else None,
         )
-        self.status.intake_key_hash = hash_intake_key(intake_key)
+        intake_key = self.pin_keys(cloud, attempt)
         self.condition(
             ConditionType.SERVER_READY, "False", Reason.CREATING, f"creating server {name}"
         )
         await self.flush()
+        keys = derive_server_keys(identity.key_secret, self.uid, attempt, comment=f"root@{name}")
         user_data = render_user_data(
             UserDataInput(
                 hostname=name,
                 domain=self.domain.spec.domain,
-                host_private_key=host_key.private,
-                host_public_key=host_key.public,
-                operator_public_key=cloud.operator_key.public,
+                host_private_key=keys.host.private,
+                host_public_key=keys.host.public,
+                operator_public_key=identity.ssh_key.public,
                 intake_url=self.settings.intake_url,
                 intake_key=intake_key,
                 namespace=self.domain.metadata.namespace or "",
@@ -341,18 +362,24 @@ class DomainReconciler:
                 image=shape.image,
                 location=shape.location,
                 user_data=user_data,
-                labels=domains.cloud_labels(self.uid),
+                labels=domains.cloud_labels(self.uid, identity.installation, attempt),
                 ssh_key_ids=[cloud.ssh_key_id],
                 firewall_ids=[firewall],
             )
         except Conflict:
             existing = await cloud.servers.server_by_name(name)
-            if existing is not None and existing.labels.get(domains.UID_LABEL) == self.uid:
-                return existing
-            raise PermanentFailure(
-                "hetzner",
-                f"a server named {name} exists that Smart Server did not make for this "
-                "Domain; delete or rename it",
+            if existing is None or existing.labels.get(domains.UID_LABEL) != self.uid:
+                raise PermanentFailure(
+                    "hetzner",
+                    f"a server named {name} exists that Smart Server did not make for this "
+                    "Domain; delete or rename it",
+                ) from None
+            if existing.labels.get(domains.ATTEMPT_LABEL):
+                return existing  # ours, with keys derived from its attempt
+            # Ours, but nobody knows its keys: it would refuse every deploy.
+            await cloud.servers.delete_server(existing.id)
+            raise TemporaryFailure(
+                "hetzner", f"replacing server {name}, whose keys are unknown", 5
             ) from None
         self.events.post("Normal", "ServerCreated", f"created server {server.name} ({server.id})")
         self.status.server = self._server_status(server)
@@ -373,6 +400,7 @@ class DomainReconciler:
             ipv6=server.ipv6,
             status=server.status,
             firewall_id=previous.firewall_id,
+            create_attempt=previous.create_attempt,
             host_public_key=previous.host_public_key,
             host_key_fingerprint=previous.host_key_fingerprint
             or (fingerprint(previous.host_public_key) if previous.host_public_key else None),
@@ -451,7 +479,7 @@ class DomainReconciler:
         cloud = self.cloud
         if cloud is None:
             return
-        labels = domains.cloud_labels(self.uid)
+        labels = domains.domain_labels(self.uid)
         dns = self.status.dns or DNSStatus()
         zone_id = dns.zone_id
         if zone_id is None:

@@ -56,12 +56,13 @@ async def sweep_once(
         frozenset(await resources.domain_uids()), now - timedelta(seconds=grace_seconds)
     )
     removed = {"server": 0, "firewall": 0, "record": 0}
-    for server in await cloud.servers.servers(domains.managed_labels()):
+    mine = domains.managed_labels(cloud.identity.installation)
+    for server in await cloud.servers.servers(mine):
         if rule.labelled(server.labels, server.created):
             log.warning("sweeping server %s (%s): no Domain owns it", server.name, server.id)
             await cloud.servers.delete_server(server.id)
             removed["server"] += 1
-    for firewall in await cloud.servers.firewalls(domains.managed_labels()):
+    for firewall in await cloud.servers.firewalls(mine):
         if rule.labelled(firewall.labels, firewall.created):
             try:
                 await cloud.servers.delete_firewall(firewall.id)
