@@ -4,8 +4,16 @@ A test or a benchmark registers faults; each API request (never a ``/_sim`` one)
 the first registered fault that matches its method and path, and the fault decides what
 happens to it:
 
-- ``error``: answer with an HTTP error (``status``, default 503) in the provider's own
-  error shape, without touching the simulated state.
+- ``error``: answer with one of the provider's errors, in the provider's own envelope,
+  without touching the simulated state. ``code`` names the error (a string for Hetzner,
+  such as ``resource_unavailable``; a number for Cloudflare, such as ``81045``) and the
+  provider's catalogue of documented errors supplies its HTTP status and message;
+  ``status`` and ``message`` override them, and ``details`` sets Hetzner's ``details``
+  object. Any 4xx or 5xx status may be given; without ``code`` the status alone picks a
+  generic server-side error (default 503), as before.
+- ``action_error`` (Hetzner only): handle the request normally, but every asynchronous
+  action it starts ends in ``error`` with ``code`` and ``message`` instead of succeeding,
+  and its effect (a server becoming ``running``, a firewall being applied) never happens.
 - ``latency``: wait ``seconds`` (real seconds, not scaled), then handle the request
   normally. A latency longer than the client's timeout is a timeout whose request still
   takes effect.
@@ -14,6 +22,8 @@ happens to it:
   the real budget.
 - ``lost_response``: handle the request (a create commits), then drop the connection
   before any response byte is sent; the client sees a connection error.
+
+A simulator accepts only the kinds it can render: each passes its own to the injector.
 
 A fault applies ``count`` times (``null``: until removed) to matching requests, each with
 ``probability`` (seeded, so runs repeat). ``method`` matches exactly (any when omitted) and
@@ -24,8 +34,10 @@ Fault control API (JSON; :func:`add_control_routes` also adds health, clock and
 rate-limit endpoints):
 
 - ``GET /_sim/faults``: ``{"faults": [...]}`` with the remaining ``count`` and ``hits``.
-- ``POST /_sim/faults`` with ``{"kind", "method"?, "path"?, "status"?, "seconds"?,
-  "count"?, "probability"?}``: 201 ``{"fault": {...}}``.
+- ``POST /_sim/faults`` with ``{"kind", "method"?, "path"?, "status"?, "code"?,
+  "message"?, "details"?, "seconds"?, "count"?, "probability"?}``: 201 ``{"fault": {...}}``;
+  400 with a reason for an unknown kind, a code the simulator does not know without a
+  ``status``, or a status outside 400-599.
 - ``DELETE /_sim/faults/{id}`` removes one fault; ``DELETE /_sim/faults`` removes all.
 """
 
@@ -46,6 +58,10 @@ from aiohttp.typedefs import Middleware
 from smart_sim.ratelimit import Limiter, LimitStatus, SimClock
 
 __all__ = [
+    "COMMON_KINDS",
+    "FAILING_ACTIONS",
+    "ErrorCode",
+    "ErrorLookup",
     "Fault",
     "FaultInjector",
     "FaultKind",
@@ -63,6 +79,19 @@ class FaultKind(enum.StrEnum):
     LATENCY = "latency"
     RATE_LIMIT = "rate_limit"
     LOST_RESPONSE = "lost_response"
+    ACTION_ERROR = "action_error"
+
+
+COMMON_KINDS = frozenset(
+    {FaultKind.ERROR, FaultKind.LATENCY, FaultKind.RATE_LIMIT, FaultKind.LOST_RESPONSE}
+)
+"""The kinds every simulator supports; ``action_error`` needs asynchronous actions."""
+
+ErrorCode = str | int
+"""A provider's error code: Hetzner's are strings, Cloudflare's numbers."""
+
+ErrorLookup = Callable[[ErrorCode], int | None]
+"""The documented HTTP status of a provider error code, or None when it is unknown."""
 
 
 @dataclass
@@ -78,6 +107,9 @@ class Fault:
     count: int | None = 1
     probability: float = 1.0
     hits: int = 0
+    code: ErrorCode | None = None
+    message: str | None = None
+    details: Mapping[str, object] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         """Whether a request with this method and path is subject to the fault."""
@@ -93,6 +125,9 @@ class Fault:
             "method": self.method,
             "path": self.path,
             "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "details": dict(self.details) if self.details is not None else None,
             "seconds": self.seconds,
             "count": self.count,
             "probability": self.probability,
@@ -103,7 +138,17 @@ class Fault:
 class FaultInjector:
     """The registered faults of one simulator."""
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        kinds: frozenset[FaultKind] = COMMON_KINDS,
+        error_status: ErrorLookup | None = None,
+    ) -> None:
+        """``kinds``: what this simulator can render; ``error_status``: the documented
+        status of each of the provider's error codes (None: codes are not accepted)."""
+        self.kinds = kinds
+        self._error_status = error_status
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
         # Not for security: a seeded generator makes probabilistic faults repeatable.
@@ -120,19 +165,35 @@ class FaultInjector:
         *,
         method: str | None = None,
         path: str | None = None,
-        status: int = 503,
+        status: int | None = None,
+        code: ErrorCode | None = None,
+        message: str | None = None,
+        details: Mapping[str, object] | None = None,
         seconds: float = 0.0,
         count: int | None = 1,
         probability: float = 1.0,
     ) -> Fault:
         """Register a fault; raises ValueError with a readable reason on bad arguments."""
+        allowed = ", ".join(k.value for k in FaultKind if k in self.kinds)
         try:
             fault_kind = FaultKind(kind)
         except ValueError:
-            allowed = ", ".join(k.value for k in FaultKind)
             raise ValueError(f"unknown fault kind {kind!r}; allowed: {allowed}") from None
-        if fault_kind is FaultKind.ERROR and not 500 <= status <= 599:
-            raise ValueError(f"an error fault needs a 5xx status, not {status}")
+        if fault_kind not in self.kinds:
+            raise ValueError(f"this simulator has no {kind!r} faults; allowed: {allowed}")
+        if fault_kind is FaultKind.ACTION_ERROR and code is None:
+            raise ValueError("an action_error fault needs the action's error code")
+        if fault_kind is FaultKind.ERROR and code is not None:
+            documented = self._error_status(code) if self._error_status else None
+            if documented is None and status is None:
+                raise ValueError(
+                    f"error code {code!r} is not in this simulator's catalogue; "
+                    "give its HTTP status too"
+                )
+            status = status if status is not None else documented
+        status = 503 if status is None else status
+        if fault_kind is FaultKind.ERROR and not 400 <= status <= 599:
+            raise ValueError(f"an error fault needs a 4xx or 5xx status, not {status}")
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"seconds must be a non-negative number, not {seconds!r}")
         if count is not None and count < 1:
@@ -145,6 +206,9 @@ class FaultInjector:
             method=method.upper() if method else None,
             path=path or None,
             status=status,
+            code=code,
+            message=message,
+            details=details,
             seconds=seconds,
             count=count,
             probability=probability,
@@ -154,18 +218,39 @@ class FaultInjector:
 
     def add_from_json(self, body: Mapping[str, object]) -> Fault:
         """Register a fault from a control-API body; raises ValueError on bad input."""
-        allowed = {"kind", "method", "path", "status", "seconds", "count", "probability"}
+        allowed = {
+            "kind",
+            "method",
+            "path",
+            "status",
+            "code",
+            "message",
+            "details",
+            "seconds",
+            "count",
+            "probability",
+        }
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise ValueError(f"unknown fields {unknown}; allowed: {sorted(allowed)}")
         kind = body.get("kind")
         if not isinstance(kind, str):
-            raise ValueError('"kind" is required: one of ' + ", ".join(k.value for k in FaultKind))
+            kinds = ", ".join(k.value for k in FaultKind if k in self.kinds)
+            raise ValueError('"kind" is required: one of ' + kinds)
+        code = body.get("code")
+        if code is not None and (isinstance(code, bool) or not isinstance(code, str | int)):
+            raise ValueError('"code" must be a string or an integer')
+        details = body.get("details")
+        if details is not None and not isinstance(details, dict):
+            raise ValueError('"details" must be an object')
         return self.add(
             kind,
             method=_optional_str(body, "method"),
             path=_optional_str(body, "path"),
-            status=_int(body, "status", 503),
+            status=_optional_int(body, "status", None),
+            code=code,
+            message=_optional_str(body, "message"),
+            details=details,
             seconds=_number(body, "seconds", 0.0),
             count=_optional_int(body, "count", 1),
             probability=_number(body, "probability", 1.0),
@@ -204,17 +289,13 @@ def _optional_str(body: Mapping[str, object], key: str) -> str | None:
     raise ValueError(f'"{key}" must be a string')
 
 
-def _int(body: Mapping[str, object], key: str, default: int) -> int:
+def _optional_int(body: Mapping[str, object], key: str, default: int | None) -> int | None:
     value = body.get(key, default)
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f'"{key}" must be an integer')
     return value
-
-
-def _optional_int(body: Mapping[str, object], key: str, default: int) -> int | None:
-    if key in body and body[key] is None:
-        return None
-    return _int(body, key, default)
 
 
 def _number(body: Mapping[str, object], key: str, default: float) -> float:
@@ -228,17 +309,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 """An aiohttp request handler, as middlewares receive it."""
 
 
+FAILING_ACTIONS = web.RequestKey("smart_sim.failing_actions", Fault)
+"""Set on a request an ``action_error`` fault applies to: its actions must fail."""
+
+
 def fault_middleware(
     injector: FaultInjector,
     *,
-    error_response: Callable[[int], web.StreamResponse],
+    error_response: Callable[[Fault], web.StreamResponse],
     rate_limited_response: Callable[[], web.StreamResponse],
 ) -> Middleware:
     """A middleware that applies the injector's faults to API requests.
 
-    ``error_response(status)`` and ``rate_limited_response()`` render the provider's own
+    ``error_response(fault)`` and ``rate_limited_response()`` render the provider's own
     shapes. Place it inside the middleware that enforces authentication and the rate
-    limit, so injected faults see only requests the provider would have accepted.
+    limit, so injected faults see only requests the provider would have accepted. An
+    ``action_error`` fault is handed to the handler as ``request[FAILING_ACTIONS]``.
     """
 
     @web.middleware
@@ -255,9 +341,12 @@ def fault_middleware(
             await asyncio.sleep(fault.seconds)
             return await handler(request)
         if fault.kind is FaultKind.ERROR:
-            return error_response(fault.status)
+            return error_response(fault)
         if fault.kind is FaultKind.RATE_LIMIT:
             return rate_limited_response()
+        if fault.kind is FaultKind.ACTION_ERROR:
+            request[FAILING_ACTIONS] = fault
+            return await handler(request)
         try:
             return await handler(request)
         finally:

@@ -90,6 +90,19 @@ async def new_zone(
     return zone.id
 
 
+async def paid_zone(
+    client: AsyncCloudflare,
+    sim: CloudflareSimulator,
+    http: aiohttp.ClientSession,
+    name: str = "example.com",
+    plan: str = "pro",
+) -> str:
+    """A zone made through the API (so on Free), then moved to a paid plan."""
+    zone_id = await new_zone(client, sim, name)
+    await control(http, sim, "PUT", f"zones/{zone_id}/plan", {"plan": plan})
+    return zone_id
+
+
 async def names(client: AsyncCloudflare, zone_id: str, **filters: Any) -> list[str]:
     records = client.dns.records.list(zone_id=zone_id, **filters)
     return sorted([f"{r.type} {r.name}" async for r in records])
@@ -131,10 +144,12 @@ async def test_a_zone_is_pending_until_delegated_and_checked(
     # The owner has not switched name servers yet: the check leaves the zone pending.
     checked = await client.zones.activation_check.trigger(zone_id=zone_id)
     assert checked is not None and checked.id == zone_id
+    await control(http, sim, "POST", "clock", {"advance": 30})
     assert (await client.zones.get(zone_id=zone_id)).status == "pending"  # type: ignore[union-attr]
 
+    # Once delegated, Cloudflare's own next check (60 s after creation) activates it.
     await control(http, sim, "POST", "zones/example.com/delegate")
-    await client.zones.activation_check.trigger(zone_id=zone_id)
+    await control(http, sim, "POST", "clock", {"advance": 31})
     active = await client.zones.get(zone_id=zone_id)
     assert active is not None
     assert active.status == "active"
@@ -146,9 +161,9 @@ async def test_a_zone_is_pending_until_delegated_and_checked(
 
     deleted = await client.zones.delete(zone_id=zone_id)
     assert deleted is not None and deleted.id == zone_id
-    with pytest.raises(cloudflare.NotFoundError) as not_found:
+    with pytest.raises(cloudflare.BadRequestError) as not_found:
         await client.zones.get(zone_id=zone_id)
-    assert codes(not_found.value) == [7003]
+    assert codes(not_found.value) == [7003, 7000]
 
 
 async def test_zones_can_be_activated_or_seeded_by_the_control_api(
@@ -164,11 +179,13 @@ async def test_zones_can_be_activated_or_seeded_by_the_control_api(
     assert len([z async for z in client.zones.list()]) == 2
 
 
-async def test_new_zones_can_count_as_delegated(start: Start) -> None:
+async def test_new_zones_can_count_as_delegated(start: Start, http: aiohttp.ClientSession) -> None:
     sim = await start(delegate_new_zones=True)
     async with sdk(sim) as client:
         zone_id = await new_zone(client, sim)
         await client.zones.activation_check.trigger(zone_id=zone_id)
+        assert (await client.zones.get(zone_id=zone_id)).status == "pending"  # type: ignore[union-attr]
+        await control(http, sim, "POST", "clock", {"advance": 10})  # the check it queued
         assert (await client.zones.get(zone_id=zone_id)).status == "active"  # type: ignore[union-attr]
 
 
@@ -188,9 +205,9 @@ async def test_zone_names_and_accounts_are_checked(
 
 
 async def test_record_create_get_update_patch_delete(
-    sim: CloudflareSimulator, client: AsyncCloudflare
+    sim: CloudflareSimulator, client: AsyncCloudflare, http: aiohttp.ClientSession
 ) -> None:
-    zone_id = await new_zone(client, sim)
+    zone_id = await paid_zone(client, sim, http)
     record = await client.dns.records.create(
         zone_id=zone_id,
         name="www",
@@ -261,8 +278,10 @@ async def test_record_create_get_update_patch_delete(
         await client.dns.records.delete(dns_record_id=record.id, zone_id=zone_id)
 
 
-async def test_record_list_filters(sim: CloudflareSimulator, client: AsyncCloudflare) -> None:
-    zone_id = await new_zone(client, sim)
+async def test_record_list_filters(
+    sim: CloudflareSimulator, client: AsyncCloudflare, http: aiohttp.ClientSession
+) -> None:
+    zone_id = await paid_zone(client, sim, http)
     create = client.dns.records.create
     await create(
         zone_id=zone_id, name="www", type="A", content="127.10.0.1", ttl=1, comment=OURS,
@@ -345,9 +364,9 @@ async def test_record_list_filters(sim: CloudflareSimulator, client: AsyncCloudf
 
 
 async def test_conflicting_and_invalid_records_are_refused(
-    sim: CloudflareSimulator, client: AsyncCloudflare
+    sim: CloudflareSimulator, client: AsyncCloudflare, http: aiohttp.ClientSession
 ) -> None:
-    zone_id = await new_zone(client, sim)
+    zone_id = await paid_zone(client, sim, http)
     create = client.dns.records.create
     await create(zone_id=zone_id, name="www", type="A", content="127.10.0.1", ttl=1)
     refused: list[tuple[dict[str, Any], list[int]]] = [

@@ -115,7 +115,7 @@ async def control(
 
 
 def create(client: Client, name: str, **kwargs: Any) -> Awaitable[Any]:
-    kwargs.setdefault("server_type", ServerType(name="cx22"))
+    kwargs.setdefault("server_type", ServerType(name="cx23"))
     kwargs.setdefault("image", Image(name="debian-12"))
     return call(client.servers.create, name, **kwargs)
 
@@ -123,7 +123,9 @@ def create(client: Client, name: str, **kwargs: Any) -> Awaitable[Any]:
 # -- servers ---------------------------------------------------------------------------
 
 
-async def test_create_get_list_and_delete_a_server(sim: HetznerSimulator, client: Client) -> None:
+async def test_create_get_list_and_delete_a_server(
+    sim: HetznerSimulator, client: Client, http: aiohttp.ClientSession
+) -> None:
     key = await call(
         client.ssh_keys.create, "operator", ED25519, labels={"smartserver.ai/managed": "true"}
     )
@@ -153,7 +155,7 @@ async def test_create_get_list_and_delete_a_server(sim: HetznerSimulator, client
     )
     assert server.public_net.primary_ipv4 is not None
     assert server.location.name == "nbg1"
-    assert server.server_type.name == "cx22"
+    assert server.server_type.name == "cx23"
     assert server.image.name == "debian-12"
     assert server.image.architecture == "x86"
     assert server.labels == {"smartserver.ai/uid": "abc-123", "tier": "web"}
@@ -175,12 +177,14 @@ async def test_create_get_list_and_delete_a_server(sim: HetznerSimulator, client
     assert await call(client.servers.get_all, label_selector="smartserver.ai/uid=other") == []
     assert (await call(client.servers.get_by_name, "web-1")).id == server.id
 
+    await control(http, sim, "POST", "clock", {"advance": 20})  # created and started
     deleted = await call(client.servers.delete, server)
     assert deleted.command == "delete_server"
     with pytest.raises(APIException) as excinfo:
         await call(client.servers.get_by_id, server.id)
     assert excinfo.value.code == "not_found"
     assert await call(client.servers.get_all) == []
+    await control(http, sim, "POST", "clock", {"advance": 3})  # the delete action is done
     firewall_now = await call(client.firewalls.get_by_id, firewall.id)
     assert firewall_now.applied_to in ([], None)
 
@@ -254,7 +258,7 @@ async def test_unknown_ids_are_not_found(client: Client) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field", "allowed"),
     [
-        ({"server_type": ServerType(name="cx999")}, "server_type", "cax11, cpx11, cpx21"),
+        ({"server_type": ServerType(name="cx999")}, "server_type", "cax11, cax21, cax31"),
         ({"location": Location(name="mars1")}, "location", "fsn1, nbg1, hel1, ash, hil, sin"),
         ({"location": Location(name="ash")}, "server_type", "available in: fsn1, nbg1, hel1"),
         ({"image": Image(name="windows-11")}, "image", "debian-12, debian-13, ubuntu-24.04"),
@@ -305,7 +309,12 @@ async def test_actions_progress_with_the_simulated_clock(
             await call(client.servers.power_off, created.server)
         assert excinfo.value.code == "locked"
 
+        # The create is done; the start that follows it runs on.
         await control(http, sim, "POST", "clock", {"advance": 31})
+        server = await call(client.servers.get_by_id, created.server.id)
+        assert server.status == Server.STATUS_STARTING
+
+        await control(http, sim, "POST", "clock", {"advance": 60})
         ids = [created.action.id, created.next_actions[0].id]
         listed = await call(client.request, "GET", "/actions", params={"id": ids})
         assert [(a["id"], a["status"], a["progress"]) for a in listed["actions"]] == [
@@ -328,7 +337,7 @@ async def test_power_actions_with_a_fast_clock(start: Start) -> None:
     sim = await start(time_scale=1000)  # 10 s of create action pass in 10 ms
     with hcloud_client(sim.url) as client:
         created = await create(client, "web-1")
-        await call(created.action.wait_until_finished)
+        await call(created.next_actions[0].wait_until_finished)
         server = await call(client.servers.get_by_id, created.server.id)
         assert server.status == Server.STATUS_RUNNING
 
@@ -364,9 +373,12 @@ async def test_ssh_keys(client: Client) -> None:
     assert await call(client.ssh_keys.get_all) == []
 
 
-async def test_firewalls_apply_to_servers_and_delete(client: Client) -> None:
+async def test_firewalls_apply_to_servers_and_delete(
+    sim: HetznerSimulator, client: Client, http: aiohttp.ClientSession
+) -> None:
     web = (await create(client, "web-1", labels={"role": "web"})).server
     db = (await create(client, "db-1", labels={"role": "db"})).server
+    await control(http, sim, "POST", "clock", {"advance": 20})  # both are running
     rules = [
         FirewallRule("in", "tcp", ["0.0.0.0/0"], port="80-443", description="http"),
         FirewallRule("in", "icmp", ["0.0.0.0/0"]),
@@ -417,18 +429,19 @@ async def test_firewalls_apply_to_servers_and_delete(client: Client) -> None:
 async def test_catalog_and_pricing(client: Client) -> None:
     locations = [loc.name for loc in await call(client.locations.get_all)]
     assert locations == ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
-    cx22 = await call(client.server_types.get_by_name, "cx22")
-    assert (cx22.cores, cx22.memory, cx22.disk, cx22.architecture) == (2, 4.0, 40, "x86")
-    assert [p["location"] for p in cx22.prices] == ["fsn1", "nbg1", "hel1"]
-    assert cx22.prices[0]["price_monthly"] == {"net": "3.7900000000", "gross": "4.5101000000000000"}
-    assert [loc.location.name for loc in cx22.locations] == ["fsn1", "nbg1", "hel1"]
+    cx23 = await call(client.server_types.get_by_name, "cx23")
+    assert (cx23.cores, cx23.memory, cx23.disk, cx23.architecture) == (2, 4.0, 40, "x86")
+    assert [p["location"] for p in cx23.prices] == ["fsn1", "nbg1", "hel1"]
+    assert cx23.prices[0]["price_monthly"] == {"net": "5.4900000000", "gross": "6.5331000000000000"}
+    assert [loc.location.name for loc in cx23.locations] == ["fsn1", "nbg1", "hel1"]
     arm = await call(client.images.get_by_name_and_architecture, "debian-12", "arm")
     assert (arm.os_flavor, arm.architecture) == ("debian", "arm")
 
     pricing = (await call(client.request, "GET", "/pricing"))["pricing"]
     assert (pricing["currency"], pricing["vat_rate"]) == ("EUR", "19.00")
     by_type = {t["name"]: t["prices"] for t in pricing["server_types"]}
-    assert set(by_type) >= {"cx22", "cx32", "cx42", "cpx11", "cpx21", "cpx31", "cax11"}
+    assert set(by_type) >= {"cx23", "cx33", "cx43", "cx53", "cpx12", "cpx22", "cax11", "ccx13"}
+    assert not set(by_type) & {"cx22", "cx32", "cx42"}  # no longer sold anywhere
     assert [p["location"] for p in by_type["cpx11"]] == [
         "fsn1",
         "nbg1",
@@ -529,7 +542,7 @@ async def test_injected_server_errors(
     )
     with pytest.raises(APIException) as excinfo:
         await call(client.servers.get_all)
-    assert excinfo.value.code == "service_error"
+    assert excinfo.value.code == "unavailable"  # 503 in the specification's table
     with pytest.raises(APIException) as excinfo:
         await create(client, "web-1")
     assert excinfo.value.code == 502  # the gateway's HTML page, as the SDK reports it
@@ -596,7 +609,8 @@ async def test_faults_are_listed_and_removed(
     async with http.post(f"{sim.root_url}/_sim/faults", json={"kind": "explode"}) as response:
         assert response.status == 400
         assert (
-            "allowed: error, latency, rate_limit, lost_response" in (await response.json())["error"]
+            "allowed: error, latency, rate_limit, lost_response, action_error"
+            in (await response.json())["error"]
         )
     await control(http, sim, "DELETE", f"faults/{fault['id']}")
     assert (await control(http, sim, "GET", "faults"))["faults"] == []
@@ -631,5 +645,6 @@ async def test_hooks_see_servers_come_and_go(start: Start, http: aiohttp.ClientS
         assert [(s["id"], s["ipv4"], s["user_data"]) for s in listed] == [
             (info.id, info.ipv4, USER_DATA)
         ]
+        await control(http, sim, "POST", "clock", {"advance": 20})
         await call(client.servers.delete, created.server)
     assert [(e, s.id) for e, s in hooks.events] == [("created", info.id), ("deleted", info.id)]

@@ -100,7 +100,7 @@ class World:
 
     async def create(self, name: str, **kwargs: Any) -> SimulatedHost:
         """Create a server through the SDK; returns its host (still booting, perhaps)."""
-        kwargs.setdefault("server_type", ServerType(name="cx22"))
+        kwargs.setdefault("server_type", ServerType(name="cx23"))
         kwargs.setdefault("image", Image(name="debian-12"))
         created = await asyncio.to_thread(self.hcloud.servers.create, name, **kwargs)
         server = created.server
@@ -118,6 +118,8 @@ class World:
         return host
 
     async def delete(self, host: SimulatedHost) -> None:
+        # A server is locked while its create and start actions run: let them finish.
+        self.sim.context.clock.advance(60)
         server = await asyncio.to_thread(self.hcloud.servers.get_by_id, host.id)
         await asyncio.to_thread(self.hcloud.servers.delete, server)
 

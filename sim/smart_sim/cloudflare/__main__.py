@@ -26,7 +26,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--delegate-new-zones",
         action="store_true",
-        help="new zones activate at their first activation check",
+        help="new zones count as delegated: Cloudflare's first check activates them",
+    )
+    parser.add_argument(
+        "--zone-plan",
+        default="free",
+        choices=("free", "pro", "business", "enterprise"),
+        help="the plan of new zones (API-created zones are on Free for real)",
     )
     return parser.parse_args()
 
@@ -37,6 +43,7 @@ async def _serve(args: argparse.Namespace) -> None:
         rate_limit=args.rate_limit,
         token=args.token,
         delegate_new_zones=args.delegate_new_zones,
+        default_plan=args.zone_plan,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

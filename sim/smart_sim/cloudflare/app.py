@@ -8,19 +8,35 @@ get, create, delete, activation check) and DNS records (list with the ``type``,
 batch). Every response uses the ``{success, errors, messages, result, result_info}``
 envelope and carries the ``Ratelimit`` and ``Ratelimit-Policy`` headers of a window of
 1200 requests per five minutes; exceeding it locks every request out for five minutes
-(429 with ``Retry-After``). Header times are real seconds.
+(429 with ``Retry-After``). Header times are real seconds. The contract rules (plans and
+their limits, registrable zones, the activation lifecycle, error codes) and their sources
+are listed in :mod:`smart_sim.cloudflare.state`. Authentication: no ``Authorization``
+header is 9106 (400, cloudflare/cloudflare-python#2678); one that is not ``Bearer
+<token>`` is 6003 with 6111 in its chain (400, jeessy2/ddns-go#916); a wrong token is
+10000 "Authentication error" (403, hieunc229/mailflare#1).
 
 The control API under ``/_sim`` (no token, no rate limit, no faults) is the shared one
-of :func:`smart_sim.faults.add_control_routes` plus zone controls: ``GET /_sim/zones``,
-``POST /_sim/zones`` ``{"name", "status"?, "delegated"?}`` (a zone that already exists
-in the account), ``POST /_sim/zones/{id or name}/delegate`` (the owner pointed the
-domain at the assigned name servers: the next activation check activates the zone) and
-``POST /_sim/zones/{id or name}/activate`` (active at once).
+of :func:`smart_sim.faults.add_control_routes` (faults here also take Cloudflare error
+codes: ``{"kind": "error", "code": 81045}`` answers 400 "Record quota exceeded.") plus
+zone controls:
+
+- ``GET /_sim/zones``: every zone, with ``delegated``.
+- ``POST /_sim/zones`` ``{"name", "status"?: "active", "delegated"?, "plan"?}``: a zone
+  that already exists in the account (active by default; on the configured plan, Free
+  unless ``--zone-plan`` says otherwise).
+- ``POST /_sim/zones/{id or name}/delegate``: the owner pointed the domain at the
+  assigned name servers; the zone activates at Cloudflare's next check (its own
+  schedule, or one asked for through the API).
+- ``POST /_sim/zones/{id or name}/activate``: active at once.
+- ``POST /_sim/zones/{id or name}/move``: the domain no longer points at Cloudflare; an
+  active zone becomes ``moved`` (a Free one is deleted 7 days later).
+- ``PUT /_sim/zones/{id or name}/plan`` ``{"plan": "free"|"pro"|"business"|"enterprise"}``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +46,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from smart_sim.cloudflare.state import (
+    ACTIVATION_CHECK_TOO_SOON,
     PROXIABLE_TYPES,
     CloudflareError,
     CloudflareState,
@@ -38,6 +55,8 @@ from smart_sim.cloudflare.state import (
     Zone,
 )
 from smart_sim.faults import (
+    ErrorCode,
+    Fault,
     FaultInjector,
     Handler,
     add_control_routes,
@@ -71,7 +90,9 @@ class CloudflareConfig:
     """The simulated account (zones are created in it)."""
     account_name: str = "Smart Server"
     delegate_new_zones: bool = False
-    """Whether new zones count as delegated, so the first activation check activates them."""
+    """Whether new zones count as delegated, so Cloudflare's first check activates them."""
+    default_plan: str = "free"
+    """The plan of new zones (API-created zones are on Free for real)."""
     fault_seed: int = 0
     """Seed for probabilistic faults."""
 
@@ -107,7 +128,7 @@ def _ok(result: object, *, status: int = 200, result_info: JSON | None = None) -
 
 
 def _fail(error: CloudflareError) -> web.Response:
-    body = {"success": False, "errors": [error.to_json()], "messages": [], "result": None}
+    body = {"success": False, "errors": error.to_json(), "messages": [], "result": None}
     return web.json_response(body, status=error.status)
 
 
@@ -117,17 +138,59 @@ def _rate_limited() -> CloudflareError:
     )
 
 
-def _injected_error(status: int) -> web.StreamResponse:
-    return _fail(
-        CloudflareError(10001, f"Service error (injected fault: HTTP {status})", status=status)
-    )
+ERRORS: dict[int, tuple[int, str]] = {
+    971: (429, "Please wait and consider throttling your request speed"),
+    1004: (400, "DNS Validation Error"),
+    1049: (400, "example.com is not a registered domain"),
+    1061: (400, "example.com already exists"),
+    1099: (400, "We were unable to identify example.com as a registered domain."),
+    1116: (400, "Please ensure you are providing the root domain and not any subdomains"),
+    6003: (400, "Invalid request headers"),
+    7000: (404, "No route for that URI"),
+    7003: (400, "Could not route to /zones, perhaps your object identifier is invalid?"),
+    9106: (400, "Missing X-Auth-Key, X-Auth-Email or Authorization headers"),
+    9109: (403, "Unauthorized to access requested resource"),
+    10000: (403, "Authentication error"),
+    10001: (500, "Service error"),
+    81044: (404, "Record does not exist."),
+    81045: (400, "Record quota exceeded."),
+    81053: (400, "An A, AAAA, or CNAME record with that host already exists."),
+    81054: (400, "A CNAME record with that host already exists."),
+    81058: (400, "An identical record already exists."),
+    ACTIVATION_CHECK_TOO_SOON: (429, "An activation check was requested too recently."),
+}
+"""Errors a fault may inject by code alone: their status and a message like the API's."""
+
+
+def _error_status(code: ErrorCode) -> int | None:
+    known = ERRORS.get(code) if isinstance(code, int) else None
+    return known[0] if known else None
+
+
+def _injected_error(fault: Fault) -> web.StreamResponse:
+    if isinstance(fault.code, int):
+        _, message = ERRORS.get(fault.code, (fault.status, f"Error {fault.code}"))
+        return _fail(CloudflareError(fault.code, fault.message or message, status=fault.status))
+    message = fault.message or f"Service error (injected fault: HTTP {fault.status})"
+    return _fail(CloudflareError(10001, message, status=fault.status))
+
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _authenticate(request: web.Request, token: str | None) -> None:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme != "Bearer" or not given:
+    header = request.headers.get("Authorization")
+    if not header:
         raise CloudflareError(
             9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers", status=400
+        )
+    scheme, _, given = header.partition(" ")
+    if scheme != "Bearer" or not _TOKEN.match(given):
+        raise CloudflareError(
+            6003,
+            "Invalid request headers",
+            status=400,
+            chain=[(6111, "Invalid format for Authorization header")],
         )
     if token is not None and given != token:
         raise CloudflareError(10000, "Authentication error", status=403)
@@ -140,6 +203,7 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     ctx = request.app[CONTEXT]
     response: web.StreamResponse
+    retry_after = None
     try:
         _authenticate(request, ctx.config.token)
         if not ctx.limiter.try_acquire():
@@ -147,6 +211,7 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except CloudflareError as exc:
         response = _fail(exc)
+        retry_after = exc.retry_after
     except web.HTTPException as exc:
         if exc.status == 404:
             response = _fail(CloudflareError(7000, "No route for that URI", status=404))
@@ -159,7 +224,9 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers["Ratelimit"] = f'"default";r={status.remaining};t={reset}'
     window = math.ceil(ctx.limiter.window / scale)
     response.headers["Ratelimit-Policy"] = f'"default";q={status.limit};w={window}'
-    if response.status == 429:
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after / scale)))
+    elif response.status == 429:
         response.headers["Retry-After"] = str(max(1, math.ceil(status.blocked_for / scale)))
     response.headers["CF-Ray"] = f"{uuid.uuid4().hex[:16]}-SIM"
     return response
@@ -247,7 +314,7 @@ def zone_json(zone: Zone) -> JSON:
         "meta": {
             "step": 2,
             "custom_certificate_quota": 0,
-            "page_rule_quota": 3,
+            "page_rule_quota": zone.plan.page_rule_quota,
             "phishing_detected": False,
             "cdn_only": False,
             "dns_only": False,
@@ -258,19 +325,7 @@ def zone_json(zone: Zone) -> JSON:
         "tenant": {"id": None, "name": None},
         "tenant_unit": {"id": None},
         "permissions": ["#dns_records:edit", "#dns_records:read", "#zone:edit", "#zone:read"],
-        # A paid plan: record tags and 500-character comments need one.
-        "plan": {
-            "id": "94f3b7b768b0458b56d2cac4fe5ec0f9",
-            "name": "Pro Website",
-            "price": 25,
-            "currency": "USD",
-            "frequency": "monthly",
-            "is_subscribed": True,
-            "can_subscribe": True,
-            "legacy_id": "pro",
-            "legacy_discount": False,
-            "externally_managed": False,
-        },
+        "plan": zone.plan.to_json(),
     }
 
 
@@ -375,6 +430,7 @@ def _zone_filters(query: MultiMapping[str]) -> list[Callable[[Zone], bool]]:
 @routes.get(f"{BASE}/zones")
 async def list_zones(request: web.Request) -> web.Response:
     state = request.app[CONTEXT].state
+    state.settle()
     filters = _zone_filters(request.query)
     mode = request.query.get("match", "all")
     if mode not in ("all", "any"):
@@ -597,7 +653,9 @@ def _control_error(error: CloudflareError) -> web.Response:
 
 @routes.get("/_sim/zones")
 async def sim_zones(request: web.Request) -> web.Response:
-    zones = request.app[CONTEXT].state.zones.values()
+    state = request.app[CONTEXT].state
+    state.settle()
+    zones = state.zones.values()
     return web.json_response({"zones": [{**zone_json(z), "delegated": z.delegated} for z in zones]})
 
 
@@ -608,28 +666,44 @@ async def sim_add_zone(request: web.Request) -> web.Response:
     delegated = body.get("delegated")
     if not isinstance(status, str) or not (delegated is None or isinstance(delegated, bool)):
         return web.json_response(
-            {"error": 'expected {"name": str, "status"?: str, "delegated"?: bool}'}, status=400
+            {"error": 'expected {"name": str, "status"?: str, "delegated"?: bool, "plan"?: str}'},
+            status=400,
         )
+    state = request.app[CONTEXT].state
     try:
-        zone = request.app[CONTEXT].state.add_zone(
-            body.get("name"), status=status, delegated=delegated
-        )
+        plan = state.plan(body["plan"]) if "plan" in body else None
+        zone = state.add_zone(body.get("name"), status=status, delegated=delegated, plan=plan)
     except CloudflareError as exc:
         return _control_error(exc)
     return web.json_response({"zone": zone_json(zone)}, status=201)
 
 
-@routes.post("/_sim/zones/{reference}/{change:activate|delegate}")
+@routes.post("/_sim/zones/{reference}/{change:activate|delegate|move}")
 async def sim_change_zone(request: web.Request) -> web.Response:
     state = request.app[CONTEXT].state
     try:
         zone = state.zone_by_reference(request.match_info["reference"])
     except CloudflareError as exc:
         return _control_error(exc)
-    if request.match_info["change"] == "activate":
+    change = request.match_info["change"]
+    if change == "activate":
         state.activate(zone)
+    elif change == "delegate":
+        state.delegate(zone)
     else:
-        zone.delegated = True
+        state.move(zone)
+    return web.json_response({"zone": {**zone_json(zone), "delegated": zone.delegated}})
+
+
+@routes.put("/_sim/zones/{reference}/plan")
+async def sim_zone_plan(request: web.Request) -> web.Response:
+    state = request.app[CONTEXT].state
+    body = await read_control_body(request)
+    try:
+        zone = state.zone_by_reference(request.match_info["reference"])
+        state.set_plan(zone, state.plan(body.get("plan")))
+    except CloudflareError as exc:
+        return _control_error(exc)
     return web.json_response({"zone": {**zone_json(zone), "delegated": zone.delegated}})
 
 
@@ -643,7 +717,7 @@ def create_app(config: CloudflareConfig | None = None) -> web.Application:
         window=config.window_seconds,
         lockout=config.lockout_seconds,
     )
-    faults = FaultInjector(seed=config.fault_seed)
+    faults = FaultInjector(seed=config.fault_seed, error_status=_error_status)
     context = CloudflareContext(
         config=config,
         clock=clock,
@@ -652,6 +726,7 @@ def create_app(config: CloudflareConfig | None = None) -> web.Application:
             account_id=config.account_id,
             account_name=config.account_name,
             delegate_new_zones=config.delegate_new_zones,
+            default_plan=config.default_plan,
         ),
         limiter=limiter,
         faults=faults,

@@ -6,12 +6,22 @@ at once, per resource), SSH keys, firewalls (create, apply, remove, rules, delet
 server types, locations, images and pricing. Every API response carries the
 ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` headers of a token
 bucket (3600 requests, one more per second); errors use the documented
-``{"error": {"code", "message", "details"}}`` envelope.
+``{"error": {"code", "message", "details"}}`` envelope with the statuses of the current
+specification (see :mod:`smart_sim.hetzner.state` for the rules and their sources); lists
+carry ``meta.pagination`` and the ``Link`` header ("Responses contain a Link header with
+pagination information", Pagination in the specification).
 
 The control API under ``/_sim`` (no token, no rate limit, no faults) is the shared one
-of :func:`smart_sim.faults.add_control_routes` plus ``GET /_sim/servers``: every server
-with its loopback address, status, SSH keys, ``user_data`` and, when the hooks are a
-:class:`~smart_sim.hetzner.hooks.HostStatusSource`, its simulated host's state.
+of :func:`smart_sim.faults.add_control_routes` (faults here also take Hetzner error codes,
+``{"kind": "error", "code": "placement_error"}``, and ``{"kind": "action_error", "code":
+"action_failed", "message": "Action failed"}`` for actions that end in ``error``) plus:
+
+- ``GET /_sim/servers``: every server with its loopback address, status, SSH keys,
+  ``user_data`` and, when the hooks are a
+  :class:`~smart_sim.hetzner.hooks.HostStatusSource`, its simulated host's state.
+- ``POST /_sim/server_types/{name}/stock`` ``{"available": bool, "location"?: name}``:
+  a type runs out of stock (or is back) in one location or all of them; creating it
+  there is then ``resource_unavailable`` and ``locations[].available`` is false.
 """
 
 from __future__ import annotations
@@ -25,12 +35,25 @@ from typing import Literal
 
 from aiohttp import web
 
-from smart_sim.faults import FaultInjector, Handler, add_control_routes, fault_middleware
+from smart_sim.faults import (
+    COMMON_KINDS,
+    FAILING_ACTIONS,
+    ErrorCode,
+    Fault,
+    FaultInjector,
+    FaultKind,
+    Handler,
+    add_control_routes,
+    fault_middleware,
+    read_control_body,
+)
 from smart_sim.hetzner import schema
 from smart_sim.hetzner.catalog import IMAGES, LOCATIONS, SERVER_TYPES
 from smart_sim.hetzner.hooks import HostStatusSource, ServerHooks, ServerInfo
 from smart_sim.hetzner.labels import LabelError, parse_selector
 from smart_sim.hetzner.state import (
+    ERROR_MESSAGES,
+    ERROR_STATUS,
     Action,
     FirewallTarget,
     HcloudError,
@@ -94,16 +117,30 @@ def _error_response(error: HcloudError) -> web.Response:
     return web.json_response(body, status=error.status)
 
 
-def _injected_error(status: int) -> web.StreamResponse:
-    if status == 502:
+def _error_status(code: ErrorCode) -> int | None:
+    return ERROR_STATUS.get(code) if isinstance(code, str) else None
+
+
+def _injected_error(fault: Fault) -> web.StreamResponse:
+    status = fault.status
+    code = fault.code if isinstance(fault.code, str) else None
+    if code is None and status == 502:
         # The real 502 comes from the load balancer in front of the API, as HTML.
         return web.Response(
             status=502, text="<html>502 Bad Gateway</html>", content_type="text/html"
         )
-    codes = {503: "service_error", 504: "timeout"}
-    code = codes.get(status, "server_error")
-    error = HcloudError(code, f"injected fault: HTTP {status}")
-    error.status = status
+    if code is None:
+        by_status = {500: "server_error", 503: "unavailable", 504: "timeout"}
+        code = by_status.get(status) or next(
+            (c for c, s in ERROR_STATUS.items() if s == status), "server_error"
+        )
+    message, details = ERROR_MESSAGES.get(code, (code.replace("_", " "), None))
+    error = HcloudError(
+        code,
+        fault.message or message,
+        fault.details if fault.details is not None else details,
+        status=status,
+    )
     return _error_response(error)
 
 
@@ -115,6 +152,21 @@ def _authenticate(request: web.Request, token: str | None) -> None:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme != "Bearer" or not given or (token is not None and given != token):
         raise HcloudError("unauthorized", "unable to authenticate")
+
+
+@web.middleware
+async def _failing_actions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Make the actions of a request an ``action_error`` fault chose end in ``error``."""
+    fault = request.get(FAILING_ACTIONS)
+    if fault is None:
+        return await handler(request)
+    state = request.app[CONTEXT].state
+    # The specification's example of a failed action.
+    state.fail_actions = (str(fault.code), fault.message or "Action failed")
+    try:
+        return await handler(request)
+    finally:
+        state.fail_actions = None
 
 
 @web.middleware
@@ -132,9 +184,11 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except HcloudError as exc:
         response = _error_response(exc)
     except web.HTTPException as exc:
-        code = "not_found" if exc.status == 404 else "invalid_input"
-        error = HcloudError(code, f"{request.method} {request.path}: {exc.reason}")
-        error.status = exc.status
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status, "invalid_input")
+        error = HcloudError(
+            code, f"{request.method} {request.path}: {exc.reason}", status=exc.status
+        )
         response = _error_response(error)
     status = ctx.limiter.status()
     response.headers["RateLimit-Limit"] = str(status.limit)
@@ -276,6 +330,13 @@ def _page(request: web.Request, plural: str, items: list[JSON]) -> web.Response:
     total = len(items)
     last = max(1, math.ceil(total / per_page))
     chunk = items[(page - 1) * per_page : page * per_page]
+    links = [(page - 1, "prev")] if page > 1 else []
+    links += [(page + 1, "next")] if page < last else []
+    links += [(last, "last")] if last > 1 else []
+    header = ", ".join(
+        f'<{request.url.update_query(page=str(number), per_page=str(per_page))}>; rel="{rel}"'
+        for number, rel in links
+    )
     pagination = {
         "page": page,
         "per_page": per_page,
@@ -284,7 +345,10 @@ def _page(request: web.Request, plural: str, items: list[JSON]) -> web.Response:
         "last_page": last,
         "total_entries": total,
     }
-    return web.json_response({plural: chunk, "meta": {"pagination": pagination}})
+    response = web.json_response({plural: chunk, "meta": {"pagination": pagination}})
+    if header:
+        response.headers["Link"] = header
+    return response
 
 
 def _actions_page(request: web.Request, actions: list[Action]) -> web.Response:
@@ -604,8 +668,13 @@ async def list_firewall_actions(request: web.Request) -> web.Response:
 
 @routes.get("/v1/server_types")
 async def list_server_types(request: web.Request) -> web.Response:
+    state = request.app[CONTEXT].state
     name = request.query.get("name")
-    found = [schema.server_type_json(t) for t in SERVER_TYPES if name in (None, t.name)]
+    found = [
+        schema.server_type_json(state, t)
+        for t in state.listed_server_types()
+        if name in (None, t.name)
+    ]
     return _page(request, "server_types", found)
 
 
@@ -615,7 +684,8 @@ async def get_server_type(request: web.Request) -> web.Response:
     found = next((t for t in SERVER_TYPES if t.id == server_type_id), None)
     if found is None:
         raise not_found("server_type", server_type_id)
-    return web.json_response({"server_type": schema.server_type_json(found)})
+    state = request.app[CONTEXT].state
+    return web.json_response({"server_type": schema.server_type_json(state, found)})
 
 
 @routes.get("/v1/locations")
@@ -665,8 +735,8 @@ async def get_image(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/pricing")
-async def get_pricing(_: web.Request) -> web.Response:
-    return web.json_response({"pricing": schema.pricing_json()})
+async def get_pricing(request: web.Request) -> web.Response:
+    return web.json_response({"pricing": schema.pricing_json(request.app[CONTEXT].state)})
 
 
 # -- control ---------------------------------------------------------------------------
@@ -700,6 +770,31 @@ async def sim_servers(request: web.Request) -> web.Response:
     )
 
 
+@routes.post("/_sim/server_types/{name}/stock")
+async def sim_stock(request: web.Request) -> web.Response:
+    state = request.app[CONTEXT].state
+    body = await read_control_body(request)
+    available = body.get("available")
+    location = body.get("location")
+    found = next((t for t in SERVER_TYPES if t.name == request.match_info["name"]), None)
+    if found is None or not isinstance(available, bool):
+        return web.json_response(
+            {"error": 'expected a known type and {"available": bool, "location"?: str}'},
+            status=400,
+        )
+    if location is not None and location not in found.location_names:
+        return web.json_response(
+            {"error": f"{found.name} is offered in {', '.join(found.location_names)}"},
+            status=400,
+        )
+    for name in [location] if isinstance(location, str) else found.location_names:
+        if available:
+            state.sold_out.discard((found.name, name))
+        else:
+            state.sold_out.add((found.name, name))
+    return web.json_response({"server_type": schema.server_type_json(state, found)})
+
+
 def create_app(
     config: HetznerConfig | None = None, *, hooks: ServerHooks | None = None
 ) -> web.Application:
@@ -709,7 +804,11 @@ def create_app(
     limiter = TokenBucket(
         clock, limit=config.rate_limit, refill_per_second=config.refill_per_second
     )
-    faults = FaultInjector(seed=config.fault_seed)
+    faults = FaultInjector(
+        seed=config.fault_seed,
+        kinds=COMMON_KINDS | {FaultKind.ACTION_ERROR},
+        error_status=_error_status,
+    )
     context = HetznerContext(
         config=config,
         clock=clock,
@@ -725,7 +824,7 @@ def create_app(
         error_response=_injected_error,
         rate_limited_response=lambda: _error_response(_rate_limited(limiter.limit)),
     )
-    app = web.Application(middlewares=[_edge, injected])
+    app = web.Application(middlewares=[_edge, injected, _failing_actions])
     app[CONTEXT] = context
     app.router.add_routes(routes)
     add_control_routes(app, injector=faults, clock=clock, limiter=limiter)

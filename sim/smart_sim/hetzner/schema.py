@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from smart_sim.hetzner.catalog import LOCATIONS, SERVER_TYPES, VAT_RATE, Image, Location, ServerType
+from smart_sim.hetzner.catalog import (
+    LOCATIONS,
+    VAT_RATE,
+    Deprecation,
+    Image,
+    Location,
+    ServerType,
+)
 from smart_sim.hetzner.state import Action, Firewall, HetznerState, Server, SSHKey
 from smart_sim.ratelimit import SimClock
 
@@ -65,9 +72,25 @@ def _prices(server_type: ServerType) -> list[JSON]:
     ]
 
 
-def server_type_json(server_type: ServerType) -> JSON:
-    """A server type object with its per-location prices and availability."""
+def _deprecation(deprecation: Deprecation | None) -> JSON | None:
+    if deprecation is None:
+        return None
+    return {
+        "announced": _time(deprecation.announced),
+        "unavailable_after": _time(deprecation.unavailable_after),
+    }
+
+
+def server_type_json(state: HetznerState, server_type: ServerType) -> JSON:
+    """A server type object with its per-location prices, deprecations and stock.
+
+    The top-level ``deprecated``/``deprecation`` describe a type deprecated in every
+    location; since 2025-09-24 the per-location ``locations[].deprecation`` is the one to
+    read (hcloud-python's ``ServerType.deprecation`` docstring).
+    """
     by_name = {loc.name: loc for loc in LOCATIONS}
+    everywhere = server_type.deprecated_everywhere()
+    now = state.clock.wall()
     return {
         "id": server_type.id,
         "name": server_type.name,
@@ -80,15 +103,17 @@ def server_type_json(server_type: ServerType) -> JSON:
         "storage_type": server_type.storage_type,
         "cpu_type": server_type.cpu_type,
         "architecture": server_type.architecture,
-        "deprecated": False,
-        "deprecation": None,
+        "deprecated": everywhere is not None,
+        "deprecation": _deprecation(everywhere),
         "locations": [
             {
                 "id": by_name[name].id,
                 "name": name,
-                "deprecation": None,
-                "available": True,
-                "recommended": True,
+                "deprecation": _deprecation(server_type.deprecation_in(name)),
+                "available": server_type.orderable_in(name, now)
+                and state.available(server_type, name),
+                "recommended": server_type.deprecation_in(name) is None
+                and state.available(server_type, name),
             }
             for name in server_type.location_names
         ],
@@ -154,7 +179,7 @@ def server_json(state: HetznerState, server: Server) -> JSON:
             "firewalls": [{"id": f.id, "status": "applied"} for f in state.firewalls_of(server)],
         },
         "private_net": [],
-        "server_type": server_type_json(server.server_type),
+        "server_type": server_type_json(state, server.server_type),
         "location": location_json(server.location),
         "image": image_json(server.image),
         "iso": None,
@@ -185,7 +210,11 @@ def action_json(clock: SimClock, action: Action) -> JSON:
         "started": _time(clock.wall(action.started)),
         "finished": None if status == "running" else _time(clock.wall(action.finishes)),
         "resources": [{"id": i, "type": t} for t, i in action.resources],
-        "error": None,
+        "error": (
+            {"code": action.error[0], "message": action.error[1]}
+            if status == "error" and action.error is not None
+            else None
+        ),
     }
 
 
@@ -237,8 +266,8 @@ def firewall_json(state: HetznerState, firewall: Firewall) -> JSON:
     }
 
 
-def pricing_json() -> JSON:
-    """The ``pricing`` object: currency, VAT and the prices of everything simulated."""
+def pricing_json(state: HetznerState) -> JSON:
+    """The ``pricing`` object: currency, VAT and the prices of everything on sale."""
     location_names = [loc.name for loc in LOCATIONS]
     return {
         "currency": "EUR",
@@ -272,7 +301,9 @@ def pricing_json() -> JSON:
             )
         ],
         "server_backup": {"percentage": "20.00"},
-        "server_types": [{"id": t.id, "name": t.name, "prices": _prices(t)} for t in SERVER_TYPES],
+        "server_types": [
+            {"id": t.id, "name": t.name, "prices": _prices(t)} for t in state.listed_server_types()
+        ],
         "load_balancer_types": [],
         "volume": {"price_per_gb_month": _money(Decimal("0.0440"))},
     }

@@ -2,8 +2,26 @@
 
 Pure: no I/O; time comes from the :class:`~smart_sim.ratelimit.SimClock`. Every public
 method first settles the actions whose time has come (a finished ``create_server`` turns
-the server ``running``), so readers always see the state at the current simulated time.
-Violations raise :class:`HcloudError` with the API's error code, HTTP status and details.
+the server ``starting``, then ``running`` once ``start_server`` is done), so readers
+always see the state at the current simulated time. Violations raise
+:class:`HcloudError` with the API's error code, HTTP status and details.
+
+Contract rules, each from the current API specification (docs.hetzner.cloud; the copy
+read is api-evangelist/hetzner ``openapi/_original/hetzner-openapi.yml``, late 2026):
+
+- Error codes carry the statuses of its "Error Codes" table and of each operation's
+  "Operation specific errors" (:data:`ERROR_STATUS`).
+- A server type past its location's ``unavailable_after`` cannot be ordered there
+  (``invalid_server_type``, "The server type does not fit for the given server or is
+  deprecated", hetznercloud/hcloud-go ``hcloud/error.go``); a type that is out of stock in
+  a location is ``resource_unavailable`` ("not available for order", 412).
+- Any action on a server while another of its actions runs is ``locked`` (423).
+- A firewall stays applied to a server until that server's ``delete_server`` action is
+  done, so deleting the firewall meanwhile is ``resource_in_use`` (422).
+- Firewall rules: at most 50 per firewall, at most 100 CIDR blocks per rule, in CIDR
+  notation with empty host bits (a bare address is refused), descriptions of at most 255
+  characters, ports 1-65535 as ``"80"`` or ``"1024-5000"``, names of at most 128.
+- An action can be made to end in ``error`` (``fail_actions``), as a fault would.
 """
 
 from __future__ import annotations
@@ -26,7 +44,9 @@ from smart_sim.ratelimit import SimClock
 
 __all__ = [
     "DEFAULT_ACTION_SECONDS",
+    "ERROR_MESSAGES",
     "ERROR_STATUS",
+    "FIREWALL_RULE_LIMIT",
     "Action",
     "Firewall",
     "FirewallRule",
@@ -45,28 +65,75 @@ Ref = int | str
 """A reference to a catalog entry or resource: its id, or its name."""
 
 ERROR_STATUS: Mapping[str, int] = {
-    "invalid_input": 400,
+    # The "Error Codes" table of the current specification.
     "json_error": 400,
     "unauthorized": 401,
+    "token_readonly": 401,
     "forbidden": 403,
+    "maintenance": 403,
     "resource_limit_exceeded": 403,
-    "protected": 403,
     "not_found": 404,
-    "firewall_resource_not_found": 404,
+    "method_not_allowed": 405,
     "uniqueness_error": 409,
     "conflict": 409,
-    "firewall_already_applied": 409,
-    "resource_in_use": 422,
+    "deprecated_api_endpoint": 410,
+    "resource_unavailable": 412,
+    "invalid_input": 422,
+    "service_error": 422,
+    "unsupported_error": 422,
     "locked": 423,
+    "protected": 423,
     "rate_limit_exceeded": 429,
     "server_error": 500,
-    "service_error": 503,
+    "unavailable": 503,
     "timeout": 504,
+    # Operation-specific errors: create_server (placement_error 422,
+    # primary_ip_version_mismatch 412), create_firewall (server_already_added,
+    # incompatible_network_type, firewall_resource_not_found: 422), delete_firewall
+    # (resource_in_use 422). The firewall actions and invalid_server_type are not in the
+    # copy read; they get the 422 every documented operation-specific error has.
+    "placement_error": 422,
+    "primary_ip_assigned": 422,
+    "primary_ip_datacenter_mismatch": 422,
+    "primary_ip_version_mismatch": 412,
+    "server_already_added": 422,
+    "incompatible_network_type": 422,
+    "firewall_resource_not_found": 422,
+    "firewall_already_applied": 422,
+    "firewall_managed_by_label_selector": 422,
+    "private_net_only_server": 422,
+    "resource_in_use": 422,
+    "invalid_server_type": 422,
+    "server_not_stopped": 422,
 }
+"""HTTP status of each error code."""
+
+ERROR_MESSAGES: Mapping[str, tuple[str, Mapping[str, object] | None]] = {
+    "resource_unavailable": ("error during placement", None),  # packer-plugin-hcloud#198
+    "placement_error": ("error during placement", None),
+    "resource_limit_exceeded": (
+        "project limit exceeded",
+        {"limits": [{"name": "project_limit"}]},  # the specification's example
+    ),
+    "locked": ("server is locked", None),
+    "unavailable": ("service unavailable", None),
+    "service_error": ("service error", None),
+    "server_error": ("internal server error", None),
+    "timeout": ("request timeout", None),  # the specification's 5xx example
+    "unauthorized": ("unable to authenticate", None),  # the specification's 4xx example
+}
+"""Default message and details of errors a fault may inject; others get their code."""
+
+FIREWALL_RULE_LIMIT = 50
+"""Rules per firewall ("Rules are limited to 50 entries per Firewall", create_firewall)."""
+
+_CIDR_LIMIT = 100  # "You can specify 100 CIDR blocks at most." (source_ips, destination_ips)
+_DESCRIPTION_LIMIT = 255  # rules[].description maxLength
+_FIREWALL_NAME_LIMIT = 128  # "Limited to a maximum of 128 characters."
 
 DEFAULT_ACTION_SECONDS: Mapping[str, float] = {
     "create_server": 10.0,
-    "start_server": 10.0,
+    "start_server": 5.0,
     "stop_server": 3.0,
     "shutdown_server": 5.0,
     "reboot_server": 5.0,
@@ -76,7 +143,8 @@ DEFAULT_ACTION_SECONDS: Mapping[str, float] = {
     "remove_firewall": 1.0,
     "set_firewall_rules": 1.0,
 }
-"""Simulated seconds each action stays ``running``; unknown commands take 3 seconds."""
+"""Simulated seconds each action stays ``running``; unknown commands take 3 seconds.
+The ``start_server`` that follows a create begins when the create is done."""
 
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _KEY_TYPES = frozenset(
@@ -97,12 +165,19 @@ _USER_DATA_LIMIT = 32 * 1024
 class HcloudError(Exception):
     """An API error: ``{"error": {"code", "message", "details"}}`` with an HTTP status."""
 
-    def __init__(self, code: str, message: str, details: Mapping[str, object] | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: Mapping[str, object] | None = None,
+        *,
+        status: int | None = None,
+    ):
         super().__init__(f"{message} ({code})")
         self.code = code
         self.message = message
-        self.status = ERROR_STATUS.get(code, 400)
-        self.details: Mapping[str, object] = details or {}
+        self.status = status if status is not None else ERROR_STATUS.get(code, 422)
+        self.details: Mapping[str, object] | None = details
 
 
 def invalid_input(field_name: str, message: str) -> HcloudError:
@@ -137,6 +212,8 @@ class Action:
     started: float
     duration: float
     effect: Callable[[], None] | None = None
+    error: tuple[str, str] | None = None
+    """(code, message) when the action ends in ``error`` instead of ``success``."""
 
     @property
     def finishes(self) -> float:
@@ -144,8 +221,10 @@ class Action:
         return self.started + self.duration
 
     def status(self, now: float) -> str:
-        """``running`` or ``success`` at simulated time ``now``."""
-        return "running" if now < self.finishes else "success"
+        """``running``, then ``success`` (or ``error``) at simulated time ``now``."""
+        if now < self.finishes:
+            return "running"
+        return "error" if self.error is not None else "success"
 
     def progress(self, now: float) -> int:
         """Percent done at simulated time ``now``."""
@@ -193,6 +272,8 @@ class Firewall:
     created: datetime
     server_ids: list[int] = field(default_factory=list)
     selectors: list[str] = field(default_factory=list)
+    releasing: set[int] = field(default_factory=set)
+    """Deleted servers the firewall stays applied to until their delete action is done."""
 
 
 @dataclass
@@ -284,10 +365,45 @@ def _ipv4_pool(network: str) -> Iterator[str]:
     return (str(a) for a in addresses.hosts() if a.packed[-1] not in (0, 255))
 
 
+def _cidr(address: str, key: str) -> str:
+    """A CIDR block as the API accepts it: with a prefix length and empty host bits."""
+    if "/" not in address:
+        raise invalid_input(
+            "rules",
+            f"{key}: {address!r} is not in CIDR block notation (a single host is "
+            f"{address}/32 or {address}/128)",
+        )
+    try:
+        network = ipaddress.ip_network(address, strict=True)
+    except ValueError as exc:
+        raise invalid_input(
+            "rules", f"{key}: {address!r} is not a valid CIDR block ({exc})"
+        ) from None
+    # IPv6 blocks come back in their canonical form (RFC 5952), as the API returns them.
+    return str(network) if network.version == 6 else address
+
+
+def _port(port: object) -> str:
+    if not isinstance(port, str):
+        raise invalid_input("rules", "tcp and udp rules need a port like '80' or '1024-5000'")
+    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", port)
+    if match is None:
+        raise invalid_input("rules", f"port {port!r} is not a port like '80' or '1024-5000'")
+    low = int(match[1])
+    high = int(match[2]) if match[2] else low
+    if not 1 <= low <= high <= 65535:
+        raise invalid_input("rules", f"port {port!r} is outside 1-65535 or its range is reversed")
+    return port
+
+
 def parse_rules(value: object) -> list[FirewallRule]:
     """Validate firewall rules from a request body (field ``rules``)."""
     if not isinstance(value, list):
         raise invalid_input("rules", "must be a list of rules")
+    if len(value) > FIREWALL_RULE_LIMIT:
+        raise invalid_input(
+            "rules", f"a firewall has at most {FIREWALL_RULE_LIMIT} rules, not {len(value)}"
+        )
     rules: list[FirewallRule] = []
     for raw in value:
         if not isinstance(raw, dict):
@@ -300,27 +416,32 @@ def parse_rules(value: object) -> list[FirewallRule]:
             raise invalid_input("rules", f"protocol must be one of {', '.join(_PROTOCOLS)}")
         port = raw.get("port")
         if protocol in ("tcp", "udp"):
-            if not isinstance(port, str) or not re.fullmatch(r"any|\d{1,5}(-\d{1,5})?", port):
-                raise invalid_input("rules", "tcp and udp rules need a port like '80' or '80-85'")
+            port = _port(port)
         elif port is not None:
             raise invalid_input("rules", f"{protocol} rules take no port")
-        ips = {}
+        ips: dict[str, tuple[str, ...]] = {}
         for key in ("source_ips", "destination_ips"):
-            addresses = raw.get(key, [])
+            addresses = raw.get(key) or []
             if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
                 raise invalid_input("rules", f"{key} must be a list of CIDR strings")
-            for address in addresses:
-                try:
-                    ipaddress.ip_network(address, strict=False)
-                except ValueError:
-                    raise invalid_input("rules", f"{address!r} is not a CIDR") from None
-            ips[key] = tuple(addresses)
+            if len(addresses) > _CIDR_LIMIT:
+                raise invalid_input(
+                    "rules", f"{key} has {len(addresses)} CIDR blocks; at most {_CIDR_LIMIT}"
+                )
+            ips[key] = tuple(_cidr(a, key) for a in addresses)
         wanted = "source_ips" if direction == "in" else "destination_ips"
+        other = "destination_ips" if direction == "in" else "source_ips"
         if not ips[wanted]:
             raise invalid_input("rules", f"'{direction}' rules need {wanted}")
+        if ips[other]:
+            raise invalid_input("rules", f"'{direction}' rules take no {other}")
         description = raw.get("description")
         if description is not None and not isinstance(description, str):
             raise invalid_input("rules", "description must be a string")
+        if description is not None and len(description) > _DESCRIPTION_LIMIT:
+            raise invalid_input(
+                "rules", f"description is longer than {_DESCRIPTION_LIMIT} characters"
+            )
         rules.append(
             FirewallRule(
                 direction, protocol, port, ips["source_ips"], ips["destination_ips"], description
@@ -353,6 +474,10 @@ class HetznerState:
         self._ip_ids = itertools.count(80_000_001)
         self._ipv4 = _ipv4_pool(ipv4_network)
         self._ipv6 = itertools.count(1)
+        self.fail_actions: tuple[str, str] | None = None
+        """While set, every action started ends in ``error`` with this (code, message)."""
+        self.sold_out: set[tuple[str, str]] = set()
+        """(server type, location) pairs that are out of stock (``available: false``)."""
 
     # -- time ---------------------------------------------------------------------------
 
@@ -362,7 +487,9 @@ class HetznerState:
         done = [a for a in self._pending if a.finishes <= now]
         for action in sorted(done, key=lambda a: (a.finishes, a.id)):
             self._pending.remove(action)
-            if action.effect is not None:
+            # A failed action leaves things as they were: no server runs, no firewall
+            # applies.
+            if action.effect is not None and action.error is None:
                 action.effect()
 
     def _start(
@@ -370,14 +497,18 @@ class HetznerState:
         command: str,
         resources: Sequence[tuple[str, int]],
         effect: Callable[[], None] | None = None,
+        *,
+        after: float = 0.0,
     ) -> Action:
+        """Start an action now that finishes ``after`` plus its own duration from now."""
         action = Action(
             id=next(self._action_ids),
             command=command,
             resources=tuple(resources),
             started=self.clock.now(),
-            duration=self.action_seconds.get(command, 3.0),
+            duration=after + self.action_seconds.get(command, 3.0),
             effect=effect,
+            error=self.fail_actions,
         )
         self.actions[action.id] = action
         self._pending.append(action)
@@ -386,14 +517,63 @@ class HetznerState:
 
     # -- catalog ------------------------------------------------------------------------
 
-    @staticmethod
-    def server_type(ref: Ref) -> ServerType:
-        """A server type by id or name, or invalid_input listing the allowed names."""
+    def listed_server_types(self) -> list[ServerType]:
+        """The types ``GET /server_types`` returns: past its ``unavailable_after`` in every
+        location a type is no longer listed (DeprecationInfo, in the specification)."""
+        now = self.clock.wall()
+        return [
+            t for t in SERVER_TYPES if any(t.orderable_in(name, now) for name in t.location_names)
+        ]
+
+    def server_type(self, ref: Ref) -> ServerType:
+        """A server type by id or name, or invalid_input listing the orderable names."""
         found = next((t for t in SERVER_TYPES if ref in (t.id, t.name)), None)
         if found is None:
-            allowed = ", ".join(sorted(t.name for t in SERVER_TYPES))
+            allowed = ", ".join(sorted(t.name for t in self.listed_server_types()))
             raise invalid_input("server_type", f"unknown server type {ref!r}; allowed: {allowed}")
         return found
+
+    def available(self, server_type: ServerType, location: str) -> bool:
+        """Whether a type is in stock in a location (``locations[].available``)."""
+        return (server_type.name, location) not in self.sold_out
+
+    def _orderable_location(self, stype: ServerType, location: Ref | None) -> Location:
+        """The location to create a type in, or the error the API gives for it."""
+        now = self.clock.wall()
+        if location is None:
+            candidates = [n for n in stype.location_names if stype.orderable_in(n, now)]
+            if not candidates:
+                raise self._deprecated_type(stype, stype.location_names[0])
+            in_stock = [n for n in candidates if self.available(stype, n)]
+            return self.location((in_stock or candidates)[0])
+        loc = self.location(location)
+        if loc.name not in stype.location_names:
+            raise invalid_input(
+                "server_type",
+                f"server type {stype.name} is not available in {loc.name}; "
+                f"available in: {', '.join(stype.location_names)}",
+            )
+        if not stype.orderable_in(loc.name, now):
+            raise self._deprecated_type(stype, loc.name)
+        return loc
+
+    def _deprecated_type(self, stype: ServerType, location: str) -> HcloudError:
+        deprecation = stype.deprecation_in(location)
+        assert deprecation is not None
+        now = self.clock.wall()
+        successors = sorted(
+            t.name
+            for t in SERVER_TYPES
+            if t.category == stype.category
+            and t.architecture == stype.architecture
+            and any(t.orderable_in(n, now) for n in t.location_names)
+        )
+        return HcloudError(
+            "invalid_server_type",
+            f"server type {stype.name} is deprecated in {location} and cannot be ordered "
+            f"after {deprecation.unavailable_after.date().isoformat()}"
+            + (f"; orderable types like it: {', '.join(successors)}" if successors else ""),
+        )
 
     @staticmethod
     def location(ref: Ref) -> Location:
@@ -499,16 +679,7 @@ class HetznerState:
         self.settle()
         _check_hostname(name)
         stype = self.server_type(server_type)
-        if location is None:
-            loc = self.location(stype.location_names[0])
-        else:
-            loc = self.location(location)
-            if loc.name not in stype.location_names:
-                raise invalid_input(
-                    "server_type",
-                    f"server type {stype.name} is not available in {loc.name}; "
-                    f"available in: {', '.join(stype.location_names)}",
-                )
+        loc = self._orderable_location(stype, location)
         img = self.image(image, stype.architecture)
         keys = tuple(self._ssh_key_for_server(ref) for ref in ssh_keys)
         for firewall_id in firewall_ids:
@@ -519,6 +690,11 @@ class HetznerState:
         checked_labels = _labels({} if labels is None else labels)
         if any(s.name == name for s in self.servers.values()):
             raise _uniqueness("server", "name")
+        if not self.available(stype, loc.name):
+            raise HcloudError(
+                "resource_unavailable",
+                f"server type {stype.name} is currently not available in {loc.name}",
+            )
         if not (enable_ipv4 or enable_ipv6):
             raise invalid_input("public_net", "a server needs IPv4 or IPv6 (no private networks)")
         ipv4 = next(self._ipv4, None) if enable_ipv4 else None
@@ -545,10 +721,23 @@ class HetznerState:
         for firewall_id in dict.fromkeys(firewall_ids):
             self.firewalls[firewall_id].server_ids.append(server.id)
 
-        final = "running" if start_after_create else "off"
+        # The server boots once it exists: initializing, then starting, then running (the
+        # server statuses of the specification).
         resources = [("server", server.id)]
-        action = self._start("create_server", resources, self._set_status(server, final))
-        next_actions = [self._start("start_server", resources)] if start_after_create else []
+        created = "starting" if start_after_create else "off"
+        action = self._start("create_server", resources, self._set_status(server, created))
+        next_actions = (
+            [
+                self._start(
+                    "start_server",
+                    resources,
+                    self._set_status(server, "running"),
+                    after=action.duration,
+                )
+            ]
+            if start_after_create
+            else []
+        )
         next_actions += [
             self._start("apply_firewall", [*resources, ("firewall", fid)])
             for fid in dict.fromkeys(firewall_ids)
@@ -586,28 +775,38 @@ class HetznerState:
             server.labels = new_labels
         return server
 
-    def delete_server(self, server_id: int) -> tuple[Server, Action]:
-        """Delete a server at once (it disappears); the delete action runs on."""
-        server = self.get_server(server_id)
-        del self.servers[server_id]
-        for firewall in self.firewalls.values():
-            if server_id in firewall.server_ids:
-                firewall.server_ids.remove(server_id)
-        return server, self._start("delete_server", [("server", server_id)])
-
-    def power(self, server_id: int, operation: str) -> Action:
-        """A power action: poweron, poweroff, shutdown, reboot or reset."""
-        server = self.get_server(server_id)
-        running = next(
-            (a for a in self._pending if a.involves("server", server_id)),
-            None,
-        )
+    def _check_unlocked(self, server_id: int) -> None:
+        """``locked`` while any action on the server is still running."""
+        running = next((a for a in self._pending if a.involves("server", server_id)), None)
         if running is not None:
             raise HcloudError(
                 "locked",
                 f"server {server_id} is locked: action {running.id} ({running.command}) "
                 "is still running",
             )
+
+    def delete_server(self, server_id: int) -> tuple[Server, Action]:
+        """Delete a server: it disappears at once, but its firewalls stay applied to it
+        until the delete action is done."""
+        server = self.get_server(server_id)
+        self._check_unlocked(server_id)
+        applied = self.firewalls_of(server)
+        del self.servers[server_id]
+        for firewall in applied:
+            firewall.releasing.add(server_id)
+
+        def released() -> None:
+            for firewall in applied:
+                firewall.releasing.discard(server_id)
+                if server_id in firewall.server_ids:
+                    firewall.server_ids.remove(server_id)
+
+        return server, self._start("delete_server", [("server", server_id)], released)
+
+    def power(self, server_id: int, operation: str) -> Action:
+        """A power action: poweron, poweroff, shutdown, reboot or reset."""
+        server = self.get_server(server_id)
+        self._check_unlocked(server_id)
         commands = {
             "poweron": ("start_server", "starting", "running"),
             "poweroff": ("stop_server", "stopping", "off"),
@@ -737,6 +936,8 @@ class HetznerState:
         self.settle()
         if not name:
             raise invalid_input("name", "must not be empty")
+        if len(name) > _FIREWALL_NAME_LIMIT:
+            raise invalid_input("name", f"is longer than {_FIREWALL_NAME_LIMIT} characters")
         checked_labels = _labels({} if labels is None else labels)
         if any(f.name == name for f in self.firewalls.values()):
             raise _uniqueness("firewall", "name")
@@ -757,6 +958,8 @@ class HetznerState:
                 raise HcloudError(
                     "firewall_resource_not_found", f"server {target.server_id} not found"
                 )
+            if target.server_id is not None:
+                self._check_unlocked(target.server_id)
             if target.selector is not None:
                 _selector(target.selector, "apply_to")
 
@@ -827,6 +1030,8 @@ class HetznerState:
             f.name == name and f.id != firewall_id for f in self.firewalls.values()
         ):
             raise _uniqueness("firewall", "name")
+        if name is not None and len(name) > _FIREWALL_NAME_LIMIT:
+            raise invalid_input("name", f"is longer than {_FIREWALL_NAME_LIMIT} characters")
         new_labels = None if labels is None else _labels(labels)
         if name is not None:
             firewall.name = name
@@ -837,9 +1042,10 @@ class HetznerState:
     def delete_firewall(self, firewall_id: int) -> None:
         """Delete a firewall that applies to nothing any more."""
         firewall = self.get_firewall(firewall_id)
-        if firewall.server_ids or firewall.selectors:
+        if firewall.server_ids or firewall.selectors or firewall.releasing:
             raise HcloudError(
                 "resource_in_use",
-                f"firewall {firewall_id} is still applied; remove it from its resources first",
+                f"firewall {firewall_id} is still applied to a resource; remove it from its "
+                "resources first (a deleted server holds it until its delete action is done)",
             )
         del self.firewalls[firewall_id]
