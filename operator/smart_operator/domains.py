@@ -8,13 +8,17 @@ tag: these three facts make every step safe to repeat and every leftover findabl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from publicsuffixlist import PublicSuffixList
+
 from smart_operator.conditions import Verdict, get_condition, is_true, set_condition
+from smart_operator.errors import ExternalError, PermanentFailure, TemporaryFailure
 from smart_operator.models.common import Condition
 from smart_operator.models.conditions import (
     DOMAIN_CONDITIONS,
@@ -32,7 +36,7 @@ from smart_operator.models.domain import (
     ServerShape,
     ServerStatus,
 )
-from smart_operator.ports import ServerTypeView, ServerView
+from smart_operator.ports import ServerTypeView, ServerView, ZoneView
 
 MANAGED_LABEL = "smartserver.ai/managed"
 UID_LABEL = "smartserver.ai/uid"
@@ -78,34 +82,204 @@ def cloud_name(domain: Domain, suffix: str = "") -> str:
     return f"{full[:54].rstrip('-')}-{digest}"
 
 
+# -- zones ------------------------------------------------------------------------------
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List, as shipped by the ``publicsuffixlist`` package."""
+    return PublicSuffixList()
+
+
+def registrable_domain(domain: str) -> str | None:
+    """The registrable domain (one label below a public suffix) that ``domain`` is in;
+    None when ``domain`` is itself a public suffix. Cloudflare adds zones only for
+    registrable domains (subdomain zones are an Enterprise feature)."""
+    found: str | None = _public_suffixes().privatesuffix(domain)
+    return found
+
+
+def zone_candidates(domain: str) -> list[str]:
+    """Where ``domain``'s zone may be, closest first: the domain itself, then each parent
+    down to its registrable domain (nothing above that can be a zone)."""
+    registrable = registrable_domain(domain)
+    if registrable is None:
+        return []
+    labels = domain.split(".")
+    depth = len(labels) - len(registrable.split("."))
+    return [".".join(labels[start:]) for start in range(depth + 1)]
+
+
+ACTIVATION_CHECK_SECONDS = {"free": 3600.0}
+"""How often Cloudflare lets a pending zone's activation check be asked for: once an hour
+on the Free plan, every 5 minutes on paid plans (API reference, "Rerun the Activation
+Check": https://developers.cloudflare.com/api/resources/zones/subresources/activation_check/)."""
+PAID_ACTIVATION_CHECK_SECONDS = 300.0
+
+
+def activation_check_seconds(plan: str) -> float:
+    return ACTIVATION_CHECK_SECONDS.get(plan, PAID_ACTIVATION_CHECK_SECONDS)
+
+
+def pending_zone_message(zone: ZoneView, checked_at: datetime | None, interval: float) -> str:
+    """What staff must do for a zone that is not active, and when it is checked next."""
+    if zone.status == "moved":
+        return (
+            f"zone {zone.name} moved: its nameservers no longer point at Cloudflare. Set them "
+            f"back to {', '.join(zone.name_servers)} at the registrar (Cloudflare deletes a "
+            "Free zone left moved for 7 days; Smart Server then adds it again)"
+        )
+    servers = ", ".join(zone.name_servers) or "the zone's Cloudflare nameservers"
+    message = (
+        f"set the nameservers of {zone.name} to {servers} at its registrar; Cloudflare "
+        "activates the zone on its own schedule once they are"
+    )
+    if checked_at is not None:
+        due = checked_at + timedelta(seconds=interval)
+        message += (
+            f"; Smart Server asks it to check again at {due.strftime('%H:%M')} UTC (once "
+            f"every {interval / 60:.0f} minutes is what the zone's {zone.plan} plan allows)"
+        )
+    return message
+
+
+# -- who owns a record ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """What a DNS record may carry on a Cloudflare plan
+    (https://developers.cloudflare.com/dns/manage-dns-records/reference/record-attributes/:
+    no tags on Free, comments up to 100 characters on Free and 500 on paid plans)."""
+
+    tags: bool
+    comment_length: int
+
+
+def plan_limits(plan: str) -> PlanLimits:
+    if plan == "free":
+        return PlanLimits(tags=False, comment_length=100)
+    return PlanLimits(tags=True, comment_length=500)
+
+
+MARKER_PREFIX = "smartserver:"
+_MARKER = re.compile(r"^smartserver:(?P<installation>[a-z0-9-]+):(?P<uid>[^\s:]+)(\s|$)")
+
+
+def record_marker(installation: str, uid: str) -> str:
+    """The start of the comment of every record Smart Server makes: works on every plan
+    (Free zones refuse tags), and says which installation and Domain own the record."""
+    return f"{MARKER_PREFIX}{installation}:{uid}"
+
+
+def record_comment(domain: Domain, installation: str, plan: str) -> str:
+    """The marker, then as much of a note for people as the plan's limit allows."""
+    marker = record_marker(installation, domain.metadata.uid or "")
+    note = (
+        f" Domain {domain.metadata.namespace}/{domain.metadata.name}, "
+        "managed by Smart Server: edits are reverted"
+    )
+    return (marker + note)[: plan_limits(plan).comment_length]
+
+
 def record_tag(uid: str) -> str:
+    """The tag older versions marked records with (paid plans only)."""
     return f"{RECORD_TAG_NAME}:{uid}"
 
 
-def record_comment(domain: Domain) -> str:
-    return (
-        f"Managed by Smart Server for Domain {domain.metadata.namespace}/{domain.metadata.name}; "
-        "changes are reverted"
-    )
+@dataclass(frozen=True)
+class RecordOwner:
+    installation: str | None
+    uid: str
+
+
+def record_owner(comment: str | None, tags: tuple[str, ...] | list[str]) -> RecordOwner | None:
+    """Who made a record: the marker in its comment, or an older version's tag (which
+    names no installation); None for a record Smart Server did not make."""
+    found = _MARKER.match(comment or "")
+    if found is not None:
+        return RecordOwner(found.group("installation"), found.group("uid"))
+    prefix = f"{RECORD_TAG_NAME}:"
+    tagged = next((t.removeprefix(prefix) for t in tags if t.startswith(prefix)), None)
+    return RecordOwner(None, tagged) if tagged else None
 
 
 # -- the server's shape -----------------------------------------------------------------
 
 
 def shape_problem(shape: ServerShape, types: dict[str, ServerTypeView]) -> str | None:
-    """Why the provider cannot make this server, naming the choices; None if it can."""
-    if shape.type not in types:
+    """Why the provider cannot make this server now, naming the choices; None if it
+    can."""
+    orderable = sorted(name for name, t in types.items() if t.orderable)
+    known = types.get(shape.type)
+    if known is None or not known.orderable:
         return (
-            f"spec.server.type {shape.type!r} is not a Hetzner server type; "
-            f"use one of: {', '.join(sorted(types))}"
+            f"spec.server.type {shape.type!r} cannot be ordered from Hetzner (not in its "
+            "catalogue, or deprecated: cx22, cpx11/21/31 and their kin have not been "
+            f"orderable since the end of 2025); use one of: {', '.join(orderable)}"
         )
-    locations = types[shape.type].monthly_price
-    if locations and shape.location not in locations:
+    if shape.location not in known.orderable:
+        here = sorted(n for n, t in types.items() if shape.location in t.orderable)
         return (
-            f"spec.server.type {shape.type} is not offered in {shape.location}; "
-            f"spec.server.location may be one of: {', '.join(sorted(locations))}"
+            f"spec.server.type {shape.type} cannot be ordered in {shape.location} now "
+            "(sold out or not offered there): set spec.server.location to one of "
+            f"{', '.join(sorted(known.orderable))}, or spec.server.type to one of "
+            f"{', '.join(here) or 'none (no type is orderable there now)'}"
         )
     return None
+
+
+def alternatives(shape: ServerShape, types: dict[str, ServerTypeView]) -> str:
+    """Other locations for the type, and other types for the location, in words."""
+    known = types.get(shape.type)
+    places = sorted((known.orderable if known else frozenset()) - {shape.location})
+    kinds = sorted(n for n, t in types.items() if shape.location in t.orderable and n != shape.type)
+    return (
+        f"spec.server.location may be {', '.join(places) or '(no other location)'}, or "
+        f"spec.server.type {', '.join(kinds[:6]) or '(no other type)'}"
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a provider failure means for a step's condition, and when to try again."""
+
+    reason: Reason
+    message: str
+    retry_seconds: float
+
+
+def provider_failure(error: ExternalError, drift_seconds: float, alternatives: str) -> Failure:
+    """The condition a provider's failure becomes: what happened, and what staff can do
+    (``alternatives``: other places and types for a server, in words). Nothing retries
+    sooner than the failure can heal."""
+    if error.code == "resource_limit_exceeded":
+        return Failure(
+            Reason.QUOTA_EXCEEDED,
+            f"{error}: the Hetzner project's limit is reached. Raise it (Hetzner Console, "
+            "the project's Limits) or remove servers; tried again every "
+            f"{drift_seconds:.0f} s",
+            drift_seconds,
+        )
+    if error.code in ("resource_unavailable", "placement_error", "action_failed"):
+        reason = (
+            Reason.CREATE_FAILED if error.code == "action_failed" else (Reason.CAPACITY_UNAVAILABLE)
+        )
+        delay = error.delay if isinstance(error, TemporaryFailure) else drift_seconds
+        return Failure(
+            reason,
+            f"{error}; tried again in {delay:.0f} s, or {alternatives}",
+            delay,
+        )
+    if error.code == "invalid_server_type":
+        return Failure(Reason.INVALID_SPEC, f"{error}", drift_seconds)
+    if isinstance(error, PermanentFailure):
+        return Failure(Reason.PROVIDER_REJECTED, str(error), drift_seconds)
+    if isinstance(error, TemporaryFailure):
+        return Failure(
+            Reason.PROVIDER_UNAVAILABLE, f"{error}; retrying in {error.delay:.0f} s", error.delay
+        )
+    return Failure(Reason.PROVIDER_UNAVAILABLE, f"{error}; retrying", 2.0)
 
 
 def monthly_price(shape: ServerShape, types: dict[str, ServerTypeView]) -> float | None:
@@ -189,6 +363,11 @@ class ExistingRecord:
     name: str
     content: str
     tags: tuple[str, ...] = ()
+    comment: str | None = None
+
+    def owned_by(self, uid: str) -> bool:
+        owner = record_owner(self.comment, self.tags)
+        return owner is not None and owner.uid == uid
 
 
 @dataclass
@@ -207,11 +386,11 @@ class RecordPlan:
 
 
 def plan_records(
-    desired: list[DesiredRecord], existing: list[ExistingRecord], tag: str
+    desired: list[DesiredRecord], existing: list[ExistingRecord], uid: str
 ) -> RecordPlan:
-    """Ours (tagged) are corrected, duplicates and leftovers removed; a record that is
-    not ours at a name we want is a conflict and is never changed."""
-    ours = [r for r in existing if tag in r.tags]
+    """Ours (marked for this Domain) are corrected, duplicates and leftovers removed; a
+    record that is not ours at a name we want is a conflict and is never changed."""
+    ours = [r for r in existing if r.owned_by(uid)]
     plan = RecordPlan([], [], [], [], [])
     for want in desired:
         mine = [r for r in ours if (r.type, r.name) == (want.type, want.name)]
@@ -226,7 +405,7 @@ def plan_records(
         foreign = [
             r
             for r in existing
-            if tag not in r.tags and r.name == want.name and r.type in (want.type, "CNAME")
+            if not r.owned_by(uid) and r.name == want.name and r.type in (want.type, "CNAME")
         ]
         if foreign:
             plan.conflicts.append(

@@ -14,8 +14,10 @@ escapes ``clients/``. Reconcilers, background loops and the intake catch only th
     ├── PermanentFailure            retrying the same request cannot help: invalid input,
     │   │                           bad credentials, a name taken by an object that is
     │   │                           not ours; the message says what to change
-    │   └── HostKeyMismatch         a server presented another host key than the pinned
-    │                               one: nothing was sent to it
+    │   ├── HostKeyMismatch         a server presented another host key than the pinned
+    │   │                           one: nothing was sent to it
+    │   └── RevisionRefused         a server's agent refused a revision: the previous one
+    │                               keeps serving
     ├── NotFound                    the object does not exist (deletions count it done)
     └── Conflict                    a uniqueness error, or a write based on a stale read
                                     (Kubernetes resourceVersion): look it up again
@@ -29,19 +31,24 @@ import random
 
 
 class ExternalError(Exception):
-    """An outside system (a provider, Kubernetes, a server over SSH) failed."""
+    """An outside system (a provider, Kubernetes, a server over SSH) failed. ``code``
+    is the system's own name for the error (``placement_error``, ``1004``...), for
+    decisions that depend on it; None when it gave none."""
 
-    def __init__(self, system: str, message: str) -> None:
+    def __init__(self, system: str, message: str, code: str | None = None) -> None:
         super().__init__(f"{system}: {message}")
         self.system = system
         self.detail = message
+        self.code = code
 
 
 class TemporaryFailure(ExternalError):
     """Will heal by waiting; ``delay`` is the seconds to wait before trying again."""
 
-    def __init__(self, system: str, message: str, delay: float = 5.0) -> None:
-        super().__init__(system, message)
+    def __init__(
+        self, system: str, message: str, delay: float = 5.0, code: str | None = None
+    ) -> None:
+        super().__init__(system, message, code)
         self.delay = delay
 
 
@@ -59,6 +66,10 @@ class PermanentFailure(ExternalError):
 
 class HostKeyMismatch(PermanentFailure):
     """A server presented a host key other than the pinned one: nothing was sent."""
+
+
+class RevisionRefused(PermanentFailure):
+    """A server's agent refused a revision; the previous one keeps serving."""
 
 
 class NotFound(ExternalError):

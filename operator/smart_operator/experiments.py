@@ -45,6 +45,7 @@ def deploy_target(
         port=ssh_port,
         host_public_key=server.host_public_key,
         client_private_key=client_private_key,
+        server_id=server.id,
     )
 
 

@@ -5,16 +5,32 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from smart_operator import handlers
 from smart_operator.settings import OperatorSettings
 
 
+def load_settings() -> OperatorSettings:
+    """The settings, or an exit with each bad ``SMART_*`` variable named and why."""
+    try:
+        return OperatorSettings()
+    except ValidationError as error:
+        lines = [
+            f"  SMART_{'_'.join(str(part) for part in problem['loc'][:1]).upper()}: "
+            f"{problem['msg'].removeprefix('Value error, ')}"
+            for problem in error.errors()
+        ]
+        print("smart-operator: invalid settings\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
-    settings = OperatorSettings()
+    settings = load_settings()
     if settings.kubeconfig is not None:
         # kopf's own log-in and the API client both read it from here.
         os.environ["KUBECONFIG"] = str(settings.kubeconfig)

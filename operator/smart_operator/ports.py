@@ -45,6 +45,10 @@ class ServerTypeView:
     name: str
     monthly_price: dict[str, float]
     """Gross monthly price (EUR) by location name."""
+    orderable: frozenset[str] = frozenset()
+    """Locations where it can be ordered now: in stock, and not past a deprecation."""
+    deprecated: bool = False
+    """A deprecation was announced (it will stop being orderable)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class ZoneView:
     name: str
     status: str
     name_servers: list[str] = field(default_factory=list)
+    plan: str = "free"
+    """The zone's plan (Cloudflare's ``plan.legacy_id``): free, pro, business, enterprise.
+    What a record may carry depends on it."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class Dns(Protocol):
         name: str | None = None,
         tag: str | None = None,
         tag_present: str | None = None,
+        comment_prefix: str | None = None,
     ) -> list[RecordView]: ...
 
     async def delete_record(self, zone_id: str, record_id: str) -> None:
@@ -231,20 +239,24 @@ class Target:
     host_public_key: str
     client_private_key: str
     username: str = "root"
+    server_id: int | None = None
+    """The provider's id of the server: a new server needs the experiment again."""
 
 
 @dataclass(frozen=True)
 class DeployResult:
     uploaded: bool
     switched: bool
-    reload_output: str
+    serving: str | None
+    """The revision the agent confirmed it serves."""
 
 
 class Deployer(Protocol):
     async def deploy(
         self, target: Target, experiment: str, revision: str, files: dict[str, bytes]
     ) -> DeployResult:
-        """Upload a revision (unless the server has it) and make it current."""
+        """Upload a revision (unless the server has it), make it current, and have the
+        agent confirm it serves it (``RevisionRefused`` when it does not)."""
         ...
 
     async def remove(self, target: Target, experiment: str) -> None:

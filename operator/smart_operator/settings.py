@@ -3,10 +3,11 @@ chart sets them). Every field says what it is for."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,17 +64,36 @@ class OperatorSettings(BaseSettings):
     )
     installation_id: str | None = Field(
         default=None,
-        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-        description="This installation's id, on the labels of every cloud object it makes; "
-        "the sweep removes only its own. Unset: a random id kept in the Secret "
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$",
+        description="This installation's id, on the labels of every cloud object it makes "
+        "and in every DNS record's comment (so at most 16 characters: Free zones allow 100 "
+        "in a comment); the sweep removes only its own. Unset: a random id kept in the Secret "
         "smart-operator-keys. Set it when two installations share a provider account and "
         "you want readable labels",
     )
     ssh_sources: list[str] = Field(
         default_factory=list,
-        description="Addresses (CIDR) the operator connects from: the only SSH sources the "
-        'servers\' firewalls allow (JSON list, for example ["203.0.113.7/32"])',
+        description="Networks (CIDR) the operator connects from: the only SSH sources the "
+        'servers\' firewalls allow (JSON list, for example ["203.0.113.7/32"]). Hetzner '
+        "accepts only CIDR blocks without host bits, at most 100 in a rule",
+        max_length=100,
     )
+
+    @field_validator("ssh_sources")
+    @classmethod
+    def _cidr_networks(cls, sources: list[str]) -> list[str]:
+        """Refused here, at start-up, with the fix named: Hetzner would refuse each
+        firewall made with them (``invalid_input``), one Domain at a time."""
+        for source in sources:
+            if "/" not in source:
+                width = 128 if ":" in source else 32
+                raise ValueError(f"{source!r} is an address, not a network: write {source}/{width}")
+            try:
+                ipaddress.ip_network(source, strict=True)
+            except ValueError as error:
+                raise ValueError(f"{source!r} is not a CIDR network: {error}") from None
+        return sources
+
     intake_url: str = Field(
         default="http://127.0.0.1:8088",
         description="Where servers' agents report results and heartbeats",

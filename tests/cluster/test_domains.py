@@ -44,11 +44,12 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     assert "0.0.0.0/0" in ports["80"]
 
     zone = world.zone(fqdn)
-    assert zone is not None
+    assert zone is not None and zone["plan"]["legacy_id"] == "free"
+    # Free zones take no tags: the records are marked as ours in their comments.
     ours = {
         (r["type"], r["name"]): r["content"]
         for r in world.records(zone["id"])
-        if f"smartserver-uid:{uid}" in r["tags"]
+        if (r["comment"] or "").startswith("smartserver:") and uid in r["comment"]
     }
     assert ours[("A", fqdn)] == server["ipv4"]
     assert ours[("A", f"www.{fqdn}")] == server["ipv4"]
@@ -62,7 +63,7 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     assert "Ready" in table and server["ipv4"] in table
 
     # The customer's health and cost follow: one active domain, its server's price
-    # (cx22 in fsn1 from the provider's pricing, in dollars) against the plan's $299.
+    # (cx23 in fsn1 from the provider's pricing, in dollars) against the plan's $299.
     customer = namespace.removeprefix("customer-")
     status = eventually(
         lambda: (
@@ -75,7 +76,7 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
         30,
         "the customer's health counts the Ready domain",
     )
-    pricing = call(f"{world.clouds.hetzner.url}/server_types?name=cx22", token=True)
+    pricing = call(f"{world.clouds.hetzner.url}/server_types?name=cx23", token=True)
     (fsn1,) = [p for p in pricing["server_types"][0]["prices"] if p["location"] == "fsn1"]
     monthly = float(fsn1["price_monthly"]["gross"]) * 1.08
     assert status["cost"]["infrastructure"] == pytest.approx(monthly, abs=0.01)
@@ -180,7 +181,8 @@ def test_a_server_deleted_behind_our_back_is_replaced(
 @pytest.mark.parametrize(
     ("server", "field", "hint"),
     [
-        ({"type": "cx999"}, "spec.server.type", "cx22"),
+        ({"type": "cx999"}, "spec.server.type", "cx23"),
+        ({"type": "cx22"}, "spec.server.type", "cannot be ordered"),
         ({"type": "cax11", "location": "ash"}, "spec.server.location", "fsn1"),
     ],
 )
@@ -209,7 +211,7 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
     def server(name: str, labels: dict[str, str]) -> int:
         body = {
             "name": name,
-            "server_type": "cx22",
+            "server_type": "cx23",
             "image": "ubuntu-24.04",
             "location": "fsn1",
             "labels": labels,
@@ -229,7 +231,8 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
     zone = world.add_active_zone(f"sweep-{unique}.example")
     records = f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records"
     leftover = {"type": "A", "name": f"sweep-{unique}.example", "content": "192.0.2.1", "ttl": 300}
-    call(records, "POST", {**leftover, "tags": [f"smartserver-uid:gone-{unique}"]}, token=True)
+    marker = f"smartserver:{installation}:gone-{unique}"
+    call(records, "POST", {**leftover, "comment": marker}, token=True)
     call(records, "POST", {**leftover, "name": f"www.sweep-{unique}.example"}, token=True)
 
     eventually(lambda: not [s for s in world.servers() if s["id"] == orphan], 30, "orphan swept")

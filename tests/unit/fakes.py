@@ -16,7 +16,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from smart_operator.errors import Conflict, ExternalError, NotFound, TemporaryFailure
+from smart_operator.domains import registrable_domain, zone_candidates
+from smart_operator.errors import (
+    Conflict,
+    ExternalError,
+    NotFound,
+    PermanentFailure,
+    TemporaryFailure,
+)
 from smart_operator.keys import generate_ssh_key
 from smart_operator.ports import (
     Cloud,
@@ -162,20 +169,35 @@ class FakeDns(Failing):
         self.zones_by_id: dict[str, ZoneView] = {}
         self.records_by_zone: dict[str, dict[str, RecordView]] = defaultdict(dict)
         self.delegated: set[str] = set()
+        self.activation_checks = 0
         self._ids = itertools.count(1)
 
-    def add_zone(self, name: str, active: bool = True) -> ZoneView:
+    def add_zone(self, name: str, active: bool = True, plan: str = "free") -> ZoneView:
         zone = ZoneView(
             f"z{next(self._ids)}",
             name,
             "active" if active else "pending",
             ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+            plan,
         )
         self.zones_by_id[zone.id] = zone
         return zone
 
-    def add_record(self, zone_id: str, type: str, name: str, content: str, tags: list[str]) -> str:
-        record = RecordView(f"r{next(self._ids)}", type, name, content, None, list(tags))
+    def add_record(
+        self,
+        zone_id: str,
+        type: str,
+        name: str,
+        content: str,
+        tags: list[str],
+        comment: str | None = None,
+    ) -> str:
+        zone = self.zones_by_id[zone_id]
+        if tags and zone.plan == "free":  # as Cloudflare refuses them (1004/9300)
+            raise PermanentFailure("cloudflare", "DNS record has 1 tags, exceeding the quota of 0")
+        if comment and zone.plan == "free" and len(comment) > 100:
+            raise PermanentFailure("cloudflare", "DNS record comment is too long")
+        record = RecordView(f"r{next(self._ids)}", type, name, content, comment, list(tags))
         self.records_by_zone[zone_id][record.id] = record
         return record.id
 
@@ -188,9 +210,7 @@ class FakeDns(Failing):
 
     async def zone_for(self, domain: str) -> ZoneView | None:
         self._call("zone_for")
-        labels = domain.split(".")
-        for start in range(len(labels) - 1):
-            name = ".".join(labels[start:])
+        for name in zone_candidates(domain):
             found = next((z for z in self.zones_by_id.values() if z.name == name), None)
             if found is not None:
                 return found
@@ -198,17 +218,25 @@ class FakeDns(Failing):
 
     async def create_zone(self, name: str) -> ZoneView:
         self._call("create_zone")
+        if registrable_domain(name) != name:  # as Cloudflare refuses (1116, 1099)
+            raise PermanentFailure("cloudflare", f"{name} is not a registrable domain")
         return self.add_zone(name, active=False)
 
     async def get_zone(self, zone_id: str) -> ZoneView:
+        """A delegated zone turns active on Cloudflare's own schedule: here, by the
+        next read."""
         self._call("get_zone")
-        return self.zones_by_id[zone_id]
+        if zone_id not in self.zones_by_id:
+            raise NotFound("cloudflare", f"zone {zone_id}")
+        zone = self.zones_by_id[zone_id]
+        if zone.name in self.delegated and zone.status == "pending":
+            zone = ZoneView(zone.id, zone.name, "active", zone.name_servers, zone.plan)
+            self.zones_by_id[zone_id] = zone
+        return zone
 
     async def check_activation(self, zone_id: str) -> None:
         self._call("check_activation")
-        zone = self.zones_by_id[zone_id]
-        if zone.name in self.delegated:
-            self.zones_by_id[zone_id] = ZoneView(zone.id, zone.name, "active", zone.name_servers)
+        self.activation_checks += 1
 
     async def delete_zone(self, zone_id: str) -> None:
         self._call("delete_zone")
@@ -222,9 +250,12 @@ class FakeDns(Failing):
         name: str | None = None,
         tag: str | None = None,
         tag_present: str | None = None,
+        comment_prefix: str | None = None,
     ) -> list[RecordView]:
         self._call("records")
         found = self.all_records(zone_id)
+        if comment_prefix is not None:
+            found = [r for r in found if (r.comment or "").startswith(comment_prefix)]
         if name is not None:
             found = [r for r in found if r.name == name]
         if tag is not None:
@@ -254,13 +285,18 @@ class FakeDns(Failing):
             old = records[patch["id"]]
             new = RecordView(
                 old.id, patch["type"], patch["name"], patch["content"], patch["comment"],
-                list(patch["tags"]),
+                list(patch.get("tags", [])),
             )  # fmt: skip
             records[old.id] = new
             changed.append(new)
         for post in posts:
             record_id = self.add_record(
-                zone_id, post["type"], post["name"], post["content"], post["tags"]
+                zone_id,
+                post["type"],
+                post["name"],
+                post["content"],
+                post.get("tags", []),
+                post.get("comment"),
             )
             changed.append(records[record_id])
         return changed
@@ -297,8 +333,16 @@ class FakeCatalog(Failing):
     def __init__(self) -> None:
         super().__init__()
         self.prices = {
-            "cx23": ServerTypeView("cx23", {"fsn1": 3.56, "nbg1": 3.56, "hel1": 3.56}),
-            "cpx22": ServerTypeView("cpx22", {"fsn1": 6.49, "ash": 7.49}),
+            "cx23": ServerTypeView(
+                "cx23",
+                {"fsn1": 5.49, "nbg1": 5.49, "hel1": 5.49},
+                frozenset({"fsn1", "nbg1", "hel1"}),
+            ),
+            "cpx22": ServerTypeView(
+                "cpx22", {"fsn1": 7.99, "ash": 8.99}, frozenset({"fsn1", "ash"})
+            ),
+            # Deprecated: still listed where its date has not passed, orderable nowhere.
+            "cx22": ServerTypeView("cx22", {"fsn1": 4.59}, frozenset(), deprecated=True),
         }
 
     async def types(self) -> dict[str, ServerTypeView]:
@@ -424,7 +468,7 @@ class FakeDeployer(Failing):
         uploaded = self.current.get(key) != revision
         self.uploads += int(uploaded)
         self.current[key] = revision
-        return DeployResult(uploaded, uploaded, "reloaded")
+        return DeployResult(uploaded, uploaded, revision)
 
     async def remove(self, target: Target, experiment: str) -> None:
         self._call("remove")

@@ -142,16 +142,47 @@ def test_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-TAG = domains.record_tag("u-1")
+UID = "u-1"
+MARK = domains.record_marker("inst-1", UID) + " Domain customer-acme/shop"
 
 
 def existing(id: str, type: str, name: str, content: str, ours: bool = True) -> Any:
-    return domains.ExistingRecord(id, type, name, content, (TAG,) if ours else ())
+    return domains.ExistingRecord(id, type, name, content, (), MARK if ours else "by hand")
+
+
+def test_a_record_is_ours_by_the_marker_in_its_comment_or_an_older_versions_tag() -> None:
+    owner = domains.record_owner(MARK, ())
+    assert owner == domains.RecordOwner("inst-1", UID)
+    assert domains.record_owner(None, (domains.record_tag(UID),)) == domains.RecordOwner(None, UID)
+    assert domains.record_owner("smartserver is great", ("team:web",)) is None
+    assert domains.record_owner(None, ()) is None
+
+
+def test_the_comment_fits_the_free_plan_and_keeps_the_marker() -> None:
+    long = domain(name="a" * 60, namespace="customer-" + "b" * 50)
+    free = domains.record_comment(long, "inst-1", "free")
+    paid = domains.record_comment(long, "inst-1", "pro")
+    assert len(free) <= 100 and len(paid) > 100
+    assert domains.record_owner(free, ()) == domains.RecordOwner("inst-1", "u-1")
+    assert not domains.plan_limits("free").tags and domains.plan_limits("business").tags
+
+
+def test_zones_are_registrable_domains_and_a_subdomain_lives_in_its_parents() -> None:
+    assert domains.registrable_domain("shop.example.com") == "example.com"
+    assert domains.registrable_domain("a.b.co.uk") == "b.co.uk"
+    assert domains.registrable_domain("co.uk") is None  # a public suffix: nobody owns it
+    assert domains.zone_candidates("promo.shop.example.com") == [
+        "promo.shop.example.com",
+        "shop.example.com",
+        "example.com",
+    ]
+    assert domains.zone_candidates("example.com") == ["example.com"]
+    assert domains.zone_candidates("co.uk") == []
 
 
 def test_record_plan_creates_what_is_missing() -> None:
     want = domains.desired_records(domain(), "127.10.0.2", None)
-    plan = domains.plan_records(want, [], TAG)
+    plan = domains.plan_records(want, [], UID)
     assert plan.create == want
     assert not plan.update and not plan.delete and not plan.conflicts
 
@@ -165,7 +196,7 @@ def test_record_plan_corrects_ours_and_removes_duplicates_and_leftovers() -> Non
             existing("b", "A", "shop.example", "127.10.0.2"),
             existing("c", "A", "www.shop.example", "127.10.0.2"),
         ],
-        TAG,
+        UID,
     )
     assert plan.update == [("a", want[0])]
     assert sorted(plan.delete) == ["b", "c"]
@@ -175,7 +206,7 @@ def test_record_plan_corrects_ours_and_removes_duplicates_and_leftovers() -> Non
 def test_record_plan_never_touches_a_record_that_is_not_ours() -> None:
     want = domains.desired_records(domain(), "127.10.0.2", None)
     foreign = existing("x", "CNAME", "www.shop.example", "elsewhere.example", ours=False)
-    plan = domains.plan_records(want, [foreign], TAG)
+    plan = domains.plan_records(want, [foreign], UID)
     assert [w.name for w in plan.create] == ["shop.example"]
     assert "x" not in plan.delete and not plan.update
     assert plan.conflicts == [

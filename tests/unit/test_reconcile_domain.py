@@ -5,7 +5,7 @@ control plane or a provider."""
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from smart_operator.ports import ObjectRef
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
-from tests.unit.fakes import FakeEvents, FakeResources, fake_cloud
+from tests.unit.fakes import FakeActions, FakeEvents, FakeResources, fake_cloud
 
 NS = "customer-acme"
 UID = "d-1"
@@ -39,7 +39,7 @@ def body(**spec: Any) -> dict[str, Any]:
         "apiVersion": "smartserver.ai/v1alpha1",
         "kind": "Domain",
         "metadata": {"name": "shop", "namespace": NS, "uid": UID, "generation": 1},
-        "spec": {"domain": "shop.example", "server": {"type": "cx23"}, **spec},
+        "spec": {"domain": "shop.example", **spec},
     }
 
 
@@ -53,8 +53,9 @@ class World:
         self.events = FakeEvents()
         self.schedule = DnsCheckSchedule(SETTINGS.dns_drift_seconds)
         self.with_cloud = True
+        self.now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
-    def reconciler(self) -> DomainReconciler:
+    def reconciler(self, stopping: bool = False) -> DomainReconciler:
         domain = Domain.model_validate(self.resources.objects[REF])
         writer = StatusWriter(
             domain.status or DomainStatus(),
@@ -69,6 +70,8 @@ class World:
             writer=writer,
             events=self.events,
             dns_schedule=self.schedule,
+            clock=lambda: self.now,
+            stopping=lambda: stopping,
         )
 
     async def run(self) -> float:
@@ -83,7 +86,7 @@ class World:
 
     def heartbeat(self) -> None:
         """What the intake writes when the agent reports."""
-        now = datetime.now(UTC).isoformat()
+        now = self.now.isoformat()
         status = self.resources.objects[REF].setdefault("status", {})
         status["agent"] = {"version": "0.2.0", "lastSeen": now, "startedAt": now}
 
@@ -105,7 +108,9 @@ async def test_a_new_domain_gets_firewall_server_and_records_then_waits_for_its_
     assert len(world.servers.firewalls_by_id) == 1
     records = world.dns.all_records("z1")
     assert {(r.type, r.name) for r in records} == {("A", "shop.example"), ("A", "www.shop.example")}
-    assert all(domains.record_tag(UID) in r.tags for r in records)
+    marker = domains.record_marker("inst-1", UID)
+    assert all(r.comment and r.comment.startswith(marker) for r in records)
+    assert all(r.tags == [] for r in records)  # a Free zone refuses tags
     status = world.status
     assert status["server"]["id"] == server.id and status["server"]["hostPublicKey"]
     assert status["phase"] == "Provisioning"
@@ -261,10 +266,38 @@ async def test_a_missing_zone_is_created_and_the_domain_waits_for_its_delegation
     assert world.servers.servers_by_id == {}
     assert world.status["phase"] == "Verifying"
 
+    assert "check again at 13:00 UTC" in verified["message"]
+    await world.run()
+    assert world.dns.activation_checks == 1  # once an hour is what a Free zone allows
+    world.now += timedelta(hours=1)
+    await world.run()
+    assert world.dns.activation_checks == 2
+    assert "check again at 14:00 UTC" in world.condition("Verified")["message"]
+
     world.dns.delegated.add("shop.example")
     await world.run()
     assert world.condition("Verified")["status"] == "True"
     assert world.status["verification"]["method"] == "cloudflareZone"
+    assert world.dns.activation_checks == 2
+
+
+async def test_a_subdomain_uses_its_registrable_parents_zone_and_never_makes_its_own() -> None:
+    world = World(domain="promo.shop.example.com")
+    await world.run()
+    [zone] = world.dns.zones_by_id.values()
+    assert zone.name == "example.com"
+    world.dns.delegated.add("example.com")
+    await world.run()
+    names = {r.name for r in world.dns.all_records(zone.id)}
+    assert names == {"promo.shop.example.com", "www.promo.shop.example.com"}
+
+
+async def test_a_public_suffix_is_refused_with_what_to_do() -> None:
+    world = World(domain="co.uk")
+    await world.run()
+    verified = world.condition("Verified")
+    assert verified["reason"] == "InvalidSpec" and "public suffix" in verified["message"]
+    assert world.dns.zones_by_id == {} and world.status["phase"] == "Failed"
 
 
 async def test_an_unknown_server_type_names_the_choices() -> None:
@@ -356,3 +389,110 @@ async def test_a_temporary_failure_of_a_step_keeps_what_earlier_steps_found(
     assert world.condition("DNSReady")["reason"] == "ProviderUnavailable"
     await world.run()
     assert world.condition("DNSReady")["status"] == "True"
+
+
+async def test_a_deprecated_server_type_names_the_ones_that_can_be_ordered() -> None:
+    world = World(server={"type": "cx22"})
+    world.dns.add_zone("shop.example")
+    await world.run()
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "InvalidSpec"
+    assert "cx22" in condition["message"] and "cpx22, cx23" in condition["message"]
+    assert world.servers.servers_by_id == {}
+
+
+async def test_a_full_project_says_which_limit_and_does_not_hot_loop(world: World) -> None:
+    refusal = PermanentFailure(
+        "hetzner", "server limit reached (server_limit)", code="resource_limit_exceeded"
+    )
+    world.servers.fail("create_server", refusal)
+    delay = await world.run()
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "QuotaExceeded"
+    assert "server_limit" in condition["message"] and "Limits" in condition["message"]
+    assert delay == SETTINGS.drift_seconds
+    assert world.status["phase"] == "Provisioning"  # mended without touching the spec
+    assert "QuotaExceeded" in world.events.reasons("Warning")
+
+
+async def test_no_capacity_names_other_locations_and_types(world: World) -> None:
+    sold_out = TemporaryFailure(
+        "hetzner", "cx23 is not available in fsn1", 300.0, "resource_unavailable"
+    )
+    world.servers.fail("create_server", sold_out)
+    assert await world.run() == 300.0
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "CapacityUnavailable"
+    assert "hel1, nbg1" in condition["message"] and "cpx22" in condition["message"]
+
+
+async def test_a_server_that_fails_to_start_is_removed_and_made_again(world: World) -> None:
+    world.cloud.actions = FakeActions("error")
+    delay = await world.run()
+    condition = world.condition("ServerReady")
+    assert condition["reason"] == "CreateFailed" and "removed" in condition["message"]
+    assert delay == 30.0 and world.servers.servers_by_id == {}
+    first_attempt = world.status["server"].get("createAttempt")
+    world.cloud.actions = FakeActions("success")
+    await world.run()
+    [server] = world.servers.servers_by_id.values()
+    assert server.labels[domains.ATTEMPT_LABEL] != first_attempt  # new keys
+    assert world.condition("ServerReady")["reason"] == "Running"
+
+
+async def test_a_zone_made_for_a_domain_goes_with_it_only_when_nothing_else_is_in_it() -> None:
+    world = World()
+    await world.run()
+    world.dns.delegated.add("shop.example")
+    await world.run()
+    [zone] = world.dns.zones_by_id.values()
+    own = world.dns.add_record(zone.id, "MX", "shop.example", "mail.example.net", [])
+    await world.reconciler().delete()
+    assert [r.id for r in world.dns.all_records(zone.id)] == [own]
+    assert zone.id in world.dns.zones_by_id  # the customer's MX record lives there
+
+    again = World()
+    await again.run()
+    again.dns.delegated.add("shop.example")
+    await again.run()
+    await again.reconciler().delete()
+    assert again.dns.zones_by_id == {}
+
+
+async def test_a_deletion_retried_after_a_failure_finishes() -> None:
+    """The firewall is still held by the server being deleted (``resource_in_use``): the
+    retry must not trip over what the first attempt already removed."""
+    created = World()
+    await created.run()
+    created.dns.delegated.add("shop.example")
+    await created.run()
+    in_use = TemporaryFailure("hetzner", "firewall still applied", 5.0, "resource_in_use")
+    created.servers.fail("delete_firewall", in_use)
+    with pytest.raises(TemporaryFailure):
+        await created.reconciler().delete()
+    assert created.dns.zones_by_id == {}
+    await created.reconciler().delete()
+    assert created.servers.firewalls_by_id == {} and created.servers.servers_by_id == {}
+
+
+async def test_a_failed_routine_dns_check_of_right_records_leaves_dnsready_alone(
+    world: World,
+) -> None:
+    await world.run()
+    world.heartbeat()
+    await world.run()
+    world.schedule = DnsCheckSchedule(0.0)  # the routine check is due at every pass
+    world.dns.fail("records", RateLimited("cloudflare", "rate limit reached", 30.0))
+    await world.run()
+    assert world.condition("DNSReady")["status"] == "True"
+    assert world.condition("Ready")["status"] == "True"
+    assert "ProviderUnavailable" not in world.events.reasons()
+
+
+async def test_a_domain_being_deleted_gets_nothing_new(world: World) -> None:
+    """kopf stops the daemon when deletion starts; a pass already running finishes
+    without creating what the deletion would then miss."""
+    await world.reconciler(stopping=True).run()
+    assert world.servers.servers_by_id == {}
+    assert world.servers.calls["create_server"] == 0
+    assert world.dns.all_records("z1") == []

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from smart_operator import experiments
-from smart_operator.errors import HostKeyMismatch, Unreachable
+from smart_operator.errors import HostKeyMismatch, RevisionRefused, Unreachable
 from smart_operator.keys import generate_ssh_key
 from smart_operator.models.common import Writer
 from smart_operator.models.experiment import Experiment, ExperimentStatus
@@ -210,3 +210,28 @@ async def test_the_operator_writes_only_the_deployment_part_and_shows_a_decision
     for _, patch in world.resources.patches:
         assert set(patch) <= operator_fields, set(patch) - operator_fields
     assert not operator_fields & ExperimentStatus.fields_of(Writer.INTAKE)
+
+
+async def test_a_replaced_server_gets_the_experiment_again(world: World) -> None:
+    ref = world.add()
+    await world.run(ref)
+    revision = world.status(ref)["deployedRevision"]
+    domain = world.resources.objects[ObjectRef("domains", "shop", NS)]
+    domain["status"]["server"].update({"id": 8, "ipv4": "198.18.0.8"})
+    await world.run(ref)
+    assert ("198.18.0.8", "headline") in world.deployer.current
+    assert world.status(ref)["deployedRevision"] == revision
+    assert world.status(ref)["deployedServer"] == 8
+
+
+async def test_a_revision_the_agent_refuses_is_not_recorded_and_is_tried_again(
+    world: World,
+) -> None:
+    ref = world.add()
+    world.deployer.fail("deploy", RevisionRefused("ssh", "the agent refused revision r-1: bad"))
+    assert await world.run(ref) == SETTINGS.deploy_check_seconds
+    condition = world.condition(ref, "Deployed")
+    assert condition["reason"] == "RevisionRefused" and "nothing is served" in condition["message"]
+    assert "deployedRevision" not in world.status(ref)
+    await world.run(ref)
+    assert world.condition(ref, "Deployed")["status"] == "True"

@@ -25,9 +25,11 @@ def test_an_orphan_is_labelled_owned_by_no_domain_and_older_than_the_grace() -> 
     assert not rule.labelled({domains.UID_LABEL: "alive"}, old)
     assert not rule.labelled({domains.UID_LABEL: "gone"}, NOW)  # may be being created
     assert not rule.labelled({"team": "x"}, old)  # not ours
-    assert rule.tagged(["smartserver-uid:gone"])
-    assert not rule.tagged(["smartserver-uid:gone", "smartserver-uid:alive"])
-    assert not rule.tagged(["owner:someone"])
+    assert rule.record(domains.RecordOwner("inst-1", "gone"), "inst-1")
+    assert not rule.record(domains.RecordOwner("inst-1", "alive"), "inst-1")
+    assert not rule.record(domains.RecordOwner("inst-2", "gone"), "inst-1")  # not ours
+    assert not rule.record(domains.RecordOwner(None, "gone"), "inst-1")  # an old tag
+    assert not rule.record(None, "inst-1")
 
 
 async def test_the_sweep_removes_only_orphans() -> None:
@@ -43,14 +45,19 @@ async def test_the_sweep_removes_only_orphans() -> None:
     )
     zone = dns.add_zone("shop.example")
     leftover = dns.add_record(
-        zone.id, "A", "old.shop.example", "192.0.2.1", ["smartserver-uid:gone"]
+        zone.id, "A", "old.shop.example", "192.0.2.1", [], domains.record_marker("inst-1", "gone")
     )
-    kept = dns.add_record(zone.id, "A", "shop.example", "192.0.2.2", ["smartserver-uid:alive"])
+    kept = dns.add_record(
+        zone.id, "A", "shop.example", "192.0.2.2", [], domains.record_marker("inst-1", "alive")
+    )
+    neighbours = dns.add_record(
+        zone.id, "A", "n.shop.example", "192.0.2.3", [], domains.record_marker("inst-2", "x")
+    )
     removed = await sweep_once(cloud, resources, datetime.now(UTC), 600, records=True)
     assert removed == {"server": 1, "firewall": 0, "record": 1}
     assert set(servers.servers_by_id) == {alive, foreign, neighbour}
     assert orphan not in servers.servers_by_id
-    assert [r.id for r in dns.all_records(zone.id)] == [kept]
+    assert [r.id for r in dns.all_records(zone.id)] == [kept, neighbours]
     assert leftover not in dns.records_by_zone[zone.id]
 
 

@@ -18,6 +18,7 @@ import httpx
 from cloudflare import AsyncCloudflare
 
 from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
+from smart_operator.domains import zone_candidates
 from smart_operator.errors import (
     Conflict,
     NotFound,
@@ -32,6 +33,10 @@ PROVIDER = "cloudflare"
 T = TypeVar("T")
 _RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
 _POLICY = re.compile(r"q=(\d+)")
+INVALID_ZONE_ID = "7003"
+"""Cloudflare's code for a zone id it does not know (sent with HTTP 400)."""
+ZONE_EXISTS = "1061"
+"""Cloudflare's code for adding a zone that already exists."""
 
 
 def _record(record: Any) -> RecordView:
@@ -46,7 +51,21 @@ def _record(record: Any) -> RecordView:
 
 
 def _zone(zone: Any) -> ZoneView:
-    return ZoneView(str(zone.id), str(zone.name), str(zone.status), list(zone.name_servers or []))
+    plan = zone.plan.legacy_id if zone.plan is not None and zone.plan.legacy_id else "free"
+    return ZoneView(
+        str(zone.id), str(zone.name), str(zone.status), list(zone.name_servers or []), plan
+    )
+
+
+def _codes(error: cloudflare.APIStatusError) -> list[str]:
+    """The API's error codes (and their chains), as strings, from the error envelope."""
+    body = error.body if isinstance(error.body, dict) else {}
+    codes: list[str] = []
+    for item in body.get("errors") or []:
+        if isinstance(item, dict):
+            codes.append(str(item.get("code")))
+            codes.extend(str(c.get("code")) for c in item.get("error_chain") or [])
+    return codes
 
 
 class Cloudflare:
@@ -87,7 +106,12 @@ class Cloudflare:
             int(found.group(1)), float(found.group(2)), int(policy.group(1)) if policy else None
         )
 
-    async def _call(self, verb: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, verb: str, call: Callable[[], Awaitable[T]], account_limit: bool = True
+    ) -> T:
+        """Make one call, mapping the SDK's errors onto ``smart_operator.errors``.
+        ``account_limit``: a 429 is the account's rate limit (every request waits for
+        its reset); False for calls with a pacing of their own (activation checks)."""
         outcome = "error"
         try:
             result = await call()
@@ -96,8 +120,15 @@ class Cloudflare:
         except cloudflare.RateLimitError as error:
             outcome = "429"
             retry = float(error.response.headers.get("Retry-After", "60"))
-            self.budget.block(retry)
-            raise RateLimited(PROVIDER, f"{verb}: rate limit reached", jittered(retry)) from error
+            if account_limit:
+                self.budget.block(retry)
+            codes = _codes(error)
+            raise RateLimited(
+                PROVIDER,
+                f"{verb}: {error.message}",
+                jittered(retry),
+                codes[0] if codes else None,
+            ) from error
         except cloudflare.NotFoundError as error:
             outcome = "404"
             raise NotFound(PROVIDER, f"{verb}: {error.message}") from error
@@ -106,12 +137,20 @@ class Cloudflare:
             raise Conflict(PROVIDER, f"{verb}: {error.message}") from error
         except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as error:
             outcome = str(error.status_code)
+            codes = _codes(error)
             raise PermanentFailure(
-                PROVIDER, f"{verb}: {error.message} (check the Cloudflare API token)"
+                PROVIDER,
+                f"{verb}: {error.message} (check the Cloudflare API token)",
+                codes[0] if codes else None,
             ) from error
         except cloudflare.BadRequestError as error:
             outcome = "400"
-            raise PermanentFailure(PROVIDER, f"{verb}: {error.message}") from error
+            codes = _codes(error)
+            if INVALID_ZONE_ID in codes:  # the API answers an unknown zone id with 400
+                raise NotFound(PROVIDER, f"{verb}: {error.message}", INVALID_ZONE_ID) from error
+            raise PermanentFailure(
+                PROVIDER, f"{verb}: {error.message}", ",".join(codes) or None
+            ) from error
         except cloudflare.APIStatusError as error:
             outcome = str(error.status_code)
             raise TemporaryFailure(
@@ -140,31 +179,42 @@ class Cloudflare:
         return [_zone(z) for z in await self._call("list_zones", call)]
 
     async def zone_for(self, domain: str) -> ZoneView | None:
-        """The zone that holds ``domain``: the domain itself or its closest parent."""
-        labels = domain.split(".")
-        for start in range(len(labels) - 1):
-            zone = await self.zone(".".join(labels[start:]))
+        """The zone that holds ``domain``: the domain itself (an Enterprise subdomain
+        zone) or its closest parent, up to its registrable domain (a zone above that, a
+        public suffix, cannot exist)."""
+        for candidate in zone_candidates(domain):
+            zone = await self.zone(candidate)
             if zone is not None:
                 return zone
         return None
 
     async def create_zone(self, name: str) -> ZoneView:
+        """Add ``name`` (a registrable domain) to the account; one that exists is
+        returned as it is."""
+
         async def call() -> Any:
             return await self._client.zones.create(account={"id": self.account_id}, name=name)
 
         try:
             return _zone(await self._call("create_zone", call))
-        except (Conflict, PermanentFailure):
+        except (Conflict, PermanentFailure) as error:
+            if isinstance(error, PermanentFailure) and ZONE_EXISTS not in (error.code or ""):
+                raise
             existing = await self.zone(name)
             if existing is None:
                 raise
             return existing
 
     async def check_activation(self, zone_id: str) -> None:
+        """Ask Cloudflare to check the zone's nameservers soon (it answers at once; the
+        zone turns active later). Allowed once an hour on Free zones, every 5 minutes on
+        paid ones: a refusal is ``RateLimited`` with the wait, and does not hold back
+        the account's other calls."""
+
         async def call() -> Any:
             return await self._client.zones.activation_check.trigger(zone_id=zone_id)
 
-        await self._call("activation_check", call)
+        await self._call("activation_check", call, account_limit=False)
 
     async def get_zone(self, zone_id: str) -> ZoneView:
         async def call() -> Any:
@@ -181,11 +231,15 @@ class Cloudflare:
         name: str | None = None,
         tag: str | None = None,
         tag_present: str | None = None,
+        comment_prefix: str | None = None,
     ) -> list[RecordView]:
-        """Records of a zone, by exact name, exact tag (``name:value``) or tag name."""
+        """Records of a zone, by exact name, exact tag (``name:value``), tag name, or the
+        start of the comment."""
         filters: dict[str, Any] = {}
         if name is not None:
             filters["name"] = {"exact": name}
+        if comment_prefix is not None:
+            filters["comment"] = {"startswith": comment_prefix}
         if tag is not None:
             filters["tag"] = {"exact": tag}
         elif tag_present is not None:

@@ -16,6 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
@@ -40,6 +41,9 @@ from smart_operator.errors import (
 from smart_operator.ports import FirewallView, ServerTypeView, ServerView
 
 PROVIDER = "hetzner"
+CAPACITY_RETRY_SECONDS = 300.0
+"""How soon a create refused for capacity (``resource_unavailable``, ``placement_error``)
+is tried again."""
 T = TypeVar("T")
 
 
@@ -154,27 +158,37 @@ class Hetzner:
             PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
 
     def _classify(self, error: APIException) -> ExternalError:
-        code, message = error.code, str(error.message)
+        """The error an API answer means (codes and statuses: the Hetzner Cloud API's
+        error table, https://docs.hetzner.cloud/#errors)."""
+        code, message = str(error.code), str(error.message)
+        details = error.details if isinstance(error.details, dict) else {}
         if code == "rate_limit_exceeded":
             wait = max(1.0, self.budget.wait_time())
             self.budget.block(wait)
-            return RateLimited(PROVIDER, f"rate limit reached: {message}", jittered(wait))
+            return RateLimited(PROVIDER, f"rate limit reached: {message}", jittered(wait), code)
         if code == "not_found":
-            return NotFound(PROVIDER, message)
+            return NotFound(PROVIDER, message, code)
         if code == "uniqueness_error":
-            return Conflict(PROVIDER, message)
+            return Conflict(PROVIDER, message, code)
         if code == "invalid_input":
-            fields = (
-                (error.details or {}).get("fields") if isinstance(error.details, dict) else None
-            )
+            fields = details.get("fields") or []
             detail = "; ".join(
-                f"{f.get('name')}: {', '.join(f.get('messages', []))}" for f in fields or []
+                f"{f.get('name')}: {', '.join(f.get('messages', []))}" for f in fields
             )
-            return PermanentFailure(PROVIDER, f"{message}{f' ({detail})' if detail else ''}")
+            return PermanentFailure(PROVIDER, f"{message}{f' ({detail})' if detail else ''}", code)
+        if code == "resource_limit_exceeded":
+            limits = ", ".join(str(limit.get("name")) for limit in details.get("limits") or [])
+            named = f" ({limits})" if limits else ""
+            return PermanentFailure(PROVIDER, f"{message}{named}", code)
+        if code in ("invalid_server_type", "protected", "maintenance_mode_not_allowed"):
+            return PermanentFailure(PROVIDER, message, code)
         if code in ("forbidden", "unauthorized", "token_readonly"):
-            return PermanentFailure(PROVIDER, f"{message} (check the Hetzner API token)")
-        # locked, conflict, server errors, timeouts, unavailable: all heal with time.
-        return TemporaryFailure(PROVIDER, f"{code}: {message}", jittered(5))
+            return PermanentFailure(PROVIDER, f"{message} (check the Hetzner API token)", code)
+        if code in ("resource_unavailable", "placement_error"):
+            # No capacity for this type here now: it may come back, but not in seconds.
+            return TemporaryFailure(PROVIDER, message, CAPACITY_RETRY_SECONDS, code)
+        # locked, resource_in_use, conflict, server errors, timeouts: heal with time.
+        return TemporaryFailure(PROVIDER, f"{code}: {message}", jittered(5), code)
 
     # -- servers -------------------------------------------------------------------------
 
@@ -321,12 +335,33 @@ class Hetzner:
         return _id(created.id)
 
     async def server_types(self) -> list[ServerTypeView]:
+        """The catalogue: each type's prices, and where it can be ordered now (a type
+        is deprecated per location, and stops being orderable there after its
+        ``unavailable_after``; ``available`` is false while it is sold out)."""
         found = await self._call("list_server_types", self._client.server_types.get_all)
+        now = datetime.now(UTC)
         views = []
         for server_type in found:
             prices = {
                 str(p["location"]): float(p["price_monthly"]["gross"])
                 for p in server_type.prices or []
             }
-            views.append(ServerTypeView(str(server_type.name), prices))
+            places = server_type.locations
+            if places is None:  # an API without per-location facts: priced means sold
+                orderable = frozenset(prices)
+            else:
+                orderable = frozenset(
+                    str(place.location.name)
+                    for place in places
+                    if place.available is not False
+                    and (
+                        place.deprecation is None
+                        or place.deprecation.unavailable_after is None
+                        or place.deprecation.unavailable_after > now
+                    )
+                )
+            deprecated = server_type.deprecation is not None or any(
+                place.deprecation is not None for place in places or []
+            )
+            views.append(ServerTypeView(str(server_type.name), prices, orderable, deprecated))
         return views

@@ -4,7 +4,8 @@
   request asks for up to 50 actions at once, however many Domains are waiting.
 - ``Fleet``: all managed servers, listed by label selector in one paginated request and
   shared by every Domain's drift check.
-- ``Catalog``: server types with prices, listed once and kept.
+- ``Catalog``: server types with prices and where they can be ordered, listed every 10
+  minutes at most.
 """
 
 from __future__ import annotations
@@ -101,15 +102,19 @@ class Fleet:
 
 
 class Catalog:
-    """Server types and their monthly prices by location, listed once."""
+    """Server types, their monthly prices and where they can be ordered, listed at most
+    every ``max_age`` seconds (stock and deprecations change, slowly)."""
 
-    def __init__(self, hetzner: Hetzner) -> None:
+    def __init__(self, hetzner: Hetzner, max_age: float = 600.0) -> None:
         self._hetzner = hetzner
+        self._max_age = max_age
         self._types: dict[str, ServerTypeView] | None = None
+        self._listed_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def types(self) -> dict[str, ServerTypeView]:
         async with self._lock:
-            if self._types is None:
+            if self._types is None or time.monotonic() - self._listed_at > self._max_age:
                 self._types = {t.name: t for t in await self._hetzner.server_types()}
+                self._listed_at = time.monotonic()
         return self._types

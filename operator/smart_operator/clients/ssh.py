@@ -8,12 +8,13 @@ mix). Then the agent is asked to reload. An existing revision is never uploaded 
 
 from __future__ import annotations
 
+import json
 import posixpath
 import secrets
 
 import asyncssh
 
-from smart_operator.errors import HostKeyMismatch, Unreachable
+from smart_operator.errors import ExternalError, HostKeyMismatch, RevisionRefused, Unreachable
 from smart_operator.ports import DeployResult, Target
 
 SYSTEM = "ssh"
@@ -78,10 +79,46 @@ async def deploy(
                 await sftp.symlink(link, fresh)
                 await sftp.posix_rename(fresh, current)
                 switched = True
-            reload = await conn.run("smart-agent reload --timeout 30", check=False)
+            reload = await conn.run("smart-agent reload --json --timeout 30", check=False)
+            serving, refusal = agent_reply(reload.exit_status, str(reload.stdout or ""), revision)
+            if refusal is not None and switched and points_at is not None:
+                # The agent keeps serving the previous revision: so must the link, or the
+                # next restart of the agent would pick up what it refused.
+                back = f"{current}.back-{secrets.token_hex(4)}"
+                await sftp.symlink(posixpath.relpath(points_at, base), back)
+                await sftp.posix_rename(back, current)
     except (OSError, asyncssh.Error) as error:
         raise Unreachable(SYSTEM, f"{target.address}: {type(error).__name__}: {error}") from error
-    return DeployResult(uploaded, switched, str(reload.stdout or "") + str(reload.stderr or ""))
+    if refusal is not None:
+        raise refusal
+    return DeployResult(uploaded, switched, serving)
+
+
+def agent_reply(
+    exit_status: int | None, stdout: str, revision: str
+) -> tuple[str | None, ExternalError | None]:
+    """What ``smart-agent reload --json`` answered: the revision it serves, or why the
+    deploy did not take (its exit codes: 0 applied, 1 refused, 3 not running)."""
+    if exit_status == 3:
+        return None, Unreachable(SYSTEM, "the agent is not running on the server", 10)
+    try:
+        reply = json.loads(stdout)
+    except ValueError:
+        return None, RevisionRefused(
+            SYSTEM, f"the agent answered the reload with exit status {exit_status}: {stdout!r}"
+        )
+    applied = reply.get("apply") or {}
+    serving = ((reply.get("status") or {}).get("serving") or {}).get("revision")
+    if exit_status != 0 or not applied.get("ok"):
+        return serving, RevisionRefused(
+            SYSTEM,
+            f"the agent refused revision {revision}: {applied.get('error') or 'no reason'}",
+        )
+    if serving != revision:
+        return serving, RevisionRefused(
+            SYSTEM, f"the agent serves {serving or 'nothing'} instead of revision {revision}"
+        )
+    return serving, None
 
 
 async def remove(target: Target, experiment: str) -> None:

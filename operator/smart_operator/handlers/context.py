@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -56,6 +56,9 @@ class Context:
     cloud: Cloud | None = None
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
+    passes: dict[str, asyncio.Lock] = field(default_factory=dict)
+    """One lock per resource uid, held during a daemon's pass: a deletion waits for the
+    pass in progress, so nothing it is creating is left behind."""
 
     def writer(
         self,
@@ -68,7 +71,23 @@ class Context:
             written, functools.partial(self.kube.patch_status, ref), events, summarize
         )
 
-    def domain(self, body: dict[str, Any]) -> DomainReconciler:
+    @contextlib.asynccontextmanager
+    async def quiet(self, uid: str, within: float = 60.0) -> AsyncIterator[None]:
+        """No pass of the resource ``uid`` runs inside: wait for the one in progress
+        (kopf stops the daemon at once, but a pass finishes what it started)."""
+        lock = self.passes.setdefault(uid, asyncio.Lock())
+        try:
+            await asyncio.wait_for(lock.acquire(), timeout=within)
+        except TimeoutError:
+            raise kopf.TemporaryError("a reconcile pass is still running", delay=5) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def domain(
+        self, body: dict[str, Any], stopping: Callable[[], bool] | None = None
+    ) -> DomainReconciler:
         domain = Domain.model_validate(body)
         meta = domain.metadata
         events = KopfEvents(body)
@@ -84,6 +103,7 @@ class Context:
             ),
             events=events,
             dns_schedule=self.dns_schedule,
+            stopping=stopping or (lambda: False),
         )
 
     def experiment(self, body: dict[str, Any]) -> ExperimentReconciler:
@@ -149,13 +169,17 @@ async def run_daemon(
     for, until its spec changes (``wake``), or until kopf stops the daemon. A pass that
     fails on an outside system (the API server, say) is logged and tried again later."""
     wakeup = ctx.wakeups.setdefault(uid, asyncio.Event())
+    lock = ctx.passes.setdefault(uid, asyncio.Lock())
     failures = 0
     try:
         while not stopped:
             wakeup.clear()
             try:
-                with reconciling(kind):
-                    delay = await one_pass()
+                async with lock:
+                    if stopped:  # deleted while waiting for the lock
+                        return
+                    with reconciling(kind):
+                        delay = await one_pass()
                 failures = 0
             except ExternalError as error:
                 failures += 1

@@ -22,7 +22,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         stopped: kopf.DaemonStopped, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any
     ) -> None:
         ctx = context(memo)
-        await run_daemon(ctx, uid, stopped, "Domain", lambda: ctx.domain(dict(body)).run())
+
+        async def one_pass() -> float:
+            return await ctx.domain(dict(body), stopping=stopped.is_set).run()
+
+        await run_daemon(ctx, uid, stopped, "Domain", one_pass)
 
     @kopf.on.update(*DOMAINS, field="spec", registry=registry)
     async def domain_changed(uid: str, memo: kopf.Memo, **_: Any) -> None:
@@ -30,11 +34,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.delete(*DOMAINS, registry=registry)
     async def domain_deleted(
-        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+        body: kopf.Body, uid: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
+        ctx = context(memo)
         with reconciling("Domain"):
             try:
-                await context(memo).domain(dict(body)).delete()
+                async with ctx.quiet(uid):
+                    await ctx.domain(dict(body)).delete()
             except TemporaryFailure as error:
                 raise kopf.TemporaryError(str(error), delay=error.delay) from error
             except ExternalError as error:

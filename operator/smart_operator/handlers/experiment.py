@@ -30,9 +30,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         wake(context(memo), uid)
 
     @kopf.on.delete(*EXPERIMENTS, registry=registry)
-    async def experiment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def experiment_deleted(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+        ctx = context(memo)
         with reconciling("Experiment"):
             try:
-                await context(memo).experiment(dict(body)).delete()
+                async with ctx.quiet(uid):
+                    await ctx.experiment(dict(body)).delete()
             except TemporaryFailure as error:
                 raise kopf.TemporaryError(f"cannot reach the server: {error}", delay=10) from error

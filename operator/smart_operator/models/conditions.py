@@ -71,7 +71,14 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     ZONE_ACTIVE = "ZoneActive"
     ZONE_PENDING = "ZonePending"
+    ZONE_MOVED = "ZoneMoved"
     CREATING = "Creating"
+    CREATE_FAILED = "CreateFailed"
+    """The provider could not start a new server: it was removed and is made again."""
+    CAPACITY_UNAVAILABLE = "CapacityUnavailable"
+    """The provider has no capacity for the type in the location now."""
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    """The provider account's limit (servers, cores...) is reached."""
     STARTING = "Starting"
     RUNNING = "Running"
     RECORDS_POINT_AT_SERVER = "RecordsPointAtServer"
@@ -89,6 +96,7 @@ class Reason(StrEnum):
     DOMAIN_BUSY = "DomainBusy"
     HOST_KEY_MISMATCH = "HostKeyMismatch"
     UNREACHABLE = "Unreachable"
+    REVISION_REFUSED = "RevisionRefused"
     DEPLOYED = "Deployed"
     SERVING = "Serving"
 
@@ -108,13 +116,18 @@ WARNINGS = frozenset(
         Reason.UNKNOWN_PLAN,
         Reason.OPERATOR_NOT_CONFIGURED,
         Reason.INVALID_SPEC,
+        Reason.CREATE_FAILED,
+        Reason.CAPACITY_UNAVAILABLE,
+        Reason.QUOTA_EXCEEDED,
         Reason.RECORD_CONFLICT,
+        Reason.ZONE_MOVED,
         Reason.AGENT_SILENT,
         Reason.INVALID_TEMPLATE_CONFIG,
         Reason.DOMAIN_NOT_FOUND,
         Reason.DOMAIN_BUSY,
         Reason.HOST_KEY_MISMATCH,
         Reason.UNREACHABLE,
+        Reason.REVISION_REFUSED,
     }
 )
 """Reasons reported as Warning Events; every other reason change is a Normal Event."""

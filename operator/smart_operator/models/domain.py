@@ -40,9 +40,10 @@ class ServerShape(CamelModel):
     """The Hetzner Cloud server the domain runs on."""
 
     type: str = Field(
-        default="cx22",
+        default="cx23",
         pattern=r"^[a-z]{2,5}[0-9]{1,3}$",
-        description="Hetzner server type (for example cx22, cpx21); checked against the API",
+        description="Hetzner server type (for example cx23, cpx22, cax11); checked against "
+        "the provider's catalogue",
     )
     location: Location = Field(default="fsn1", description="Hetzner location")
     image: str = Field(
@@ -132,10 +133,21 @@ class DNSStatus(CamelModel):
     zone_id: str | None = None
     zone_name: str | None = None
     zone_created: bool | None = Field(
-        default=None, description="Whether Smart Server created the zone (and so deletes it)"
+        default=None,
+        description="Whether Smart Server created the zone (it deletes it with the Domain, "
+        "if nothing else is left in it)",
+    )
+    zone_plan: str | None = Field(
+        default=None,
+        description="The zone's Cloudflare plan (free, pro, ...): what its records may carry",
     )
     name_servers: list[str] = Field(
         default_factory=list, description="Where the registrar must delegate the zone"
+    )
+    activation_checked_at: datetime | None = Field(
+        default=None,
+        description="When Smart Server last asked Cloudflare to check the pending zone's "
+        "nameservers (allowed once an hour on the Free plan, every 5 minutes on paid plans)",
     )
     records: list[DNSRecordStatus] = Field(default_factory=list)
 

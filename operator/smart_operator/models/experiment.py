@@ -216,7 +216,14 @@ class ExperimentStatus(StatusModel):
 
     observed_generation: int | None = None
     phase: ExperimentPhase | None = None
-    deployed_revision: str | None = None
+    deployed_revision: str | None = Field(
+        default=None, description="The revision the server's agent confirmed it serves"
+    )
+    deployed_server: int | None = Field(
+        default=None,
+        description="The server (provider id) it was deployed to: a new server of the Domain "
+        "gets it again",
+    )
     serving: list[str] = Field(default_factory=list, description="Variants being served")
     last_sequence: int | None = Field(default=None, ge=0)
     last_report_at: datetime | None = None
@@ -270,6 +277,12 @@ class Experiment(Resource):
         extra={
             "spec_validations": [
                 *_TYPE_RULES,
+                {
+                    "rule": "self.domainRef == oldSelf.domainRef",
+                    "message": "spec.domainRef cannot change: the experiment's counts belong to "
+                    "its Domain; delete the Experiment and create it on the other Domain",
+                    "fieldPath": ".domainRef",
+                },
                 {
                     "rule": "self.variants.exists(v, v.weight > 0)",
                     "message": "at least one variant needs a weight above 0",

@@ -15,16 +15,24 @@ that changed something the next one relies on (the server id first), and at the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from smart_operator import domains
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import now, set_condition
-from smart_operator.errors import Conflict, ExternalError, PermanentFailure, TemporaryFailure
+from smart_operator.errors import (
+    Conflict,
+    ExternalError,
+    NotFound,
+    PermanentFailure,
+    RateLimited,
+    TemporaryFailure,
+)
 from smart_operator.keys import derive_server_keys, fingerprint, hash_intake_key, new_attempt
 from smart_operator.models.common import ConditionStatus
 from smart_operator.models.conditions import ConditionType, Reason
@@ -41,6 +49,7 @@ from smart_operator.ports import Cloud, Events, ServerView, ZoneView
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL_SECONDS = 2.0
 """How soon a pass comes again while a server starts."""
@@ -95,7 +104,10 @@ class DomainReconciler:
         events: Events,
         dns_schedule: DnsCheckSchedule,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``stopping``: true once the Domain is being deleted (kopf stops its daemon);
+        the pass then makes nothing more, and the deletion waits for it to end."""
         self.domain = domain
         self.cloud = cloud
         self.settings = settings
@@ -103,12 +115,14 @@ class DomainReconciler:
         self.events = events
         self.dns_schedule = dns_schedule
         self.clock = clock
+        self.stopping = stopping
         self.uid = domain.metadata.uid or ""
         self.generation = domain.metadata.generation
         read = domain.status or DomainStatus()
         self.steady = domains.is_steady(read, self.generation)
         self.status = read.model_copy(deep=True)
         self.status.observed_generation = self.generation
+        self.alternatives = "another spec.server.location or spec.server.type"
 
     # -- status --------------------------------------------------------------------------
 
@@ -180,16 +194,12 @@ class DomainReconciler:
         """Run one step; a provider failure becomes its condition and a ``Wait``."""
         try:
             return await work
-        except PermanentFailure as error:
-            self.condition(type, "False", Reason.PROVIDER_REJECTED, str(error))
-            return Wait(self.settings.drift_seconds)
-        except TemporaryFailure as error:
-            message = f"{error}; retrying in {error.delay:.0f} s"
-            self.condition(type, "False", Reason.PROVIDER_UNAVAILABLE, message)
-            return Wait(error.delay)
-        except ExternalError as error:  # not found or conflicting: look again soon
-            self.condition(type, "False", Reason.PROVIDER_UNAVAILABLE, f"{error}; retrying")
-            return Wait(POLL_SECONDS)
+        except ExternalError as error:
+            failure = domains.provider_failure(
+                error, self.settings.drift_seconds, self.alternatives
+            )
+            self.condition(type, "False", failure.reason, failure.message)
+            return Wait(failure.retry_seconds)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -197,6 +207,7 @@ class DomainReconciler:
         """Server type and location against the provider's catalogue."""
         shape = self.domain.spec.server
         types = await cloud.catalog.types()
+        self.alternatives = domains.alternatives(shape, types)
         problem = domains.shape_problem(shape, types)
         if problem is not None:
             self.condition(ConditionType.SERVER_READY, "False", Reason.INVALID_SPEC, problem)
@@ -208,30 +219,42 @@ class DomainReconciler:
 
     async def verify(self, cloud: Cloud) -> ZoneView | Wait:
         """Ownership: the domain's zone is active in our Cloudflare account, which means
-        its nameservers point at Cloudflare for us. A missing zone is created."""
+        its nameservers point at Cloudflare for us. A missing zone is created for the
+        registrable domain (a subdomain's zone is its parent's)."""
         dns = self.status.dns or DNSStatus()
         if self.steady and dns.zone_id and dns.zone_name:
-            return ZoneView(dns.zone_id, dns.zone_name, "active", list(dns.name_servers))
-        zone = await cloud.dns.zone_for(self.domain.spec.domain)
-        if zone is None:
-            zone = await cloud.dns.create_zone(self.domain.spec.domain)
-            dns.zone_created = True
-            self.events.post("Normal", "ZoneCreated", f"created Cloudflare zone {zone.name}")
-        dns.zone_id, dns.zone_name, dns.name_servers = zone.id, zone.name, zone.name_servers
-        self.status.dns = dns
-        if zone.status != "active":
-            await cloud.dns.check_activation(zone.id)
-            zone = await cloud.dns.get_zone(zone.id)
-        if zone.status != "active":
-            servers = ", ".join(zone.name_servers) or "the zone's Cloudflare nameservers"
+            return ZoneView(
+                dns.zone_id,
+                dns.zone_name,
+                "active",
+                list(dns.name_servers),
+                dns.zone_plan or "free",
+            )
+        name = self.domain.spec.domain
+        registrable = domains.registrable_domain(name)
+        if registrable is None:
             self.condition(
                 ConditionType.VERIFIED,
                 "False",
-                Reason.ZONE_PENDING,
-                f"set the nameservers of {zone.name} to {servers} at its registrar; "
-                f"checked again every {self.settings.verify_seconds:.0f} s",
+                Reason.INVALID_SPEC,
+                f"spec.domain {name} is a public suffix (like co.uk), which nobody owns and "
+                "Cloudflare cannot hold: use a domain registered under it",
             )
-            return Wait(self.settings.verify_seconds)
+            return Wait(self.settings.drift_seconds)
+        zone = await self.known_zone(cloud, dns)
+        if zone is None:
+            zone = await cloud.dns.zone_for(name)
+        if zone is None:
+            zone = await cloud.dns.create_zone(registrable)
+            dns.zone_created = True
+            dns.activation_checked_at = None
+            self.events.post("Normal", "ZoneCreated", f"created Cloudflare zone {zone.name}")
+        dns.zone_id, dns.zone_name, dns.zone_plan = zone.id, zone.name, zone.plan
+        dns.name_servers = zone.name_servers
+        self.status.dns = dns
+        if zone.status != "active":
+            return await self.wait_for_activation(cloud, zone, dns)
+        dns.activation_checked_at = None
         verification = self.status.verification or VerificationStatus()
         verification.method = self.domain.spec.verification.method
         verification.verified_at = verification.verified_at or now()
@@ -240,6 +263,40 @@ class DomainReconciler:
             ConditionType.VERIFIED, "True", Reason.ZONE_ACTIVE, f"zone {zone.name} is active"
         )
         return zone
+
+    async def known_zone(self, cloud: Cloud, dns: DNSStatus) -> ZoneView | None:
+        """The zone the status names, as it is now; None when it is gone (Cloudflare
+        deletes Free zones left pending for 28 days) and must be found or made again."""
+        if dns.zone_id is None:
+            return None
+        try:
+            return await cloud.dns.get_zone(dns.zone_id)
+        except NotFound:
+            dns.zone_id = None
+            dns.zone_created = None
+            return None
+
+    async def wait_for_activation(self, cloud: Cloud, zone: ZoneView, dns: DNSStatus) -> Wait:
+        """Cloudflare activates a zone on its own schedule once the registrar delegates
+        it; asking it to check sooner is allowed once per plan interval."""
+        interval = domains.activation_check_seconds(zone.plan)
+        moment = self.clock()
+        checked = dns.activation_checked_at
+        if zone.status == "pending" and (
+            checked is None or (moment - checked).total_seconds() >= interval
+        ):
+            try:
+                await cloud.dns.check_activation(zone.id)
+                dns.activation_checked_at = moment
+            except RateLimited as refused:  # asked elsewhere: the API says when again
+                dns.activation_checked_at = moment - timedelta(seconds=interval - refused.delay)
+        self.condition(
+            ConditionType.VERIFIED,
+            "False",
+            Reason.ZONE_MOVED if zone.status == "moved" else Reason.ZONE_PENDING,
+            domains.pending_zone_message(zone, dns.activation_checked_at, interval),
+        )
+        return Wait(self.settings.verify_seconds)
 
     async def ensure_server(self, cloud: Cloud) -> ServerView | Wait:
         found = (
@@ -257,6 +314,8 @@ class DomainReconciler:
                 "DuplicateRemoved",
                 f"removed server {extra.name} ({extra.id}): a second server of this Domain",
             )
+        if choice.keep is None and self.stopping():
+            return Wait(0)  # being deleted: make nothing more
         server = choice.keep or await self.create_server(cloud)
         attempt = server.labels.get(domains.ATTEMPT_LABEL)
         if attempt and attempt != known.create_attempt:
@@ -355,6 +414,8 @@ class DomainReconciler:
             )
         )
         shape = self.domain.spec.server
+        if self.stopping():
+            raise TemporaryFailure("operator", "the Domain is being deleted", 0)
         try:
             server, action = await cloud.servers.create_server(
                 name=name,
@@ -387,7 +448,18 @@ class DomainReconciler:
         if action is not None:
             outcome = await cloud.actions.wait(action)
             if outcome != "success":
-                raise TemporaryFailure("hetzner", f"server {name} failed to start", 10)
+                # It never ran: remove it, and make a new one (new keys) next time.
+                await cloud.servers.delete_server(server.id)
+                self.status.server = ServerStatus(
+                    name=name, firewall_id=firewall, monthly_price=self.status.server.monthly_price
+                )
+                raise TemporaryFailure(
+                    "hetzner",
+                    f"server {name} ({server.id}) failed to start (its create action ended "
+                    "in an error); it was removed",
+                    30,
+                    "action_failed",
+                )
             server = await cloud.servers.server(server.id)
         return server
 
@@ -414,27 +486,34 @@ class DomainReconciler:
         within the platform-wide allowance; a changed server is pointed at at once."""
         desired = domains.desired_records(self.domain, server.ipv4, server.ipv6)
         recorded = (self.status.dns or DNSStatus()).records
-        if (
-            self.steady
-            and domains.records_recorded(desired, recorded)
-            and not self.dns_schedule.due(self.uid)
-        ):
+        routine = self.steady and domains.records_recorded(desired, recorded)
+        if routine and not self.dns_schedule.due(self.uid):
             return None
-        tag = domains.record_tag(self.uid)
+        try:
+            listed = await cloud.dns.records(zone.id)
+        except TemporaryFailure as error:
+            if not routine:
+                raise
+            # A routine check of records that were right: one 429 or 502 says nothing
+            # about them. Keep the condition; the check comes again at its next turn.
+            log.info("DNS check of %s deferred: %s", self.domain.spec.domain, error)
+            return None
         existing = [
-            domains.ExistingRecord(r.id, r.type, r.name, r.content, tuple(r.tags))
-            for r in await cloud.dns.records(zone.id)
+            domains.ExistingRecord(r.id, r.type, r.name, r.content, tuple(r.tags), r.comment)
+            for r in listed
         ]
-        plan = domains.plan_records(desired, existing, tag)
+        plan = domains.plan_records(desired, existing, self.uid)
         settled = [
             DNSRecordStatus(id=r.id, type=r.type, name=r.name, content=r.content) for r in plan.kept
         ]
+        if not plan.empty and self.stopping():
+            return Wait(0)  # being deleted: its records are about to go
         if not plan.empty:
             changed = await cloud.dns.batch(
                 zone.id,
-                posts=[self._record_fields(want, tag) for want in plan.create],
+                posts=[self._record_fields(want, cloud, zone) for want in plan.create],
                 patches=[
-                    {"id": record_id, **self._record_fields(want, tag)}
+                    {"id": record_id, **self._record_fields(want, cloud, zone)}
                     for record_id, want in plan.update
                 ],
                 deletes=plan.delete,
@@ -458,18 +537,44 @@ class DomainReconciler:
         )
         return None
 
-    def _record_fields(self, want: domains.DesiredRecord, tag: str) -> dict[str, Any]:
-        return {
+    def _record_fields(
+        self, want: domains.DesiredRecord, cloud: Cloud, zone: ZoneView
+    ) -> dict[str, Any]:
+        """A record as we make it: marked as ours in its comment (every plan allows one),
+        with a tag too only where the zone's plan allows tags."""
+        fields: dict[str, Any] = {
             "type": want.type,
             "name": want.name,
             "content": want.content,
             "ttl": self.domain.spec.dns.ttl,
             "proxied": self.domain.spec.dns.proxied,
-            "comment": domains.record_comment(self.domain),
-            "tags": [tag],
+            "comment": domains.record_comment(self.domain, cloud.identity.installation, zone.plan),
         }
+        if domains.plan_limits(zone.plan).tags:
+            fields["tags"] = [domains.record_tag(self.uid)]
+        return fields
 
     # -- deletion ------------------------------------------------------------------------
+
+    async def _delete_records(self, cloud: Cloud, zone_id: str, zone_created: bool) -> None:
+        """Remove this Domain's records; a zone we made goes with it only if nothing
+        else lives in it (the customer's own records, another Domain's)."""
+        try:
+            records = await cloud.dns.records(zone_id)
+        except NotFound:  # the zone is gone (a retried deletion that removed it)
+            return
+        others = 0
+        for record in records:
+            existing = domains.ExistingRecord(
+                record.id, record.type, record.name, record.content, tuple(record.tags),
+                record.comment,
+            )  # fmt: skip
+            if existing.owned_by(self.uid):
+                await cloud.dns.delete_record(zone_id, record.id)
+            else:
+                others += 1
+        if zone_created and others == 0:
+            await cloud.dns.delete_zone(zone_id)
 
     async def delete(self) -> None:
         """Remove DNS records, server and firewall; "not found" counts as done. The
@@ -486,10 +591,7 @@ class DomainReconciler:
             zone = await cloud.dns.zone_for(self.domain.spec.domain)
             zone_id = zone.id if zone else None
         if zone_id is not None:
-            for record in await cloud.dns.records(zone_id, tag=domains.record_tag(self.uid)):
-                await cloud.dns.delete_record(zone_id, record.id)
-            if dns.zone_created:
-                await cloud.dns.delete_zone(zone_id)
+            await self._delete_records(cloud, zone_id, bool(dns.zone_created))
         for server in await cloud.servers.servers(labels):
             await cloud.servers.delete_server(server.id)
         cloud.fleet.forget(self.uid)

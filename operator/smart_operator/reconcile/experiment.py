@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from smart_operator import experiments, revisions
 from smart_operator.conditions import set_condition
-from smart_operator.errors import HostKeyMismatch, TemporaryFailure
+from smart_operator.errors import HostKeyMismatch, RevisionRefused, TemporaryFailure
 from smart_operator.keys import fingerprint
 from smart_operator.models.common import ConditionStatus
 from smart_operator.models.conditions import ConditionType, Reason
@@ -136,6 +136,7 @@ class ExperimentReconciler:
                 self.status.phase = ExperimentPhase.RUNNING
                 return
             self.status.deployed_revision = None
+            self.status.deployed_server = None
             self.status.serving = []
         domain = self.experiment.spec.domain_ref
         self.condition(
@@ -163,6 +164,8 @@ class ExperimentReconciler:
         revision = revisions.build_revision(self.experiment, serving)
         names = [v.name for v in self.experiment.spec.variants]
         previous = self.read.deployed_revision
+        if self.read.deployed_server != target.server_id:
+            previous = None  # a new server (a replaced one): it has nothing of ours yet
         if previous == revision.id:
             self.condition(
                 ConditionType.DEPLOYED, "True", Reason.DEPLOYED, f"revision {revision.id}: {why}"
@@ -184,6 +187,17 @@ class ExperimentReconciler:
             )
             self.status.phase = ExperimentPhase.RUNNING if previous else ExperimentPhase.DEPLOYING
             return self.settings.deploy_check_seconds
+        except RevisionRefused as error:
+            self.condition(
+                ConditionType.DEPLOYED,
+                "False",
+                Reason.REVISION_REFUSED,
+                f"{error}; "
+                + (f"revision {previous} keeps serving" if previous else "nothing is served")
+                + f"; tried again in {self.settings.deploy_check_seconds:.0f} s",
+            )
+            self.status.phase = ExperimentPhase.RUNNING if previous else ExperimentPhase.DEPLOYING
+            return self.settings.deploy_check_seconds
         except TemporaryFailure as error:
             self.condition(
                 ConditionType.DEPLOYED,
@@ -195,7 +209,8 @@ class ExperimentReconciler:
             )
             self.status.phase = ExperimentPhase.RUNNING if previous else ExperimentPhase.DEPLOYING
             return RETRY_SECONDS
-        self.status.deployed_revision = revision.id
+        self.status.deployed_revision = result.serving
+        self.status.deployed_server = target.server_id
         self.status.serving = serving.served(names)
         self.condition(
             ConditionType.DEPLOYED, "True", Reason.DEPLOYED, f"revision {revision.id}: {why}"

@@ -41,10 +41,14 @@ class OrphanRule:
             bool(uid) and uid not in self.owned and created is not None and created <= self.cutoff
         )
 
-    def tagged(self, tags: list[str]) -> bool:
-        prefix = f"{domains.RECORD_TAG_NAME}:"
-        uids = [t.removeprefix(prefix) for t in tags if t.startswith(prefix)]
-        return bool(uids) and all(uid not in self.owned for uid in uids)
+    def record(self, owner: domains.RecordOwner | None, installation: str) -> bool:
+        """A record marked by this installation for a Domain that is gone. (Records an
+        older version tagged name no installation: they are never swept.)"""
+        return (
+            owner is not None
+            and owner.installation == installation
+            and (owner.uid not in self.owned)
+        )
 
 
 async def sweep_once(
@@ -70,9 +74,11 @@ async def sweep_once(
                 log.info("firewall %s not swept yet: %s", firewall.name, error)
                 continue
             removed["firewall"] += 1
+    installation = cloud.identity.installation
+    marked = f"{domains.MARKER_PREFIX}{installation}:"
     for zone in await cloud.dns.zones() if records else []:
-        for record in await cloud.dns.records(zone.id, tag_present=domains.RECORD_TAG_NAME):
-            if rule.tagged(record.tags):
+        for record in await cloud.dns.records(zone.id, comment_prefix=marked):
+            if rule.record(domains.record_owner(record.comment, record.tags), installation):
                 log.warning("sweeping %s record %s: no Domain owns it", record.type, record.name)
                 await cloud.dns.delete_record(zone.id, record.id)
                 removed["record"] += 1
