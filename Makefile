@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help dev test system venv binaries helm cluster lint typecheck crds unit bench chart clean
+.PHONY: help dev test system venv binaries helm cluster lint typecheck crds unit chaos bench chart clean
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,9 @@ crds: venv ## Regenerate crds/*.yaml from the pydantic models
 
 unit: venv ## Only the fast tests that need no control plane
 	$(BIN)/pytest tests/unit -q
+
+chaos: system binaries ## The chaos suite at 20 Domains (make test runs it at 4); prints what leaked
+	SMART_CHAOS_DOMAINS=20 SMART_CHAOS_KILLS=8 $(BIN)/pytest -p no:cacheprovider -s -m chaos tests/cluster
 
 bench: system binaries ## Run the benchmarks and print their figures
 	$(BIN)/python -m smart_sim.bench

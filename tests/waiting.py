@@ -6,6 +6,7 @@ naming what it waited for and the last value it saw."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -28,17 +29,19 @@ def eventually(
 
 
 async def eventually_async(
-    check: Callable[[], Awaitable[T | None]],
+    check: Callable[[], Awaitable[T | None] | T | None],
     within: float = 30,
     what: str = "",
     every: float = 0.02,
 ) -> T:
-    """Poll an async ``check`` until it returns something truthy, or fail after
-    ``within`` seconds."""
+    """Poll ``check`` (a plain or an async function) from a running event loop until it
+    returns something truthy, or fail after ``within`` seconds."""
     deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(every)

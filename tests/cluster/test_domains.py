@@ -89,6 +89,20 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     assert world.zone(fqdn) is None
 
 
+def test_a_subdomain_lives_in_its_parents_zone(
+    cluster: Cluster, world: World, namespace: str, unique: str
+) -> None:
+    parent = f"parent-{unique}.example"
+    zone = world.add_active_zone(parent)
+    cluster.apply(domain("promo", namespace, f"promo.{parent}"))
+    wait_condition(cluster, namespace, "promo", "DNSReady")
+    names = {r["name"] for r in world.records(zone["id"])}
+    assert {f"promo.{parent}", f"www.promo.{parent}"} <= names
+    assert world.zone(f"promo.{parent}") is None  # never a zone of its own
+    cluster.kubectl("delete", "domain", "promo", "-n", namespace, "--timeout=60s")
+    assert world.zone(parent) is not None  # not ours to delete
+
+
 def test_a_lost_create_response_still_gives_one_server(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:

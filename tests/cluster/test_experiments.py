@@ -79,6 +79,27 @@ def test_a_template_config_error_is_reported_before_anything_is_uploaded(
     assert (cluster.get("experiment", "typo", "-n", namespace) or {})["status"]["phase"] == "Failed"
 
 
+def test_an_experiment_cannot_move_to_another_domain(
+    cluster: Cluster, site: tuple[str, Path]
+) -> None:
+    namespace, _ = site
+    cluster.apply(experiment("moving", namespace, "site"))
+    refused = cluster.try_kubectl(
+        "patch",
+        "experiment",
+        "moving",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"domainRef": "elsewhere"}}',
+    )
+    assert "spec.domainRef cannot change" in refused
+    moved = cluster.get("experiment", "moving", "-n", namespace) or {}
+    assert moved["spec"]["domainRef"] == "site"
+    cluster.kubectl("delete", "experiment", "moving", "-n", namespace, "--timeout=60s")
+
+
 def test_a_paused_domain_serves_only_the_control(cluster: Cluster, site: tuple[str, Path]) -> None:
     namespace, root = site
     cluster.apply(experiment("pausing", namespace, "site"))

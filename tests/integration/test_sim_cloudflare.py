@@ -7,9 +7,7 @@ simulator's clock through the control API, or by a high ``time_scale``; never by
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -19,6 +17,7 @@ import pytest
 from cloudflare import AsyncCloudflare
 
 from smart_sim.cloudflare import CloudflareConfig, CloudflareSimulator
+from tests.waiting import eventually_async
 
 T = TypeVar("T")
 
@@ -68,18 +67,6 @@ async def control(
     async with http.request(method, f"{sim.root_url}/_sim/{path}", json=body) as response:
         assert response.status < 300, await response.text()
         return await response.json() if response.status != 204 else None
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, what: str, within: float = 10) -> T:
-    """Poll an async check until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s: {what}; last value {value!r}")
-        await asyncio.sleep(0.01)
 
 
 async def new_zone(
@@ -501,7 +488,7 @@ async def test_lockout_passes_at_the_scaled_rate(start: Start) -> None:
                 return False
             return True
 
-        await eventually(allowed, what="the lock-out ended")
+        await eventually_async(allowed, what="the lock-out ended")
 
 
 async def test_tokens_are_checked(start: Start) -> None:

@@ -27,6 +27,7 @@ from hcloud.server_types import ServerType
 from hcloud.servers import Server
 
 from smart_sim.hetzner import HetznerConfig, HetznerSimulator, ServerInfo
+from tests.waiting import eventually_async
 
 T = TypeVar("T")
 
@@ -92,18 +93,6 @@ def client(sim: HetznerSimulator) -> Iterator[Client]:
 def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
     """Run a blocking SDK call off the event loop."""
     return asyncio.to_thread(function, *args, **kwargs)
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, what: str, within: float = 10) -> T:
-    """Poll an async check until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s: {what}; last value {value!r}")
-        await asyncio.sleep(0.01)
 
 
 async def control(
@@ -493,7 +482,7 @@ async def test_the_budget_refills_at_the_scaled_rate(start: Start) -> None:
     sim = await start(rate_limit=2, time_scale=200)  # one request back every 5 ms
     with hcloud_client(sim.url) as client:
         for _ in range(20):
-            await eventually(
+            await eventually_async(
                 lambda: _succeeds(call(client.locations.get_by_id, 1)),
                 what="the budget refilled",
                 within=5,
@@ -598,7 +587,7 @@ async def test_a_timed_out_request_still_takes_effect(
         async def registered() -> bool:
             return bool(await call(client.ssh_keys.get_all))
 
-        await eventually(registered, what="the delayed create committed")
+        await eventually_async(registered, what="the delayed create committed")
 
 
 async def test_faults_are_listed_and_removed(

@@ -16,8 +16,7 @@ import gzip
 import os
 import random
 import stat
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from hcloud.server_types import ServerType
 from smart_sim.hetzner import HetznerConfig, HetznerSimulator
 from smart_sim.hosts import HostManager, HostState, SimulatedHost
 from smart_sim.hosts.cloudinit import UserDataError, parse
+from tests.waiting import eventually_async
 
 T = TypeVar("T")
 
@@ -78,18 +78,6 @@ def user_data(keys: Keys, **extra: Any) -> str:
         **extra,
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, what: str, within: float = 20) -> T:
-    """Poll an async check until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s: {what}; last value {value!r}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -328,7 +316,7 @@ async def test_deleting_the_server_stops_its_ssh_endpoint(world: World, keys: Ke
     async with ssh(host, keys.client, pinned=keys.host_public) as connection:
         await world.delete(host)
         assert host.state is HostState.STOPPED
-        await eventually(lambda: _closed(connection), what="the open connection is dropped")
+        await eventually_async(lambda: _closed(connection), what="the open connection is dropped")
     with pytest.raises(ConnectionRefusedError):
         async with asyncssh.connect(address, port, known_hosts=None, config=None):
             pass
