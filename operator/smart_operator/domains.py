@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -141,6 +142,61 @@ def pending_zone_message(zone: ZoneView, checked_at: datetime | None, interval: 
             f"every {interval / 60:.0f} minutes is what the zone's {zone.plan} plan allows)"
         )
     return message
+
+
+# -- which customer owns a zone ---------------------------------------------------------
+
+OWNER_PREFIX = "smartserver-owner="
+
+
+def owner_record_name(zone: str) -> str:
+    """The TXT record that says which customer a zone belongs to."""
+    return f"_smartserver-owner.{zone}"
+
+
+def owner_content(installation: str, customer_uid: str) -> str:
+    return f"{OWNER_PREFIX}{installation}/{customer_uid}"
+
+
+def owner_comment(installation: str) -> str:
+    """Not a Domain's record marker (``smartserver:``): no Domain's deletion or the
+    sweep takes it; it goes with its zone."""
+    return f"smartserver-owner:{installation} the customer this zone belongs to"
+
+
+def parse_owner(content: str) -> tuple[str, str] | None:
+    """(installation, customer uid) from an owner record's content."""
+    text = content.strip().strip('"')
+    if not text.startswith(OWNER_PREFIX):
+        return None
+    installation, _, customer = text.removeprefix(OWNER_PREFIX).partition("/")
+    return (installation, customer) if installation and customer else None
+
+
+def challenge_name(domain: str) -> str:
+    """The TXT record staff add to let a customer use a zone that has no owner yet."""
+    return f"_smartserver-challenge.{domain}"
+
+
+def challenge_value(key_secret: bytes, domain_uid: str, customer_uid: str) -> str:
+    """The challenge's value for one Domain of one customer (derived, so nothing needs
+    storing and a retried pass asks for the same)."""
+    digest = hmac.new(
+        key_secret, f"challenge\0{domain_uid}\0{customer_uid}".encode(), hashlib.sha256
+    ).hexdigest()
+    return f"smartserver-challenge={digest[:32]}"
+
+
+ZoneClaim = Literal["ours", "foreign", "unclaimed"]
+
+
+def zone_claim(owner_records: list[str], installation: str, customer_uid: str) -> ZoneClaim:
+    """Whether a zone is this customer's (an owner record names it), another's (one
+    names someone else, in this installation or another), or nobody's yet."""
+    owners = [o for o in (parse_owner(c) for c in owner_records) if o is not None]
+    if not owners:
+        return "unclaimed"
+    return "ours" if (installation, customer_uid) in owners else "foreign"
 
 
 # -- who owns a record ------------------------------------------------------------------

@@ -3,6 +3,7 @@ a customer namespace per test, and Domain conditions."""
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 from datetime import UTC, datetime
@@ -30,8 +31,9 @@ def call(url: str, method: str = "GET", body: Any = None, token: bool = False) -
 class World:
     """What the simulators hold, as a test sees it."""
 
-    def __init__(self, clouds: Clouds) -> None:
+    def __init__(self, clouds: Clouds, cluster: Cluster) -> None:
         self.clouds = clouds
+        self.cluster = cluster
 
     def servers(self, uid: str | None = None) -> list[dict[str, Any]]:
         servers = call(f"{self.clouds.hetzner.root_url}/_sim/servers")["servers"]
@@ -49,11 +51,30 @@ class World:
         url = f"{self.clouds.cloudflare.url}/zones/{zone_id}/dns_records?per_page=100"
         return list(call(url, token=True)["result"])
 
-    def add_active_zone(self, name: str) -> dict[str, Any]:
+    def add_active_zone(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """A zone already in the platform's account (staff added it); with ``namespace``,
+        it belongs to that namespace's customer (its owner record says so)."""
         call(f"{self.clouds.cloudflare.root_url}/_sim/zones", "POST", {"name": name})
         zone = self.zone(name)
         assert zone is not None
+        if namespace is not None:
+            customer = self.cluster.get("customer", namespace.removeprefix("customer-")) or {}
+            owner = f"smartserver-owner={self.installation()}/{customer['metadata']['uid']}"
+            record = {
+                "type": "TXT",
+                "name": f"_smartserver-owner.{name}",
+                "content": owner,
+                "ttl": 3600,
+            }
+            call(
+                f"{self.clouds.cloudflare.url}/zones/{zone['id']}/dns_records", "POST", record, True
+            )
         return zone
+
+    def installation(self) -> str:
+        """The operator's installation id (on its cloud objects and records)."""
+        secret = self.cluster.get("secret", "smart-operator-keys", "-n", "smartserver-system")
+        return base64.b64decode((secret or {})["data"]["installation"]).decode()
 
     def activate(self, name: str) -> None:
         call(f"{self.clouds.cloudflare.root_url}/_sim/zones/{name}/activate", "POST", {})
@@ -64,8 +85,8 @@ class World:
 
 
 @pytest.fixture
-def world(clouds: Clouds) -> World:
-    return World(clouds)
+def world(clouds: Clouds, cluster: Cluster) -> World:
+    return World(clouds, cluster)
 
 
 @pytest.fixture
@@ -165,7 +186,7 @@ def host_root(clouds: Clouds, server_name: str) -> Path:
 def site(cluster: Cluster, world: World, namespace: str, unique: str) -> tuple[str, Path]:
     """A Domain with a running server; returns its namespace and the host's root."""
     fqdn = f"exp-{unique}.example"
-    world.add_active_zone(fqdn)
+    world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("site", namespace, fqdn))
     wait_condition(cluster, namespace, "site", "DNSReady")
     server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]["name"]

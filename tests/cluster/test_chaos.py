@@ -10,7 +10,6 @@ replayed with ``SMART_CHAOS_SEED``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import random
@@ -109,17 +108,12 @@ def keys_of(server: dict[str, Any]) -> tuple[str, str]:
     return document["ssh_keys"]["ed25519_public"], hashlib.sha256(key.encode()).hexdigest()
 
 
-def installation(cluster: Cluster) -> str:
-    secret = cluster.get("secret", "smart-operator-keys", "-n", "smartserver-system") or {}
-    return base64.b64decode(secret["data"]["installation"]).decode()
-
-
 def test_domains_converge_and_go_away_under_chaos(
     cluster: Cluster, world: World, chaos: Chaos, namespace: str, unique: str
 ) -> None:
     names = [f"c{i}" for i in range(DOMAINS)]
     for name in names:
-        world.add_active_zone(f"{name}-{unique}.example")
+        world.add_active_zone(f"{name}-{unique}.example", namespace)
     chaos.faults()
     killer = chaos.killing(KILLS, within=20.0)
     for name in names:
@@ -167,7 +161,7 @@ def test_domains_converge_and_go_away_under_chaos(
     finally:
         chaos.stop(killer)
     chaos.calm()
-    mine = installation(cluster)
+    mine = world.installation()
 
     def leaked() -> int:
         servers = [

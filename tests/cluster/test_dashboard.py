@@ -178,7 +178,7 @@ def tenants(
         )
     ns_a, ns_b = f"customer-{a}", f"customer-{b}"
     fqdn_shop, fqdn_blog, fqdn_b = f"shop-{u}.example", f"blog-{u}.example", f"store-{u}.example"
-    world.add_active_zone(fqdn_shop)
+    world.add_active_zone(fqdn_shop, ns_a)
     cluster.apply(domain("shop", ns_a, fqdn_shop))
     cluster.apply(domain("blog", ns_a, fqdn_blog))
     cluster.apply(domain("store", ns_b, fqdn_b))

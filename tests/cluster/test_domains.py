@@ -3,7 +3,6 @@ provider simulators reached through the real SDKs."""
 
 from __future__ import annotations
 
-import base64
 import time
 
 import pytest
@@ -93,7 +92,7 @@ def test_a_subdomain_lives_in_its_parents_zone(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:
     parent = f"parent-{unique}.example"
-    zone = world.add_active_zone(parent)
+    zone = world.add_active_zone(parent, namespace)
     cluster.apply(domain("promo", namespace, f"promo.{parent}"))
     wait_condition(cluster, namespace, "promo", "DNSReady")
     names = {r["name"] for r in world.records(zone["id"])}
@@ -107,7 +106,7 @@ def test_a_lost_create_response_still_gives_one_server(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:
     fqdn = f"lost-{unique}.example"
-    world.add_active_zone(fqdn)
+    world.add_active_zone(fqdn, namespace)
     world.fault("hetzner", kind="lost_response", method="POST", path="/v1/servers", count=1)
     cluster.apply(domain("lost", namespace, fqdn))
     wait_condition(cluster, namespace, "lost", "DNSReady")
@@ -120,7 +119,7 @@ def test_killing_the_operator_during_creation_leaves_one_server_each(
 ) -> None:
     names = [f"k{i}" for i in range(4)]
     for name in names:
-        world.add_active_zone(f"{name}-{unique}.example")
+        world.add_active_zone(f"{name}-{unique}.example", namespace)
         cluster.apply(domain(name, namespace, f"{name}-{unique}.example"))
 
     def ours() -> int:
@@ -142,7 +141,7 @@ def test_a_record_that_is_not_ours_is_left_untouched_and_reported(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:
     fqdn = f"taken-{unique}.example"
-    zone = world.add_active_zone(fqdn)
+    zone = world.add_active_zone(fqdn, namespace)
     foreign = call(
         f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records",
         "POST",
@@ -161,7 +160,7 @@ def test_a_server_deleted_behind_our_back_is_replaced(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:
     fqdn = f"drift-{unique}.example"
-    world.add_active_zone(fqdn)
+    world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("drift", namespace, fqdn))
     wait_condition(cluster, namespace, "drift", "DNSReady")
     uid = (cluster.get("domain", "drift", "-n", namespace) or {})["metadata"]["uid"]
@@ -232,8 +231,7 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
         }
         return int(call(f"{hetzner}/servers", "POST", body, token=True)["server"]["id"])
 
-    secret = cluster.get("secret", "smart-operator-keys", "-n", "smartserver-system") or {}
-    installation = base64.b64decode(secret["data"]["installation"]).decode()
+    installation = world.installation()
     managed = {"smartserver.ai/managed": "true", "smartserver.ai/uid": f"gone-{unique}"}
     orphan = server(f"orphan-{unique}", {**managed, "smartserver.ai/installation": installation})
     foreign = server(f"foreign-{unique}", {"team": "web"})
@@ -242,7 +240,7 @@ def test_cloud_objects_that_no_domain_owns_are_swept(
     neighbour = server(
         f"neighbour-{unique}", {**managed, "smartserver.ai/installation": "someone-else"}
     )
-    zone = world.add_active_zone(f"sweep-{unique}.example")
+    zone = world.add_active_zone(f"sweep-{unique}.example")  # no Domain: unclaimed
     records = f"{world.clouds.cloudflare.url}/zones/{zone['id']}/dns_records"
     leftover = {"type": "A", "name": f"sweep-{unique}.example", "content": "192.0.2.1", "ttl": 300}
     marker = f"smartserver:{installation}:gone-{unique}"
@@ -281,7 +279,7 @@ def test_under_a_429_storm_the_operator_waits_for_the_reset_and_converges(
 
     refused_before = refused()
     fqdn = f"storm-{unique}.example"
-    world.add_active_zone(fqdn)
+    world.add_active_zone(fqdn, namespace)
     world.fault("hetzner", kind="rate_limit", path="/v1/*", count=storm)
     started = time.monotonic()
     cluster.apply(domain("storm", namespace, fqdn))
@@ -302,7 +300,7 @@ def test_a_paused_domain_gets_nothing_until_resumed(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:
     fqdn = f"paused-{unique}.example"
-    world.add_active_zone(fqdn)
+    world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("paused", namespace, fqdn, paused=True))
     paused = wait_condition(cluster, namespace, "paused", "Paused")
     assert "spec.paused" in paused["message"]
@@ -326,7 +324,7 @@ def test_a_changed_record_of_ours_is_put_back(
     cluster: Cluster, world: World, namespace: str, unique: str
 ) -> None:
     fqdn = f"edited-{unique}.example"
-    zone = world.add_active_zone(fqdn)
+    zone = world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("edited", namespace, fqdn, dns={"www": False}))
     wait_condition(cluster, namespace, "edited", "DNSReady")
     uid = (cluster.get("domain", "edited", "-n", namespace) or {})["metadata"]["uid"]

@@ -16,7 +16,7 @@ from smart_operator.errors import PermanentFailure, RateLimited, TemporaryFailur
 from smart_operator.keys import hash_intake_key
 from smart_operator.models.common import Writer
 from smart_operator.models.domain import Domain, DomainStatus
-from smart_operator.ports import ObjectRef
+from smart_operator.ports import ObjectRef, RecordView
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
@@ -25,6 +25,7 @@ from tests.unit.fakes import FakeActions, FakeEvents, FakeResources, fake_cloud
 NS = "customer-acme"
 UID = "d-1"
 REF = ObjectRef("domains", "shop", NS)
+CUSTOMER = "c-1"
 SETTINGS = OperatorSettings(
     ssh_sources=["203.0.113.7/32"],
     drift_seconds=60,
@@ -50,6 +51,9 @@ class World:
         self.cloud, self.servers, self.dns = fake_cloud()
         self.resources = FakeResources()
         self.resources.put(REF, body(**spec))
+        self.resources.put(
+            ObjectRef("customers", "acme"), {"metadata": {"name": "acme", "uid": CUSTOMER}}
+        )
         self.events = FakeEvents()
         self.schedule = DnsCheckSchedule(SETTINGS.dns_drift_seconds)
         self.with_cloud = True
@@ -70,6 +74,7 @@ class World:
             writer=writer,
             events=self.events,
             dns_schedule=self.schedule,
+            resources=self.resources,
             clock=lambda: self.now,
             stopping=lambda: stopping,
         )
@@ -90,11 +95,28 @@ class World:
         status = self.resources.objects[REF].setdefault("status", {})
         status["agent"] = {"version": "0.2.0", "lastSeen": now, "startedAt": now}
 
+    def claimed_zone(self, name: str, customer: str = CUSTOMER) -> str:
+        """A zone in the account that already belongs to ``customer``."""
+        zone = self.dns.add_zone(name)
+        self.dns.add_record(
+            zone.id,
+            "TXT",
+            domains.owner_record_name(name),
+            domains.owner_content("inst-1", customer),
+            [],
+        )
+        return zone.id
+
+
+def addresses(world: World, zone_id: str) -> list[RecordView]:
+    """The zone's A and AAAA records (not its owner record)."""
+    return [r for r in world.dns.all_records(zone_id) if r.type in ("A", "AAAA")]
+
 
 @pytest.fixture
 def world() -> World:
     world = World()
-    world.dns.add_zone("shop.example")
+    world.claimed_zone("shop.example")
     return world
 
 
@@ -106,7 +128,7 @@ async def test_a_new_domain_gets_firewall_server_and_records_then_waits_for_its_
     attempt = world.status["server"]["createAttempt"]
     assert server.labels == domains.cloud_labels(UID, "inst-1", attempt)
     assert len(world.servers.firewalls_by_id) == 1
-    records = world.dns.all_records("z1")
+    records = addresses(world, "z1")
     assert {(r.type, r.name) for r in records} == {("A", "shop.example"), ("A", "www.shop.example")}
     marker = domains.record_marker("inst-1", UID)
     assert all(r.comment and r.comment.startswith(marker) for r in records)
@@ -288,7 +310,7 @@ async def test_a_subdomain_uses_its_registrable_parents_zone_and_never_makes_its
     assert zone.name == "example.com"
     world.dns.delegated.add("example.com")
     await world.run()
-    names = {r.name for r in world.dns.all_records(zone.id)}
+    names = {r.name for r in addresses(world, zone.id)}
     assert names == {"promo.shop.example.com", "www.promo.shop.example.com"}
 
 
@@ -302,7 +324,7 @@ async def test_a_public_suffix_is_refused_with_what_to_do() -> None:
 
 async def test_an_unknown_server_type_names_the_choices() -> None:
     world = World(server={"type": "cx99"})
-    world.dns.add_zone("shop.example")
+    world.claimed_zone("shop.example")
     await world.run()
     condition = world.condition("ServerReady")
     assert condition["reason"] == "InvalidSpec" and "cpx22, cx23" in condition["message"]
@@ -312,7 +334,7 @@ async def test_an_unknown_server_type_names_the_choices() -> None:
 
 async def test_a_paused_domain_gets_nothing() -> None:
     world = World(paused=True)
-    world.dns.add_zone("shop.example")
+    world.claimed_zone("shop.example")
     await world.run()
     assert world.condition("Paused")["status"] == "True"
     assert world.status["phase"] == "Pending"
@@ -363,7 +385,7 @@ async def test_a_server_gone_behind_our_back_is_made_again(world: World) -> None
     [new] = list(world.servers.servers_by_id)
     assert new != old
     assert "ServerMissing" in world.events.reasons("Warning")
-    records = world.dns.all_records("z1")
+    records = addresses(world, "z1")
     assert {r.content for r in records} == {world.servers.servers_by_id[new].ipv4}
 
 
@@ -375,14 +397,15 @@ async def test_deletion_removes_only_what_is_ours(world: World) -> None:
     assert world.status["phase"] == "Deleting"
     assert list(world.servers.servers_by_id) == [other_server]
     assert world.servers.firewalls_by_id == {}
-    assert [r.id for r in world.dns.all_records("z1")] == [foreign]
+    left = [r for r in world.dns.all_records("z1") if domains.parse_owner(r.content) is None]
+    assert [r.id for r in left] == [foreign]
     assert "z1" in world.dns.zones_by_id  # not made by us: kept
 
 
 async def test_a_temporary_failure_of_a_step_keeps_what_earlier_steps_found(
     world: World,
 ) -> None:
-    world.dns.fail("records", TemporaryFailure("cloudflare", "502 Bad Gateway", 3.0))
+    world.dns.fail("batch", TemporaryFailure("cloudflare", "502 Bad Gateway", 3.0))
     delay = await world.run()
     assert delay == 3.0
     assert world.condition("ServerReady")["status"] == "True"
@@ -393,7 +416,7 @@ async def test_a_temporary_failure_of_a_step_keeps_what_earlier_steps_found(
 
 async def test_a_deprecated_server_type_names_the_ones_that_can_be_ordered() -> None:
     world = World(server={"type": "cx22"})
-    world.dns.add_zone("shop.example")
+    world.claimed_zone("shop.example")
     await world.run()
     condition = world.condition("ServerReady")
     assert condition["reason"] == "InvalidSpec"
@@ -448,7 +471,8 @@ async def test_a_zone_made_for_a_domain_goes_with_it_only_when_nothing_else_is_i
     [zone] = world.dns.zones_by_id.values()
     own = world.dns.add_record(zone.id, "MX", "shop.example", "mail.example.net", [])
     await world.reconciler().delete()
-    assert [r.id for r in world.dns.all_records(zone.id)] == [own]
+    assert [r.id for r in addresses(world, zone.id)] == []
+    assert own in world.dns.records_by_zone[zone.id]
     assert zone.id in world.dns.zones_by_id  # the customer's MX record lives there
 
     again = World()
@@ -495,4 +519,43 @@ async def test_a_domain_being_deleted_gets_nothing_new(world: World) -> None:
     await world.reconciler(stopping=True).run()
     assert world.servers.servers_by_id == {}
     assert world.servers.calls["create_server"] == 0
-    assert world.dns.all_records("z1") == []
+    assert addresses(world, "z1") == []
+
+
+async def test_a_zone_of_another_customer_is_refused_and_left_alone() -> None:
+    world = World(domain="promo.shop.example")
+    zone = world.claimed_zone("shop.example", customer="someone-else")
+    before = list(world.dns.all_records(zone))
+    await world.run()
+    verified = world.condition("Verified")
+    assert verified["reason"] == "ZoneOfAnotherCustomer"
+    assert "another customer" in verified["message"] and "someone-else" not in verified["message"]
+    assert world.status["phase"] == "Failed"
+    assert world.dns.all_records(zone) == before and world.servers.servers_by_id == {}
+
+
+async def test_a_zone_nobody_owns_is_granted_by_a_challenge_record_staff_add() -> None:
+    world = World()
+    zone = world.dns.add_zone("shop.example")
+    await world.run()
+    verified = world.condition("Verified")
+    challenge = world.status["verification"]
+    assert verified["reason"] == "OwnershipChallenge" and challenge["method"] == "txt"
+    assert challenge["recordName"] == "_smartserver-challenge.shop.example"
+    assert challenge["recordValue"] in verified["message"]
+    assert world.servers.servers_by_id == {}
+
+    world.dns.add_record(zone.id, "TXT", challenge["recordName"], challenge["recordValue"], [])
+    await world.run()
+    assert world.condition("Verified")["status"] == "True"
+    owners = world.dns.all_records(zone.id)
+    assert any(domains.parse_owner(r.content) == ("inst-1", CUSTOMER) for r in owners)
+    assert "recordValue" not in world.status["verification"]
+
+
+async def test_a_zone_made_for_a_customer_is_its_own() -> None:
+    world = World()
+    await world.run()
+    [zone] = world.dns.zones_by_id.values()
+    owners = [domains.parse_owner(r.content) for r in world.dns.all_records(zone.id)]
+    assert owners == [("inst-1", CUSTOMER)]

@@ -103,6 +103,7 @@ class Context:
             ),
             events=events,
             dns_schedule=self.dns_schedule,
+            resources=self.kube,
             stopping=stopping or (lambda: False),
         )
 

@@ -72,6 +72,8 @@ class Reason(StrEnum):
     ZONE_ACTIVE = "ZoneActive"
     ZONE_PENDING = "ZonePending"
     ZONE_MOVED = "ZoneMoved"
+    ZONE_OF_ANOTHER_CUSTOMER = "ZoneOfAnotherCustomer"
+    OWNERSHIP_CHALLENGE = "OwnershipChallenge"
     CREATING = "Creating"
     CREATE_FAILED = "CreateFailed"
     """The provider could not start a new server: it was removed and is made again."""
@@ -121,6 +123,8 @@ WARNINGS = frozenset(
         Reason.QUOTA_EXCEEDED,
         Reason.RECORD_CONFLICT,
         Reason.ZONE_MOVED,
+        Reason.ZONE_OF_ANOTHER_CUSTOMER,
+        Reason.OWNERSHIP_CHALLENGE,
         Reason.AGENT_SILENT,
         Reason.INVALID_TEMPLATE_CONFIG,
         Reason.DOMAIN_NOT_FOUND,
@@ -147,7 +151,12 @@ QUIET = frozenset(
 starting state says nothing new. A later change to them is reported as usual."""
 
 PERMANENT = frozenset(
-    {Reason.INVALID_SPEC, Reason.OPERATOR_NOT_CONFIGURED, Reason.PROVIDER_REJECTED}
+    {
+        Reason.INVALID_SPEC,
+        Reason.OPERATOR_NOT_CONFIGURED,
+        Reason.PROVIDER_REJECTED,
+        Reason.ZONE_OF_ANOTHER_CUSTOMER,
+    }
 )
 """Reasons that only a change of the spec (or of the operator's configuration) mends:
 a Domain with one of them is in phase ``Failed``."""

@@ -85,7 +85,18 @@ class DomainSpec(CamelModel):
 
 
 class VerificationStatus(CamelModel):
-    method: str | None = Field(default=None, description="How ownership was proven")
+    method: str | None = Field(
+        default=None,
+        description="How the customer's claim was proven: cloudflareZone (the zone it "
+        "delegated to Cloudflare is its own) or txt (a challenge record staff added)",
+    )
+    record_name: str | None = Field(
+        default=None,
+        description="While a challenge is open: the TXT record that proves the claim",
+    )
+    record_value: str | None = Field(
+        default=None, description="While a challenge is open: the value that record must have"
+    )
     verified_at: datetime | None = Field(
         default=None, description="When ownership was first proven"
     )

@@ -36,6 +36,7 @@ from smart_operator.errors import (
 from smart_operator.keys import derive_server_keys, fingerprint, hash_intake_key, new_attempt
 from smart_operator.models.common import ConditionStatus
 from smart_operator.models.conditions import ConditionType, Reason
+from smart_operator.models.customer import customer_of
 from smart_operator.models.domain import (
     DNSRecordStatus,
     DNSStatus,
@@ -45,7 +46,7 @@ from smart_operator.models.domain import (
     ServerStatus,
     VerificationStatus,
 )
-from smart_operator.ports import Cloud, Events, ServerView, ZoneView
+from smart_operator.ports import Cloud, Events, ObjectRef, Resources, ServerView, ZoneView
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
 
@@ -103,6 +104,7 @@ class DomainReconciler:
         writer: StatusWriter[DomainStatus],
         events: Events,
         dns_schedule: DnsCheckSchedule,
+        resources: Resources,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -114,6 +116,7 @@ class DomainReconciler:
         self.writer = writer
         self.events = events
         self.dns_schedule = dns_schedule
+        self.resources = resources
         self.clock = clock
         self.stopping = stopping
         self.uid = domain.metadata.uid or ""
@@ -241,6 +244,16 @@ class DomainReconciler:
                 "Cloudflare cannot hold: use a domain registered under it",
             )
             return Wait(self.settings.drift_seconds)
+        customer = await self.customer_uid()
+        if customer is None:
+            self.condition(
+                ConditionType.VERIFIED,
+                "False",
+                Reason.INVALID_SPEC,
+                f"a Domain belongs to a Customer: create it in the Customer's namespace "
+                f"(customer-<name>), not {self.domain.metadata.namespace}",
+            )
+            return Wait(self.settings.drift_seconds)
         zone = await self.known_zone(cloud, dns)
         if zone is None:
             zone = await cloud.dns.zone_for(name)
@@ -252,17 +265,91 @@ class DomainReconciler:
         dns.zone_id, dns.zone_name, dns.zone_plan = zone.id, zone.name, zone.plan
         dns.name_servers = zone.name_servers
         self.status.dns = dns
+        claimed = await self.claim(cloud, zone, customer, made=bool(dns.zone_created))
+        if claimed is not None:
+            return claimed
         if zone.status != "active":
             return await self.wait_for_activation(cloud, zone, dns)
         dns.activation_checked_at = None
         verification = self.status.verification or VerificationStatus()
-        verification.method = self.domain.spec.verification.method
+        verification.method = verification.method or self.domain.spec.verification.method
+        verification.record_name = verification.record_value = None
         verification.verified_at = verification.verified_at or now()
         self.status.verification = verification
         self.condition(
             ConditionType.VERIFIED, "True", Reason.ZONE_ACTIVE, f"zone {zone.name} is active"
         )
         return zone
+
+    async def customer_uid(self) -> str | None:
+        """The uid of the Customer whose namespace the Domain is in; None outside one."""
+        customer = customer_of(self.domain.metadata.namespace or "")
+        if customer is None:
+            return None
+        body = await self.resources.get(ObjectRef("customers", customer))
+        uid = (body or {}).get("metadata", {}).get("uid")
+        return str(uid) if uid else None
+
+    async def claim(self, cloud: Cloud, zone: ZoneView, customer: str, made: bool) -> Wait | None:
+        """A Domain may use only its own customer's zone. A zone made for this customer
+        is claimed for it with an owner record; a zone another customer owns is refused;
+        a zone nobody owns yet (added by staff) needs a challenge record that staff add
+        in it, proving they grant it to this customer."""
+        installation = cloud.identity.installation
+        owner_name = domains.owner_record_name(zone.name)
+        owners = [r.content for r in await cloud.dns.records(zone.id, name=owner_name)]
+        claim = domains.zone_claim(owners, installation, customer)
+        if claim == "ours":
+            return None
+        if claim == "foreign":
+            self.condition(
+                ConditionType.VERIFIED,
+                "False",
+                Reason.ZONE_OF_ANOTHER_CUSTOMER,
+                f"zone {zone.name} belongs to another customer of the platform: a Domain may "
+                "use only its own customer's zones. Use another domain, or have staff move "
+                "the zone",
+            )
+            return Wait(self.settings.drift_seconds)
+        if not made:
+            challenge = domains.challenge_name(self.domain.spec.domain)
+            value = domains.challenge_value(cloud.identity.key_secret, self.uid, customer)
+            found = await cloud.dns.records(zone.id, name=challenge)
+            if not any(r.type == "TXT" and r.content.strip('"') == value for r in found):
+                self.status.verification = VerificationStatus(
+                    method="txt", record_name=challenge, record_value=value
+                )
+                self.condition(
+                    ConditionType.VERIFIED,
+                    "False",
+                    Reason.OWNERSHIP_CHALLENGE,
+                    f"zone {zone.name} is in the platform's Cloudflare account but belongs to "
+                    f"no customer yet: to grant it to this Domain's customer, staff add the TXT "
+                    f"record {challenge} with the value {value} in it (checked every "
+                    f"{self.settings.verify_seconds:.0f} s)",
+                )
+                return Wait(self.settings.verify_seconds)
+            self.events.post(
+                "Normal", "ZoneClaimed", f"zone {zone.name} granted by the challenge record"
+            )
+        await cloud.dns.batch(
+            zone.id,
+            posts=[
+                {
+                    "type": "TXT",
+                    "name": owner_name,
+                    "content": domains.owner_content(installation, customer),
+                    "ttl": 3600,
+                    "comment": domains.owner_comment(installation),
+                }
+            ],
+            patches=[],
+            deletes=[],
+        )
+        self.status.verification = VerificationStatus(
+            method="txt" if not made else self.domain.spec.verification.method
+        )
+        return None
 
     async def known_zone(self, cloud: Cloud, dns: DNSStatus) -> ZoneView | None:
         """The zone the status names, as it is now; None when it is gone (Cloudflare
@@ -571,8 +658,8 @@ class DomainReconciler:
             )  # fmt: skip
             if existing.owned_by(self.uid):
                 await cloud.dns.delete_record(zone_id, record.id)
-            else:
-                others += 1
+            elif domains.parse_owner(record.content) is None:  # the owner record goes
+                others += 1  # with the zone; anything else keeps it
         if zone_created and others == 0:
             await cloud.dns.delete_zone(zone_id)
 
