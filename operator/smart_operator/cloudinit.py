@@ -130,7 +130,7 @@ HostKey {HOST_KEY_PATH}
 FAIL2BAN_JAIL = """[sshd]
 enabled = true
 backend = systemd
-mode = aggressive
+mode = normal
 maxretry = 5
 findtime = 10m
 bantime = 1h

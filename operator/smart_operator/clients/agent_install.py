@@ -242,13 +242,19 @@ async def commit_host_key_rotation(target: Target, next_public_key: str) -> str:
     committed = _public_key_line(str(result.stdout))
     if committed.split()[:2] != next_public_key.split()[:2]:
         raise InstallFailed("the server committed a host key other than the prepared one")
-    # Prove it: a fresh connection that trusts only the new key.
-    check = await _connect(
-        Target(
-            target.address, target.port, next_public_key, target.client_private_key, target.username
-        )
+    # Prove it: a fresh connection that trusts only the new key. sshd re-executes itself
+    # to reload, so for a moment nothing listens: retry a refusal, never a mismatch.
+    pinned_next = Target(
+        target.address, target.port, next_public_key, target.client_private_key, target.username
     )
-    check.close()
+    for attempt in range(50):
+        try:
+            async with _session(pinned_next):
+                break
+        except Unreachable:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.2)
     return committed
 
 
