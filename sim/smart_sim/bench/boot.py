@@ -8,8 +8,8 @@ Prints, on this machine:
   agent's delivery over SSH (``install_agent``: upload, hash check, offline install,
   start) to the agent answering, and the server's memory (its cgroup) with the agent and
   nginx running;
-- N servers booted at once and in waves of 2 (this machine has 2 cores): the time until
-  the last one's cloud-init is done.
+- N servers booted at once and in waves of 4 and of 2 (this machine has 2 cores): the
+  time until the last one's cloud-init is done.
 
 Figures only, never assertions; BENCHMARKS.md keeps them with this command.
 """
@@ -146,4 +146,5 @@ def run(cold: bool = False) -> None:
             shutil.rmtree(workdir / "image", ignore_errors=True)
         asyncio.run(_one_server(workdir))
         asyncio.run(_many(workdir, PARALLEL, None))
+        asyncio.run(_many(workdir, PARALLEL, 4))
         asyncio.run(_many(workdir, PARALLEL, 2))

@@ -29,6 +29,7 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,6 +107,8 @@ class ProviderNetwork:
         self._next = 0
         self._links: dict[str, ServerLink] = {}
         self._record: dict[str, Any] = {"run": self.run_id, "pid": os.getpid(), "servers": {}}
+        # Servers attach and detach from worker threads at the same time.
+        self._lock = threading.RLock()
 
     # -- the bridge --------------------------------------------------------------------
 
@@ -169,8 +172,9 @@ class ProviderNetwork:
             raise RuntimeError("the provider network is not up")
         if not self.is_server_address(address):
             raise NetworkError(f"{address} is not a server address of {self.subnet}")
-        index = self._next
-        self._next += 1
+        with self._lock:
+            index = self._next
+            self._next += 1
         link = ServerLink(
             netns=f"ss-{self.run_id}-{index}",
             host_veth=f"ssv{self.run_id}{index:x}",
@@ -178,9 +182,10 @@ class ProviderNetwork:
             prefix=self.subnet.prefixlen,
             gateway=self.gateway,
         )
-        self._links[key] = link
-        self._record["servers"][key] = {"netns": link.netns, "veth": link.host_veth}
-        self._save()
+        with self._lock:
+            self._links[key] = link
+            self._record["servers"][key] = {"netns": link.netns, "veth": link.host_veth}
+            self._save()
         run("ip", "netns", "add", link.netns)
         run("ip", "link", "add", link.host_veth, "type", "veth", "peer", "name", "eth0",
             "netns", link.netns)  # fmt: skip
@@ -190,22 +195,28 @@ class ProviderNetwork:
 
     def note(self, key: str, **facts: object) -> None:
         """Remember more about a server for a later sweep (its nspawn PID, mounts, cgroups)."""
-        self._record["servers"].setdefault(key, {}).update(facts)
-        self._save()
+        with self._lock:
+            self._record["servers"].setdefault(key, {}).update(facts)
+            self._save()
 
     def detach(self, key: str) -> None:
         """Remove a server's namespace and interfaces (its processes must be gone)."""
-        link = self._links.pop(key, None)
-        facts = self._record["servers"].pop(key, None) or {}
+        with self._lock:
+            link = self._links.pop(key, None)
+            facts = self._record["servers"].get(key) or {}
         if link is not None:
             facts.setdefault("netns", link.netns)
             facts.setdefault("veth", link.host_veth)
         _remove_server(facts)
-        self._save()
+        with self._lock:  # forgotten only once removed: a crash before this is swept
+            self._record["servers"].pop(key, None)
+            self._save()
 
     def close(self) -> None:
         """Remove every server's leftovers, the bridge and the record (idempotent)."""
-        for key in list(self._record["servers"]):
+        with self._lock:
+            keys = list(self._record["servers"])
+        for key in keys:
             self.detach(key)
         run("ip", "link", "del", self.bridge, check=False)
         (STATE_DIR / f"{self.run_id}.json").unlink(missing_ok=True)
@@ -214,7 +225,7 @@ class ProviderNetwork:
     def _save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         path = STATE_DIR / f"{self.run_id}.json"
-        temporary = path.with_suffix(".tmp")
+        temporary = path.with_name(f".{self.run_id}.{threading.get_ident()}.tmp")
         temporary.write_text(json.dumps(self._record))
         temporary.replace(path)
 

@@ -410,11 +410,19 @@ class BootedServer:
 
 
 def _child_of(pid: int) -> int | None:
+    """The container's init: nspawn's child that runs systemd. (nspawn first forks a
+    helper that sets the container up and exits: a PID taken before that is stale.)"""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return None
-    return int(children[0]) if children else None
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                return int(child)
+        except OSError:
+            continue
+    return None
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
