@@ -4,6 +4,8 @@ A :class:`BootedServer` owns a folder ``<base>/<name>-<id>/`` holding:
 
 - ``upper/``, ``work/``, ``merged/``: an overlay of the cached image (read-only lower
   layer) with the server's own writes; ``merged`` is its root file system;
+- optionally a read-only folder of ``.deb`` files at ``/srv/smart-sim-debs``, listed as
+  an apt source (the image's own sources are empty: no mirror is reachable);
 - ``seed/``: the NoCloud seed, copied into the server at ``/var/lib/cloud/seed/nocloud``
   (root only): the user-data exactly as the API received it, meta-data (instance-id,
   hostname, the API's SSH keys as ``public-keys``, as Hetzner's metadata gives them) and
@@ -51,11 +53,12 @@ from smart_sim.boot.network import (
 )
 from smart_sim.hetzner.hooks import ServerInfo
 
-__all__ = ["BootedServer", "ExecResult", "ServerState"]
+__all__ = ["BootedServer", "ExecResult", "ServerState", "index_debs"]
 
 log = logging.getLogger(__name__)
 
 SEED_PATH = "var/lib/cloud/seed/nocloud"
+DEBS_MOUNT = "/srv/smart-sim-debs"
 
 
 class ServerState(StrEnum):
@@ -115,6 +118,7 @@ class BootedServer:
         network: ProviderNetwork,
         boot_slots: asyncio.Semaphore | None = None,
         boot_timeout: float = 180.0,
+        debs: Path | None = None,
     ) -> None:
         self.server = server
         self.folder = folder
@@ -134,6 +138,9 @@ class BootedServer:
         self.created_at = time.monotonic()
         self.started_at: float | None = None
         self.ready_at: float | None = None
+        self.debs = debs
+        """A folder of .deb files (with its ``Packages`` index) that apt inside may install
+        from, mounted read-only: the packages a user-data asks for that the image lacks."""
         self._boot_slots = boot_slots
         self._boot_timeout = boot_timeout
         self._task: asyncio.Task[None] | None = None
@@ -265,6 +272,10 @@ class BootedServer:
             target = inside / name
             shutil.copyfile(seed / name, target)
             target.chmod(0o600)
+        if self.debs is not None:
+            sources = self.merged / "etc/apt/sources.list.d/smart-sim-debs.list"
+            # trusted=yes: a local folder has no signed Release file; it is ours.
+            sources.write_text(f"deb [trusted=yes] file:{DEBS_MOUNT} ./\n")
         for root in CGROUP_ROOTS:
             (root / CGROUP_PARENT / self.cgroup).mkdir(parents=True, exist_ok=True)
 
@@ -293,6 +304,7 @@ class BootedServer:
             "--link-journal=no",
             "--resolv-conf=off",
             "--timezone=off",
+            *([f"--bind-ro={self.debs}:{DEBS_MOUNT}"] if self.debs is not None else []),
         ]
         env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
         with self.console_log.open("ab") as console:
@@ -430,3 +442,17 @@ def _tail(path: Path, chars: int = 2000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError:
         return ""
+
+
+def index_debs(folder: Path) -> None:
+    """Write the ``Packages`` index apt needs for a folder of ``.deb`` files."""
+    result = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "."],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dpkg-scanpackages failed: {result.stderr}")
+    (folder / "Packages").write_text(result.stdout)
