@@ -1,5 +1,6 @@
-"""The agent's settings: ``SMART_AGENT_*`` environment variables, then the file that
-cloud-init writes (``<root>/etc/smartserver/agent.env``), then the defaults.
+"""The agent's settings: ``SMART_AGENT_*`` environment variables, then the file the
+operator writes over SSH (``<root>/etc/smartserver/agent.env``, the agent user's alone),
+then the defaults.
 
 Every path the agent touches hangs off ``root`` (``/`` on a real server, a folder of its
 own on a simulated host), so several agents can share one machine. This module only
