@@ -75,7 +75,9 @@ async def remote(
         return await conn.run(command, check=check)
 
 
-async def visit(address: str, visitors: range, convert_every: int = 3) -> Counter[tuple[str, str]]:
+async def visit(
+    address: str, visitors: range, convert_every: int = 3, pause: float = 0.0
+) -> Counter[tuple[str, str]]:
     """Distinct visitors (one user agent each, all from the gateway) load the page; every
     ``convert_every``-th converts. The truth: (variant, "visitors"|"conversions") counts."""
     truth: Counter[tuple[str, str]] = Counter()
@@ -96,6 +98,8 @@ async def visit(address: str, visitors: range, convert_every: int = 3) -> Counte
                 ) as converted:
                     assert converted.status == 302
                 truth[variant, "conversions"] += 1
+            if pause:
+                await asyncio.sleep(pause)
     return truth
 
 
@@ -323,19 +327,40 @@ async def test_an_agent_upgrade_loses_no_count(world: BootedWorld, tmp_path: Pat
     before = counts_in(await agent_status(world))
     assert before, "the earlier test left counts"
     upgrade = ensure_bundle(version="0.1.1+boot.test").describe()
-    result = await install_agent(world.target(), upgrade, world.environment())
+    # Visitors keep coming while the agent is replaced: nginx serves and logs them, and
+    # the new agent counts them from where the old one stopped.
+    installed = asyncio.Event()
+
+    async def visitors_until_installed() -> Counter[tuple[str, str]]:
+        truth: Counter[tuple[str, str]] = Counter()
+        batch = 1000
+        while not installed.is_set():  # spans the upload, the install and the restart
+            truth += await visit(world.address, range(batch, batch + 5), pause=0.05)
+            batch += 5
+        return truth
+
+    during = asyncio.create_task(visitors_until_installed())
+    try:
+        result = await install_agent(world.target(), upgrade, world.environment())
+    finally:
+        installed.set()
+    truth = await during
     assert result.uploaded and result.restarted and result.version == "0.1.1+boot.test"
     status = await agent_status(world)
     assert status["agent"]["version"] == "0.1.1+boot.test"
-    assert counts_in(status) == before
-    # nginx kept serving; new visitors add to the old counts.
-    truth = await visit(world.address, range(1000, 1010))
+    truth += await visit(world.address, range(5000, 5010))
+    variants = set(before) | {v for v, _ in truth}
     want = {
-        v: (c + truth[v, "visitors"], k + truth[v, "conversions"]) for v, (c, k) in before.items()
+        v: (
+            before.get(v, (0, 0))[0] + truth[v, "visitors"],
+            before.get(v, (0, 0))[1] + truth[v, "conversions"],
+        )
+        for v in variants
     }
     await eventually(
         lambda: _async(world.intake.latest(EXPERIMENT) == want), what="counts after the upgrade"
     )
+    assert counts_in(await agent_status(world)) == want
 
 
 async def test_a_new_intake_key_replaces_the_old_one(world: BootedWorld) -> None:
