@@ -11,6 +11,7 @@ temporary folder) is reached through ``/proc/self/fd/<folder>/control.sock`` ins
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,14 +67,22 @@ class ControlServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        # Only the agent's user, or also a group it shares with the operator's deploy
+        # user (a server: ``smart-agent reload`` over SSH without root).
+        group = self.agent.settings.control_group
+        gid = grp.getgrnam(group).gr_gid if group else -1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.parent.chmod(0o700)
+        self.path.parent.chmod(0o750 if group else 0o700)
+        if group:
+            os.chown(self.path.parent, -1, gid)
         self.path.unlink(missing_ok=True)  # left by a killed agent; the lock says it is ours
         self._runner = web.AppRunner(create_app(self.agent), access_log=None)
         await self._runner.setup()
         with _short_path(self.path) as address:
             await web.UnixSite(self._runner, address).start()
-        self.path.chmod(0o600)
+        self.path.chmod(0o660 if group else 0o600)
+        if group:
+            os.chown(self.path, -1, gid)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -1,5 +1,6 @@
-"""The agent's settings: ``SMART_AGENT_*`` environment variables, then the file that
-cloud-init writes (``<root>/etc/smartserver/agent.env``), then the defaults.
+"""The agent's settings: ``SMART_AGENT_*`` environment variables, then the file the
+operator writes over SSH (``<root>/etc/smartserver/agent.env``, the agent user's alone),
+then the defaults.
 
 Every path the agent touches hangs off ``root`` (``/`` on a real server, a folder of its
 own on a simulated host), so several agents can share one machine. This module only
@@ -123,6 +124,12 @@ class AgentSettings(BaseSettings):
         "the agent counts later (nothing is lost, the count lags); nginx runs at normal "
         "priority",
     )
+    control_group: str | None = Field(
+        default=None,
+        description="A group that may use the control socket (`status`, `reload`) besides "
+        "the agent's user: on a server, the group the operator's deploy user shares with "
+        "the agent; unset means the agent's user only",
+    )
     stop_nginx_on_exit: bool = Field(
         default=False,
         description="Stop nginx when the agent stops (a simulated host); on a server nginx "
@@ -159,11 +166,11 @@ class AgentSettings(BaseSettings):
             ipaddress.IPv4Address(match["host"])
         return value
 
-    @field_validator("nginx_user")
+    @field_validator("nginx_user", "control_group")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
         if value is not None and not _USER.match(value):
-            raise ValueError("nginx_user must be a plain user name")
+            raise ValueError("must be a plain user or group name")
         return value
 
     @field_validator("root")
@@ -250,4 +257,7 @@ def load_settings() -> AgentSettings:
     """
     root = Path(os.environ.get(ENV_PREFIX + "ROOT", "/"))
     env_file = root / ENV_FILE
-    return AgentSettings(_env_file=env_file if env_file.is_file() else None)
+    # On a server the file is the agent user's alone (it holds the intake key): the
+    # deploy user's `smart-agent reload` needs only the socket, which hangs off the root.
+    readable = env_file.is_file() and os.access(env_file, os.R_OK)
+    return AgentSettings(_env_file=env_file if readable else None)

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +18,15 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from smart_sim.controlplane.cluster import free_port
+
+
+def _free_port_on(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class ProcessError(RuntimeError):
@@ -165,17 +172,19 @@ class IntakeProcess(ManagedProcess):
         *,
         name: str = "intake",
         env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        self.port = free_port()
+        """``host``: where it listens; booted servers reach it at ``Clouds.gateway``."""
+        self.port = _free_port_on(host)
         self.metrics_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         super().__init__(
             name,
             [sys.executable, "-m", "smart_operator.intake.main"],
             log_dir,
             {
                 "SMART_INTAKE_KUBECONFIG": str(kubeconfig),
-                "SMART_INTAKE_HOST": "127.0.0.1",
+                "SMART_INTAKE_HOST": host,
                 "SMART_INTAKE_PORT": str(self.port),
                 "SMART_INTAKE_METRICS_HOST": "127.0.0.1",
                 "SMART_INTAKE_METRICS_PORT": str(self.metrics_port),
@@ -270,7 +279,9 @@ SIMULATED_HTTP_PORT = 8780  # not 80: the machine's own nginx may hold it on eve
 
 class Clouds:
     """Both provider simulators, and the operator settings that point at them. Servers
-    created in the Hetzner simulator boot as simulated hosts under ``log_dir/hosts``."""
+    created in the Hetzner simulator boot as simulated hosts under ``log_dir/hosts``, or,
+    with ``booted=True``, as Debian systems (``smart_sim.boot``) under
+    ``log_dir/servers``."""
 
     def __init__(
         self,
@@ -279,9 +290,17 @@ class Clouds:
         cloudflare_args: list[str] | None = None,
         hosts: bool = True,
         agent_env: Mapping[str, str] | None = None,
+        booted: bool = False,
     ) -> None:
         """``agent_env``: ``SMART_AGENT_*`` settings every simulated host's agent gets
-        (for example shorter report intervals in tests)."""
+        (for example shorter report intervals in tests; loopback hosts only: a booted
+        server's agent gets its settings from ``install_agent``). ``booted``: every server
+        boots as Debian on a provider network; the operator must then deliver the agent
+        (``clients.agent_install``), and host processes its servers call (the intake)
+        listen on :attr:`gateway`. Needs root."""
+        self.booted = booted
+        self.servers_dir = log_dir / "servers"
+        self._network: dict[str, Any] | None = None
         self.hosts_dir = log_dir / "hosts"
         # A network of its own, so that two runs at once (two test sessions, a test
         # session beside `make dev`) never hand out the same host address.
@@ -296,6 +315,8 @@ class Clouds:
             "--http-port",
             str(SIMULATED_HTTP_PORT),
         ]
+        if booted:
+            booting = ["--boot-dir", str(self.servers_dir)]
         self.hetzner = SimulatorProcess(
             "smart_sim.hetzner",
             "/v1",
@@ -311,6 +332,11 @@ class Clouds:
         )
 
     def start(self) -> Clouds:
+        if self.booted:
+            from smart_sim.boot.image import ensure_image
+
+            # Built here, not in the simulator: its first build outlasts the ready check.
+            ensure_image("debian-12")
         self.hetzner.start()
         try:
             self.cloudflare.start()
@@ -341,9 +367,41 @@ class Clouds:
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310
             pass
 
+    @property
+    def network(self) -> dict[str, Any]:
+        """The booted servers' provider network (``cidr``, ``gateway``, ``server_pool``)."""
+        if not self.booted:
+            raise RuntimeError("servers are not booted: start Clouds(booted=True)")
+        if self._network is None:
+            self._network = json.loads((self.servers_dir / "network.json").read_text())
+        return self._network
+
+    @property
+    def gateway(self) -> str:
+        """Where booted servers reach host processes: bind the intake here."""
+        return str(self.network["gateway"])
+
+    def agent_bundle(self) -> Path:
+        """The agent bundle the operator delivers to booted servers (built once, cached)."""
+        from smart_sim.boot.bundle import ensure_bundle
+
+        return ensure_bundle().path
+
     def operator_env(self) -> dict[str, str]:
         from smart_sim.cloudflare.app import CloudflareConfig
 
+        if self.booted:
+            return {
+                "SMART_HETZNER_TOKEN": CLOUD_TOKEN,
+                "SMART_HETZNER_ENDPOINT": self.hetzner.url,
+                "SMART_CLOUDFLARE_TOKEN": CLOUD_TOKEN,
+                "SMART_CLOUDFLARE_ENDPOINT": self.cloudflare.url,
+                "SMART_CLOUDFLARE_ACCOUNT_ID": CloudflareConfig().account_id,
+                # The operator reaches servers from the gateway, over their port 22.
+                "SMART_SSH_SOURCES": json.dumps([f"{self.gateway}/32"]),
+                "SMART_SSH_PORT": "22",
+                "SMART_AGENT_BUNDLE": str(self.agent_bundle()),
+            }
         return {
             "SMART_HETZNER_TOKEN": CLOUD_TOKEN,
             "SMART_HETZNER_ENDPOINT": self.hetzner.url,

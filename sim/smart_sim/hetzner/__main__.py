@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 from smart_sim.hetzner.app import HetznerConfig
+from smart_sim.hetzner.hooks import ServerHooks
 from smart_sim.hetzner.runner import HetznerSimulator
 from smart_sim.hosts import HostManager
 
@@ -40,6 +41,14 @@ def _arguments() -> argparse.Namespace:
         "--ssh-port", type=int, default=22, help="SSH port of the simulated hosts (0: free port)"
     )
     parser.add_argument(
+        "--boot-dir",
+        type=Path,
+        default=None,
+        help="boot every created server as a Debian system (smart_sim.boot, needs root) with "
+        "its overlay here; servers get addresses on a provider network of this run, "
+        "described in BOOT_DIR/network.json (its gateway is where host processes listen)",
+    )
+    parser.add_argument(
         "--http-port",
         type=int,
         default=None,
@@ -49,23 +58,29 @@ def _arguments() -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    config = HetznerConfig(
-        time_scale=args.time_scale,
-        rate_limit=args.rate_limit,
-        refill_per_second=args.refill,
-        token=args.token,
-        ipv4_network=args.ipv4_network,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with contextlib.AsyncExitStack() as stack:
-        hosts = None
-        if args.hosts_dir is not None:
+        hosts: ServerHooks | None = None
+        network = args.ipv4_network
+        if args.boot_dir is not None:
+            from smart_sim.boot import BootManager
+
+            boot = await stack.enter_async_context(BootManager(args.boot_dir))
+            hosts, network = boot, boot.server_pool
+        elif args.hosts_dir is not None:
             hosts = await stack.enter_async_context(
                 HostManager(args.hosts_dir, args.ssh_port, http_port=args.http_port)
             )
+        config = HetznerConfig(
+            time_scale=args.time_scale,
+            rate_limit=args.rate_limit,
+            refill_per_second=args.refill,
+            token=args.token,
+            ipv4_network=network,
+        )
         sim = await stack.enter_async_context(
             HetznerSimulator(config, hooks=hosts, host=args.host, port=args.port)
         )
@@ -73,6 +88,8 @@ async def _serve(args: argparse.Namespace) -> None:
         print(f"  control API: {sim.root_url}/_sim/", flush=True)
         if args.hosts_dir is not None:
             print(f"  hosts:       {args.hosts_dir}", flush=True)
+        if args.boot_dir is not None:
+            print(f"  booted servers: {args.boot_dir} (network.json)", flush=True)
         await stop.wait()
 
 

@@ -85,7 +85,8 @@ class HetznerConfig:
     action_seconds: Mapping[str, float] = field(default_factory=dict)
     """Per-command overrides of how long actions run (simulated seconds)."""
     ipv4_network: str = "127.10.0.0/16"
-    """Where servers' addresses come from; must be inside 127.0.0.0/8."""
+    """Where servers' addresses come from: inside 127.0.0.0/8, or inside 198.18.0.0/16 for
+    booted servers (the pool their provider network gives, ``smart_sim.boot``)."""
     token: str | None = None
     """The only accepted API token; None accepts any non-empty token."""
     fault_seed: int = 0

@@ -28,7 +28,8 @@ class ServerInfo:
     id: int
     name: str
     ipv4: str | None
-    """A distinct address in 127.0.0.0/8 (by default 127.10.x.y), or None without IPv4."""
+    """A distinct address in 127.0.0.0/8 (by default 127.10.x.y), or on a booted servers'
+    provider network in 198.18.0.0/16; None without IPv4."""
     ipv6_network: str | None
     """A /64 from the documentation prefix 2001:db8::/32; not routable here."""
     user_data: str | None

@@ -359,8 +359,13 @@ def _check_hostname(name: str) -> None:
 
 def _ipv4_pool(network: str) -> Iterator[str]:
     addresses = ipaddress.IPv4Network(network)
-    if not addresses.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
-        raise ValueError(f"simulated servers need loopback addresses; {network} is not")
+    # Loopback for servers that are hosts on this machine; the benchmarking range for
+    # booted servers on a simulated provider network (smart_sim.boot.network).
+    allowed = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("198.18.0.0/16"))
+    if not any(addresses.subnet_of(net) for net in allowed):
+        raise ValueError(
+            f"simulated servers need addresses in 127.0.0.0/8 or 198.18.0.0/16; {network} is not"
+        )
     # Skip .0 and .255: valid on loopback, but they confuse tools that assume a /24.
     return (str(a) for a in addresses.hosts() if a.packed[-1] not in (0, 255))
 

@@ -1,0 +1,266 @@
+"""Delivers the agent to a customer server over SSH (asyncssh), trusting only pinned host keys.
+
+The server's user-data (``cloudinit.py``) created the ``deploy`` user, the agent's unit
+and ``/usr/local/sbin/smart-agent-install``, the only command ``deploy`` may run with
+sudo. Everything here goes through that connection:
+
+- :func:`install_agent`: waits for cloud-init, uploads the bundle over SFTP (unless the
+  same SHA-256 is installed already: then nothing is uploaded), has the server check its
+  SHA-256 before anything in it is used, installs it offline into a virtualenv of its
+  own, switches ``/opt/smart/agent/current`` atomically, writes the agent's environment
+  (intake URL and key, domain: mode 0600, the agent's user), restarts the agent when
+  anything changed, and returns the version the running agent reports. The agent keeps
+  its counts in sqlite across the restart; nginx keeps serving.
+- :func:`rotate_intake_key`: a new environment, then a restart.
+- :func:`prepare_host_key_rotation` / :func:`commit_host_key_rotation`: the server makes a
+  new SSH host key (its private half never leaves the server); the operator pins the new
+  public key before committing, and after the commit accepts both keys until it has
+  seen the new one. This is how the host key in the user-data (which Hetzner's metadata
+  service keeps serving to local processes for the server's life) stops mattering:
+  rotate once after first boot.
+
+Errors: :class:`~smart_operator.clients.ssh.HostKeyMismatch` (nothing was sent),
+:class:`~smart_operator.clients.ssh.Unreachable` (retry later) and :class:`InstallFailed`
+(the server refused: a hash mismatch, a broken bundle; the message is the server's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import posixpath
+import secrets
+import shlex
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from smart_operator.agentbundle import INSTALLER_PATH, AgentBundle
+from smart_operator.clients.ssh import HostKeyMismatch, Target, Unreachable
+
+__all__ = [
+    "AgentEnvironment",
+    "InstallFailed",
+    "InstallResult",
+    "commit_host_key_rotation",
+    "install_agent",
+    "installed_bundle",
+    "prepare_host_key_rotation",
+    "render_environment",
+    "rotate_intake_key",
+]
+
+UPLOADS = ".smart-agent"  # in the deploy user's home
+SUDO = f"sudo -n {INSTALLER_PATH}"
+
+
+class InstallFailed(Exception):
+    """The server refused or failed a step; the message holds its output."""
+
+
+@dataclass(frozen=True)
+class AgentEnvironment:
+    """What the agent on one server needs to know; written to its environment file."""
+
+    intake_url: str
+    intake_key: str
+    domain: str
+    resource: str = ""
+    """``namespace/name`` of the Domain (for the agent's logs)."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """More ``SMART_AGENT_*`` settings (without the prefix), e.g. ``REPORT_SECONDS``."""
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    version: str
+    """The version the running agent reports."""
+    sha256: str
+    uploaded: bool
+    restarted: bool
+
+
+def render_environment(env: AgentEnvironment) -> str:
+    """The environment file's text; refuses values that would break the file."""
+    values = {
+        "INTAKE_URL": env.intake_url,
+        "KEY": env.intake_key,
+        "DOMAIN": env.domain,
+        **({"RESOURCE": env.resource} if env.resource else {}),
+        **{name.upper(): value for name, value in sorted(env.extra.items())},
+    }
+    lines = []
+    for name, value in values.items():
+        if not name.replace("_", "").isalnum() or not name.isupper():
+            raise ValueError(f"{name!r} is not a setting name")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"SMART_AGENT_{name} holds a control character")
+        lines.append(f"SMART_AGENT_{name}={value}\n")
+    return "".join(lines)
+
+
+async def _connect(
+    target: Target, pinned: Sequence[str] | None = None
+) -> asyncssh.SSHClientConnection:
+    """The pinned connection, as ``clients/ssh.py`` makes it (several pins during a
+    host-key rotation)."""
+    trusted = [asyncssh.import_public_key(k) for k in (pinned or [target.host_public_key])]
+    try:
+        return await asyncssh.connect(
+            target.address,
+            port=target.port,
+            username=target.username,
+            client_keys=[asyncssh.import_private_key(target.client_private_key)],
+            known_hosts=(trusted, [], []),
+            connect_timeout=15,
+        )
+    except asyncssh.HostKeyNotVerifiable as error:
+        raise HostKeyMismatch(str(error)) from error
+    except (OSError, asyncssh.Error) as error:
+        raise Unreachable(f"{type(error).__name__}: {error}") from error
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    target: Target, pinned: Sequence[str] | None = None
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """A pinned connection that is always closed; transport errors become Unreachable."""
+    conn = await _connect(target, pinned)
+    try:
+        yield conn
+    except (OSError, asyncssh.Error) as error:
+        raise Unreachable(f"{type(error).__name__}: {error}") from error
+    finally:
+        conn.close()
+
+
+async def _run(
+    conn: asyncssh.SSHClientConnection, command: str, *, input: str | None = None
+) -> dict[str, str]:
+    """Run ``command``; its ``key=value`` output lines, or InstallFailed with its words."""
+    result = await conn.run(command, input=input, check=False)
+    out, err = str(result.stdout or ""), str(result.stderr or "")
+    if result.exit_status != 0:
+        step = command.removeprefix(f"{SUDO} ").split()[0]
+        raise InstallFailed(f"{step}: {(err or out).strip()}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+async def _wait_cloud_init(conn: asyncssh.SSHClientConnection) -> None:
+    result = await conn.run("cloud-init status --wait", check=False)
+    if "status: done" not in str(result.stdout or ""):
+        # An error in an unrelated module still leaves a usable server; the installer
+        # checks what it needs itself.
+        detail = str(result.stdout or result.stderr or "").strip()
+        if "status: error" not in detail:
+            raise InstallFailed(f"cloud-init did not finish: {detail}")
+
+
+async def installed_bundle(target: Target) -> dict[str, str]:
+    """What the server has installed (``sha256``, ``version``; empty if nothing)."""
+    async with _session(target) as conn:
+        return await _run(conn, f"{SUDO} status")
+
+
+async def install_agent(
+    target: Target, bundle: AgentBundle, env: AgentEnvironment
+) -> InstallResult:
+    """Install ``bundle`` (if it is not already) with ``env``; the running agent's version."""
+    text = render_environment(env)
+    async with _session(target) as conn:
+        await _wait_cloud_init(conn)
+        current = await _run(conn, f"{SUDO} status")
+        uploaded = False
+        if current.get("sha256") != bundle.sha256:
+            remote = posixpath.join(UPLOADS, f"{bundle.sha256}.tar.gz")
+            partial = f"{remote}.partial-{secrets.token_hex(4)}"
+            async with conn.start_sftp_client() as sftp:
+                await sftp.makedirs(UPLOADS, exist_ok=True)
+                await sftp.put(str(bundle.path), partial)
+                await sftp.posix_rename(partial, remote)
+            uploaded = True
+            try:
+                # The server checks the SHA-256 before it uses a byte of the file.
+                await _run(conn, f"{SUDO} bundle {shlex.quote(remote)} {bundle.sha256}")
+            finally:
+                await conn.run(f"rm -f {shlex.quote(remote)}", check=False)
+        changed_env = (await _run(conn, f"{SUDO} env", input=text)).get("changed") == "true"
+        active = await conn.run("systemctl is-active --quiet smart-agent", check=False)
+        restarted = uploaded or changed_env or active.exit_status != 0
+        if restarted:
+            await _run(conn, f"{SUDO} restart")
+        version = await _agent_version(conn)
+    return InstallResult(version, bundle.sha256, uploaded, restarted)
+
+
+async def _agent_version(conn: asyncssh.SSHClientConnection, attempts: int = 100) -> str:
+    """The version the running agent reports on its control socket (it takes a moment
+    after a restart to open it)."""
+    last = ""
+    for _ in range(attempts):
+        result = await conn.run("smart-agent status --json", check=False)
+        if result.exit_status == 0:
+            status = json.loads(str(result.stdout))
+            return str(status["agent"]["version"])
+        last = str(result.stderr or result.stdout or "").strip()
+        await asyncio.sleep(0.2)
+    raise InstallFailed(f"the agent did not answer after its restart: {last}")
+
+
+async def rotate_intake_key(target: Target, env: AgentEnvironment) -> bool:
+    """Write the new environment (a new intake key) and restart the agent; whether it
+    changed. Revoke the old key at the intake only after this returned."""
+    async with _session(target) as conn:
+        changed = await _run(conn, f"{SUDO} env", input=render_environment(env))
+        if changed.get("changed") != "true":
+            return False
+        await _run(conn, f"{SUDO} restart")
+        await _agent_version(conn)
+        return True
+
+
+async def prepare_host_key_rotation(target: Target) -> str:
+    """The server's next host key (made on the server, made once: asking again gives the
+    same key). Pin it (beside the current one) before :func:`commit_host_key_rotation`."""
+    async with _session(target) as conn:
+        result = await conn.run(f"{SUDO} host-key prepare", check=False)
+    if result.exit_status != 0:
+        raise InstallFailed(f"host-key prepare: {str(result.stderr).strip()}")
+    return _public_key_line(str(result.stdout))
+
+
+async def commit_host_key_rotation(target: Target, next_public_key: str) -> str:
+    """Make the prepared key the server's host key; returns it. Connects trusting the
+    current pin or the next key (a retry after a commit whose answer was lost finds the
+    new key). Afterwards only the new key is accepted."""
+    async with _session(target, [target.host_public_key, next_public_key]) as conn:
+        result = await conn.run(f"{SUDO} host-key commit", check=False)
+    if result.exit_status != 0:
+        raise InstallFailed(f"host-key commit: {str(result.stderr).strip()}")
+    committed = _public_key_line(str(result.stdout))
+    if committed.split()[:2] != next_public_key.split()[:2]:
+        raise InstallFailed("the server committed a host key other than the prepared one")
+    # Prove it: a fresh connection that trusts only the new key. sshd re-executes itself
+    # to reload, so for a moment nothing listens: retry a refusal, never a mismatch.
+    pinned_next = Target(
+        target.address, target.port, next_public_key, target.client_private_key, target.username
+    )
+    for attempt in range(50):
+        try:
+            async with _session(pinned_next):
+                break
+        except Unreachable:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.2)
+    return committed
+
+
+def _public_key_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("ssh-ed25519 "):
+            asyncssh.import_public_key(line)  # refuses anything that is not a key
+            return line.strip()
+    raise InstallFailed(f"the server printed no ed25519 public key: {text.strip()[:200]}")
