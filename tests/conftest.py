@@ -100,29 +100,24 @@ class Operator:
 
 @pytest.fixture(scope="session")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clouds]:
-    """The Hetzner Cloud and Cloudflare simulators, as their own processes."""
-    # Both clocks run five times faster: servers boot in 2 s instead of 10, and the
-    # providers' budgets refill five times as fast (the operator's intervals are short).
+    """The Hetzner Cloud and Cloudflare simulators, as their own processes; every server
+    they make boots Debian (``smart_sim.boot``)."""
+    # Both clocks run five times faster: the providers' budgets refill five times as
+    # fast, and actions end sooner (the operator's intervals are short too).
     fast = ["--time-scale", "5"]
-    # The hosts' agents report and beat every second instead of every minute.
-    agents = {
-        "SMART_AGENT_REPORT_SECONDS": "1",
-        "SMART_AGENT_HEARTBEAT_SECONDS": "1",
-        "SMART_AGENT_DEPLOY_POLL_SECONDS": "0.5",
-        "SMART_AGENT_LOG_FLUSH_SECONDS": "0.2",
-    }
-    with Clouds(tmp_path_factory.mktemp("clouds"), fast, fast, agent_env=agents) as started:
+    with Clouds(tmp_path_factory.mktemp("clouds"), fast, fast) as started:
         yield started
 
 
 @pytest.fixture(scope="session")
 def results_intake(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, clouds: Clouds, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[IntakeProcess]:
-    """The results intake the simulated hosts' agents report to, as its own account."""
+    """The results intake the servers' agents report to, as its own account, where the
+    servers reach it (the provider network's gateway)."""
     workdir = tmp_path_factory.mktemp("intake")
     kubeconfig = platform.intake_kubeconfig(cluster.plane, workdir / "intake.kubeconfig")
-    with IntakeProcess(kubeconfig, workdir) as process:
+    with IntakeProcess(kubeconfig, workdir, host=clouds.gateway) as process:
         yield process
 
 
@@ -148,6 +143,15 @@ def operator(
         "SMART_DNS_SWEEP_SECONDS": "10",
         "SMART_SWEEP_GRACE_SECONDS": "3",
         "SMART_DEPLOY_CHECK_SECONDS": "2",
+        # The agents report and beat every second instead of every minute.
+        "SMART_AGENT_SETTINGS": json.dumps(
+            {
+                "REPORT_SECONDS": "1",
+                "HEARTBEAT_SECONDS": "1",
+                "DEPLOY_POLL_SECONDS": "0.5",
+                "LOG_FLUSH_SECONDS": "0.2",
+            }
+        ),
     }
     handle = Operator(
         OperatorProcess(kubeconfig, workdir, env=env).start(), kubeconfig, workdir, env

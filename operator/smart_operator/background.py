@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
 
+from smart_operator.errors import ExternalError
+
 log = logging.getLogger(__name__)
 RETRIES = Counter(
     "smartserver_background_retries_total",
@@ -49,11 +51,15 @@ async def run_forever(
             failures = 0
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
             failures += 1
             RETRIES.labels(name).inc()
             pause = backoff(failures, interval, max(most, interval))
-            log.exception("%s failed (%d in a row); trying again in %.0f s", name, failures, pause)
+            message = "%s failed (%d in a row); trying again in %.0f s: %s"
+            if isinstance(error, ExternalError):  # an outside system: its words suffice
+                log.warning(message, name, failures, pause, error)
+            else:  # a bug: the traceback says where
+                log.exception(message, name, failures, pause, error)
             await asyncio.sleep(pause)
             continue
         await asyncio.sleep(interval)

@@ -161,14 +161,6 @@ class UserDataInput:
     operator_public_key: str
     ssh_sources: tuple[str, ...] | list[str] = ()
     """CIDRs the operator connects from: the only SSH sources ufw lets in (empty: none)."""
-    # Transitional, for the Domain handler until it delivers the agent's environment with
-    # ``clients.agent_install.install_agent``: with ``intake_key`` set, the environment
-    # (intake key included) is written by cloud-init and root may log in with the
-    # operator's key, as before. Remove these four with that change.
-    intake_url: str | None = None
-    intake_key: str | None = None
-    namespace: str | None = None
-    domain_resource: str | None = None
     extra_packages: tuple[str, ...] = field(default=())
 
 
@@ -188,7 +180,6 @@ def _firewall_commands(sources: tuple[str, ...] | list[str]) -> list[list[str]]:
 
 
 def render_user_data(data: UserDataInput) -> str:
-    legacy = data.intake_key is not None
     users: list[dict[str, object]] = [
         {
             "name": DEPLOY_USER,
@@ -221,39 +212,13 @@ def render_user_data(data: UserDataInput) -> str:
         {"path": INSTALLER_PATH, "permissions": "0755", "content": INSTALLER},
         {"path": AGENT_UNIT_PATH, "permissions": "0644", "content": AGENT_UNIT},
     ]
-    if legacy:
-        users.insert(
-            0,
-            {
-                "name": "root",
-                "lock_passwd": True,
-                "ssh_authorized_keys": [data.operator_public_key],
-            },
-        )
-        agent_env = "".join(
-            f"{line}\n"
-            for line in (
-                f"SMART_AGENT_INTAKE_URL={data.intake_url or ''}",
-                f"SMART_AGENT_KEY={data.intake_key}",
-                f"SMART_AGENT_DOMAIN={data.domain}",
-                f"SMART_AGENT_RESOURCE={data.namespace or ''}/{data.domain_resource or ''}",
-            )
-        )
-        write_files.append(
-            {
-                "path": AGENT_ENV_PATH,
-                "permissions": "0600",
-                "owner": "root:root",
-                "content": agent_env,
-            }
-        )
     document: dict[str, object] = {
         "hostname": data.hostname,
         "fqdn": data.domain,
         # The hostname resolves without DNS (sudo looks it up on every call).
         "manage_etc_hosts": True,
         "ssh_pwauth": False,
-        "disable_root": not legacy,
+        "disable_root": True,
         "ssh_deletekeys": True,
         # Only the key type we hand over: cloud-init makes no other host key.
         "ssh_genkeytypes": ["ed25519"],

@@ -16,8 +16,10 @@ escapes ``clients/``. Reconcilers, background loops and the intake catch only th
     │   │                           not ours; the message says what to change
     │   ├── HostKeyMismatch         a server presented another host key than the pinned
     │   │                           one: nothing was sent to it
-    │   └── RevisionRefused         a server's agent refused a revision: the previous one
-    │                               keeps serving
+    │   ├── RevisionRefused         a server's agent refused a revision: the previous one
+    │   │                           keeps serving
+    │   └── InstallFailed           a server refused the agent's bundle or a step of its
+    │                               installation; the message is the server's
     ├── NotFound                    the object does not exist (deletions count it done)
     └── Conflict                    a uniqueness error, or a write based on a stale read
                                     (Kubernetes resourceVersion): look it up again
@@ -70,6 +72,10 @@ class HostKeyMismatch(PermanentFailure):
 
 class RevisionRefused(PermanentFailure):
     """A server's agent refused a revision; the previous one keeps serving."""
+
+
+class InstallFailed(PermanentFailure):
+    """A server refused the agent's bundle or a step of its installation."""
 
 
 class NotFound(ExternalError):

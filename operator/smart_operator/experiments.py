@@ -4,6 +4,7 @@ see ``revisions``): where an experiment is deployed, and what its status says. P
 
 from __future__ import annotations
 
+from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.conditions import Verdict, get_condition, is_true, set_condition
 from smart_operator.models.conditions import ConditionType, Reason, as_reason
 from smart_operator.models.domain import Domain
@@ -33,18 +34,20 @@ def deploy_target(
         or not server.ipv4
         or not server.host_public_key
         or not is_true(status.conditions, ConditionType.SERVER_READY)
+        or not is_true(status.conditions, ConditionType.AGENT_INSTALLED)
         or client_private_key is None
     ):
         return (
             "False",
             Reason.WAITING_FOR_SERVER,
-            f"Domain {domain_ref} has no running server yet",
+            f"Domain {domain_ref} has no running server with its agent yet",
         )
     return Target(
         address=server.ipv4,
         port=ssh_port,
         host_public_key=server.host_public_key,
         client_private_key=client_private_key,
+        username=DEPLOY_USER,
         server_id=server.id,
     )
 

@@ -74,15 +74,19 @@ class ServerKeys:
     intake: str
 
 
-def derive_server_keys(secret: bytes, uid: str, attempt: str, comment: str = "") -> ServerKeys:
+def derive_server_keys(
+    secret: bytes, uid: str, attempt: str, comment: str = "", generation: str = ""
+) -> ServerKeys:
     """The keys of the server that attempt ``attempt`` makes for the Domain ``uid``:
     derived (HMAC-SHA256) from the operator's key secret, so every pass that retries the
     same attempt sends exactly the same keys, and a server whose create answer was lost
-    carries the keys the status pins. Nothing secret needs storing but ``secret``."""
+    carries the keys the status pins. Nothing secret needs storing but ``secret``.
+    ``generation`` names the intake key's generation: a new one rotates it."""
 
     def derive(purpose: str) -> bytes:
         return hmac.new(secret, f"{purpose}\0{uid}\0{attempt}".encode(), hashlib.sha256).digest()
 
     host = _pair(Ed25519PrivateKey.from_private_bytes(derive("ssh-host-ed25519")), comment)
-    intake = INTAKE_KEY_PREFIX + base64.urlsafe_b64encode(derive("intake")).decode().rstrip("=")
+    intake_seed = derive(f"intake\0{generation}" if generation else "intake")
+    intake = INTAKE_KEY_PREFIX + base64.urlsafe_b64encode(intake_seed).decode().rstrip("=")
     return ServerKeys(host, intake)

@@ -264,6 +264,50 @@ class Deployer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AgentEnvironment:
+    """What the agent on one server needs to know; written to its environment file."""
+
+    intake_url: str
+    intake_key: str
+    domain: str
+    resource: str = ""
+    """``namespace/name`` of the Domain (for the agent's logs)."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """More ``SMART_AGENT_*`` settings (without the prefix), e.g. ``REPORT_SECONDS``."""
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    version: str
+    """The version the running agent reports."""
+    sha256: str
+    uploaded: bool
+    restarted: bool
+
+
+class AgentInstaller(Protocol):
+    """Delivers the agent to a server over the pinned connection (``clients.agent_install``)."""
+
+    @property
+    def bundle_sha256(self) -> str:
+        """The SHA-256 of the bundle it installs."""
+        ...
+
+    async def install(self, target: Target, env: AgentEnvironment) -> InstallResult:
+        """Install the bundle (unless the server has it) with ``env``; restart the agent
+        when anything changed."""
+        ...
+
+    async def prepare_host_key_rotation(self, target: Target) -> str:
+        """The server's next host key (made on the server; asking again gives the same)."""
+        ...
+
+    async def commit_host_key_rotation(self, target: Target, next_public_key: str) -> str:
+        """Make the prepared key the server's host key; returns it."""
+        ...
+
+
 # -- Kubernetes -------------------------------------------------------------------------
 
 

@@ -94,6 +94,17 @@ class OperatorSettings(BaseSettings):
                 raise ValueError(f"{source!r} is not a CIDR network: {error}") from None
         return sources
 
+    agent_bundle: Path | None = Field(
+        default=None,
+        description="The agent bundle (smart-agent-<version>.tar.gz, with its .sha256 beside "
+        "it) the operator delivers to every server over SSH; the platform's image carries "
+        "one. Unset: servers get no agent (AgentInstalled=False says so)",
+    )
+    agent_settings: dict[str, str] = Field(
+        default_factory=dict,
+        description="More settings for every server's agent, without the SMART_AGENT_ "
+        'prefix (JSON, for example {"REPORT_SECONDS": "60"})',
+    )
     intake_url: str = Field(
         default="http://127.0.0.1:8088",
         description="Where servers' agents report results and heartbeats",

@@ -24,7 +24,6 @@ import yaml
 from smart_sim import platform
 from smart_sim.controlplane import ControlPlane, kube_version
 from smart_sim.processes import (
-    SIMULATED_HTTP_PORT,
     Clouds,
     DashboardProcess,
     IntakeProcess,
@@ -70,18 +69,20 @@ def run(dev_dir: Path = DEV_DIR) -> None:
         stack.callback(plane.stop)
         # The CRDs go in before the controllers start, so quotas count them at once.
         plane.start(setup=platform.install)
-        _say("starting the Hetzner Cloud and Cloudflare simulators")
-        # Demo agents report every few seconds, so results move while you watch.
-        agents = {"SMART_AGENT_REPORT_SECONDS": "5", "SMART_AGENT_HEARTBEAT_SECONDS": "10"}
-        clouds = stack.enter_context(Clouds(dev_dir / "clouds", agent_env=agents))
+        _say("starting the Hetzner Cloud and Cloudflare simulators (servers boot Debian)")
+        # New zones count as delegated (the customer set the nameservers), and Cloudflare's
+        # own checks activate them ten times sooner than for real: in seconds.
+        cloudflare = ["--delegate-new-zones", "--time-scale", "10"]
+        clouds = stack.enter_context(Clouds(dev_dir / "clouds", cloudflare_args=cloudflare))
         logs = dev_dir / "logs"
-        _say("starting the results intake and the dashboard")
+        _say("starting the results intake (where the servers reach it) and the dashboard")
         intake = IntakeProcess(
             platform.intake_kubeconfig(plane, dev_dir / "intake.kubeconfig"),
             logs,
             # A chart point every 30 s rather than every 10 minutes: the demo's results
             # chart fills while you watch.
             env={"SMART_INTAKE_HISTORY_SECONDS": "30"},
+            host=clouds.gateway,
         )
         stack.enter_context(intake)
         admin_token = secrets.token_urlsafe(24)
@@ -94,20 +95,27 @@ def run(dev_dir: Path = DEV_DIR) -> None:
         stack.enter_context(dashboard)
         _say("starting the operator as its ServiceAccount")
         kubeconfig = platform.operator_kubeconfig(plane, dev_dir / "operator.kubeconfig")
+        # Demo agents report every few seconds, so results move while you watch.
+        agents = {"REPORT_SECONDS": "5", "HEARTBEAT_SECONDS": "10"}
         operator = OperatorProcess(
-            kubeconfig, logs, env={**clouds.operator_env(), "SMART_INTAKE_URL": intake.url}
+            kubeconfig,
+            logs,
+            env={
+                **clouds.operator_env(),
+                "SMART_INTAKE_URL": intake.url,
+                "SMART_AGENT_SETTINGS": json.dumps(agents),
+            },
         )
         stack.enter_context(operator)
         _say("applying the sample Customer")
         plane.kubectl("apply", "-f", str(platform.SAMPLES / "customer.yaml"))
         platform.wait_for(plane, ["customer", "acme"], "True", timeout=60)
-        _say("applying the sample Domain; its zone is delegated to Cloudflare at once here")
+        _say("applying the sample Domain: its zone, a booted server, the agent over SSH")
         sample = yaml.safe_load((platform.SAMPLES / "domain.yaml").read_text())
-        clouds.delegate_zone(sample["spec"]["domain"])
         plane.kubectl("apply", "-f", str(platform.SAMPLES / "domain.yaml"))
         namespace = sample["metadata"]["namespace"]
         platform.wait_for(
-            plane, ["domain", sample["metadata"]["name"], "-n", namespace], "Ready", timeout=120
+            plane, ["domain", sample["metadata"]["name"], "-n", namespace], "Ready", timeout=300
         )
         _say("applying the sample Experiment")
         plane.kubectl("apply", "-f", str(platform.SAMPLES / "experiment.yaml"))
@@ -119,7 +127,7 @@ def run(dev_dir: Path = DEV_DIR) -> None:
                 "get", "domain", sample["metadata"]["name"], "-n", namespace, "-o", "json"
             )
         )
-        site = f"http://{domain['status']['server']['ipv4']}:{SIMULATED_HTTP_PORT}"
+        site = f"http://{domain['status']['server']['ipv4']}"
         token = base64.b64decode(
             plane.kubectl(
                 "get", "secret", "dashboard-token", "-n", namespace, "-o", "jsonpath={.data.token}"
@@ -152,7 +160,7 @@ def run(dev_dir: Path = DEV_DIR) -> None:
             f"                (staff: {dashboard.url}/signin with the token {admin_token})\n"
             f"  Sample site:  {site}/  (demo visitors arrive every few seconds)\n"
             f"  Simulated servers: {clouds.hetzner.root_url}/_sim/servers "
-            f"(hosts under {clouds.hosts_dir})\n"
+            f"(booted Debian, their roots under {clouds.servers_dir})\n"
             f"  Simulated DNS:     {clouds.cloudflare.root_url}/_sim/zones\n"
             f"  Operator log: {operator.log_path}\n"
             f"  Metrics:      {operator.metrics_url}\n"

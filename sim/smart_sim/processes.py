@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -273,56 +272,30 @@ class SimulatorProcess(ManagedProcess):
 CLOUD_TOKEN = "smart-sim-token"  # noqa: S105 (the simulators' own test token)
 
 
-SIMULATED_SSH_PORT = 2222  # not 22: a machine's own sshd may hold it on every address
-SIMULATED_HTTP_PORT = 8780  # not 80: the machine's own nginx may hold it on every address
-
-
 class Clouds:
-    """Both provider simulators, and the operator settings that point at them. Servers
-    created in the Hetzner simulator boot as simulated hosts under ``log_dir/hosts``, or,
-    with ``booted=True``, as Debian systems (``smart_sim.boot``) under
-    ``log_dir/servers``."""
+    """Both provider simulators, and the operator settings that point at them. With
+    ``booted=True`` (the default) every server created in the Hetzner simulator boots as
+    a Debian system (``smart_sim.boot``, needs root) on a provider network of this run,
+    under ``log_dir/servers``; the operator delivers each server's agent over SSH, and
+    host processes its servers call (the intake) listen on :attr:`gateway`. Without,
+    servers are API objects only (the benchmarks of many Domains)."""
 
     def __init__(
         self,
         log_dir: Path,
         hetzner_args: list[str] | None = None,
         cloudflare_args: list[str] | None = None,
-        hosts: bool = True,
-        agent_env: Mapping[str, str] | None = None,
-        booted: bool = False,
+        booted: bool = True,
     ) -> None:
-        """``agent_env``: ``SMART_AGENT_*`` settings every simulated host's agent gets
-        (for example shorter report intervals in tests; loopback hosts only: a booted
-        server's agent gets its settings from ``install_agent``). ``booted``: every server
-        boots as Debian on a provider network; the operator must then deliver the agent
-        (``clients.agent_install``), and host processes its servers call (the intake)
-        listen on :attr:`gateway`. Needs root."""
         self.booted = booted
         self.servers_dir = log_dir / "servers"
         self._network: dict[str, Any] | None = None
-        self.hosts_dir = log_dir / "hosts"
-        # A network of its own, so that two runs at once (two test sessions, a test
-        # session beside `make dev`) never hand out the same host address.
-        network = f"127.{secrets.randbelow(200) + 20}.0.0/16"
-        booting = [
-            "--hosts-dir",
-            str(self.hosts_dir),
-            "--ssh-port",
-            str(SIMULATED_SSH_PORT),
-            "--ipv4-network",
-            network,
-            "--http-port",
-            str(SIMULATED_HTTP_PORT),
-        ]
-        if booted:
-            booting = ["--boot-dir", str(self.servers_dir)]
+        booting = ["--boot-dir", str(self.servers_dir)] if booted else []
         self.hetzner = SimulatorProcess(
             "smart_sim.hetzner",
             "/v1",
             log_dir,
-            ["--token", CLOUD_TOKEN, *(booting if hosts else []), *(hetzner_args or [])],
-            env=agent_env,
+            ["--token", CLOUD_TOKEN, *booting, *(hetzner_args or [])],
         )
         self.cloudflare = SimulatorProcess(
             "smart_sim.cloudflare",
@@ -355,18 +328,6 @@ class Clouds:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def delegate_zone(self, name: str) -> None:
-        """Stand in for a customer who points their domain's nameservers at Cloudflare:
-        the zone is active in the account from the start."""
-        request = urllib.request.Request(  # noqa: S310 (loopback)
-            f"{self.cloudflare.root_url}/_sim/zones",
-            data=json.dumps({"name": name}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
-            pass
-
     @property
     def network(self) -> dict[str, Any]:
         """The booted servers' provider network (``cidr``, ``gateway``, ``server_pool``)."""
@@ -387,27 +348,25 @@ class Clouds:
 
         return ensure_bundle().path
 
+    def server_root(self, name: str) -> Path:
+        """The root file system of the booted server ``name`` (its overlay, as mounted)."""
+        (folder,) = [p for p in self.servers_dir.iterdir() if p.name.startswith(f"{name}-")]
+        return folder / "merged"
+
     def operator_env(self) -> dict[str, str]:
         from smart_sim.cloudflare.app import CloudflareConfig
 
-        if self.booted:
-            return {
-                "SMART_HETZNER_TOKEN": CLOUD_TOKEN,
-                "SMART_HETZNER_ENDPOINT": self.hetzner.url,
-                "SMART_CLOUDFLARE_TOKEN": CLOUD_TOKEN,
-                "SMART_CLOUDFLARE_ENDPOINT": self.cloudflare.url,
-                "SMART_CLOUDFLARE_ACCOUNT_ID": CloudflareConfig().account_id,
-                # The operator reaches servers from the gateway, over their port 22.
-                "SMART_SSH_SOURCES": json.dumps([f"{self.gateway}/32"]),
-                "SMART_SSH_PORT": "22",
-                "SMART_AGENT_BUNDLE": str(self.agent_bundle()),
-            }
-        return {
+        env = {
             "SMART_HETZNER_TOKEN": CLOUD_TOKEN,
             "SMART_HETZNER_ENDPOINT": self.hetzner.url,
             "SMART_CLOUDFLARE_TOKEN": CLOUD_TOKEN,
             "SMART_CLOUDFLARE_ENDPOINT": self.cloudflare.url,
             "SMART_CLOUDFLARE_ACCOUNT_ID": CloudflareConfig().account_id,
             "SMART_SSH_SOURCES": '["127.0.0.0/8"]',
-            "SMART_SSH_PORT": str(SIMULATED_SSH_PORT),
         }
+        if self.booted:
+            # The operator reaches servers from the gateway, over their port 22.
+            env["SMART_SSH_SOURCES"] = json.dumps([f"{self.gateway}/32"])
+            env["SMART_SSH_PORT"] = "22"
+            env["SMART_AGENT_BUNDLE"] = str(self.agent_bundle())
+        return env

@@ -127,14 +127,21 @@ def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def _check_loopback(base_url: str) -> None:
+LOCAL_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("198.18.0.0/15"))
+"""Where generated traffic may go: loopback, and the provider networks the simulated
+servers boot on (198.18.0.0/15 is reserved for benchmarking, never routed outside)."""
+
+
+def _check_local(base_url: str) -> None:
     host = urlsplit(base_url).hostname or ""
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"traffic goes to loopback addresses only, not {host!r}")
+        address = None
+    if address is None or not any(address in network for network in LOCAL_NETWORKS):
+        raise ValueError(
+            f"traffic goes to loopback and the simulated servers' networks only, not {host!r}"
+        )
 
 
 class _Sender:
@@ -257,7 +264,7 @@ async def _run_bounded(count: int, concurrency: int, job: Callable[[int], Awaita
 
 async def send_traffic(base_url: str, plan: TrafficPlan) -> Truth:
     """Play ``plan`` against ``base_url`` (a loopback address); the exact truth of it."""
-    _check_loopback(base_url)
+    _check_local(base_url)
     if plan.first_visitor + plan.visitors >= VISITOR_NETWORK.num_addresses - 1:
         raise ValueError("not that many visitor addresses")
     rng = random.Random(plan.seed)  # noqa: S311 (simulation, not secrets)

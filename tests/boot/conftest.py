@@ -25,10 +25,10 @@ from hcloud.locations import Location
 from hcloud.server_types import ServerType
 
 from smart_operator.agentbundle import AgentBundle
-from smart_operator.clients.agent_install import AgentEnvironment, install_agent
-from smart_operator.clients.ssh import Target
+from smart_operator.clients.agent_install import install_agent
 from smart_operator.cloudinit import DEPLOY_USER, UserDataInput, render_user_data
 from smart_operator.keys import SSHKeyPair, generate_intake_key, generate_ssh_key
+from smart_operator.ports import AgentEnvironment, Target
 from smart_sim.boot import BootedServer, BootManager, boot_available
 from smart_sim.boot.bundle import ensure_bundle
 from smart_sim.boot.intake import GatewayIntake
@@ -146,7 +146,7 @@ async def world(
             response = await asyncio.to_thread(
                 client.servers.create,
                 name="ss-customer-acme-shop",
-                server_type=ServerType(name="cx22"),
+                server_type=ServerType(name="cx23"),
                 image=Image(name="debian-12"),
                 location=Location(name="fsn1"),
                 user_data=user_data,

@@ -26,13 +26,13 @@ import yaml
 from smart_operator.agentbundle import AgentBundle
 from smart_operator.clients import ssh
 from smart_operator.clients.agent_install import (
-    InstallFailed,
     commit_host_key_rotation,
     install_agent,
     prepare_host_key_rotation,
     rotate_intake_key,
 )
 from smart_operator.cloudinit import PACKAGES
+from smart_operator.errors import HostKeyMismatch, InstallFailed, Unreachable
 from smart_operator.keys import generate_intake_key, generate_ssh_key
 from smart_operator.models.experiment import Experiment
 from smart_operator.revisions import Serving, build_revision
@@ -237,7 +237,7 @@ async def test_a_deployed_experiment_is_served_counted_and_reported(world: Boote
     # The operator's own deploy client, as the deploy user: SFTP, switch, reload (no root).
     result = await ssh.deploy(world.target(), EXPERIMENT, revision.id, revision.files)
     assert result.uploaded and result.switched
-    assert "applied" in result.reload_output, result.reload_output
+    assert result.serving == revision.id  # the agent confirmed it serves it
     truth = await visit(world.address, range(30))
     want = expected(truth)
     assert sum(v for v, _ in want.values()) == 30
@@ -260,10 +260,10 @@ async def _succeeds(result: Awaitable[ExecResult]) -> bool:
 
 async def test_only_the_pinned_host_key_is_accepted(world: BootedWorld) -> None:
     stranger = generate_ssh_key("root@elsewhere").public
-    with pytest.raises(ssh.HostKeyMismatch):
+    with pytest.raises(HostKeyMismatch):
         await ssh.deploy(world.target(pinned=stranger), EXPERIMENT, "r-x", {})
     # Root may not log in, even with the operator's key; passwords are not offered.
-    with pytest.raises(ssh.Unreachable, match="Permission denied"):
+    with pytest.raises(Unreachable, match="Permission denied"):
         await ssh.remove(world.target(user="root"), "nothing")
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect(
@@ -385,7 +385,7 @@ async def test_the_host_key_from_the_user_data_is_rotated_away(world: BootedWorl
     assert upcoming == await prepare_host_key_rotation(world.target())  # asking again: same key
     committed = await commit_host_key_rotation(world.target(), upcoming)
     assert committed.split()[:2] == upcoming.split()[:2]
-    with pytest.raises(ssh.HostKeyMismatch):
+    with pytest.raises(HostKeyMismatch):
         await ssh.deploy(world.target(pinned=old), EXPERIMENT, "r-x", {})
     # A retried commit (its answer lost) finds the new key and changes nothing.
     again = await commit_host_key_rotation(world.target(pinned=upcoming), upcoming)

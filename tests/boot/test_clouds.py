@@ -45,14 +45,14 @@ def test_the_simulator_process_boots_servers_on_a_network_of_its_own(
         client = hcloud.Client(CLOUD_TOKEN, api_endpoint=clouds.hetzner.url)
         created = client.servers.create(
             name="plain",
-            server_type=ServerType(name="cx22"),
+            server_type=ServerType(name="cx23"),
             image=Image(name="debian-12"),
             location=Location(name="fsn1"),
             user_data="#cloud-config\nruncmd:\n  - [touch, /root/ran]\n",
         )
         client.servers.create(
             name="other-os",
-            server_type=ServerType(name="cx22"),
+            server_type=ServerType(name="cx23"),
             image=Image(name="ubuntu-24.04"),
             location=Location(name="fsn1"),
         )

@@ -51,7 +51,7 @@ def info(boot: BootManager, index: int, packages: list[str]) -> ServerInfo:
         user_data=user_data,
         ssh_public_keys=(),
         labels={},
-        server_type="cx22",
+        server_type="cx23",
         image="debian-12",
         location="fsn1",
     )

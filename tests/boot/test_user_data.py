@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from smart_operator.agentbundle import INSTALLER, AgentBundle, BundleError
-from smart_operator.clients.agent_install import AgentEnvironment, render_environment
+from smart_operator.clients.agent_install import render_environment
 from smart_operator.cloudinit import UserDataInput, render_user_data
-from smart_operator.keys import generate_intake_key, generate_ssh_key
+from smart_operator.keys import generate_ssh_key
+from smart_operator.ports import AgentEnvironment
 from smart_sim.boot.bundle import build_bundle, ensure_bundle
 
 HOST = generate_ssh_key("root@ss-customer-acme-shop")
@@ -41,12 +42,6 @@ VARIANTS = {
     "IPv4 and IPv6 sources": {"ssh_sources": ["203.0.113.0/24", "2001:db8::/48"]},
     "no source": {"ssh_sources": []},
     "extra packages": {"extra_packages": ("htop",)},
-    "transitional (environment in user-data)": {
-        "intake_url": "https://intake.example",
-        "intake_key": generate_intake_key(),
-        "namespace": "customer-acme",
-        "domain_resource": "shop",
-    },
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,10 @@ def world(clouds: Clouds, cluster: Cluster) -> World:
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, operator: Operator, unique: str) -> str:
-    """A customer on the scale plan; its namespace holds the test's Domains."""
+def namespace(cluster: Cluster, operator: Operator, unique: str) -> Iterator[str]:
+    """A customer on the scale plan; its namespace holds the test's Domains. It is
+    deleted after the test (without waiting), so its booted servers go away while the
+    next test runs: each holds inotify instances, of which a machine has 128 by default."""
     name = f"dom-{unique}"
     cluster.apply(
         {
@@ -105,7 +108,10 @@ def namespace(cluster: Cluster, operator: Operator, unique: str) -> str:
         lambda: (c := cluster.condition("customer", name, "Ready")) and c["status"] == "True",
         what="customer Ready",
     )
-    return f"customer-{name}"
+    try:
+        yield f"customer-{name}"
+    finally:
+        cluster.try_kubectl("delete", "customer", name, "--wait=false")
 
 
 def domain(name: str, namespace: str, fqdn: str, **spec: Any) -> dict[str, Any]:
@@ -178,8 +184,8 @@ def wait_exp(
 
 
 def host_root(clouds: Clouds, server_name: str) -> Path:
-    (folder,) = [p for p in clouds.hosts_dir.iterdir() if p.name.startswith(f"{server_name}-")]
-    return folder / "root"
+    """The booted server's root file system, as the host sees its overlay."""
+    return clouds.server_root(server_name)
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ both providers fail in every way they are known to (5xx, lost answers, latency, 
 The suite prints what a customer would feel, all of which must be 0: duplicate servers,
 leaked cloud objects, Domains not Ready, servers whose keys differ from the ones their
 Domain pins. ``make test`` runs it small (``SMART_CHAOS_DOMAINS``, default 4); ``make
-chaos`` runs it at 20 Domains with more kills. The seed is printed, so a failure can be
-replayed with ``SMART_CHAOS_SEED``.
+chaos`` runs it at 12 (each booted server holds inotify instances, of which a machine has
+128 by default) with more kills. The seed is printed, so a failure can be replayed with
+``SMART_CHAOS_SEED``.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def tenants(
 ) -> Iterator[Tenants]:
     u = uuid.uuid4().hex[:5]
     a, b = f"acme-{u}", f"globex-{u}"
-    world = World(clouds)
+    world = World(clouds, cluster)
     cluster.apply(customer(a, "pro"))
     cluster.apply(customer(b, "starter"))
     for name in (a, b):

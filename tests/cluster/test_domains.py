@@ -25,21 +25,27 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     wait_condition(cluster, namespace, "shop", "ServerReady")
     dns = wait_condition(cluster, namespace, "shop", "DNSReady")
     assert dns["reason"] == "RecordsPointAtServer"
+    # The server booted Debian from the operator's cloud-init; the agent came over SSH.
+    installed = wait_condition(cluster, namespace, "shop", "AgentInstalled", timeout=120)
+    assert "installed" in installed["message"]
 
     obj = cluster.get("domain", "shop", "-n", namespace) or {}
     uid, status = obj["metadata"]["uid"], obj["status"]
     (server,) = world.servers(uid)
     assert server["user_data"].startswith("#cloud-config")
-    # The server booted from the operator's cloud-init (checked by cloud-init schema).
-    eventually(lambda: world.servers(uid)[0]["host"]["state"] == "running", 30, "the host booted")
+    assert server["host"]["state"] == "running" and server["host"]["cloud_init"] == "done"
     assert status["server"]["id"] == server["id"]
     assert status["server"]["ipv4"] == server["ipv4"]
     assert status["server"]["hostKeyFingerprint"].startswith("SHA256:")
     assert len(status["intakeKeyHash"]) == 64
-    assert status["server"]["hostPublicKey"].split()[1] in server["user_data"]
+    # The host key from the user-data (which the metadata service keeps serving) was
+    # replaced by one made on the server; and no intake key ever was in the user-data.
+    assert status["server"]["hostKeyRotated"] is True
+    assert status["server"]["hostPublicKey"].split()[1] not in server["user_data"]
+    assert "AGENT_KEY" not in server["user_data"]
     (firewall,) = world.firewalls(uid)
     ports = {r["port"]: r["source_ips"] for r in firewall["rules"]}
-    assert ports["22"] == ["127.0.0.0/8"]
+    assert ports["22"] == [f"{world.clouds.gateway}/32"]
     assert "0.0.0.0/0" in ports["80"]
 
     zone = world.zone(fqdn)

@@ -8,7 +8,6 @@ import urllib.request
 from pathlib import Path
 
 from smart_operator.keys import generate_ssh_key
-from smart_sim.processes import SIMULATED_HTTP_PORT
 from tests.cluster.conftest import World, experiment, wait_exp
 from tests.conftest import Cluster
 from tests.waiting import eventually
@@ -148,7 +147,7 @@ def test_the_agent_serves_the_experiment_on_the_host_within_seconds(
     server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]
     cluster.apply(experiment("served", namespace, "site"))
     wait_exp(cluster, namespace, "served", "Deployed")
-    url = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}/"
+    url = f"http://{server['ipv4']}/"
 
     def page() -> str | None:
         try:

@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 
-from smart_sim.processes import SIMULATED_HTTP_PORT
 from smart_sim.traffic import TrafficPlan, send_traffic
 from tests.cluster.conftest import experiment, wait_condition, wait_exp
 from tests.conftest import Cluster
@@ -118,7 +117,7 @@ def _deploy_and_wait_until_served(
     cluster.apply(body)
     wait_exp(cluster, meta["namespace"], meta["name"], "Deployed")
     server = domain["status"]["server"]
-    base = f"http://{server['ipv4']}:{SIMULATED_HTTP_PORT}"
+    base = f"http://{server['ipv4']}"
     eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
     return base
 

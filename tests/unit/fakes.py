@@ -16,21 +16,26 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
+
 from smart_operator.domains import registrable_domain, zone_candidates
 from smart_operator.errors import (
     Conflict,
     ExternalError,
+    HostKeyMismatch,
     NotFound,
     PermanentFailure,
     TemporaryFailure,
 )
 from smart_operator.keys import generate_ssh_key
 from smart_operator.ports import (
+    AgentEnvironment,
     Cloud,
     DeployResult,
     EventType,
     FirewallView,
     Identity,
+    InstallResult,
     ObjectRef,
     QuotaView,
     RecordView,
@@ -94,7 +99,13 @@ class FakeServers(Failing):
         self._call("server_by_name")
         return next((s for s in self.servers_by_id.values() if s.name == name), None)
 
-    def add_server(self, name: str, labels: dict[str, str], created: datetime = LONG_AGO) -> int:
+    def add_server(
+        self,
+        name: str,
+        labels: dict[str, str],
+        created: datetime = LONG_AGO,
+        user_data: str | None = None,
+    ) -> int:
         server_id = next(self._ids)
         self.servers_by_id[server_id] = ServerView(
             server_id,
@@ -106,6 +117,8 @@ class FakeServers(Failing):
             "cx23",
             created,
         )
+        if user_data is not None:
+            self.user_data[server_id] = user_data
         return server_id
 
     async def create_server(
@@ -477,3 +490,49 @@ class FakeDeployer(Failing):
 
 def minutes_ago(minutes: float) -> datetime:
     return datetime.now(UTC) - timedelta(minutes=minutes)
+
+
+class FakeInstaller(Failing):
+    """Servers' agents as the installer leaves them: by address, the bundle, the
+    environment and the host key."""
+
+    bundle_sha256 = "ab" * 32
+
+    def __init__(self, servers: FakeServers) -> None:
+        super().__init__()
+        self.servers = servers
+        self.environments: dict[str, AgentEnvironment] = {}
+        self.host_keys: dict[str, str] = {}
+        """Rotated host keys, by address; before that, the one in the user-data."""
+        self._next: dict[str, str] = {}
+
+    def _check_pin(self, target: Target, *also: str) -> None:
+        current = self.host_keys.get(target.address)
+        if current is None:
+            server = next(
+                s for s in self.servers.servers_by_id.values() if s.ipv4 == target.address
+            )
+            current = yaml.safe_load(self.servers.user_data[server.id])["ssh_keys"][
+                "ed25519_public"
+            ]
+        if current not in (target.host_public_key, *also):
+            raise HostKeyMismatch("ssh", f"{target.address}: host key not verifiable")
+
+    async def install(self, target: Target, env: AgentEnvironment) -> InstallResult:
+        self._call("install")
+        self._check_pin(target)
+        changed = self.environments.get(target.address) != env
+        self.environments[target.address] = env
+        return InstallResult("0.2.0", self.bundle_sha256, changed, changed)
+
+    async def prepare_host_key_rotation(self, target: Target) -> str:
+        self._call("prepare")
+        self._check_pin(target)
+        return self._next.setdefault(target.address, generate_ssh_key("root@x").public)
+
+    async def commit_host_key_rotation(self, target: Target, next_public_key: str) -> str:
+        self._call("commit")
+        self._check_pin(target, next_public_key)
+        self.host_keys[target.address] = next_public_key
+        self._next.pop(target.address, None)
+        return next_public_key

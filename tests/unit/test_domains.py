@@ -1,18 +1,11 @@
-"""Domain logic as pure functions: names, records, phases, and the user-data, which
-Debian's ``cloud-init schema`` must accept."""
+"""Domain logic as pure functions: names, records, zones, phases and keys. (The user-data
+is tested in ``tests/boot``, with cloud-init and on a booted server.)"""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
 from smart_operator import domains
-from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import set_condition
 from smart_operator.keys import (
     derive_server_keys,
@@ -92,54 +85,6 @@ def test_keys() -> None:
     key = generate_intake_key()
     assert key.startswith("ssk_") and len(key) > 40
     assert hash_intake_key(key) == hash_intake_key(key) != hash_intake_key(generate_intake_key())
-
-
-def user_data() -> str:
-    host = generate_ssh_key("root@ss-customer-acme-shop")
-    return render_user_data(
-        UserDataInput(
-            hostname="ss-customer-acme-shop",
-            domain="shop.example",
-            host_private_key=host.private,
-            host_public_key=host.public,
-            operator_public_key=generate_ssh_key("smart-operator").public,
-            intake_url="https://intake.smartserver.example",
-            intake_key=generate_intake_key(),
-            namespace="customer-acme",
-            domain_resource="shop",
-        )
-    )
-
-
-def test_user_data_carries_the_host_key_and_the_agent_settings() -> None:
-    text = user_data()
-    assert text.startswith("#cloud-config\n")
-    document = yaml.safe_load(text)
-    assert document["ssh_keys"]["ed25519_public"].startswith("ssh-ed25519 ")
-    assert document["users"][0]["ssh_authorized_keys"][0].startswith("ssh-ed25519 ")
-    files = {f["path"]: f for f in document["write_files"]}
-    env = files["/etc/smartserver/agent.env"]
-    assert env["permissions"] == "0600"
-    assert "SMART_AGENT_KEY=ssk_" in env["content"]
-    assert "smart-agent run" in files["/etc/systemd/system/smart-agent.service"]["content"]
-    assert "systemctl enable --now smart-agent" in document["runcmd"]
-    assert len(text.encode()) < 32 * 1024  # Hetzner's user-data limit
-
-
-@pytest.mark.skipif(
-    shutil.which("cloud-init") is None,
-    reason="Debian's cloud-init is missing: `make test` installs it (scripts/system-packages.txt)",
-)
-def test_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
-    path = tmp_path / "user-data"
-    path.write_text(user_data())
-    result = subprocess.run(
-        ["cloud-init", "schema", "--config-file", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 UID = "u-1"

@@ -12,15 +12,15 @@ import pytest
 import yaml
 
 from smart_operator import domains
-from smart_operator.errors import PermanentFailure, RateLimited, TemporaryFailure
-from smart_operator.keys import hash_intake_key
+from smart_operator.errors import PermanentFailure, RateLimited, TemporaryFailure, Unreachable
+from smart_operator.keys import derive_server_keys, hash_intake_key
 from smart_operator.models.common import Writer
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.ports import ObjectRef, RecordView
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
-from tests.unit.fakes import FakeActions, FakeEvents, FakeResources, fake_cloud
+from tests.unit.fakes import FakeActions, FakeEvents, FakeInstaller, FakeResources, fake_cloud
 
 NS = "customer-acme"
 UID = "d-1"
@@ -57,6 +57,7 @@ class World:
         self.events = FakeEvents()
         self.schedule = DnsCheckSchedule(SETTINGS.dns_drift_seconds)
         self.with_cloud = True
+        self.installer = FakeInstaller(self.servers)
         self.now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
     def reconciler(self, stopping: bool = False) -> DomainReconciler:
@@ -75,6 +76,7 @@ class World:
             events=self.events,
             dns_schedule=self.schedule,
             resources=self.resources,
+            installer=self.installer,
             clock=lambda: self.now,
             stopping=lambda: stopping,
         )
@@ -154,7 +156,7 @@ async def test_keys_and_the_create_marker_are_written_before_the_create_and_the_
     marker = next(i for i, p in enumerate(patches) if p.get("server", {}).get("createRequestedAt"))
     with_id = next(i for i, p in enumerate(patches) if p.get("server", {}).get("id"))
     assert marker < with_id
-    assert patches[marker]["server"]["hostPublicKey"] and patches[marker]["intakeKeyHash"]
+    assert patches[marker]["server"]["hostPublicKey"]
 
 
 async def test_a_create_whose_answer_was_lost_is_adopted_by_its_label_never_made_twice(
@@ -171,20 +173,22 @@ async def test_a_create_whose_answer_was_lost_is_adopted_by_its_label_never_made
 
 
 async def test_a_second_server_of_the_same_domain_is_removed(world: World) -> None:
-    labels = domains.cloud_labels(UID, "inst-1", "a" * 16)
-    first = world.servers.add_server("ss-customer-acme-shop", labels)
-    world.servers.add_server("ss-customer-acme-shop-2", labels)
+    attempt = "a" * 16
+    labels = domains.cloud_labels(UID, "inst-1", attempt)
+    host_key = derive_server_keys(world.cloud.identity.key_secret, UID, attempt).host.public
+    user_data = yaml.safe_dump({"ssh_keys": {"ed25519_public": host_key}})
+    first = world.servers.add_server("ss-customer-acme-shop", labels, user_data=user_data)
+    world.servers.add_server("ss-customer-acme-shop-2", labels, user_data=user_data)
     await world.run()
     assert list(world.servers.servers_by_id) == [first]
     assert "DuplicateRemoved" in world.events.reasons("Warning")
 
 
-def keys_sent(world: World, server_id: int) -> tuple[str, str]:
-    """The host public key and the intake key hash in a server's user-data."""
+def keys_sent(world: World, server_id: int) -> str:
+    """The host public key in a server's user-data (the intake key is never there)."""
     document = yaml.safe_load(world.servers.user_data[server_id])
-    env = next(f["content"] for f in document["write_files"] if f["path"].endswith("agent.env"))
-    intake = next(line.split("=", 1)[1] for line in env.splitlines() if "AGENT_KEY=" in line)
-    return document["ssh_keys"]["ed25519_public"], hash_intake_key(intake)
+    assert "AGENT_KEY" not in world.servers.user_data[server_id]
+    return str(document["ssh_keys"]["ed25519_public"])
 
 
 async def test_a_create_still_in_flight_when_the_next_pass_lists_is_adopted_with_its_keys(
@@ -197,10 +201,11 @@ async def test_a_create_still_in_flight_when_the_next_pass_lists_is_adopted_with
     await world.run()
     world.servers.hide_next_listing = True
     await world.run()
-    [server_id] = world.servers.servers_by_id
+    assert len(world.servers.servers_by_id) == 1
     assert world.servers.calls["create_server"] == 2
-    pinned = (world.status["server"]["hostPublicKey"], world.status["intakeKeyHash"])
-    assert pinned == keys_sent(world, server_id)
+    # The install used the pin from the user-data: it would have failed otherwise.
+    assert world.installer.calls["install"] == 1
+    assert world.condition("AgentInstalled")["status"] == "True"
     assert world.condition("ServerReady")["reason"] == "Running"
 
 
@@ -211,9 +216,14 @@ async def test_a_server_whose_status_was_lost_is_adopted_with_keys_from_its_atte
     [server_id] = world.servers.servers_by_id
     sent = keys_sent(world, server_id)
     world.resources.objects[REF].pop("status")  # a restore without status, say
+    world.installer.host_keys.clear()  # (a server whose key was not rotated yet)
     await world.run()
     assert list(world.servers.servers_by_id) == [server_id]
-    assert (world.status["server"]["hostPublicKey"], world.status["intakeKeyHash"]) == sent
+    # The install took the pin derived from the server's attempt label: the fake
+    # refuses any other than the key in its user-data.
+    assert world.installer.calls["install"] == 2
+    assert world.condition("AgentInstalled")["status"] == "True"
+    assert sent == keys_sent(world, server_id)
 
 
 async def test_a_server_without_known_keys_is_replaced(world: World) -> None:
@@ -221,7 +231,7 @@ async def test_a_server_without_known_keys_is_replaced(world: World) -> None:
     await world.run()
     [server_id] = world.servers.servers_by_id
     assert server_id != unknown
-    assert keys_sent(world, server_id)[0] == world.status["server"]["hostPublicKey"]
+    assert world.condition("AgentInstalled")["status"] == "True"
 
 
 async def test_a_name_taken_by_a_server_that_is_not_ours_fails_the_domain_clearly(
@@ -559,3 +569,52 @@ async def test_a_zone_made_for_a_customer_is_its_own() -> None:
     [zone] = world.dns.zones_by_id.values()
     owners = [domains.parse_owner(r.content) for r in world.dns.all_records(zone.id)]
     assert owners == [("inst-1", CUSTOMER)]
+
+
+async def test_the_agent_comes_over_ssh_with_its_key_and_the_host_key_is_rotated(
+    world: World,
+) -> None:
+    await world.run()
+    [server] = world.servers.servers_by_id.values()
+    env = world.installer.environments[server.ipv4 or ""]
+    assert env.intake_url == "https://intake.example" and env.domain == "shop.example"
+    assert hash_intake_key(env.intake_key) == world.status["intakeKeyHash"]
+    assert env.intake_key not in world.servers.user_data[server.id]
+    rotated = world.installer.host_keys[server.ipv4 or ""]
+    assert world.status["server"]["hostPublicKey"] == rotated != keys_sent(world, server.id)
+    assert world.status["server"]["hostKeyRotated"] is True
+    assert world.status["server"]["agentSha256"] == FakeInstaller.bundle_sha256
+    assert "HostKeyRotated" in world.events.reasons("Normal")
+    installs = world.installer.calls["install"]
+    await world.run()
+    assert world.installer.calls["install"] == installs  # nothing more to do
+
+
+async def test_an_annotation_rotates_the_intake_key(world: World) -> None:
+    await world.run()
+    before = world.status["intakeKeyHash"]
+    world.resources.objects[REF]["metadata"]["annotations"] = {
+        "smartserver.ai/intake-key-generation": "2"
+    }
+    await world.run()
+    [server] = world.servers.servers_by_id.values()
+    key = world.installer.environments[server.ipv4 or ""].intake_key
+    assert world.status["intakeKeyHash"] == hash_intake_key(key) != before
+
+
+async def test_a_rotation_whose_end_was_lost_is_finished_first(world: World) -> None:
+    world.installer.fail("commit", Unreachable("ssh", "connection lost", 5.0))
+    await world.run()
+    pending = world.status["server"]["nextHostPublicKey"]
+    assert world.condition("AgentInstalled")["reason"] == "ProviderUnavailable"
+    await world.run()
+    assert world.status["server"]["hostPublicKey"] == pending
+    assert "nextHostPublicKey" not in world.status["server"]
+    assert world.condition("AgentInstalled")["status"] == "True"
+
+
+async def test_without_a_bundle_the_domain_says_how_to_give_it_one(world: World) -> None:
+    world.installer = None  # type: ignore[assignment]
+    await world.run()
+    condition = world.condition("AgentInstalled")
+    assert condition["reason"] == "NoAgentBundle" and "SMART_AGENT_BUNDLE" in condition["message"]

@@ -58,12 +58,13 @@ def domain_body(ready: bool = True, paused: bool = False) -> dict[str, Any]:
             "server": {"id": 7, "ipv4": "198.18.0.7", "hostPublicKey": HOST_KEY.public},
             "conditions": [
                 {
-                    "type": "ServerReady",
+                    "type": kind,
                     "status": "True" if ready else "False",
-                    "reason": "Running" if ready else "Starting",
+                    "reason": reason if ready else "Starting",
                     "message": "",
                     "lastTransitionTime": "2026-12-01T00:00:00Z",
                 }
+                for kind, reason in (("ServerReady", "Running"), ("AgentInstalled", "Installed"))
             ],
         },
     }

@@ -19,26 +19,30 @@ sudo. Everything here goes through that connection:
   service keeps serving to local processes for the server's life) stops mattering:
   rotate once after first boot.
 
-Errors: :class:`~smart_operator.clients.ssh.HostKeyMismatch` (nothing was sent),
-:class:`~smart_operator.clients.ssh.Unreachable` (retry later) and :class:`InstallFailed`
-(the server refused: a hash mismatch, a broken bundle; the message is the server's).
+Errors (``smart_operator.errors``): ``HostKeyMismatch`` (nothing was sent),
+``Unreachable`` (retry later) and ``InstallFailed`` (the server refused: a hash mismatch,
+a broken bundle; the message is the server's).
+
+:class:`BundleInstaller` is the ``AgentInstaller`` port over these, for one bundle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import posixpath
 import secrets
 import shlex
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 
 import asyncssh
 
 from smart_operator.agentbundle import INSTALLER_PATH, AgentBundle
-from smart_operator.clients.ssh import HostKeyMismatch, Target, Unreachable
+from smart_operator.clients.ssh import SYSTEM, connect_pinned
+from smart_operator.errors import InstallFailed, Unreachable
+from smart_operator.ports import AgentEnvironment, InstallResult, Target
 
 __all__ = [
     "AgentEnvironment",
@@ -54,32 +58,6 @@ __all__ = [
 
 UPLOADS = ".smart-agent"  # in the deploy user's home
 SUDO = f"sudo -n {INSTALLER_PATH}"
-
-
-class InstallFailed(Exception):
-    """The server refused or failed a step; the message holds its output."""
-
-
-@dataclass(frozen=True)
-class AgentEnvironment:
-    """What the agent on one server needs to know; written to its environment file."""
-
-    intake_url: str
-    intake_key: str
-    domain: str
-    resource: str = ""
-    """``namespace/name`` of the Domain (for the agent's logs)."""
-    extra: Mapping[str, str] = field(default_factory=dict)
-    """More ``SMART_AGENT_*`` settings (without the prefix), e.g. ``REPORT_SECONDS``."""
-
-
-@dataclass(frozen=True)
-class InstallResult:
-    version: str
-    """The version the running agent reports."""
-    sha256: str
-    uploaded: bool
-    restarted: bool
 
 
 def render_environment(env: AgentEnvironment) -> str:
@@ -101,37 +79,16 @@ def render_environment(env: AgentEnvironment) -> str:
     return "".join(lines)
 
 
-async def _connect(
-    target: Target, pinned: Sequence[str] | None = None
-) -> asyncssh.SSHClientConnection:
-    """The pinned connection, as ``clients/ssh.py`` makes it (several pins during a
-    host-key rotation)."""
-    trusted = [asyncssh.import_public_key(k) for k in (pinned or [target.host_public_key])]
-    try:
-        return await asyncssh.connect(
-            target.address,
-            port=target.port,
-            username=target.username,
-            client_keys=[asyncssh.import_private_key(target.client_private_key)],
-            known_hosts=(trusted, [], []),
-            connect_timeout=15,
-        )
-    except asyncssh.HostKeyNotVerifiable as error:
-        raise HostKeyMismatch(str(error)) from error
-    except (OSError, asyncssh.Error) as error:
-        raise Unreachable(f"{type(error).__name__}: {error}") from error
-
-
 @contextlib.asynccontextmanager
 async def _session(
     target: Target, pinned: Sequence[str] | None = None
 ) -> AsyncIterator[asyncssh.SSHClientConnection]:
     """A pinned connection that is always closed; transport errors become Unreachable."""
-    conn = await _connect(target, pinned)
+    conn = await connect_pinned(target, pinned)
     try:
         yield conn
     except (OSError, asyncssh.Error) as error:
-        raise Unreachable(f"{type(error).__name__}: {error}") from error
+        raise Unreachable(SYSTEM, f"{target.address}: {type(error).__name__}: {error}") from error
     finally:
         conn.close()
 
@@ -144,7 +101,7 @@ async def _run(
     out, err = str(result.stdout or ""), str(result.stderr or "")
     if result.exit_status != 0:
         step = command.removeprefix(f"{SUDO} ").split()[0]
-        raise InstallFailed(f"{step}: {(err or out).strip()}")
+        raise InstallFailed(SYSTEM, f"{step}: {(err or out).strip()}")
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -155,7 +112,7 @@ async def _wait_cloud_init(conn: asyncssh.SSHClientConnection) -> None:
         # checks what it needs itself.
         detail = str(result.stdout or result.stderr or "").strip()
         if "status: error" not in detail:
-            raise InstallFailed(f"cloud-init did not finish: {detail}")
+            raise InstallFailed(SYSTEM, f"cloud-init did not finish: {detail}")
 
 
 async def installed_bundle(target: Target) -> dict[str, str]:
@@ -206,7 +163,7 @@ async def _agent_version(conn: asyncssh.SSHClientConnection, attempts: int = 100
             return str(status["agent"]["version"])
         last = str(result.stderr or result.stdout or "").strip()
         await asyncio.sleep(0.2)
-    raise InstallFailed(f"the agent did not answer after its restart: {last}")
+    raise InstallFailed(SYSTEM, f"the agent did not answer after its restart: {last}")
 
 
 async def rotate_intake_key(target: Target, env: AgentEnvironment) -> bool:
@@ -227,7 +184,7 @@ async def prepare_host_key_rotation(target: Target) -> str:
     async with _session(target) as conn:
         result = await conn.run(f"{SUDO} host-key prepare", check=False)
     if result.exit_status != 0:
-        raise InstallFailed(f"host-key prepare: {str(result.stderr).strip()}")
+        raise InstallFailed(SYSTEM, f"host-key prepare: {str(result.stderr).strip()}")
     return _public_key_line(str(result.stdout))
 
 
@@ -238,15 +195,13 @@ async def commit_host_key_rotation(target: Target, next_public_key: str) -> str:
     async with _session(target, [target.host_public_key, next_public_key]) as conn:
         result = await conn.run(f"{SUDO} host-key commit", check=False)
     if result.exit_status != 0:
-        raise InstallFailed(f"host-key commit: {str(result.stderr).strip()}")
+        raise InstallFailed(SYSTEM, f"host-key commit: {str(result.stderr).strip()}")
     committed = _public_key_line(str(result.stdout))
     if committed.split()[:2] != next_public_key.split()[:2]:
-        raise InstallFailed("the server committed a host key other than the prepared one")
+        raise InstallFailed(SYSTEM, "the server committed a host key other than the prepared one")
     # Prove it: a fresh connection that trusts only the new key. sshd re-executes itself
     # to reload, so for a moment nothing listens: retry a refusal, never a mismatch.
-    pinned_next = Target(
-        target.address, target.port, next_public_key, target.client_private_key, target.username
-    )
+    pinned_next = dataclasses.replace(target, host_public_key=next_public_key)
     for attempt in range(50):
         try:
             async with _session(pinned_next):
@@ -263,4 +218,24 @@ def _public_key_line(text: str) -> str:
         if line.startswith("ssh-ed25519 "):
             asyncssh.import_public_key(line)  # refuses anything that is not a key
             return line.strip()
-    raise InstallFailed(f"the server printed no ed25519 public key: {text.strip()[:200]}")
+    raise InstallFailed(SYSTEM, f"the server printed no ed25519 public key: {text.strip()[:200]}")
+
+
+class BundleInstaller:
+    """The ``AgentInstaller`` port: installs one bundle."""
+
+    def __init__(self, bundle: AgentBundle) -> None:
+        self.bundle = bundle
+
+    @property
+    def bundle_sha256(self) -> str:
+        return self.bundle.sha256
+
+    async def install(self, target: Target, env: AgentEnvironment) -> InstallResult:
+        return await install_agent(target, self.bundle, env)
+
+    async def prepare_host_key_rotation(self, target: Target) -> str:
+        return await prepare_host_key_rotation(target)
+
+    async def commit_host_key_rotation(self, target: Target, next_public_key: str) -> str:
+        return await commit_host_key_rotation(target, next_public_key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import secrets
+from collections.abc import Sequence
 
 import asyncssh
 
@@ -21,15 +22,19 @@ SYSTEM = "ssh"
 EXPERIMENTS = "/opt/smart/experiments"
 
 
-async def _connect(target: Target) -> asyncssh.SSHClientConnection:
-    trusted = asyncssh.import_public_key(target.host_public_key)
+async def connect_pinned(
+    target: Target, pinned: Sequence[str] | None = None
+) -> asyncssh.SSHClientConnection:
+    """A connection to ``target`` that trusts only its pinned host key (or, during a
+    host-key rotation, the keys in ``pinned``); never on first use."""
+    trusted = [asyncssh.import_public_key(k) for k in (pinned or [target.host_public_key])]
     try:
         return await asyncssh.connect(
             target.address,
             port=target.port,
             username=target.username,
             client_keys=[asyncssh.import_private_key(target.client_private_key)],
-            known_hosts=([trusted], [], []),
+            known_hosts=(trusted, [], []),
             connect_timeout=15,
         )
     except asyncssh.HostKeyNotVerifiable as error:
@@ -57,7 +62,7 @@ async def deploy(
     final = posixpath.join(base, "revisions", revision)
     current = posixpath.join(base, "current")
     link = posixpath.join("revisions", revision)  # relative: valid wherever root is
-    conn = await _connect(target)
+    conn = await connect_pinned(target)
     try:
         async with conn, conn.start_sftp_client() as sftp:
             uploaded = False
@@ -123,7 +128,7 @@ def agent_reply(
 
 async def remove(target: Target, experiment: str) -> None:
     """Take an experiment off the server: its folder goes, the agent stops serving it."""
-    conn = await _connect(target)
+    conn = await connect_pinned(target)
     try:
         async with conn, conn.start_sftp_client() as sftp:
             base = posixpath.join(EXPERIMENTS, experiment)

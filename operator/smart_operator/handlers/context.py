@@ -25,7 +25,7 @@ from smart_operator.models.customer import Customer, CustomerStatus
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.models.experiment import Experiment, ExperimentStatus
 from smart_operator.plans import Catalog as PlanCatalog
-from smart_operator.ports import Cloud, Deployer, EventType, ObjectRef
+from smart_operator.ports import AgentInstaller, Cloud, Deployer, EventType, ObjectRef
 from smart_operator.reconcile.customer import CustomerReconciler
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.experiment import ExperimentReconciler
@@ -54,6 +54,8 @@ class Context:
     deployer: Deployer
     dns_schedule: DnsCheckSchedule
     cloud: Cloud | None = None
+    installer: AgentInstaller | None = None
+    """Delivers the agent bundle (``SMART_AGENT_BUNDLE``) to servers; None without one."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class Context:
             events=events,
             dns_schedule=self.dns_schedule,
             resources=self.kube,
+            installer=self.installer,
             stopping=stopping or (lambda: False),
         )
 

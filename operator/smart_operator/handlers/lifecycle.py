@@ -9,6 +9,8 @@ from typing import Any
 
 import kopf
 
+from smart_operator.agentbundle import AgentBundle
+from smart_operator.clients.agent_install import BundleInstaller
 from smart_operator.clients.budget import RequestBudget
 from smart_operator.clients.cloudflare import Cloudflare
 from smart_operator.clients.hetzner import Hetzner
@@ -124,6 +126,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             deployer=SSHDeployer(),
             dns_schedule=DnsCheckSchedule(operator_settings.dns_drift_seconds, allowance.try_take),
         )
+        if operator_settings.agent_bundle is not None:
+            bundle = AgentBundle.load(operator_settings.agent_bundle)
+            memo.context.installer = BundleInstaller(bundle)
+            logger.info("agent bundle %s (%s)", bundle.version, bundle.sha256[:12])
         if not operator_settings.standalone:
             await memo.context.kube.ensure_peering(operator_settings.peering_name)
         connected = await connect_cloud(memo.context.kube, operator_settings)

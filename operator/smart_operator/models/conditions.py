@@ -24,6 +24,7 @@ class ConditionType(StrEnum):
     # Domain
     VERIFIED = "Verified"
     SERVER_READY = "ServerReady"
+    AGENT_INSTALLED = "AgentInstalled"
     DNS_READY = "DNSReady"
     AGENT_CONNECTED = "AgentConnected"
     PAUSED = "Paused"
@@ -41,6 +42,7 @@ DOMAIN_CONDITIONS = (
     ConditionType.VERIFIED,
     ConditionType.SERVER_READY,
     ConditionType.DNS_READY,
+    ConditionType.AGENT_INSTALLED,
     ConditionType.AGENT_CONNECTED,
 )
 """The conditions that must all be True for a Domain to be Ready, in the order they
@@ -87,6 +89,9 @@ class Reason(StrEnum):
     RECORD_CONFLICT = "RecordConflict"
     UNMANAGED = "Unmanaged"
     DELETING = "Deleting"
+    INSTALLED = "Installed"
+    INSTALL_FAILED = "InstallFailed"
+    NO_AGENT_BUNDLE = "NoAgentBundle"
     HEARTBEAT = "Heartbeat"
     WAITING_FOR_AGENT = "WaitingForAgent"
     AGENT_SILENT = "AgentSilent"
@@ -122,6 +127,8 @@ WARNINGS = frozenset(
         Reason.CAPACITY_UNAVAILABLE,
         Reason.QUOTA_EXCEEDED,
         Reason.RECORD_CONFLICT,
+        Reason.INSTALL_FAILED,
+        Reason.NO_AGENT_BUNDLE,
         Reason.ZONE_MOVED,
         Reason.ZONE_OF_ANOTHER_CUSTOMER,
         Reason.OWNERSHIP_CHALLENGE,
@@ -156,6 +163,7 @@ PERMANENT = frozenset(
         Reason.OPERATOR_NOT_CONFIGURED,
         Reason.PROVIDER_REJECTED,
         Reason.ZONE_OF_ANOTHER_CUSTOMER,
+        Reason.NO_AGENT_BUNDLE,
     }
 )
 """Reasons that only a change of the spec (or of the operator's configuration) mends:

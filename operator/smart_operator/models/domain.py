@@ -47,7 +47,9 @@ class ServerShape(CamelModel):
     )
     location: Location = Field(default="fsn1", description="Hetzner location")
     image: str = Field(
-        default="ubuntu-24.04", pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$", description="OS image"
+        default="debian-12",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$",
+        description="Hetzner image; the agent's user-data is made for Debian 12",
     )
 
 
@@ -130,6 +132,22 @@ class ServerStatus(CamelModel):
         default=None,
         ge=0,
         description="The provider's gross monthly price (EUR) of the server's type in its location",
+    )
+    agent_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the agent bundle installed on the server (checked there)",
+    )
+    agent_version: str | None = Field(
+        default=None, description="The agent version the server reported after installing"
+    )
+    host_key_rotated: bool | None = Field(
+        default=None,
+        description="Whether the host key from the user-data was replaced by one made on "
+        "the server (the metadata service keeps serving the user-data)",
+    )
+    next_host_public_key: str | None = Field(
+        default=None, description="During a host-key rotation: the key that replaces the pin"
     )
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from smart_operator import domains
+from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import now, set_condition
 from smart_operator.errors import (
@@ -46,12 +47,24 @@ from smart_operator.models.domain import (
     ServerStatus,
     VerificationStatus,
 )
-from smart_operator.ports import Cloud, Events, ObjectRef, Resources, ServerView, ZoneView
+from smart_operator.ports import (
+    AgentEnvironment,
+    AgentInstaller,
+    Cloud,
+    Events,
+    ObjectRef,
+    Resources,
+    ServerView,
+    Target,
+    ZoneView,
+)
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+INTAKE_KEY_GENERATION = "smartserver.ai/intake-key-generation"
+"""A Domain annotation: change its value to rotate the server's intake key."""
 POLL_SECONDS = 2.0
 """How soon a pass comes again while a server starts."""
 
@@ -105,6 +118,7 @@ class DomainReconciler:
         events: Events,
         dns_schedule: DnsCheckSchedule,
         resources: Resources,
+        installer: AgentInstaller | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -117,6 +131,7 @@ class DomainReconciler:
         self.events = events
         self.dns_schedule = dns_schedule
         self.resources = resources
+        self.installer = installer
         self.clock = clock
         self.stopping = stopping
         self.uid = domain.metadata.uid or ""
@@ -182,6 +197,11 @@ class DomainReconciler:
         records = await self._step(ConditionType.DNS_READY, self.ensure_dns(cloud, zone, server))
         if isinstance(records, Wait):
             return records.seconds
+        installed = await self._step(
+            ConditionType.AGENT_INSTALLED, self.ensure_agent(cloud, server)
+        )
+        if isinstance(installed, Wait):
+            return installed.seconds
         self.condition(
             ConditionType.AGENT_CONNECTED,
             *domains.agent_verdict(
@@ -418,8 +438,9 @@ class DomainReconciler:
             return Wait(POLL_SECONDS)
         return server
 
-    def pin_keys(self, cloud: Cloud, attempt: str) -> str:
-        """Record the keys of the server that ``attempt`` makes; return its intake key."""
+    def pin_keys(self, cloud: Cloud, attempt: str) -> None:
+        """Pin the host key of the server that ``attempt`` makes (from its user-data,
+        until the first install rotates it)."""
         name = domains.cloud_name(self.domain)
         keys = derive_server_keys(
             cloud.identity.key_secret, self.uid, attempt, comment=f"root@{name}"
@@ -428,9 +449,10 @@ class DomainReconciler:
         server.create_attempt = attempt
         server.host_public_key = keys.host.public
         server.host_key_fingerprint = keys.host.fingerprint
+        server.host_key_rotated = None
+        server.next_host_public_key = None
+        server.agent_sha256 = server.agent_version = None
         self.status.server = server
-        self.status.intake_key_hash = hash_intake_key(keys.intake)
-        return keys.intake
 
     async def ensure_firewall(self, cloud: Cloud) -> int:
         found = await cloud.servers.firewalls(domains.domain_labels(self.uid))
@@ -481,7 +503,7 @@ class DomainReconciler:
             create_requested_at=(previous.create_requested_at if previous else None) or now(),
             monthly_price=previous.monthly_price if previous else None,
         )
-        intake_key = self.pin_keys(cloud, attempt)
+        self.pin_keys(cloud, attempt)
         self.condition(
             ConditionType.SERVER_READY, "False", Reason.CREATING, f"creating server {name}"
         )
@@ -494,10 +516,7 @@ class DomainReconciler:
                 host_private_key=keys.host.private,
                 host_public_key=keys.host.public,
                 operator_public_key=identity.ssh_key.public,
-                intake_url=self.settings.intake_url,
-                intake_key=intake_key,
-                namespace=self.domain.metadata.namespace or "",
-                domain_resource=self.domain.metadata.name,
+                ssh_sources=self.settings.ssh_sources,
             )
         )
         shape = self.domain.spec.server
@@ -561,9 +580,101 @@ class DomainReconciler:
             firewall_id=previous.firewall_id,
             create_attempt=previous.create_attempt,
             host_public_key=previous.host_public_key,
+            host_key_rotated=previous.host_key_rotated,
+            next_host_public_key=previous.next_host_public_key,
+            agent_sha256=previous.agent_sha256,
+            agent_version=previous.agent_version,
             host_key_fingerprint=previous.host_key_fingerprint
             or (fingerprint(previous.host_public_key) if previous.host_public_key else None),
             monthly_price=previous.monthly_price,
+        )
+
+    async def ensure_agent(self, cloud: Cloud, server: ServerView) -> Wait | None:
+        """The agent, delivered over the pinned connection as a hash-checked bundle with
+        its environment (the intake key never travels in the user-data); then, once, the
+        host key replaced by one made on the server. Nothing is done when the server has
+        the bundle and the intake key of the current generation, rotated."""
+        installer = self.installer
+        if installer is None:
+            self.condition(
+                ConditionType.AGENT_INSTALLED,
+                "False",
+                Reason.NO_AGENT_BUNDLE,
+                "the operator has no agent bundle to deliver: set SMART_AGENT_BUNDLE (the "
+                "platform's image carries one)",
+            )
+            return Wait(self.settings.drift_seconds)
+        known = self.status.server or ServerStatus()
+        generation = self.domain.metadata.annotations.get(INTAKE_KEY_GENERATION, "")
+        keys = derive_server_keys(
+            cloud.identity.key_secret, self.uid, known.create_attempt or "", generation=generation
+        )
+        wanted = hash_intake_key(keys.intake)
+        if (
+            known.agent_sha256 == installer.bundle_sha256
+            and self.status.intake_key_hash == wanted
+            and known.host_key_rotated
+        ):
+            return None
+        target = self.target(cloud, server)
+        if known.next_host_public_key:  # a rotation whose end was not recorded
+            await self.commit_rotation(cloud, target, known.next_host_public_key)
+            target = self.target(cloud, server)
+        # The hash first: the agent's reports are accepted as soon as it uses the key.
+        self.status.intake_key_hash = wanted
+        await self.flush()
+        environment = AgentEnvironment(
+            intake_url=self.settings.intake_url,
+            intake_key=keys.intake,
+            domain=self.domain.spec.domain,
+            resource=f"{self.domain.metadata.namespace}/{self.domain.metadata.name}",
+            extra=self.settings.agent_settings,
+        )
+        result = await installer.install(target, environment)
+        known = self.status.server or ServerStatus()
+        known.agent_sha256, known.agent_version = result.sha256, result.version
+        self.status.server = known
+        await self.flush()
+        if not known.host_key_rotated:
+            upcoming = await installer.prepare_host_key_rotation(target)
+            known.next_host_public_key = upcoming
+            await self.flush()
+            await self.commit_rotation(cloud, target, upcoming)
+        self.condition(
+            ConditionType.AGENT_INSTALLED,
+            "True",
+            Reason.INSTALLED,
+            f"agent {result.version} installed (bundle {result.sha256[:12]}), host key "
+            f"{(self.status.server or ServerStatus()).host_key_fingerprint}",
+        )
+        return None
+
+    async def commit_rotation(self, cloud: Cloud, target: Target, upcoming: str) -> None:
+        """Make the prepared host key the server's, and the pin."""
+        assert self.installer is not None
+        committed = await self.installer.commit_host_key_rotation(target, upcoming)
+        known = self.status.server or ServerStatus()
+        known.host_public_key = committed
+        known.host_key_fingerprint = fingerprint(committed)
+        known.next_host_public_key = None
+        known.host_key_rotated = True
+        self.status.server = known
+        await self.flush()
+        self.events.post(
+            "Normal",
+            "HostKeyRotated",
+            f"the server's host key is now one made on it: {known.host_key_fingerprint}",
+        )
+
+    def target(self, cloud: Cloud, server: ServerView) -> Target:
+        known = self.status.server or ServerStatus()
+        return Target(
+            address=server.ipv4 or "",
+            port=self.settings.ssh_port,
+            host_public_key=known.host_public_key or "",
+            client_private_key=cloud.identity.ssh_key.private,
+            username=DEPLOY_USER,
+            server_id=server.id,
         )
 
     async def ensure_dns(self, cloud: Cloud, zone: ZoneView, server: ServerView) -> Wait | None:

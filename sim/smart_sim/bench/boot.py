@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from smart_operator.clients.agent_install import AgentEnvironment, install_agent
-from smart_operator.clients.ssh import Target
+from smart_operator.clients.agent_install import install_agent
 from smart_operator.cloudinit import DEPLOY_USER, UserDataInput, render_user_data
 from smart_operator.keys import SSHKeyPair, generate_ssh_key
+from smart_operator.ports import AgentEnvironment, Target
 from smart_sim.boot.bundle import ensure_bundle
 from smart_sim.boot.image import build, ensure_image, image_for
 from smart_sim.boot.manager import BootManager
@@ -71,7 +71,7 @@ def _info(boot: BootManager, index: int, host: SSHKeyPair, operator: SSHKeyPair)
         user_data=user_data,
         ssh_public_keys=(operator.public,),
         labels={},
-        server_type="cx22",
+        server_type="cx23",
         image="debian-12",
         location="fsn1",
     )

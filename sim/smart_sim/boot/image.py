@@ -158,7 +158,7 @@ def image_for(name: str, architecture: str = "x86") -> ImageSpec:
     if spec.architecture != architecture:
         raise ImageError(
             f"{name} for {architecture} cannot boot on this {spec.architecture} machine; "
-            "choose an x86 server type (cx22, cpx11, ...)"
+            "choose an x86 server type (cx23, cpx22, ...)"
         )
     return spec
 

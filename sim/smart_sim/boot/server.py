@@ -320,7 +320,16 @@ class BootedServer:
         deadline = time.monotonic() + 30
         while self.leader is None:
             if self.nspawn.poll() is not None:
-                raise RuntimeError(f"systemd-nspawn exited with {self.nspawn.returncode}")
+                reason = f"systemd-nspawn exited with {self.nspawn.returncode}"
+                if "Too many open files" in _tail(self.console_log):
+                    # systemd inside needs inotify instances (about 8 per booted server):
+                    # the machine's fs.inotify.max_user_instances is spent.
+                    reason += (
+                        "; the machine ran out of inotify instances (each booted server "
+                        "holds about 8): stop some servers, or raise "
+                        "fs.inotify.max_user_instances"
+                    )
+                raise RuntimeError(reason)
             if time.monotonic() > deadline:
                 raise RuntimeError("the container's init did not start within 30 s")
             self.leader = _child_of(self.nspawn.pid)

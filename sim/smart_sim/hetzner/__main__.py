@@ -15,7 +15,6 @@ from pathlib import Path
 from smart_sim.hetzner.app import HetznerConfig
 from smart_sim.hetzner.hooks import ServerHooks
 from smart_sim.hetzner.runner import HetznerSimulator
-from smart_sim.hosts import HostManager
 
 
 def _arguments() -> argparse.Namespace:
@@ -32,27 +31,12 @@ def _arguments() -> argparse.Namespace:
         help="where servers' addresses come from (inside 127.0.0.0/8)",
     )
     parser.add_argument(
-        "--hosts-dir",
-        type=Path,
-        default=None,
-        help="boot every created server as a simulated host with its root folder here",
-    )
-    parser.add_argument(
-        "--ssh-port", type=int, default=22, help="SSH port of the simulated hosts (0: free port)"
-    )
-    parser.add_argument(
         "--boot-dir",
         type=Path,
         default=None,
         help="boot every created server as a Debian system (smart_sim.boot, needs root) with "
         "its overlay here; servers get addresses on a provider network of this run, "
         "described in BOOT_DIR/network.json (its gateway is where host processes listen)",
-    )
-    parser.add_argument(
-        "--http-port",
-        type=int,
-        default=None,
-        help="run each host's agent (when its cloud-init enables it), serving on this port",
     )
     return parser.parse_args()
 
@@ -70,10 +54,6 @@ async def _serve(args: argparse.Namespace) -> None:
 
             boot = await stack.enter_async_context(BootManager(args.boot_dir))
             hosts, network = boot, boot.server_pool
-        elif args.hosts_dir is not None:
-            hosts = await stack.enter_async_context(
-                HostManager(args.hosts_dir, args.ssh_port, http_port=args.http_port)
-            )
         config = HetznerConfig(
             time_scale=args.time_scale,
             rate_limit=args.rate_limit,
@@ -86,8 +66,6 @@ async def _serve(args: argparse.Namespace) -> None:
         )
         print(f"Hetzner Cloud simulator: {sim.url}", flush=True)
         print(f"  control API: {sim.root_url}/_sim/", flush=True)
-        if args.hosts_dir is not None:
-            print(f"  hosts:       {args.hosts_dir}", flush=True)
         if args.boot_dir is not None:
             print(f"  booted servers: {args.boot_dir} (network.json)", flush=True)
         await stop.wait()
