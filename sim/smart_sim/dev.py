@@ -96,7 +96,12 @@ def run(dev_dir: Path = DEV_DIR) -> None:
         _say("starting the operator as its ServiceAccount")
         kubeconfig = platform.operator_kubeconfig(plane, dev_dir / "operator.kubeconfig")
         # Demo agents report every few seconds, so results move while you watch.
-        agents = {"REPORT_SECONDS": "5", "HEARTBEAT_SECONDS": "10"}
+        # The demo visitors come through the host, which names each in X-Forwarded-For.
+        agents = {
+            "REPORT_SECONDS": "5",
+            "HEARTBEAT_SECONDS": "10",
+            "REAL_IP_FROM": f"{clouds.gateway}/32",
+        }
         operator = OperatorProcess(
             kubeconfig,
             logs,

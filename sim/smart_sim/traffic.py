@@ -1,17 +1,19 @@
 """Simulated visitors for a server's nginx, with exact knowledge of what was sent.
 
 ``send_traffic(base_url, plan)`` plays ``plan.visitors`` distinct visitors against one
-host (loopback only): each loads the entry page, learns its variant from the page's
-conversion link (``/_smart/convert?v=<variant>``), sometimes loads the stylesheet,
+host (on loopback or a simulated server's network): each loads the entry page, learns
+its variant from the page's conversion link (``/_smart/convert?v=<variant>``), sometimes
+loads the stylesheet,
 converts with the variant's true rate, and sometimes comes back later the same day
 (and must see the same variant). Bots, ``HEAD`` requests and prefetches are mixed in;
 none of them is a visitor. The returned ``Truth`` holds unique visitors and converting
 visitors per variant per day: what an exact counter must report.
 
-A visitor is an (address, user agent) pair. The generator sends from loopback and names
-the visitor's address in ``X-Forwarded-For``, which the host's nginx trusts from
-``127.0.0.0/8`` only (``SMART_AGENT_REAL_IP_FROM``); addresses come from the benchmarking
-range 198.18.0.0/15, so they never belong to anyone. Failed requests are retried (the
+A visitor is an (address, user agent) pair. The generator names the visitor's address in
+``X-Forwarded-For``, which the server's nginx trusts only from where the generator sends
+(``SMART_AGENT_REAL_IP_FROM``: loopback by default; the provider network's gateway for a
+booted server), as it would trust a proxy; addresses come from the benchmarking range
+198.18.0.0/15, so they never belong to anyone. Failed requests are retried (the
 same visitor on the same day counts once however often it asks); a request that still
 fails is *uncertain* (nginx may or may not have logged it), and the truth says so.
 

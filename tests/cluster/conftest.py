@@ -136,10 +136,8 @@ def wait_condition(
     status: str = "True",
     timeout: float = 60,
 ) -> dict[str, Any]:
-    return eventually(
-        lambda: (c := _condition(cluster, namespace, name, type)) and c["status"] == status and c,
-        timeout,
-        f"{name} {type}={status}",
+    return _wait(
+        lambda: _condition(cluster, namespace, name, type), status, "", timeout, f"{name} {type}"
     )
 
 
@@ -171,16 +169,33 @@ def exp_condition(cluster: Cluster, namespace: str, name: str, type: str) -> dic
 def wait_exp(
     cluster: Cluster, namespace: str, name: str, type: str, status: str = "True", reason: str = ""
 ) -> dict[str, Any]:
-    return eventually(
-        lambda: (
-            (c := exp_condition(cluster, namespace, name, type))
-            and c["status"] == status
-            and (not reason or c["reason"] == reason)
-            and c
-        ),
+    return _wait(
+        lambda: exp_condition(cluster, namespace, name, type),
+        status,
+        reason,
         60,
-        f"{name} {type}={status} {reason}",
+        f"Experiment {name} {type}={status} {reason}",
     )
+
+
+def _wait(read: Any, status: str, reason: str, timeout: float, what: str) -> dict[str, Any]:
+    """Wait for a condition; a failure shows the condition as it last was."""
+    seen: list[Any] = [None]
+
+    def check() -> dict[str, Any] | None:
+        condition = seen[0] = read()
+        if (
+            condition
+            and condition["status"] == status
+            and (not reason or condition["reason"] == reason)
+        ):
+            return dict(condition)
+        return None
+
+    try:
+        return eventually(check, timeout, what)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the condition was: {seen[0]}") from None
 
 
 def host_root(clouds: Clouds, server_name: str) -> Path:
@@ -190,11 +205,13 @@ def host_root(clouds: Clouds, server_name: str) -> Path:
 
 @pytest.fixture
 def site(cluster: Cluster, world: World, namespace: str, unique: str) -> tuple[str, Path]:
-    """A Domain with a running server; returns its namespace and the host's root."""
+    """A Domain with a running server and its agent; returns its namespace and the
+    server's root file system."""
     fqdn = f"exp-{unique}.example"
     world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("site", namespace, fqdn))
     wait_condition(cluster, namespace, "site", "DNSReady")
+    wait_condition(cluster, namespace, "site", "AgentInstalled", timeout=120)
     server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]["name"]
     return namespace, host_root(world.clouds, server)
 
