@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pydantic
 import pytest
 
 from smart_operator.models.experiment import Decision, ExperimentStatus, StoppingRules
 from smart_operator.stats import Analysis, Policy, VariantCounts, analyze, to_status
-from smart_operator.stats._format import change
+from smart_operator.stats import StoppingRules as PlainRules
+from smart_operator.stats._format import change, level
+from smart_operator.stats.sequential import confidence_sequence_half_width
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULES = StoppingRules()  # the resource's defaults: 200 visitors, 28 days, alpha 0.05
@@ -103,11 +107,11 @@ def test_sample_ratio_mismatch_blocks_the_decision() -> None:
 
 def test_several_variants_are_corrected_with_holm() -> None:
     """Three comparisons: the best variant is tested at alpha/3 by Holm's first step,
-    so its interval is a 98.3% interval."""
+    so its interval is a 98.33% interval (1 - 0.05/3)."""
     counts = [("a", 5000, 250), ("b", 5000, 270), ("c", 5000, 360), ("d", 5000, 255)]
     analysis = _analyze(counts, days=10)
     assert (analysis.decision.outcome, analysis.decision.winner) == ("winner", "c")
-    assert "(98.3% interval" in analysis.decision.reason
+    assert "(98.33% interval" in analysis.decision.reason
     best = analysis.variants[2]
     assert best.adjusted_p_value == pytest.approx(min(1.0, 3 * (best.p_value or 0.0)))
     bh = _analyze(counts, days=10, policy=Policy(correction="bh"))
@@ -180,4 +184,50 @@ def test_relative_changes_read_as_a_founder_would() -> None:
         "+999%",
         "over +1,000%",
         "over +1,000%",
+    ]
+
+
+@pytest.mark.parametrize("metric", ["conversion_rate", "p95_latency"])
+def test_a_tiny_alpha_is_computed_in_logarithms(metric: str) -> None:
+    """``alpha: 1e-300`` divided by zero (alpha² underflows to 0 below about 1e-162) in
+    both always-valid boundaries, and the writer retried the analysis forever. Every
+    alpha is now used through its logarithm: the analysis answers (nothing can be
+    concluded at such a level) and the boundary is the formula's value."""
+    rng = np.random.default_rng(8)
+    variants = [
+        VariantCounts("a", 500, 20, latencies_ms=tuple(rng.gamma(2.0, 50.0, 500))),
+        VariantCounts("b", 500, 40, latencies_ms=tuple(rng.gamma(2.0, 40.0, 500))),
+    ]
+    for alpha in (1e-300, 1e-200):
+        analysis = analyze(
+            variants,
+            PlainRules(alpha=alpha),
+            START,
+            START + timedelta(days=3),
+            metric=metric,  # type: ignore[arg-type]
+        )
+        assert analysis.decision.outcome == "pending"
+    tau2, v = 0.04, 0.01
+    expected = math.sqrt(v * (v + tau2) / tau2 * (math.log((v + tau2) / v) + 600 * math.log(10)))
+    assert confidence_sequence_half_width(v, 0.2, 1e-300) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_resource_bounds_alpha() -> None:
+    """The CRD refuses an alpha below 0.0001 at ``kubectl apply``: a smaller one only
+    asks for more visitors than any site has."""
+    assert StoppingRules(alpha=0.0001).alpha == 0.0001
+    with pytest.raises(pydantic.ValidationError, match=r"greater than or equal to 0\.0001"):
+        StoppingRules(alpha=1e-300)
+
+
+def test_interval_levels_read_exactly() -> None:
+    """The level of an interval after the correction, never rounded up to a level it
+    does not have: 1 - 0.05/3 is 98.33%, 1 - 0.0001 is 99.99%."""
+    assert [level(c) for c in (0.95, 0.975, 1 - 0.05 / 3, 0.9875, 0.9999, 0.9)] == [
+        "95%",
+        "97.5%",
+        "98.33%",
+        "98.75%",
+        "99.99%",
+        "90%",
     ]

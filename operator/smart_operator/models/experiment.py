@@ -114,7 +114,11 @@ class StoppingRules(CamelModel):
         default=28, ge=1, le=365, description="Conclude after this many days regardless"
     )
     alpha: float = Field(
-        default=0.05, gt=0, le=0.2, description="Always-valid false-positive bound"
+        default=0.05,
+        ge=0.0001,
+        le=0.2,
+        description="Always-valid false-positive bound, 0.0001 to 0.2; the uplift intervals "
+        "are at 1 - alpha, corrected for the number of variants",
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def rate(value: float) -> str:
     """A conversion rate: one decimal, two below 1%."""
@@ -23,8 +25,14 @@ def change(value: float) -> str:
 
 
 def level(confidence: float) -> str:
-    """A confidence level: "95%", "97.5%"."""
-    return f"{round(100 * confidence, 1):g}%"
+    """A confidence level with the digits it needs and no more: "95%", "97.5%",
+    "98.33%" (1 - 0.05/3), "99.99%"; never rounded up to a level it does not have."""
+    missing = 100.0 * (1.0 - confidence)
+    if not 0.0 < missing < 100.0:
+        return f"{100 * confidence:g}%"
+    digits = max(0, math.ceil(-math.log10(missing))) + 2
+    text = f"{100 * confidence:.{digits}f}".rstrip("0").rstrip(".")
+    return f"{text}%"
 
 
 def chance(probability: float) -> str:
