@@ -157,6 +157,25 @@ def test_a_winner_that_no_longer_holds_is_removed() -> None:
     assert status["decision"]["winner"] is None and status["decision"]["decidedAt"] is None
 
 
+def test_a_winner_stays_when_the_next_report_wavers() -> None:
+    """The status carries each variant's running-minimum p-value and the decision; the
+    next report's data alone would say "pending", the plan keeps the winner and the
+    time it was decided."""
+    view = apply(
+        experiment(), plan_results(experiment(), pending(1, (5000, 250), (5000, 330)), NOW, 300)
+    )
+    assert view.status.decision is not None and view.status.decision.winner == "b"
+    first_p = view.status.variants[1].always_valid_p_value
+    assert first_p is not None and first_p < 0.05
+    later = NOW + timedelta(hours=12)
+    status = written(
+        plan_results(view, pending(2, (5400, 290), (5400, 335), received_at=later), later, 300)
+    )
+    assert status["decision"]["outcome"] == "winner" and status["decision"]["winner"] == "b"
+    assert status["decision"]["decidedAt"] == "2026-03-09T09:00:00Z"
+    assert status["variants"][1]["alwaysValidPValue"] == first_p
+
+
 def test_latency_goal_uses_the_reported_sample() -> None:
     view = experiment(
         type="performance", template="nginx_optimization", goal={"metric": "p95_latency"}

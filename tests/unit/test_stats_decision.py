@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pydantic
 import pytest
 
 from smart_operator.models.experiment import Decision, ExperimentStatus, StoppingRules
-from smart_operator.stats import Analysis, Policy, VariantCounts, analyze, to_status
+from smart_operator.stats import Analysis, Policy, VariantCounts, analyze, recorded, to_status
 from smart_operator.stats import StoppingRules as PlainRules
 from smart_operator.stats._format import change, level
 from smart_operator.stats.sequential import confidence_sequence_half_width
@@ -231,3 +232,78 @@ def test_interval_levels_read_exactly() -> None:
         "99.99%",
         "90%",
     ]
+
+
+# -- decisions that stay decided ------------------------------------------------------
+
+
+def _status_after(
+    counts: list[tuple[str, int, int]], days: float, before: tuple[list[Any], Any] = ([], None)
+) -> tuple[Analysis, tuple[list[Any], Any]]:
+    """Analyse as the intake does: continue from the status, write the status."""
+    variants = [VariantCounts(n, v, c) for n, v, c in counts]
+    now = START + timedelta(days=days)
+    analysis = analyze(variants, RULES, START, now, recorded=recorded(*before))
+    written, _, decision = to_status(analysis, now, previous=before[1])
+    return analysis, (written, decision)
+
+
+def test_the_running_minimum_of_the_p_value_is_kept_on_the_status() -> None:
+    """Johari et al.'s always-valid p-value is the running minimum over the reports: a
+    report whose data alone gives a larger p-value does not raise it."""
+    strong, status = _status_after([("a", 5000, 250), ("b", 5000, 330)], days=7)
+    first = strong.variants[1].p_value
+    assert first is not None and first < 0.05
+    assert status[0][1].always_valid_p_value == pytest.approx(first)
+    weaker, _ = _status_after([("a", 5400, 280), ("b", 5400, 340)], days=8, before=status)
+    alone = _analyze([("a", 5400, 280), ("b", 5400, 340)], days=8).variants[1].p_value
+    assert alone is not None and alone > first
+    assert weaker.variants[1].p_value == pytest.approx(first)
+    assert weaker.always_valid_p_value == pytest.approx(first)
+
+
+def test_a_winner_stays_a_winner_when_the_data_wavers() -> None:
+    """Reached at 330/5000 against 250/5000; the next report's data alone would say
+    "no clear winner yet", but the decision, its reason and its time stay."""
+    won, status = _status_after([("a", 5000, 250), ("b", 5000, 330)], days=7)
+    assert (won.decision.outcome, won.decision.winner) == ("winner", "b")
+    decided_at = status[1].decided_at
+    later, after = _status_after([("a", 5400, 290), ("b", 5400, 335)], days=8, before=status)
+    alone = _analyze([("a", 5400, 290), ("b", 5400, 335)], days=8)
+    assert alone.decision.outcome == "pending"
+    assert later.decision == won.decision
+    assert (after[1].outcome, after[1].winner, after[1].decided_at) == ("winner", "b", decided_at)
+    assert later.visitors_needed == 0
+
+
+def test_a_mismatched_split_blocks_reaching_a_decision_not_keeping_one() -> None:
+    """The same clear difference with a 56/44 split: no decision while the split is
+    wrong. A decision reached on a sound split stays when the split drifts later (as
+    it must once only the promoted winner is served), with the mismatch reported."""
+    blocked, _ = _status_after([("a", 5600, 250), ("b", 4400, 350)], days=7)
+    assert blocked.sample_ratio.mismatch and blocked.decision.outcome == "pending"
+    won, status = _status_after([("a", 5000, 250), ("b", 5000, 350)], days=7)
+    promoted, after = _status_after([("a", 5000, 250), ("b", 9000, 630)], days=9, before=status)
+    assert promoted.sample_ratio.mismatch
+    assert promoted.decision == won.decision and after[1].outcome == "winner"
+
+
+def test_a_kept_winner_that_is_no_longer_a_variant_is_dropped() -> None:
+    _, status = _status_after([("a", 5000, 250), ("b", 5000, 350)], days=7)
+    renamed, _ = _status_after([("a", 5000, 250), ("c", 5000, 251)], days=8, before=status)
+    assert renamed.decision.outcome == "pending"
+
+
+def test_the_status_carries_each_intervals_level() -> None:
+    """Two variants against control, alpha 0.05: Holm tests the first at 0.025, so its
+    always-valid interval is a 97.5% interval, and the status says so; the rates'
+    Wilson intervals are 95%."""
+    analysis, (written, _) = _status_after(
+        [("a", 5000, 250), ("b", 5000, 360), ("c", 5000, 260)], days=7
+    )
+    assert [v.rate_confidence for v in written] == [0.95, 0.95, 0.95]
+    assert written[0].uplift_confidence is None
+    assert written[1].uplift_confidence == pytest.approx(0.975)
+    assert "(97.5% interval" in analysis.decision.reason
+    # Holm stops at c, so c is judged at the level of that failed step: 1 - 0.05/1.
+    assert written[2].uplift_confidence == pytest.approx(0.95)

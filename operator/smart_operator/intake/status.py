@@ -10,8 +10,10 @@ disagree.
 - Counts never go backwards: each count is the larger of the recorded one and the
   reported one (an agent's counts only grow, so this is the newest report's count).
 - Counts, statistics and the decision are recomputed from the merged counts with
-  ``stats.analyze``. If none of them changes, nothing is written, except that
-  ``lastReportAt`` is refreshed once it is ``idle_write_seconds`` old.
+  ``stats.analyze``, continuing from the status as read (``stats.recorded``: each
+  variant's running-minimum p-value and the decision, which stays once reached). If
+  none of them changes, nothing is written, except that ``lastReportAt`` is refreshed
+  once it is ``idle_write_seconds`` old.
 - ``history`` (the counts over time, for the dashboard's chart) only rides along on
   a write that happens anyway, and is recomputed from the status as read each time
   (so a retry after a conflict never adds a point twice). A point with the merged
@@ -45,7 +47,7 @@ from smart_operator.models.experiment import (
     Statistics,
     VariantResult,
 )
-from smart_operator.stats import VariantCounts, analyze, to_status
+from smart_operator.stats import VariantCounts, analyze, recorded, to_status
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +102,11 @@ def rfc3339(moment: datetime) -> str:
 def merged_counts(view: ExperimentView, report: ResultsReport) -> list[VariantCounts]:
     """Each variant of the spec (control first) with the larger of its recorded and
     reported counts; timings come from the report, which carries the whole sample."""
-    recorded = {v.name: v for v in view.status.variants}
+    on_status = {v.name: v for v in view.status.variants}
     reported = {v.name: v for v in report.variants}
     counts = []
     for variant in view.spec.variants:
-        old, new = recorded.get(variant.name), reported.get(variant.name)
+        old, new = on_status.get(variant.name), reported.get(variant.name)
         counts.append(
             VariantCounts(
                 name=variant.name,
@@ -210,6 +212,7 @@ def plan_results(
             view.created,
             now,
             metric=view.spec.goal.metric,
+            recorded=recorded(view.status.variants, view.status.decision),
         )
     except ValueError as error:
         log.error("cannot analyse %s/%s: %s", view.namespace, view.name, error)

@@ -151,6 +151,12 @@ class VariantResult(CamelModel):
     rate: float | None = None
     rate_low: float | None = None
     rate_high: float | None = None
+    rate_confidence: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Confidence level of rateLow/rateHigh (a look-once Wilson interval)",
+    )
     uplift: float | None = None
     uplift_low: float | None = None
     uplift_high: float | None = Field(
@@ -158,7 +164,22 @@ class VariantResult(CamelModel):
         description="Upper bound of the always-valid uplift interval; absent while the data "
         "cannot bound it yet (upliftLow present) or before there is an estimate",
     )
+    uplift_confidence: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Confidence level of upliftLow/upliftHigh: 1 - alpha, corrected for the "
+        "number of variants (Holm: 1 - alpha/m at the first of m comparisons)",
+    )
     chance_to_beat_control: float | None = None
+    always_valid_p_value: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Always-valid p-value against the control before the correction for "
+        "several variants: the running minimum over every report, kept here so that a "
+        "decision, once reached, stays reached",
+    )
     p50_ms: float | None = None
     p95_ms: float | None = None
 

@@ -11,7 +11,8 @@ The operator calls ``analyze`` after every report and writes the result onto the
 - ``multiple``: Holm and Benjamini-Hochberg across variants;
 - ``latency``: p50/p95 with bootstrap intervals and always-valid intervals;
 - ``decision``: the analysis and the decision rule;
-- ``status``: the mapping onto the resource's status models.
+- ``status``: the mapping onto the resource's status models, and back (``recorded``:
+  what the next analysis continues from).
 
 Every formula names its published source in its docstring. Nothing here imports
 Kubernetes, kopf or any client; only numpy, scipy and the resource models (in
@@ -30,6 +31,7 @@ from smart_operator.stats.decision import (
     Metric,
     Outcome,
     Policy,
+    Recorded,
     Rules,
     StoppingRules,
     VariantAnalysis,
@@ -69,7 +71,7 @@ from smart_operator.stats.sequential import (
     log_mixture_likelihood_ratio,
 )
 from smart_operator.stats.srm import SRM_THRESHOLD, SampleRatioCheck, sample_ratio_check
-from smart_operator.stats.status import to_status
+from smart_operator.stats.status import recorded, to_status
 
 __all__ = [
     "SRM_THRESHOLD",
@@ -81,6 +83,7 @@ __all__ = [
     "Metric",
     "Outcome",
     "Policy",
+    "Recorded",
     "Rules",
     "SampleRatioCheck",
     "SequentialComparison",
@@ -113,6 +116,7 @@ __all__ = [
     "quantile",
     "quantile_confidence_sequence",
     "rate",
+    "recorded",
     "relative_uplift_delta",
     "relative_uplift_katz",
     "restricted_rates",
