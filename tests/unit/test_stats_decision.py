@@ -108,11 +108,12 @@ def test_sample_ratio_mismatch_blocks_the_decision() -> None:
 
 def test_several_variants_are_corrected_with_holm() -> None:
     """Three comparisons: the best variant is tested at alpha/3 by Holm's first step,
-    so its interval is a 98.33% interval (1 - 0.05/3)."""
+    so its interval is a 98.3% interval (1 - 0.05/3 = 98.33%, cut to two digits of
+    what it misses)."""
     counts = [("a", 5000, 250), ("b", 5000, 270), ("c", 5000, 360), ("d", 5000, 255)]
     analysis = _analyze(counts, days=10)
     assert (analysis.decision.outcome, analysis.decision.winner) == ("winner", "c")
-    assert "(98.33% interval" in analysis.decision.reason
+    assert "(98.3% interval" in analysis.decision.reason
     best = analysis.variants[2]
     assert best.adjusted_p_value == pytest.approx(min(1.0, 3 * (best.p_value or 0.0)))
     bh = _analyze(counts, days=10, policy=Policy(correction="bh"))
@@ -223,14 +224,17 @@ def test_the_resource_bounds_alpha() -> None:
 
 def test_interval_levels_read_exactly() -> None:
     """The level of an interval after the correction, never rounded up to a level it
-    does not have: 1 - 0.05/3 is 98.33%, 1 - 0.0001 is 99.99%."""
-    assert [level(c) for c in (0.95, 0.975, 1 - 0.05 / 3, 0.9875, 0.9999, 0.9)] == [
+    does not have: two significant digits of what is missing to 100%, cut rather than
+    rounded: 1 - 0.05/3 (98.33%) is 98.3%, 1 - 0.05/4 (98.75%) is 98.7%, 1 - 0.01/3
+    (99.667%) is 99.66%."""
+    assert [level(c) for c in (0.95, 0.975, 1 - 0.05 / 3, 0.9875, 0.9999, 0.9, 1 - 0.01 / 3)] == [
         "95%",
         "97.5%",
-        "98.33%",
-        "98.75%",
+        "98.3%",
+        "98.7%",
         "99.99%",
         "90%",
+        "99.66%",
     ]
 
 

@@ -26,13 +26,17 @@ def change(value: float) -> str:
 
 def level(confidence: float) -> str:
     """A confidence level with the digits it needs and no more: "95%", "97.5%",
-    "98.33%" (1 - 0.05/3), "99.99%"; never rounded up to a level it does not have."""
+    "98.3%" (1 - 0.05/3), "99.66%" (1 - 0.01/3), "99.99%": two significant digits of what
+    is missing to 100%, cut rather than rounded, so never a level it does not have."""
     missing = 100.0 * (1.0 - confidence)
     if not 0.0 < missing < 100.0:
         return f"{100 * confidence:g}%"
-    digits = max(0, math.ceil(-math.log10(missing))) + 2
-    text = f"{100 * confidence:.{digits}f}".rstrip("0").rstrip(".")
-    return f"{text}%"
+    # Two significant digits of what is missing to 100%, cut (not rounded) so the
+    # label never claims more than the interval has: 1 - 0.01/3 reads 99.66%.
+    digits = max(0, math.ceil(-math.log10(missing))) + 1
+    scale = 10**digits
+    cut = math.floor(100.0 * confidence * scale + 1e-6) / scale
+    return f"{cut:.{digits}f}".rstrip("0").rstrip(".") + "%"
 
 
 def chance(probability: float) -> str:
