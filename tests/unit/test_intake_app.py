@@ -8,12 +8,14 @@ import asyncio
 import copy
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from smart_operator.clients.kubeapi import WatchEvent
 from smart_operator.errors import Conflict, NotFound
@@ -237,6 +239,104 @@ async def test_no_key_or_a_wrong_key_is_401(client: TestClient[Any, Any]) -> Non
     assert response.status == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await response.json())["error"] == "unknown_key"
+
+
+async def raw(client: TestClient[Any, Any], request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send ``request`` byte for byte (aiohttp's client would refuse to send a header
+    that is not valid text) and read the status and the JSON answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    is_json = b"application/json" in head.lower()
+    return int(head.split(b" ", 2)[1]), json.loads(body) if is_json else {}
+
+
+def request_bytes(path: str, authorization: bytes, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: intake\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+        + b"Authorization: "
+        + authorization
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+async def test_a_key_that_is_not_a_token_is_401_and_never_logged(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A byte that is not UTF-8 in the key was a 500 (the hash could not encode it) with
+    a traceback in the log; any key outside RFC 6750's token characters is now a 401,
+    and nothing of it reaches the log."""
+    body = json.dumps(report(1, (1, 0), (1, 0))).encode()
+    for key in (b"ssk_\xffsecret-material", "ssk_\u00e9secret-material".encode(), b"a b"):
+        for path in ("/v1/results", "/v1/heartbeat"):
+            status, answer = await raw(client, request_bytes(path, b"Bearer " + key, body))
+            assert (status, answer["error"]) == (401, "malformed_key"), (key, path)
+    # A control character is refused by aiohttp's parser itself, which logged the line.
+    status, _ = await raw(client, request_bytes("/v1/results", b"Bearer secret-material\x7f", body))
+    assert status == 400
+    admin = request_bytes("/v1/admin/platform", b"Bearer \xffsecret-material", b"")
+    status, answer = await raw(client, admin.replace(b"POST", b"GET", 1))
+    assert status == 404  # the platform view is off in these settings, and says so
+    logged = " ".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+    assert "secret-material" not in logged and "\\udcff" not in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_platform_views_token_may_hold_any_byte(api: FakeApiServer) -> None:
+    settings = SETTINGS.model_copy(update={"admin_token": SecretStr("staff-token")})
+    app = create_app(settings, store=api)
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        request = request_bytes("/v1/admin/platform", b"Bearer \xff\xfe", b"").replace(
+            b"POST", b"GET", 1
+        )
+        status, answer = await raw(client, request)
+        assert (status, answer["error"]) == (401, "unauthorized")
+        response = await client.get(
+            "/v1/admin/platform", headers={"Authorization": "Bearer staff-token"}
+        )
+        assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "started_at",
+    [
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC: no datetime holds it
+        "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+        "1970-01-01T00:00:00Z",  # a clock that was never set
+        "2199-01-01T00:00:00Z",
+    ],
+)
+async def test_an_implausible_heartbeat_time_is_400_and_breaks_nothing(
+    client: TestClient[Any, Any],
+    api: FakeApiServer,
+    caplog: pytest.LogCaptureFixture,
+    started_at: str,
+) -> None:
+    """A startedAt of year 1 at +14:00 was accepted (202), and then the writer failed on
+    it forever (the time has no UTC form). It is refused with the field named, nothing
+    is written, and the next good heartbeat is written as usual."""
+    beat = {"version": "0.4.1", "startedAt": started_at, "sentAt": started_at}
+    status, body = await post(client, beat, path="/v1/heartbeat")
+    assert (status, body["error"]) == (400, "invalid_body")
+    assert {d["loc"] for d in body["detail"]} == {"startedAt", "sentAt"}
+    assert "not plausible" in body["detail"][0]["message"]
+    status, _ = await post(client, report(1, (1, 0), (1, 0), sentAt=started_at))
+    assert status == 400
+    good = {"version": "0.4.1", "startedAt": "2026-03-02T08:00:00Z"}
+    assert (await post(client, good, path="/v1/heartbeat"))[0] == 202
+    await until(lambda: api.status("domains", "acme-example").get("agent"))
+    await until(lambda: intake_idle(client))
+    assert len(api.writes) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_another_domains_experiment_is_403(

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from smart_operator.clients.kubeapi import connect
 from smart_operator.clients.results import ResultsApi
@@ -121,11 +122,30 @@ async def _metrics_server(app: web.Application) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
+class UnparsedRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse with a 400, and logs it at ERROR with the
+    offending bytes, such as a header line that may carry a key with one bad byte.
+    This filter keeps the record, as a warning without the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = "refused a request that is not valid HTTP (%s); its bytes are not logged"
+            record.args = (type(error).__name__,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_UNPARSED = UnparsedRequests()
+
+
 def create_app(
     settings: IntakeSettings | None = None, *, store: Store | None = None
 ) -> web.Application:
     """The intake application. ``store`` replaces the Kubernetes client (tests)."""
     settings = settings or IntakeSettings()
+    logging.getLogger("aiohttp.server").addFilter(_UNPARSED)  # once: filters are a set
     app = web.Application(middlewares=[errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_intake(store))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,10 @@ class Rejected(Exception):
         return web.json_response(body, status=self.status, headers=self.headers)
 
 
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
+"""RFC 6750 §2.1's b64token (intake keys are ``ssk_`` and URL-safe base64). A header
+with any other byte (aiohttp hands non-UTF-8 bytes on as lone surrogates, which no
+encoder takes) is refused before the key is hashed."""
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="smartserver-intake"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="smartserver-intake", error="invalid_token"'}
 
@@ -84,6 +89,14 @@ def authorize(request: web.Request, intake: Intake) -> DomainRef:
             "missing_key",
             "send the server's intake key as 'Authorization: Bearer <key>'",
             headers=UNAUTHORIZED,
+        )
+    if not BEARER_TOKEN.fullmatch(key):
+        # Never echoed nor logged: it may be a real key with a stray byte.
+        raise Rejected(
+            401,
+            "malformed_key",
+            "the key is not a bearer token (RFC 6750: letters, digits and -._~+/ only)",
+            headers=INVALID_TOKEN,
         )
     domains = intake.keys.lookup(key)
     if not domains:
@@ -250,7 +263,10 @@ async def platform(request: web.Request) -> web.Response:
     given = request.headers.get("Authorization", "")
     if token is None:
         raise Rejected(404, "disabled", "the platform view is off: set SMART_INTAKE_ADMIN_TOKEN")
-    if not hmac.compare_digest(given, f"Bearer {token.get_secret_value()}"):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500),
+    # and surrogatepass takes the lone surrogates aiohttp makes of non-UTF-8 bytes.
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
         raise Rejected(
             401,
             "unauthorized",
