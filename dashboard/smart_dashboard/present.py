@@ -207,6 +207,9 @@ class ExperimentSummary:
     best: Estimate | None  # best non-control uplift, with interval, or why there is none
     best_variant: str | None
     srm: bool
+    counts_restarted_at: datetime | None = None
+    """When counts last started again from zero on a new server's agent (the earlier
+    counts were kept and the new ones added): the status's ``countsRestartedAt``."""
 
 
 def _more_needed(experiment: Experiment) -> int:
@@ -311,6 +314,7 @@ def summarize(experiment: Experiment) -> ExperimentSummary:
         best=best,
         best_variant=best_variant,
         srm=bool(status and status.statistics and status.statistics.sample_ratio_mismatch),
+        counts_restarted_at=status.counts_restarted_at if status else None,
     )
 
 

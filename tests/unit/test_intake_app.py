@@ -9,6 +9,7 @@ import copy
 import itertools
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 
 from smart_operator.clients.kubeapi import WatchEvent
 from smart_operator.errors import Conflict, NotFound
+from smart_operator.intake import writer
 from smart_operator.intake.app import create_app
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE
@@ -480,6 +482,100 @@ async def test_counts_that_go_down_are_409(client: TestClient[Any, Any]) -> None
     status, body = await post(client, report(4, (90, 5), (100, 7)))
     assert (status, body["error"]) == (409, "counts_decreased")
     assert body["detail"] == {"variants": {"control": {"visitors": 100, "conversions": 5}}}
+
+
+async def test_a_replaced_servers_agent_adds_its_counts(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    """The issue: a new server's agent starts again at sequence 1; the intake answered
+    "stale sequence" and dropped its counts (and later 409 forever). With its
+    incarnation it is accepted and its counts add to the old server's."""
+    old, new = "0c9a3e51d2b84f70", "7e44b1a09c5d4f13"
+    for sequence in (1, 2, 3):
+        body = report(sequence, (100 * sequence, 5 * sequence), (100 * sequence, 6 * sequence))
+        assert (await post(client, {**body, "incarnation": old}))[0] == 202
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
+    status, body = await post(client, {**report(1, (40, 2), (40, 3)), "incarnation": new})
+    assert (status, body["accepted"]) == (202, True)
+    assert (await post(client, {**report(2, (90, 4), (90, 5)), "incarnation": new}))[0] == 202
+
+    def added() -> Any:
+        result = api.status("experiments", "headline")
+        counts = [(v["visitors"], v["conversions"]) for v in result.get("variants", [])]
+        return result if counts == [(390, 19), (390, 23)] else None
+
+    result = await until(added)
+    assert "countsRestartedAt" in result
+    assert {i["id"]: i["lastSequence"] for i in result["incarnations"]} == {old: 3, new: 2}
+    # Replays of either are answered as before, and change nothing.
+    status, body = await post(client, {**report(2, (90, 4), (90, 5)), "incarnation": new})
+    assert (status, body["reason"], body["lastSequence"]) == (200, "stale sequence", 2)
+    status, body = await post(client, {**report(3, (300, 15), (300, 18)), "incarnation": old})
+    assert (status, body["lastSequence"]) == (200, 3)
+
+
+async def test_counts_no_server_could_have_seen_are_422_and_not_written(
+    api: FakeApiServer,
+) -> None:
+    """One visitor a second at most (a tiny limit, to test it) and a minute of slack:
+    after a report, the next may add about 60 visitors, not 1,000; nothing of a refused
+    report is written, and the agent's next plausible report is."""
+    settings = SETTINGS.model_copy(
+        update={"max_visitors_per_second": 1.0, "growth_slack_seconds": 60.0}
+    )
+    app = create_app(settings, store=api)
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        assert (await post(client, report(1, (10, 1), (10, 1))))[0] == 202
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+        status, body = await post(client, report(2, (510, 1), (510, 1)))
+        assert (status, body["error"]) == (422, "implausible_growth")
+        assert body["detail"]["visitors"] == 1000 and body["detail"]["allowed"] < 100
+        status, _ = await post(client, report(3, (30, 2), (30, 2)))
+        assert status == 202
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
+        await until(lambda: intake_idle(client))
+    assert [v["visitors"] for v in api.status("experiments", "headline")["variants"]] == [30, 30]
+    assert len(api.writes) == 2
+
+
+async def test_the_statistics_run_off_the_event_loop(
+    client: TestClient[Any, Any], api: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every analysis runs on the intake's analysis threads, so the event loop keeps
+    answering agents while one takes its milliseconds."""
+    threads: list[str] = []
+    plan = writer.plan_results
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "plan_results", recording)
+    await post(client, report(1, (5000, 250), (5000, 350)))
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+    assert threads and all(name.startswith("analysis") for name in threads)
+    assert threading.main_thread().name not in threads
+
+
+async def test_counts_that_go_down_are_409_while_the_last_report_is_being_written(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    """While report 3 is being written (taken from the queue, not yet on the status),
+    a report 4 with lower counts is still refused: the check sees the write in flight."""
+    writing, settle = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        writing.set()
+        await settle.wait()
+
+    api.before_write = hold
+    await post(client, report(3, (100, 5), (100, 7)))
+    await asyncio.wait_for(writing.wait(), 5)
+    status, body = await post(client, report(4, (90, 5), (100, 7)))
+    settle.set()
+    assert (status, body["error"]) == (409, "counts_decreased")
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
 
 
 async def test_a_burst_becomes_few_writes_ending_at_the_newest(

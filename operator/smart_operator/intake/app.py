@@ -2,10 +2,11 @@
 the watch-fed caches, the writers and the routes.
 
 ``cleanup_ctx`` owns everything with a lifetime: on start it connects to the API
-server (unless a ``Store`` is passed in, as tests do) and starts the two watches
-(Domains for keys, Experiments for ownership and sequences); on stop it first drains
-the writers, so accepted reports reach the status before the process exits, then
-stops the watches and closes the client. ``/metrics`` is served on its own port
+server (unless a ``Store`` is passed in, as tests do), makes the small thread pool the
+statistics run on (``analysis_threads``), and starts the two watches (Domains for keys,
+Experiments for ownership and sequences); on stop it first drains the writers, so
+accepted reports reach the status before the process exits, then stops the watches and
+the pool and closes the client. ``/metrics`` is served on its own port
 (``metrics_port``) so it is not exposed where the agents connect.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -75,12 +77,13 @@ def _intake(store: Store | None) -> Callable[[web.Application], AsyncIterator[No
         settings = app[SETTINGS]
         api: Store = store or ResultsApi(await connect(settings.kubeconfig))
         keys, experiments = KeyCache(), ExperimentCache()
+        analysis = ThreadPoolExecutor(settings.analysis_threads, thread_name_prefix="analysis")
         intake = Intake(
             settings=settings,
             api=api,
             keys=keys,
             experiments=experiments,
-            results=ResultsWriter(api, experiments, settings),
+            results=ResultsWriter(api, experiments, settings, analysis),
             heartbeats=HeartbeatWriter(api, keys, settings),
         )
         metrics.CACHED.labels("domains").set_function(lambda: len(keys))
@@ -103,6 +106,7 @@ def _intake(store: Store | None) -> Callable[[web.Application], AsyncIterator[No
             for task in watches:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            analysis.shutdown(wait=False, cancel_futures=True)
             await api.close()
 
     return lifetime

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from smart_operator.models.common import NAME_PATTERN
+from smart_operator.models.experiment import INCARNATION_PATTERN
 
 MAX_VARIANTS = 10
 MAX_LATENCIES = 1000
@@ -89,6 +90,11 @@ class ResultsReport(WireModel):
     """``POST /v1/results``: the cumulative counts of one experiment."""
 
     experiment: str = Field(pattern=NAME_PATTERN, max_length=253)
+    incarnation: str | None = Field(default=None, pattern=INCARNATION_PATTERN)
+    """Made at random by the agent with its counts database, kept as long as it is: a
+    new one means sequences and counts start again from zero (a new server), so its
+    counts add to the recorded ones. Absent: the same incarnation as every other report
+    without one (agents from before the field)."""
     sequence: int = Field(ge=1, le=MAX_SEQUENCE)
     revision: Token | None = None
     sent_at: PlausibleTime | None = None

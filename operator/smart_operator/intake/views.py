@@ -4,9 +4,11 @@ and (when it has no port of its own) ``GET /metrics``.
 A handler checks, in this order, and answers the first failure with a 4xx whose
 JSON body says why (``Rejected``, turned into a response by the ``errors``
 middleware in ``app``): the key (401), the body's size and type (413, 415), its JSON
-and shape (400), the experiment's ownership (403), the variants (422) and the
-counts (409). An accepted report is queued for its writer and answered 202 at once;
-a replay is answered 200 with ``accepted: false``. Neither waits for the API server.
+and shape (400), the experiment's ownership (403), the variants (422), and then,
+within the report's agent incarnation, its counts (409 when lower than before, 422
+when they grew faster than a server can count: ``status.admit``). An accepted report
+is queued for its writer and answered 202 at once; a replay is answered 200 with
+``accepted: false``. Neither waits for the API server.
 """
 
 from __future__ import annotations
@@ -27,9 +29,19 @@ from smart_operator.intake import metrics
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import BodyError, Heartbeat, ResultsReport, parse
 from smart_operator.intake.state import INTAKE, Intake
-from smart_operator.intake.status import PendingHeartbeat, PendingReport
+from smart_operator.intake.status import (
+    PendingHeartbeat,
+    PendingReport,
+    Refusal,
+    Stale,
+    admit,
+)
 from smart_operator.models.common import ObjectMeta
-from smart_operator.models.experiment import Experiment, ExperimentStatus
+from smart_operator.models.experiment import (
+    LEGACY_INCARNATION,
+    Experiment,
+    ExperimentStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,35 +214,22 @@ async def post_results(request: web.Request) -> web.Response:
                 detail={"variants": untimed},
             )
 
-    recorded = max(experiment.recorded_sequence, intake.results.accepted(experiment.uid))
-    if report.sequence <= recorded:
+    incarnation = report.incarnation or LEGACY_INCARNATION
+    admitted = admit(
+        experiment,
+        report,
+        intake.results.pending(domain.namespace, report.experiment, incarnation),
+        intake.results.accepted(experiment.uid, incarnation),
+        received_at,
+        intake.growth_limit,
+    )
+    if isinstance(admitted, Stale):
         metrics.REQUESTS.labels("results", "stale").inc()
         return web.json_response(
-            {"accepted": False, "reason": "stale sequence", "lastSequence": recorded}
+            {"accepted": False, "reason": "stale sequence", "lastSequence": admitted.last_sequence}
         )
-    newest = intake.results.pending(domain.namespace, report.experiment)
-    if newest is not None and newest.uid == experiment.uid:
-        known = {v.name: (v.visitors, v.conversions) for v in newest.report.variants}
-    else:
-        known = {v.name: (v.visitors, v.conversions) for v in experiment.status.variants}
-    decreased = [
-        v.name
-        for v in report.variants
-        if v.name in known and (v.visitors < known[v.name][0] or v.conversions < known[v.name][1])
-    ]
-    if decreased:
-        raise Rejected(
-            409,
-            "counts_decreased",
-            f"sequence {report.sequence} carries lower counts than already recorded for "
-            f"{', '.join(decreased)}; counts are cumulative and never go down",
-            detail={
-                "variants": {
-                    name: {"visitors": known[name][0], "conversions": known[name][1]}
-                    for name in decreased
-                }
-            },
-        )
+    if isinstance(admitted, Refusal):
+        raise Rejected(admitted.status, admitted.error, admitted.message, admitted.detail)
     intake.results.offer(
         PendingReport(report, domain, experiment.uid, received_at=received_at, received=received)
     )

@@ -225,6 +225,34 @@ class HistoryPoint(CamelModel):
     )
 
 
+LEGACY_INCARNATION = "-"
+"""The incarnation of agents that name none (before the field existed), and of the counts
+an Experiment recorded before incarnations were kept."""
+INCARNATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,63}$"
+"""An agent's incarnation id: 8 to 64 characters (a random UUID or 128-bit hex)."""
+INCARNATIONS_MAX_ITEMS = 16
+"""The most incarnations ``status.incarnations`` may hold (the CRD's ``maxItems``); the
+intake keeps fewer."""
+
+
+class IncarnationCounts(CamelModel):
+    """What one agent incarnation (one counts database on one server) has reported."""
+
+    id: str = Field(
+        max_length=64,
+        description="The agent's incarnation id, or '-' for agents that send none",
+    )
+    last_sequence: int = Field(default=0, ge=0, description="Its last sequence recorded")
+    first_report_at: datetime | None = None
+    last_report_at: datetime | None = None
+    counts: list[HistoryCounts] = Field(
+        default_factory=list,
+        max_length=10,
+        description="The cumulative counts it last reported, per variant",
+        json_schema_extra=list_map("variant"),
+    )
+
+
 class ExperimentStatus(StatusModel):
     """The operator writes the deployment (``phase``, ``deployedRevision``,
     ``serving``, conditions); the intake writes the results from the agent's reports,
@@ -237,6 +265,9 @@ class ExperimentStatus(StatusModel):
         "statistics": Writer.INTAKE,
         "decision": Writer.INTAKE,
         "history": Writer.INTAKE,
+        "incarnations": Writer.INTAKE,
+        "retired_incarnations": Writer.INTAKE,
+        "counts_restarted_at": Writer.INTAKE,
     }
 
     observed_generation: int | None = None
@@ -256,6 +287,26 @@ class ExperimentStatus(StatusModel):
         "SMART_INTAKE_HISTORY_SECONDS old (the first report always adds one), and when "
         "there are more than SMART_INTAKE_HISTORY_POINTS drops every other point of the "
         "older half, so the points span the whole experiment",
+    )
+    incarnations: list[IncarnationCounts] = Field(
+        default_factory=list,
+        max_length=INCARNATIONS_MAX_ITEMS,
+        description="Per agent incarnation (a counts database on a server: a replaced "
+        "server's agent is a new one), its last sequence and counts; the totals in "
+        "variants add up what each contributed",
+        json_schema_extra=list_map("id"),
+    )
+    retired_incarnations: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Incarnations no longer tracked one by one: their counts stay in the "
+        "totals, and a late report from one of them is refused",
+    )
+    counts_restarted_at: datetime | None = Field(
+        default=None,
+        description="When counts last started again from zero on a new agent incarnation "
+        "(a replaced server, or a lost counts database) while earlier counts were "
+        "recorded; the earlier counts were kept and the new ones are added to them",
     )
     conditions: list[Condition] = conditions_field()
 

@@ -1,6 +1,6 @@
-"""Every interval the dashboard shows says its true level: the level the statistics
-computed (after ``alpha`` and the correction for several variants), as the status
-states it, never a fixed "95%"."""
+"""What the dashboard says about results that the intake states on the status: every
+interval with its true level (after ``alpha`` and the correction for several variants,
+never a fixed "95%"), and when counts restarted on a new server."""
 
 from __future__ import annotations
 
@@ -115,3 +115,38 @@ def test_levels_read_exactly() -> None:
         "90%",
         "99.66%",
     ]
+
+
+def page(summary: Any, now: datetime) -> str:
+    """The experiment page as the dashboard renders it (``views.render``'s context)."""
+    return (
+        templates()
+        .get_template("experiment.html")
+        .render(
+            s=summary,
+            now=now,
+            domain=None,
+            chart="",
+            session=None,
+            path="/experiments/headline",
+            title="headline",
+            error=None,
+            notice=None,
+        )
+    )
+
+
+def test_the_experiment_page_says_when_counts_restarted_on_a_new_server() -> None:
+    counts = [("a", 5000, 250), ("b", 5000, 330)]
+    now = START + timedelta(days=7)
+    plain = summarize(experiment(counts, 0.05))
+    assert plain.counts_restarted_at is None
+    assert "Counts restarted" not in page(plain, now)
+    status = experiment(counts, 0.05).status
+    assert status is not None
+    restarted = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    restarted["countsRestartedAt"] = (now - timedelta(hours=3)).isoformat()
+    summary = summarize(experiment(counts, 0.05, status=restarted))
+    text = page(summary, now)
+    assert "Counts restarted 3 h ago" in text
+    assert "The counts from before are kept, and the new server's are added to them." in text
