@@ -29,7 +29,7 @@ from smart_operator.intake.experiments import ExperimentCache
 from smart_operator.intake.keys import KeyCache
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE, SETTINGS, Intake
-from smart_operator.intake.views import Rejected, routes, serve_metrics
+from smart_operator.intake.views import Rejected, expectation, routes, serve_metrics
 from smart_operator.intake.writer import HeartbeatWriter, ResultsWriter, Store
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,30 @@ def create_app(
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_intake(store))
     if settings.metrics_port is None:
-        app.router.add_get("/metrics", serve_metrics)
+        app.router.add_get("/metrics", serve_metrics, expect_handler=expectation)
     else:
         app.cleanup_ctx.append(_metrics_server)
     app.add_routes(routes)
+    _answer_everything_else(app)
     return app
+
+
+async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
+    allowed = {
+        route.method for route in request.match_info.route.resource or () if route.method != "*"
+    }
+    raise web.HTTPMethodNotAllowed(request.method, allowed)
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()
+
+
+def _answer_everything_else(app: web.Application) -> None:
+    """Routes of our own for the 405s and 404s aiohttp would answer itself, so that an
+    ``Expect`` header on them goes through ``expectation`` too (aiohttp's own handler
+    for it fails on a value that is not UTF-8). Added last: the routes above win."""
+    for resource in list(app.router.resources()):
+        if isinstance(resource, web.Resource):
+            resource.add_route("*", _method_not_allowed, expect_handler=expectation)
+    app.router.add_route("*", "/{anything:.*}", _not_found, expect_handler=expectation)

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from smart_operator.analytics import platform_insights
@@ -46,6 +46,22 @@ from smart_operator.models.experiment import (
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+
+async def expectation(request: web.Request) -> web.StreamResponse | None:
+    """The ``Expect`` header, as aiohttp's default handler does it but without echoing
+    the header in the 417: a value that is not UTF-8 made that echo a 500. Pass it as
+    ``expect_handler`` to every route (``app`` gives it to the routes it adds)."""
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no Expect (RFC 9110 §10.1.1); aiohttp ignores it too
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started yet
+        return None
+    return Rejected(
+        417, "expectation_failed", "the only expectation supported is 'Expect: 100-continue'"
+    ).response()
+
 
 LATENCY_GOALS = ("p50_latency", "p95_latency")
 
@@ -166,7 +182,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@routes.post("/v1/results")
+@routes.post("/v1/results", expect_handler=expectation)
 async def post_results(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     domain = authorize(request, intake)
@@ -240,7 +256,7 @@ async def post_results(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/v1/heartbeat")
+@routes.post("/v1/heartbeat", expect_handler=expectation)
 async def post_heartbeat(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     domain = authorize(request, intake)
@@ -252,7 +268,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True, "domain": domain.name}, status=202)
 
 
-@routes.get("/v1/admin/platform")
+@routes.get("/v1/admin/platform", expect_handler=expectation)
 async def platform(request: web.Request) -> web.Response:
     """Platform insights for staff (the design note's cross-customer SQL): per
     experiment type, the mean improvement of concluded experiments with its interval,
@@ -296,7 +312,7 @@ async def platform(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", expect_handler=expectation)
 async def healthz(request: web.Request) -> web.Response:
     """200 once the caches are filled (the readiness a load balancer needs). It says
     nothing more: this port faces the internet; the numbers are on /metrics."""
