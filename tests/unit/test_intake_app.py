@@ -292,6 +292,33 @@ async def test_a_key_that_is_not_a_token_is_401_and_never_logged(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_an_expect_header_that_is_not_utf8_is_417_not_500(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the fuzzing: aiohttp's own Expect handler echoed the header into its 417
+    and failed on a value that is not UTF-8 (a 500, before any middleware). Every route,
+    and every 404 and 405, now goes through the intake's; 100-continue still works."""
+    body = json.dumps(report(1, (10, 1), (10, 1))).encode()
+    for path in ("/v1/results", "/v1/heartbeat", "/nowhere", "/healthz"):
+        request = request_bytes(path, b"Bearer " + KEY.encode(), body)
+        request = request.replace(b"Connection: close", b"Expect: \xff\xfe\r\nConnection: close")
+        status, answer = await raw(client, request)
+        assert (status, answer["error"]) == (417, "expectation_failed"), path
+    go_on = request_bytes("/v1/results", b"Bearer " + KEY.encode(), body).replace(
+        b"Connection: close", b"Expect: 100-continue\r\nConnection: close"
+    )
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(go_on)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_the_platform_views_token_may_hold_any_byte(api: FakeApiServer) -> None:
     settings = SETTINGS.model_copy(update={"admin_token": SecretStr("staff-token")})
     app = create_app(settings, store=api)
