@@ -1,11 +1,14 @@
 """Statistics of growth experiments: pure functions over counts, no I/O.
 
-The operator calls ``analyze`` after every report and writes the result onto the
-``Experiment`` status with ``to_status``. Modules, each with one job:
+The results intake calls ``analyze`` after every report, continuing from what the
+status holds (``recorded``), and writes the result onto the ``Experiment`` status with
+``to_status``. Modules, each with one job:
 
 - ``proportions``: rates and look-once intervals and tests (Wilson, Clopper-Pearson,
   two-proportion z-test, Newcombe, delta-method and Katz uplift);
-- ``bayes``: chance to beat control and expected loss (exact Beta-Binomial);
+- ``bayes``: chance to beat control and expected loss (exact Beta-Binomial sums, and
+  fixed-size numerical integration above ``EXACT_TERMS``, so the cost never grows with
+  the counts);
 - ``sequential``: always-valid p-values and confidence sequences (mSPRT);
 - ``srm``: the sample-ratio-mismatch check;
 - ``multiple``: Holm and Benjamini-Hochberg across variants;
