@@ -48,21 +48,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
-async def expectation(request: web.Request) -> web.StreamResponse | None:
-    """The ``Expect`` header, as aiohttp's default handler does it but without echoing
-    the header in the 417: a value that is not UTF-8 made that echo a 500. Pass it as
-    ``expect_handler`` to every route (``app`` gives it to the routes it adds)."""
-    if request.version != HttpVersion11:
-        return None  # HTTP/1.0 has no Expect (RFC 9110 §10.1.1); aiohttp ignores it too
-    if request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the answer proper has not started yet
-        return None
-    return Rejected(
-        417, "expectation_failed", "the only expectation supported is 'Expect: 100-continue'"
-    ).response()
-
-
 LATENCY_GOALS = ("p50_latency", "p95_latency")
 
 
@@ -90,6 +75,21 @@ class Rejected(Exception):
         if self.detail is not None:
             body["detail"] = self.detail
         return web.json_response(body, status=self.status, headers=self.headers)
+
+
+async def expectation(request: web.Request) -> web.StreamResponse | None:
+    """The ``Expect`` header, as aiohttp's default handler does it but without echoing
+    the header in the 417: a value that is not UTF-8 made that echo a 500. Pass it as
+    ``expect_handler`` to every route (``app`` gives it to the routes it adds)."""
+    if request.version != HttpVersion11:
+        return None  # RFC 9110 §10.1.1: ignored in HTTP/1.0 requests, as aiohttp does
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started yet
+        return None
+    return Rejected(
+        417, "expectation_failed", "the only expectation supported is 'Expect: 100-continue'"
+    ).response()
 
 
 BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
