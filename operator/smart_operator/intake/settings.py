@@ -77,6 +77,28 @@ class IntakeSettings(BaseSettings):
         description="Most points of status.history; beyond it every other point of the older "
         "half is dropped, so the history spans the whole experiment at a coarser grain",
     )
+    max_visitors_per_second: float = Field(
+        default=10_000.0,
+        gt=0,
+        description="Plausibility limit: the most visitors (and conversions) one Experiment's "
+        "counts may gain per second between two reports of an agent; a report claiming more "
+        "is refused (422 implausible_growth) and nothing of it is written. A small server "
+        "serves far fewer distinct visitors than this",
+    )
+    growth_slack_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Added to the time between two reports when applying "
+        "max_visitors_per_second, for clocks of replicas and the age of the counts a report "
+        "carries",
+    )
+    analysis_threads: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Threads that compute the statistics of reports before they are written, "
+        "so the event loop keeps answering agents meanwhile",
+    )
     max_concurrent_writes: int = Field(
         default=16, ge=1, le=256, description="Status writes in flight at once, across objects"
     )
