@@ -25,7 +25,7 @@ from smart_operator.models.customer import Customer, CustomerStatus
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.models.experiment import Experiment, ExperimentStatus
 from smart_operator.plans import Catalog as PlanCatalog
-from smart_operator.ports import Cloud, Deployer, EventType, ObjectRef
+from smart_operator.ports import Billing, Cloud, Deployer, EventType, ObjectRef
 from smart_operator.reconcile.customer import CustomerReconciler
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.experiment import ExperimentReconciler
@@ -54,6 +54,8 @@ class Context:
     deployer: Deployer
     dns_schedule: DnsCheckSchedule
     cloud: Cloud | None = None
+    billing: Billing | None = None
+    """Stripe; None when billing is off (no key configured)."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
 
@@ -107,6 +109,7 @@ class Context:
 
     def customer(self, body: dict[str, Any]) -> CustomerReconciler:
         customer = Customer.model_validate(body)
+        events = KopfEvents(body)
         return CustomerReconciler(
             customer,
             resources=self.kube,
@@ -116,8 +119,12 @@ class Context:
             writer=self.writer(
                 ObjectRef("customers", customer.metadata.name),
                 customer.status or CustomerStatus(),
-                KopfEvents(body),
+                events,
             ),
+            events=events,
+            billing=self.billing,
+            grace_seconds=self.settings.billing_grace_seconds,
+            sync_seconds=self.settings.billing_sync_seconds,
         )
 
 
