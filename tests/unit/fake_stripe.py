@@ -12,6 +12,7 @@ error, as when the connection drops on the way back).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from dataclasses import replace
@@ -58,13 +59,17 @@ class FakeStripe(Failing):
     async def find_customer(self, uid: str) -> BillingCustomerView | None:
         self._call("find_customer")
         self._searches += 1
-        for customer in self.customers.values():
-            if (
-                customer.metadata.get("smartserver_uid") == uid
+        found = next(
+            (
+                customer
+                for customer in self.customers.values()
+                if customer.metadata.get("smartserver_uid") == uid
                 and self._searches > self._searchable_after[customer.id]
-            ):
-                return customer
-        return None
+            ),
+            None,
+        )
+        await asyncio.sleep(0)  # the answer travels back: other passes run meanwhile
+        return found
 
     async def get_customer(self, customer_id: str) -> BillingCustomerView | None:
         self._call("get_customer")
@@ -111,7 +116,9 @@ class FakeStripe(Failing):
 
     async def subscriptions_of(self, customer_id: str) -> list[SubscriptionView]:
         self._call("subscriptions_of")
-        return [s for s in self.subscriptions.values() if s.customer == customer_id]
+        found = [s for s in self.subscriptions.values() if s.customer == customer_id]
+        await asyncio.sleep(0)
+        return found
 
     async def create_subscription(
         self,

@@ -7,6 +7,7 @@ control while billing suspends the Customer."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,7 +75,7 @@ class World:
     def body(self) -> dict[str, Any]:
         return self.resources.objects[REF]
 
-    def reconciler(self) -> CustomerReconciler:
+    def reconciler(self, lock: asyncio.Lock | None = None) -> CustomerReconciler:
         """Built from the object as it is now, as each handler call does."""
         customer = Customer.model_validate(self.body)
         writer = StatusWriter(
@@ -93,6 +94,7 @@ class World:
             billing=self.stripe if self.stripe_on else None,
             grace_seconds=GRACE,
             clock=lambda: self.now,
+            lock=lock,
         )
 
     async def apply(self) -> None:
@@ -187,6 +189,20 @@ async def test_later_passes_make_nothing_new_and_a_refresh_asks_stripe_nothing(
     await world.refresh()
     assert world.stripe.calls["get_subscription"] == calls.get("get_subscription", 0) + 1
     assert world.creates() == (1, 1)
+
+
+async def test_passes_that_overlap_make_one_customer_and_one_subscription() -> None:
+    world = World(search_lag=10)
+    lock = asyncio.Lock()  # the handlers' context gives every pass of a Customer one
+    spec_changed, quota_changed = world.reconciler(lock), world.reconciler(lock)
+    await asyncio.gather(spec_changed.apply(), quota_changed.refresh())
+    assert world.creates() == (1, 1)
+    # Without it, both find nothing and both create: only Stripe's idempotency keys
+    # (the same for both) would keep the second from being a second subscription.
+    racing = World(search_lag=10)
+    await asyncio.gather(racing.reconciler().apply(), racing.reconciler().refresh())
+    assert racing.creates() == (2, 2)
+    assert (len(racing.stripe.customers), len(racing.stripe.subscriptions)) == (1, 1)
 
 
 async def test_a_create_whose_answer_was_lost_is_sent_again_with_the_same_key() -> None:

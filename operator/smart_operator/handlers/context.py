@@ -58,6 +58,8 @@ class Context:
     """Stripe; None when billing is off (no key configured)."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
+    customer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    """One lock per Customer: its passes (handlers of several events) never overlap."""
 
     def writer(
         self,
@@ -125,6 +127,7 @@ class Context:
             billing=self.billing,
             grace_seconds=self.settings.billing_grace_seconds,
             sync_seconds=self.settings.billing_sync_seconds,
+            lock=self.customer_locks.setdefault(customer.metadata.name, asyncio.Lock()),
         )
 
 

@@ -40,6 +40,7 @@ from smart_operator.ports import (
     Catalog,
     Events,
     EventType,
+    ObjectRef,
     Resources,
     SubscriptionView,
 )
@@ -73,8 +74,12 @@ class CustomerReconciler:
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         sync_seconds: float = 6 * 3600.0,
         clock: Callable[[], datetime] = now,
+        lock: asyncio.Lock | None = None,
     ) -> None:
-        """``billing``: Stripe, or None when billing is off (no key configured)."""
+        """``billing``: Stripe, or None when billing is off (no key configured).
+        ``lock``: held by every pass over this Customer in the process, so two passes
+        (a spec change and a quota change, say) never both find no subscription and
+        both create one."""
         self.customer = customer
         self.resources = resources
         self.plans = plans
@@ -86,6 +91,7 @@ class CustomerReconciler:
         self.grace_seconds = grace_seconds
         self.sync_seconds = sync_seconds
         self.clock = clock
+        self.lock = lock or asyncio.Lock()
         self.namespace = customer_namespace(customer.metadata.name)
         self.uid = customer.metadata.uid or ""
 
@@ -106,13 +112,25 @@ class CustomerReconciler:
         reads (and mends) the subscription in Stripe even when nothing calls for it."""
         if self.customer.metadata.deletion_timestamp:
             return
-        resolution = customers.resolve_plan(self.customer, self.plans)
-        observed = await self.observe() if resolution.plan else customers.Observed()
-        if resolution.plan is not None:
-            observed = replace(observed, billing=await self.bill(resolution.plan, sync))
-        await self.writer.write(
-            customers.compute_status(self.customer, self.plans, resolution, observed)
-        )
+        async with self.lock:
+            if self.billing is not None and not await self.read_again():
+                return
+            resolution = customers.resolve_plan(self.customer, self.plans)
+            observed = await self.observe() if resolution.plan else customers.Observed()
+            if resolution.plan is not None:
+                observed = replace(observed, billing=await self.bill(resolution.plan, sync))
+            await self.writer.write(
+                customers.compute_status(self.customer, self.plans, resolution, observed)
+            )
+
+    async def read_again(self) -> bool:
+        """Take the Customer as it is now: a pass that held the lock before may have
+        recorded a Stripe id since this one was read. False if it is gone."""
+        body = await self.resources.get(ObjectRef("customers", self.customer.metadata.name))
+        if body is None:
+            return False
+        self.customer = Customer.model_validate(body)
+        return not self.customer.metadata.deletion_timestamp
 
     async def observe(self) -> customers.Observed:
         quota = await self.resources.read_quota(self.namespace, customers.QUOTA_NAME)
