@@ -375,7 +375,7 @@ def _subscription(customer: Customer) -> dict[str, str]:
     amount a month and period end."""
     status = customer.status.billing if customer.status else None
     if status is None:
-        return {"state": "—", "tone": "muted", "amount": "—", "note": ""}
+        return {"state": "", "tone": "muted", "amount": "—", "note": ""}
     tone = {"Active": "good", "PastDue": "warn", "Suspended": "bad", "Canceled": "bad"}
     amount = (
         f"{billing.money(status.monthly_amount, status.currency)} a month"
