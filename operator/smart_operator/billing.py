@@ -274,9 +274,7 @@ def standing(
     from Stripe, canceled) subscription suspends at once. What Stripe says about
     payments outranks a problem in reaching Stripe, which outranks being set up."""
     state = payment_state(payment.state) if payment is not None else None
-    if state is PaymentState.SUBSCRIPTION_DELETED or (
-        status.subscription_status in DEAD and state is not PaymentState.PAID
-    ):
+    if state is PaymentState.SUBSCRIPTION_DELETED or status.subscription_status in DEAD:
         subscription = (payment.subscription_id if payment else None) or status.subscription_id
         when = f" at {_when(payment.event_created)}" if payment else ""
         return Standing(
