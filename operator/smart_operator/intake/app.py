@@ -1,5 +1,6 @@
 """The intake's aiohttp application: ``create_app()`` wires settings, the API client,
-the watch-fed caches, the writers and the routes.
+the watch-fed caches, the writers and the routes (the agents' in ``views``, Stripe's
+webhook in ``webhooks``).
 
 ``cleanup_ctx`` owns everything with a lifetime: on start it connects to the API
 server (unless a ``Store`` is passed in, as tests do), makes the small thread pool the
@@ -22,19 +23,27 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from smart_operator.clients.customer_status import CustomerStatusApi
 from smart_operator.clients.kubeapi import connect
 from smart_operator.clients.results import ResultsApi
 from smart_operator.intake import metrics
 from smart_operator.intake.experiments import ExperimentCache
 from smart_operator.intake.keys import KeyCache
+from smart_operator.intake.payments import CustomerStore, PaymentWriter
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE, SETTINGS, Intake
 from smart_operator.intake.views import Rejected, expectation, routes, serve_metrics
+from smart_operator.intake.webhooks import ENDPOINT as STRIPE_ENDPOINT
+from smart_operator.intake.webhooks import webhook_routes
 from smart_operator.intake.writer import HeartbeatWriter, ResultsWriter, Store
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {"/v1/results": "results", "/v1/heartbeat": "heartbeat"}
+ENDPOINTS = {
+    "/v1/results": "results",
+    "/v1/heartbeat": "heartbeat",
+    "/v1/stripe/webhook": STRIPE_ENDPOINT,
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,10 +81,18 @@ async def _follow(
         apply(event.type, event.objects)
 
 
-def _intake(store: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _intake(
+    store: Store | None, customers: CustomerStore | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        api: Store = store or ResultsApi(await connect(settings.kubeconfig))
+        api: Store
+        if store is None:
+            connection = await connect(settings.kubeconfig)
+            api = ResultsApi(connection)
+            customer_store: CustomerStore | None = customers or CustomerStatusApi(connection)
+        else:
+            api, customer_store = store, customers
         keys, experiments = KeyCache(), ExperimentCache()
         analysis = ThreadPoolExecutor(settings.analysis_threads, thread_name_prefix="analysis")
         intake = Intake(
@@ -85,6 +102,7 @@ def _intake(store: Store | None) -> Callable[[web.Application], AsyncIterator[No
             experiments=experiments,
             results=ResultsWriter(api, experiments, settings, analysis),
             heartbeats=HeartbeatWriter(api, keys, settings),
+            payments=PaymentWriter(customer_store) if customer_store is not None else None,
         )
         metrics.CACHED.labels("domains").set_function(lambda: len(keys))
         metrics.CACHED.labels("experiments").set_function(lambda: len(experiments))
@@ -145,19 +163,24 @@ _UNPARSED = UnparsedRequests()
 
 
 def create_app(
-    settings: IntakeSettings | None = None, *, store: Store | None = None
+    settings: IntakeSettings | None = None,
+    *,
+    store: Store | None = None,
+    customers: CustomerStore | None = None,
 ) -> web.Application:
-    """The intake application. ``store`` replaces the Kubernetes client (tests)."""
+    """The intake application. ``store`` and ``customers`` replace the Kubernetes
+    client (tests); with a ``store`` and no ``customers``, Stripe's webhooks are off."""
     settings = settings or IntakeSettings()
     logging.getLogger("aiohttp.server").addFilter(_UNPARSED)  # once: filters are a set
     app = web.Application(middlewares=[errors])
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_intake(store))
+    app.cleanup_ctx.append(_intake(store, customers))
     if settings.metrics_port is None:
         app.router.add_get("/metrics", serve_metrics, expect_handler=expectation)
     else:
         app.cleanup_ctx.append(_metrics_server)
     app.add_routes(routes)
+    app.add_routes(webhook_routes)
     _answer_everything_else(app)
     return app
 

@@ -113,6 +113,24 @@ class IntakeSettings(BaseSettings):
         description="Bearer token of platform staff for GET /v1/admin/platform; unset "
         "turns the platform view off",
     )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret of the Stripe webhook endpoint that points at "
+        "POST /v1/stripe/webhook (whsec_...); unset answers that route 404",
+    )
+    stripe_tolerance_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="A webhook whose signed timestamp is older than this is refused as a "
+        "replay (Stripe's SDK default)",
+    )
+    stripe_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest Stripe webhook body accepted (an invoice event carries its "
+        "lines, so more than an agent's report)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level; request bodies and keys are never logged"
     )
