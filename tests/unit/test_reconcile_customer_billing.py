@@ -419,12 +419,13 @@ def domain_body() -> dict[str, Any]:
             "server": {"id": 7, "ipv4": "198.18.0.7", "hostPublicKey": HOST_KEY.public},
             "conditions": [
                 {
-                    "type": "ServerReady",
+                    "type": kind,
                     "status": "True",
-                    "reason": "Running",
+                    "reason": reason,
                     "message": "",
                     "lastTransitionTime": "2026-12-01T00:00:00Z",
                 }
+                for kind, reason in (("ServerReady", "Running"), ("AgentInstalled", "Installed"))
             ],
         },
     }

@@ -238,9 +238,10 @@ class WebhookRejected(PermanentFailure):
     """A webhook request that is not a verified Stripe event; ``code`` says why
     (``bad_signature``, ``bad_payload``)."""
 
+    code: str
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(SYSTEM, message)
-        self.code = code
+        super().__init__(SYSTEM, message, code)
 
 
 def verify_webhook(
