@@ -14,6 +14,9 @@ from datetime import datetime
 from smart_operator.models import Condition, Domain, Experiment
 
 Z95 = 1.959963984540054
+WILSON_LEVEL = 0.95
+"""The level of the Wilson intervals the dashboard computes itself (``wilson``, the
+chart's bands), with ``Z95``."""
 
 
 def wilson(conversions: int, visitors: int, z: float = Z95) -> tuple[float, float] | None:
@@ -27,6 +30,22 @@ def wilson(conversions: int, visitors: int, z: float = Z95) -> tuple[float, floa
     centre = (p + z2 / (2 * visitors)) / denominator
     half = z * math.sqrt(p * (1 - p) / visitors + z2 / (4 * visitors * visitors)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def level_text(confidence: float) -> str:
+    """A confidence level with the digits it needs and no more: "95%", "97.5%",
+    "98.3%" (1 - 0.05/3 after Holm's correction), "99.66%" (1 - 0.01/3), "99.99%": two
+    significant digits of what is missing to 100%, cut rather than rounded, so never a
+    level the interval does not have."""
+    missing = 100.0 * (1.0 - confidence)
+    if not 0.0 < missing < 100.0:
+        return f"{100 * confidence:g}%"
+    # Two significant digits of what is missing to 100%, cut (not rounded) so the
+    # label never claims more than the interval has: 1 - 0.01/3 reads 99.66%.
+    digits = max(0, math.ceil(-math.log10(missing))) + 1
+    scale = 10**digits
+    cut = math.floor(100.0 * confidence * scale + 1e-6) / scale
+    return f"{cut:.{digits}f}".rstrip("0").rstrip(".") + "%"
 
 
 def pct(value: float, digits: int = 1) -> str:
@@ -141,12 +160,17 @@ def experiment_badge(experiment: Experiment) -> Badge:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A number with its interval, or why there is none yet."""
+    """A number with its interval and the interval's level ("97.5%"), or why there is
+    none yet. The level is the one the status states (``rateConfidence``,
+    ``upliftConfidence``): after ``alpha`` and the correction for several variants it
+    is rarely 95%. Without one (a status written before the intake stated levels) the
+    interval is shown without a level rather than with a wrong one."""
 
     value: str | None
     low: str | None = None
     high: str | None = None
     note: str | None = None
+    level: str | None = None
 
     @property
     def interval(self) -> str | None:
@@ -183,6 +207,9 @@ class ExperimentSummary:
     best: Estimate | None  # best non-control uplift, with interval, or why there is none
     best_variant: str | None
     srm: bool
+    counts_restarted_at: datetime | None = None
+    """When counts last started again from zero on a new server's agent (the earlier
+    counts were kept and the new ones added): the status's ``countsRestartedAt``."""
 
 
 def _more_needed(experiment: Experiment) -> int:
@@ -215,13 +242,17 @@ def summarize(experiment: Experiment) -> ExperimentSummary:
         visitors = result.visitors if result else 0
         conversions = result.conversions if result else 0
         total += visitors
-        interval = (
-            (result.rate_low, result.rate_high)
-            if result and result.rate_low is not None and result.rate_high is not None
-            else wilson(conversions, visitors)
-        )
+        if result and result.rate_low is not None and result.rate_high is not None:
+            interval: tuple[float, float] | None = (result.rate_low, result.rate_high)
+            rate_level = (
+                level_text(result.rate_confidence) if result.rate_confidence is not None else None
+            )
+        else:
+            interval, rate_level = wilson(conversions, visitors), level_text(WILSON_LEVEL)
         if visitors and interval:
-            rate = Estimate(pct(conversions / visitors), pct(interval[0]), pct(interval[1]))
+            rate = Estimate(
+                pct(conversions / visitors), pct(interval[0]), pct(interval[1]), level=rate_level
+            )
         else:
             rate = Estimate(None, note="No visitors yet")
         is_control = name == control
@@ -236,7 +267,14 @@ def summarize(experiment: Experiment) -> ExperimentSummary:
                 # No upper bound: the data cannot bound the uplift from above yet.
                 high = result.uplift_high if result.uplift_high is not None else math.inf
                 uplift = Estimate(
-                    signed_pct(result.uplift), signed_pct(result.uplift_low), signed_pct(high)
+                    signed_pct(result.uplift),
+                    signed_pct(result.uplift_low),
+                    signed_pct(high),
+                    level=(
+                        level_text(result.uplift_confidence)
+                        if result.uplift_confidence is not None
+                        else None
+                    ),
                 )
                 if result.uplift > best_value:
                     best_value = result.uplift
@@ -276,6 +314,7 @@ def summarize(experiment: Experiment) -> ExperimentSummary:
         best=best,
         best_variant=best_variant,
         srm=bool(status and status.statistics and status.statistics.sample_ratio_mismatch),
+        counts_restarted_at=status.counts_restarted_at if status else None,
     )
 
 

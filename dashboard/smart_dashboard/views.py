@@ -28,6 +28,7 @@ from smart_dashboard.present import (
     summarize,
 )
 from smart_dashboard.sessions import COOKIE, Session
+from smart_operator import billing
 from smart_operator.analytics import platform_insights
 from smart_operator.models import Customer, Domain, Experiment
 from smart_operator.models.customer import customer_namespace, customer_of
@@ -348,6 +349,10 @@ async def platform(request: web.Request) -> web.StreamResponse:
     infrastructure = sum(
         c.status.cost.infrastructure for c in customers if c.status and c.status.cost
     )
+    # What the subscriptions themselves bring in (Stripe's amounts, in good standing),
+    # beside the plan prices the cost model assumes.
+    billed = billing.monthly_revenue(c.status.billing for c in customers if c.status)
+    subscriptions = {c.metadata.name: _subscription(c) for c in customers}
     return render(
         request,
         "platform.html",
@@ -356,10 +361,34 @@ async def platform(request: web.Request) -> web.StreamResponse:
         insights=insights,
         revenue=revenue,
         infrastructure=infrastructure,
+        billed_usd=billed.pop("usd", 0.0),
+        billed_other=[billing.money(v, k) for k, v in sorted(billed.items())],
+        subscriptions=subscriptions,
         domain_count=len(domains),
         experiment_count=len(summaries),
         title="Platform",
     )
+
+
+def _subscription(customer: Customer) -> dict[str, str]:
+    """A Customer's subscription for the platform table: its billing state, badge tone,
+    amount a month and period end."""
+    status = customer.status.billing if customer.status else None
+    if status is None:
+        return {"state": "", "tone": "muted", "amount": "—", "note": ""}
+    tone = {"Active": "good", "PastDue": "warn", "Suspended": "bad", "Canceled": "bad"}
+    amount = (
+        f"{billing.money(status.monthly_amount, status.currency)} a month"
+        if status.monthly_amount is not None
+        else "—"
+    )
+    end = status.current_period_end
+    return {
+        "state": status.state,
+        "tone": tone.get(status.state, "muted"),
+        "amount": amount,
+        "note": f"period ends {end:%Y-%m-%d}" if end else "",
+    }
 
 
 # -- live updates ---------------------------------------------------------------------

@@ -14,11 +14,12 @@ layer imports only the layers below it):
     decide with the pure functions, act through the ports; every status through the
     one ``reconcile.status.StatusWriter``. No SDK, no kopf.
   - ``clients``: the only modules that talk to outside systems (Kubernetes, Hetzner,
-    Cloudflare, servers over SSH). They implement the ports and map every SDK error
-    onto ``errors`` at their boundary.
+    Cloudflare, servers over SSH, Stripe). They implement the ports and map every SDK
+    error onto ``errors`` at their boundary.
 
 - Pure modules: ``ports`` (views and Protocols), ``errors`` (the one error tree),
   ``domains``, ``experiments``, ``revisions``, ``customers`` (each kind's decisions),
+  ``billing`` (subscriptions, webhook events, the grace period),
   ``conditions``, ``analytics``, ``plans``, ``keys``, ``cloudinit``, ``templates``,
   ``stats``, ``settings``, ``background`` (loops that never die). No I/O, no SDK.
 - ``models``: the pydantic resource models, the single source of the CRDs, with the

@@ -1,6 +1,7 @@
 """What a Customer should own, and what its status says. Pure functions: they build
-desired objects and status from the resource, the plan and what was observed; the
-handlers apply them. Nothing here talks to the API server.
+desired objects and status from the resource, the plan and what was observed (the
+billing standing included, decided by ``billing``); the reconciler applies them.
+Nothing here talks to the API server or to Stripe.
 
 A customer owns, in its namespace ``customer-<name>``: a ResourceQuota that enforces
 the plan, a read-only dashboard ServiceAccount with its Role and RoleBinding, and a
@@ -20,6 +21,7 @@ from smart_operator.models.common import API_VERSION, GROUP
 from smart_operator.models.conditions import ConditionType, Reason
 from smart_operator.models.customer import (
     DASHBOARD_ACCOUNT,
+    BillingStatus,
     Counts,
     Customer,
     CustomerStatus,
@@ -133,6 +135,9 @@ class Observed:
     server_prices: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """Monthly server price (EUR) by (type, location), from the provider's pricing."""
     eur_to_usd: float = 1.0
+    billing: tuple[BillingStatus, Verdict] | None = None
+    """The billing status and the Billing condition (``billing.billing_status``); None
+    leaves both as they are."""
 
 
 @dataclass(frozen=True)
@@ -259,16 +264,32 @@ def compute_status(
         )
     state, reason, message = ready
     conditions = set_condition(conditions, ConditionType.READY, state, reason, message, generation)
-    conditions = set_condition(
-        conditions,
-        ConditionType.SUSPENDED,
-        "True" if customer.spec.suspended else "False",
-        Reason.SUSPENDED_BY_SPEC if customer.spec.suspended else Reason.ACTIVE,
-        "experiments serve only their control variant"
-        if customer.spec.suspended
-        else "experiments are served",
-        generation,
-    )
-    status.phase = "Suspended" if customer.spec.suspended else "Active"
+    billed: Verdict | None = None
+    if observed.billing is not None:
+        status.billing, billed = observed.billing
+        conditions = set_condition(conditions, ConditionType.BILLING, *billed, generation)
+    suspension = _suspension(customer, status.billing, billed)
+    conditions = set_condition(conditions, ConditionType.SUSPENDED, *suspension, generation)
+    status.phase = "Suspended" if suspension[0] == "True" else "Active"
     status.conditions = conditions
     return status
+
+
+def _suspension(
+    customer: Customer, billing: BillingStatus | None, billed: Verdict | None
+) -> Verdict:
+    """The Suspended condition: staff's switch (``spec.suspended``) first, then
+    billing's (an overdue payment or a canceled subscription)."""
+    by_billing = billing is not None and billing.suspended
+    if customer.spec.suspended:
+        also = " (and billing: " + billed[2] + ")" if by_billing and billed else ""
+        return (
+            "True",
+            Reason.SUSPENDED_BY_SPEC,
+            f"experiments serve only their control variant{also}",
+        )
+    if by_billing:
+        reason = billed[1] if billed else Reason.PAYMENT_OVERDUE
+        why = billed[2] if billed else "billing suspended the Customer"
+        return ("True", reason, why)
+    return ("False", Reason.ACTIVE, "experiments are served")

@@ -355,3 +355,83 @@ class Events(Protocol):
     """Kubernetes Events about one object."""
 
     def post(self, type: EventType, reason: str, message: str) -> None: ...
+
+
+# -- billing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BillingCustomerView:
+    """A customer in the billing provider (Stripe's ``cus_...``)."""
+
+    id: str
+    email: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A subscription, with its one item: the plan's price."""
+
+    id: str
+    customer: str
+    status: str
+    """The provider's status: active, trialing, past_due, unpaid, incomplete,
+    incomplete_expired, canceled, paused."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    item_id: str | None = None
+    price_id: str | None = None
+    unit_amount: int | None = None
+    """In the currency's smallest unit (cents)."""
+    quantity: int = 1
+    currency: str | None = None
+    interval: str | None = None
+    interval_count: int = 1
+    current_period_end: datetime | None = None
+
+
+class Billing(Protocol):
+    """Stripe: the Customer's customer record and its subscription. Every create
+    carries an idempotency key, so a create retried after a lost answer returns the
+    object the first one made."""
+
+    async def find_customer(self, uid: str) -> BillingCustomerView | None:
+        """The customer whose metadata names the Customer ``uid``, if any."""
+        ...
+
+    async def get_customer(self, customer_id: str) -> BillingCustomerView | None:
+        """None when it does not exist or was deleted."""
+        ...
+
+    async def create_customer(
+        self, *, name: str, email: str, metadata: dict[str, str], idempotency_key: str
+    ) -> BillingCustomerView: ...
+
+    async def update_customer(self, customer_id: str, *, email: str) -> None: ...
+
+    async def get_subscription(self, subscription_id: str) -> SubscriptionView | None:
+        """None when it does not exist."""
+        ...
+
+    async def subscriptions_of(self, customer_id: str) -> list[SubscriptionView]:
+        """Every subscription of a customer, whatever its status."""
+        ...
+
+    async def create_subscription(
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> SubscriptionView: ...
+
+    async def change_price(
+        self, subscription_id: str, item_id: str, price_id: str
+    ) -> SubscriptionView:
+        """Move the subscription's item to another price (prorated)."""
+        ...
+
+    async def cancel_subscription(self, subscription_id: str) -> None:
+        """One already gone counts as canceled."""
+        ...

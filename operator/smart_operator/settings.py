@@ -20,7 +20,8 @@ class OperatorSettings(BaseSettings):
     )
     plans_file: Path | None = Field(
         default=None,
-        description="YAML plan catalog ({name: {title, price_monthly, domains, experiments}}); "
+        description="YAML plan catalog ({name: {title, price_monthly, domains, experiments, "
+        "stripe_price_id}}); "
         "unset means the built-in starter/pro/scale catalog",
     )
     peering_name: str = Field(
@@ -159,6 +160,28 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Cloud objects younger than this are never swept (a Domain may be "
         "creating them right now)",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret key (sk_live_... or a restricted rk_... with write access "
+        "to Customers and Subscriptions); unset turns billing off: nobody is charged and "
+        "each Customer says so in its Billing condition",
+    )
+    stripe_endpoint: str = Field(
+        default="https://api.stripe.com",
+        description="Stripe API base URL (stripe-mock's address in tests)",
+    )
+    billing_grace_seconds: float = Field(
+        default=3 * 24 * 3600.0,
+        ge=0,
+        description="How long after a failed payment (Stripe's invoice.payment_failed) a "
+        "Customer keeps serving its experiments before billing suspends it",
+    )
+    billing_sync_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="How often a Customer's subscription is read from Stripe when nothing "
+        "else calls for it (a spec change, a webhook, the end of a billing period do)",
     )
     log_format: Literal["plain", "full", "json"] = Field(
         default="plain", description="Log line format; json suits log collectors"

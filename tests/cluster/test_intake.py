@@ -120,7 +120,7 @@ def tenant(cluster: Cluster, unique_module: str) -> Iterator[Tenant]:
     made = make_tenant(
         cluster,
         namespace,
-        {"shop": ["headline", "replay", "restart", "rotate"], "blog": ["landing"]},
+        {"shop": ["headline", "replay", "restart", "rotate", "replaced"], "blog": ["landing"]},
     )
     try:
         yield made
@@ -339,6 +339,42 @@ def test_a_replayed_report_changes_nothing(
     eventually(lambda: idle(intake), what="nothing pending")
     assert metric(intake, "smartserver_intake_writes_total", kind="experiment") == writes
     assert results(status(cluster, tenant, "replay")) == before
+
+
+def test_a_replaced_servers_counts_add_to_the_old_ones(
+    cluster: Cluster, intake: IntakeProcess, tenant: Tenant
+) -> None:
+    """The old server's agent reported sequences 1 and 2; the new server's agent (a new
+    incarnation) starts again at 1. Its counts add, the API server takes the status
+    with its incarnations, and countsRestartedAt is set."""
+    url, key = f"{intake.url}/v1/results", tenant.keys["shop"]
+    old, new = "a1b2c3d4e5f60718", "f0e1d2c3b4a59687"
+    for sequence in (1, 2):
+        assert post(url, report("replaced", sequence, incarnation=old), key)[0] == 202
+    eventually(lambda: status(cluster, tenant, "replaced").get("lastSequence") == 2)
+    code, body = post(url, report("replaced", 1, incarnation=new), key)
+    assert (code, body["accepted"]) == (202, True)
+
+    def added() -> dict[str, Any] | None:
+        result = status(cluster, tenant, "replaced")
+        counts = [(v["visitors"], v["conversions"]) for v in result.get("variants", [])]
+        return result if counts == [(30, 3), (30, 6)] else None
+
+    result = eventually(added, what="the new server's counts added to the old ones")
+    assert {i["id"]: i["lastSequence"] for i in result["incarnations"]} == {old: 2, new: 1}
+    assert datetime.fromisoformat(result["countsRestartedAt"])
+    code, body = post(url, report("replaced", 1, incarnation=new), key)
+    assert (code, body["reason"]) == (200, "stale sequence")
+
+
+def test_an_implausible_time_or_a_key_with_a_stray_byte_is_refused(
+    intake: IntakeProcess, tenant: Tenant
+) -> None:
+    beat = {"version": "0.4.1", "startedAt": "0001-01-01T00:00:00+14:00"}
+    code, body = post(f"{intake.url}/v1/heartbeat", beat, tenant.keys["shop"])
+    assert (code, body["error"]) == (400, "invalid_body")
+    code, body = post(f"{intake.url}/v1/heartbeat", beat, "ssk_\u00e9t\u00e9")
+    assert (code, body["error"]) == (401, "malformed_key")
 
 
 def test_a_heartbeat_sets_the_domains_agent(

@@ -8,15 +8,19 @@ import asyncio
 import copy
 import itertools
 import json
+import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from smart_operator.clients.kubeapi import WatchEvent
 from smart_operator.errors import Conflict, NotFound
+from smart_operator.intake import writer
 from smart_operator.intake.app import create_app
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE
@@ -239,6 +243,131 @@ async def test_no_key_or_a_wrong_key_is_401(client: TestClient[Any, Any]) -> Non
     assert (await response.json())["error"] == "unknown_key"
 
 
+async def raw(client: TestClient[Any, Any], request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send ``request`` byte for byte (aiohttp's client would refuse to send a header
+    that is not valid text) and read the status and the JSON answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    is_json = b"application/json" in head.lower()
+    return int(head.split(b" ", 2)[1]), json.loads(body) if is_json else {}
+
+
+def request_bytes(path: str, authorization: bytes, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: intake\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+        + b"Authorization: "
+        + authorization
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+async def test_a_key_that_is_not_a_token_is_401_and_never_logged(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A byte that is not UTF-8 in the key was a 500 (the hash could not encode it) with
+    a traceback in the log; any key outside RFC 6750's token characters is now a 401,
+    and nothing of it reaches the log."""
+    body = json.dumps(report(1, (1, 0), (1, 0))).encode()
+    for key in (b"ssk_\xffsecret-material", "ssk_\u00e9secret-material".encode(), b"a b"):
+        for path in ("/v1/results", "/v1/heartbeat"):
+            status, answer = await raw(client, request_bytes(path, b"Bearer " + key, body))
+            assert (status, answer["error"]) == (401, "malformed_key"), (key, path)
+    # A control character is refused by aiohttp's parser itself, which logged the line.
+    status, _ = await raw(client, request_bytes("/v1/results", b"Bearer secret-material\x7f", body))
+    assert status == 400
+    admin = request_bytes("/v1/admin/platform", b"Bearer \xffsecret-material", b"")
+    status, answer = await raw(client, admin.replace(b"POST", b"GET", 1))
+    assert status == 404  # the platform view is off in these settings, and says so
+    logged = " ".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+    assert "secret-material" not in logged and "\\udcff" not in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_an_expect_header_that_is_not_utf8_is_417_not_500(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the fuzzing: aiohttp's own Expect handler echoed the header into its 417
+    and failed on a value that is not UTF-8 (a 500, before any middleware). Every route,
+    and every 404 and 405, now goes through the intake's; 100-continue still works."""
+    body = json.dumps(report(1, (10, 1), (10, 1))).encode()
+    for path in ("/v1/results", "/v1/heartbeat", "/nowhere", "/healthz"):
+        request = request_bytes(path, b"Bearer " + KEY.encode(), body)
+        request = request.replace(b"Connection: close", b"Expect: \xff\xfe\r\nConnection: close")
+        status, answer = await raw(client, request)
+        assert (status, answer["error"]) == (417, "expectation_failed"), path
+    go_on = request_bytes("/v1/results", b"Bearer " + KEY.encode(), body).replace(
+        b"Connection: close", b"Expect: 100-continue\r\nConnection: close"
+    )
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(go_on)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_platform_views_token_may_hold_any_byte(api: FakeApiServer) -> None:
+    settings = SETTINGS.model_copy(update={"admin_token": SecretStr("staff-token")})
+    app = create_app(settings, store=api)
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        request = request_bytes("/v1/admin/platform", b"Bearer \xff\xfe", b"").replace(
+            b"POST", b"GET", 1
+        )
+        status, answer = await raw(client, request)
+        assert (status, answer["error"]) == (401, "unauthorized")
+        response = await client.get(
+            "/v1/admin/platform", headers={"Authorization": "Bearer staff-token"}
+        )
+        assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "started_at",
+    [
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC: no datetime holds it
+        "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+        "1970-01-01T00:00:00Z",  # a clock that was never set
+        "2199-01-01T00:00:00Z",
+    ],
+)
+async def test_an_implausible_heartbeat_time_is_400_and_breaks_nothing(
+    client: TestClient[Any, Any],
+    api: FakeApiServer,
+    caplog: pytest.LogCaptureFixture,
+    started_at: str,
+) -> None:
+    """A startedAt of year 1 at +14:00 was accepted (202), and then the writer failed on
+    it forever (the time has no UTC form). It is refused with the field named, nothing
+    is written, and the next good heartbeat is written as usual."""
+    beat = {"version": "0.4.1", "startedAt": started_at, "sentAt": started_at}
+    status, body = await post(client, beat, path="/v1/heartbeat")
+    assert (status, body["error"]) == (400, "invalid_body")
+    assert {d["loc"] for d in body["detail"]} == {"startedAt", "sentAt"}
+    assert "not plausible" in body["detail"][0]["message"]
+    status, _ = await post(client, report(1, (1, 0), (1, 0), sentAt=started_at))
+    assert status == 400
+    good = {"version": "0.4.1", "startedAt": "2026-03-02T08:00:00Z"}
+    assert (await post(client, good, path="/v1/heartbeat"))[0] == 202
+    await until(lambda: api.status("domains", "acme-example").get("agent"))
+    await until(lambda: intake_idle(client))
+    assert len(api.writes) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_another_domains_experiment_is_403(
     client: TestClient[Any, Any], api: FakeApiServer
 ) -> None:
@@ -380,6 +509,100 @@ async def test_counts_that_go_down_are_409(client: TestClient[Any, Any]) -> None
     status, body = await post(client, report(4, (90, 5), (100, 7)))
     assert (status, body["error"]) == (409, "counts_decreased")
     assert body["detail"] == {"variants": {"control": {"visitors": 100, "conversions": 5}}}
+
+
+async def test_a_replaced_servers_agent_adds_its_counts(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    """The issue: a new server's agent starts again at sequence 1; the intake answered
+    "stale sequence" and dropped its counts (and later 409 forever). With its
+    incarnation it is accepted and its counts add to the old server's."""
+    old, new = "0c9a3e51d2b84f70", "7e44b1a09c5d4f13"
+    for sequence in (1, 2, 3):
+        body = report(sequence, (100 * sequence, 5 * sequence), (100 * sequence, 6 * sequence))
+        assert (await post(client, {**body, "incarnation": old}))[0] == 202
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
+    status, body = await post(client, {**report(1, (40, 2), (40, 3)), "incarnation": new})
+    assert (status, body["accepted"]) == (202, True)
+    assert (await post(client, {**report(2, (90, 4), (90, 5)), "incarnation": new}))[0] == 202
+
+    def added() -> Any:
+        result = api.status("experiments", "headline")
+        counts = [(v["visitors"], v["conversions"]) for v in result.get("variants", [])]
+        return result if counts == [(390, 19), (390, 23)] else None
+
+    result = await until(added)
+    assert "countsRestartedAt" in result
+    assert {i["id"]: i["lastSequence"] for i in result["incarnations"]} == {old: 3, new: 2}
+    # Replays of either are answered as before, and change nothing.
+    status, body = await post(client, {**report(2, (90, 4), (90, 5)), "incarnation": new})
+    assert (status, body["reason"], body["lastSequence"]) == (200, "stale sequence", 2)
+    status, body = await post(client, {**report(3, (300, 15), (300, 18)), "incarnation": old})
+    assert (status, body["lastSequence"]) == (200, 3)
+
+
+async def test_counts_no_server_could_have_seen_are_422_and_not_written(
+    api: FakeApiServer,
+) -> None:
+    """One visitor a second at most (a tiny limit, to test it) and a minute of slack:
+    after a report, the next may add about 60 visitors, not 1,000; nothing of a refused
+    report is written, and the agent's next plausible report is."""
+    settings = SETTINGS.model_copy(
+        update={"max_visitors_per_second": 1.0, "growth_slack_seconds": 60.0}
+    )
+    app = create_app(settings, store=api)
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        assert (await post(client, report(1, (10, 1), (10, 1))))[0] == 202
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+        status, body = await post(client, report(2, (510, 1), (510, 1)))
+        assert (status, body["error"]) == (422, "implausible_growth")
+        assert body["detail"]["visitors"] == 1000 and body["detail"]["allowed"] < 100
+        status, _ = await post(client, report(3, (30, 2), (30, 2)))
+        assert status == 202
+        await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
+        await until(lambda: intake_idle(client))
+    assert [v["visitors"] for v in api.status("experiments", "headline")["variants"]] == [30, 30]
+    assert len(api.writes) == 2
+
+
+async def test_the_statistics_run_off_the_event_loop(
+    client: TestClient[Any, Any], api: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every analysis runs on the intake's analysis threads, so the event loop keeps
+    answering agents while one takes its milliseconds."""
+    threads: list[str] = []
+    plan = writer.plan_results
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "plan_results", recording)
+    await post(client, report(1, (5000, 250), (5000, 350)))
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 1)
+    assert threads and all(name.startswith("analysis") for name in threads)
+    assert threading.main_thread().name not in threads
+
+
+async def test_counts_that_go_down_are_409_while_the_last_report_is_being_written(
+    client: TestClient[Any, Any], api: FakeApiServer
+) -> None:
+    """While report 3 is being written (taken from the queue, not yet on the status),
+    a report 4 with lower counts is still refused: the check sees the write in flight."""
+    writing, settle = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        writing.set()
+        await settle.wait()
+
+    api.before_write = hold
+    await post(client, report(3, (100, 5), (100, 7)))
+    await asyncio.wait_for(writing.wait(), 5)
+    status, body = await post(client, report(4, (90, 5), (100, 7)))
+    settle.set()
+    assert (status, body["error"]) == (409, "counts_decreased")
+    await until(lambda: api.status("experiments", "headline").get("lastSequence") == 3)
 
 
 async def test_a_burst_becomes_few_writes_ending_at_the_newest(

@@ -9,14 +9,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smart_operator.intake.experiments import ExperimentView, experiment_view
+from smart_operator.intake.incarnations import source_of
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import Heartbeat, ResultsReport
 from smart_operator.intake.status import (
+    GrowthLimit,
     HistoryRules,
     PendingHeartbeat,
     PendingReport,
+    Refusal,
     Skip,
+    Stale,
     Write,
+    admit,
     plan_agent,
     plan_results,
 )
@@ -52,10 +57,17 @@ def experiment(status: dict[str, Any] | None = None, **spec: Any) -> ExperimentV
     return view
 
 
-def pending(sequence: int, a: tuple[int, int], b: tuple[int, int], **extra: Any) -> PendingReport:
+def pending(
+    sequence: int,
+    a: tuple[int, int],
+    b: tuple[int, int],
+    incarnation: str | None = None,
+    **extra: Any,
+) -> PendingReport:
     report = ResultsReport(
         experiment="headline",
         sequence=sequence,
+        incarnation=incarnation,
         variants=[
             {"name": "a", "visitors": a[0], "conversions": a[1]},
             {"name": "b", "visitors": b[0], "conversions": b[1]},
@@ -155,6 +167,25 @@ def test_a_winner_that_no_longer_holds_is_removed() -> None:
     status = written(plan_results(stricter, pending(2, (5100, 255), (5100, 357)), NOW, 300))
     assert status["decision"]["outcome"] == "pending"
     assert status["decision"]["winner"] is None and status["decision"]["decidedAt"] is None
+
+
+def test_a_winner_stays_when_the_next_report_wavers() -> None:
+    """The status carries each variant's running-minimum p-value and the decision; the
+    next report's data alone would say "pending", the plan keeps the winner and the
+    time it was decided."""
+    view = apply(
+        experiment(), plan_results(experiment(), pending(1, (5000, 250), (5000, 330)), NOW, 300)
+    )
+    assert view.status.decision is not None and view.status.decision.winner == "b"
+    first_p = view.status.variants[1].always_valid_p_value
+    assert first_p is not None and first_p < 0.05
+    later = NOW + timedelta(hours=12)
+    status = written(
+        plan_results(view, pending(2, (5400, 290), (5400, 335), received_at=later), later, 300)
+    )
+    assert status["decision"]["outcome"] == "winner" and status["decision"]["winner"] == "b"
+    assert status["decision"]["decidedAt"] == "2026-03-09T09:00:00Z"
+    assert status["variants"][1]["alwaysValidPValue"] == first_p
 
 
 def test_latency_goal_uses_the_reported_sample() -> None:
@@ -312,6 +343,154 @@ def test_a_newer_report_received_before_the_newest_point_updates_that_point() ->
     view = report_at(view, 8, 601, (80, 8), (80, 8), rules)
     view = report_at(view, 9, 600, (90, 9), (90, 9), rules)
     assert history(view) == [("09:00:00", (10, 1, 10, 1)), ("09:10:01", (90, 9, 90, 9))]
+
+
+# -- agent incarnations: a new server's counts add ------------------------------------
+
+OLD_SERVER, NEW_SERVER = "8b1f0c2e9d7a4e65", "f3a9e6d10c4b4e2a"
+
+
+def totals(view: ExperimentView) -> list[tuple[int, int]]:
+    return [(v.visitors, v.conversions) for v in view.status.variants]
+
+
+def record(view: ExperimentView, plan: Write | Skip) -> ExperimentView:
+    return apply(view, plan)
+
+
+def test_a_new_servers_counts_add_to_the_recorded_ones() -> None:
+    """The issue: drift repair replaced the server; its agent starts again at sequence
+    1 with zero counts. Its report was "stale" (dropped) and later 409 forever; now it
+    is a new incarnation whose counts add, a late report of the old server still adds
+    its own growth once, and countsRestartedAt says when counts restarted."""
+    view = experiment()
+    for sequence, (a, b) in enumerate([((500, 25), (500, 30)), ((1000, 50), (1000, 60))], 1):
+        view = record(view, plan_results(view, pending(sequence, a, b, OLD_SERVER), NOW, 300))
+    assert view.status.counts_restarted_at is None
+    later = NOW + timedelta(hours=1)
+    first = pending(1, (100, 5), (100, 7), NEW_SERVER, received_at=later)
+    view = record(view, plan_results(view, first, later, 300))
+    assert totals(view) == [(1100, 55), (1100, 67)]
+    assert view.status.counts_restarted_at == later
+    assert [(i.id, i.last_sequence) for i in view.status.incarnations] == [
+        (OLD_SERVER, 2),
+        (NEW_SERVER, 1),
+    ]
+    second = pending(2, (200, 10), (200, 14), NEW_SERVER, received_at=later)
+    view = record(view, plan_results(view, second, later, 300))
+    assert totals(view) == [(1200, 60), (1200, 74)]
+    # The old server's last report, delayed: it adds what it grew by, once.
+    late = pending(3, (1010, 51), (1010, 61), OLD_SERVER, received_at=later)
+    view = record(view, plan_results(view, late, later, 300))
+    assert totals(view) == [(1210, 61), (1210, 75)]
+    assert plan_results(view, late, later, 300) == Skip("stale")
+    # The new server's replay changes nothing either.
+    assert plan_results(view, second, later, 300) == Skip("stale")
+    assert view.status.counts_restarted_at == later
+
+
+def test_counts_recorded_before_incarnations_belong_to_agents_that_name_none() -> None:
+    """An Experiment recorded by the previous intake (no incarnations on its status):
+    agents that send no incarnation go on as before (a new server's agent among them
+    is taken for a replay, as it always was); an agent that names one for the first
+    time takes the old counts over when it continues them (the same agent, upgraded:
+    nothing restarts), and is a new incarnation whose counts add otherwise."""
+    old_status = {
+        "lastSequence": 40,
+        "lastReportAt": "2026-03-09T08:00:00Z",
+        "variants": [
+            {"name": "a", "visitors": 800, "conversions": 40},
+            {"name": "b", "visitors": 800, "conversions": 48},
+        ],
+    }
+    view = experiment(old_status)
+    assert plan_results(view, pending(1, (10, 1), (10, 1)), NOW, 300) == Skip("stale")
+    upgraded = record(
+        view, plan_results(view, pending(41, (810, 41), (805, 48), OLD_SERVER), NOW, 300)
+    )
+    assert totals(upgraded) == [(810, 41), (805, 48)]
+    assert [i.id for i in upgraded.status.incarnations] == [OLD_SERVER]
+    assert upgraded.status.counts_restarted_at is None
+    replaced = record(view, plan_results(view, pending(1, (10, 1), (12, 2), NEW_SERVER), NOW, 300))
+    assert totals(replaced) == [(810, 41), (812, 50)]
+    assert [i.id for i in replaced.status.incarnations] == ["-", NEW_SERVER]
+    assert replaced.status.counts_restarted_at == NOW
+
+
+def test_beyond_eight_incarnations_the_oldest_is_retired_and_refused() -> None:
+    """Servers replaced over and over: the incarnation that reported least recently
+    leaves the list (its counts stay in the totals); a late report from it is refused
+    rather than counted a second time."""
+    view = experiment()
+    ids = [f"server-{i:02d}-incarnation" for i in range(10)]
+    for i, name in enumerate(ids):
+        at = NOW + timedelta(minutes=i)
+        view = record(
+            view, plan_results(view, pending(1, (10, 1), (10, 1), name, received_at=at), at, 300)
+        )
+    assert totals(view) == [(100, 10), (100, 10)]
+    assert [i.id for i in view.status.incarnations] == ids[2:]
+    assert view.status.retired_incarnations == ids[:2]
+    late = pending(2, (20, 2), (20, 2), ids[0], received_at=NOW + timedelta(hours=1))
+    assert plan_results(view, late, NOW + timedelta(hours=1), 300) == Skip("retired")
+    refusal = admit(view, late.report, None, 0, NOW + timedelta(hours=1), LIMIT)
+    assert isinstance(refusal, Refusal) and (refusal.status, refusal.error) == (
+        409,
+        "incarnation_retired",
+    )
+
+
+# -- plausible growth -----------------------------------------------------------------
+
+LIMIT = GrowthLimit(visitors_per_second=100.0, slack_seconds=60.0)
+
+
+def test_counts_that_grow_faster_than_a_server_can_count_are_refused() -> None:
+    """100 visitors a second at most (the default is 10,000), 60 s of slack: a report
+    60 s after the last may add 12,000 visitors, not 12,001; after a day, 8.6 million.
+    A new incarnation is measured from the Experiment's creation."""
+    view = apply(
+        experiment(),
+        plan_results(experiment(), pending(1, (100, 5), (100, 5), OLD_SERVER), NOW, 300),
+    )
+    minute = NOW + timedelta(seconds=60)
+    fine = pending(2, (6100, 5), (6100, 5), OLD_SERVER).report
+    assert admit(view, fine, None, 0, minute, LIMIT) == source_of(view.status, fine)
+    too_many = pending(2, (6100, 5), (6101, 5), OLD_SERVER).report
+    refusal = admit(view, too_many, None, 0, minute, LIMIT)
+    assert isinstance(refusal, Refusal)
+    assert (refusal.status, refusal.error) == (422, "implausible_growth")
+    assert refusal.detail == {
+        "visitors": 12_001,
+        "conversions": 0,
+        "seconds": 60.0,
+        "allowed": 12_000,
+    }
+    assert "12,001 visitors" in refusal.message and "Nothing was recorded" in refusal.message
+    day = pending(2, (4_000_000, 9), (4_000_000, 9), OLD_SERVER).report
+    assert not isinstance(admit(view, day, None, 0, NOW + timedelta(days=1), LIMIT), Refusal)
+    # The Experiment was created on 2026-03-02 09:00, a week before NOW.
+    new = pending(1, (30_000_000, 1), (30_000_000, 1), NEW_SERVER).report
+    assert not isinstance(admit(view, new, None, 0, NOW, LIMIT), Refusal)
+    forged = pending(1, (10**11, 1), (10**11, 1), NEW_SERVER).report
+    assert isinstance(admit(view, forged, None, 0, NOW, LIMIT), Refusal)
+
+
+def test_admission_counts_from_the_newest_report_this_process_holds() -> None:
+    """A report accepted a moment ago and not yet written is newer than the status:
+    sequences, counts and growth are measured from it."""
+    view = experiment()
+    held = pending(3, (500, 20), (500, 25), OLD_SERVER, received_at=NOW)
+    soon = NOW + timedelta(seconds=10)
+    assert admit(
+        view, pending(3, (500, 20), (500, 25), OLD_SERVER).report, held, 3, soon, LIMIT
+    ) == Stale(3)
+    lower = admit(view, pending(4, (400, 20), (500, 25), OLD_SERVER).report, held, 3, soon, LIMIT)
+    assert isinstance(lower, Refusal) and lower.error == "counts_decreased"
+    more = pending(4, (4001, 20), (4001, 25), OLD_SERVER).report
+    # 7,002 in 10 s, where 100 a second with 60 s of slack allow 7,000
+    assert isinstance(admit(view, more, held, 3, soon, LIMIT), Refusal)
+    assert not isinstance(admit(view, more, None, 0, soon, LIMIT), Refusal)  # since creation
 
 
 def beat(version: str = "0.4.1", started: datetime = NOW - timedelta(hours=1)) -> Heartbeat:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
+import pydantic
 import pytest
 
 from smart_operator.models.experiment import Decision, ExperimentStatus, StoppingRules
-from smart_operator.stats import Analysis, Policy, VariantCounts, analyze, to_status
-from smart_operator.stats._format import change
+from smart_operator.stats import Analysis, Policy, VariantCounts, analyze, recorded, to_status
+from smart_operator.stats import StoppingRules as PlainRules
+from smart_operator.stats._format import change, level
+from smart_operator.stats.sequential import confidence_sequence_half_width
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULES = StoppingRules()  # the resource's defaults: 200 visitors, 28 days, alpha 0.05
@@ -103,7 +108,8 @@ def test_sample_ratio_mismatch_blocks_the_decision() -> None:
 
 def test_several_variants_are_corrected_with_holm() -> None:
     """Three comparisons: the best variant is tested at alpha/3 by Holm's first step,
-    so its interval is a 98.3% interval."""
+    so its interval is a 98.3% interval (1 - 0.05/3 = 98.33%, cut to two digits of
+    what it misses)."""
     counts = [("a", 5000, 250), ("b", 5000, 270), ("c", 5000, 360), ("d", 5000, 255)]
     analysis = _analyze(counts, days=10)
     assert (analysis.decision.outcome, analysis.decision.winner) == ("winner", "c")
@@ -181,3 +187,127 @@ def test_relative_changes_read_as_a_founder_would() -> None:
         "over +1,000%",
         "over +1,000%",
     ]
+
+
+@pytest.mark.parametrize("metric", ["conversion_rate", "p95_latency"])
+def test_a_tiny_alpha_is_computed_in_logarithms(metric: str) -> None:
+    """``alpha: 1e-300`` divided by zero (alpha² underflows to 0 below about 1e-162) in
+    both always-valid boundaries, and the writer retried the analysis forever. Every
+    alpha is now used through its logarithm: the analysis answers (nothing can be
+    concluded at such a level) and the boundary is the formula's value."""
+    rng = np.random.default_rng(8)
+    variants = [
+        VariantCounts("a", 500, 20, latencies_ms=tuple(rng.gamma(2.0, 50.0, 500))),
+        VariantCounts("b", 500, 40, latencies_ms=tuple(rng.gamma(2.0, 40.0, 500))),
+    ]
+    for alpha in (1e-300, 1e-200):
+        analysis = analyze(
+            variants,
+            PlainRules(alpha=alpha),
+            START,
+            START + timedelta(days=3),
+            metric=metric,  # type: ignore[arg-type]
+        )
+        assert analysis.decision.outcome == "pending"
+    tau2, v = 0.04, 0.01
+    expected = math.sqrt(v * (v + tau2) / tau2 * (math.log((v + tau2) / v) + 600 * math.log(10)))
+    assert confidence_sequence_half_width(v, 0.2, 1e-300) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_resource_bounds_alpha() -> None:
+    """The CRD refuses an alpha below 0.0001 at ``kubectl apply``: a smaller one only
+    asks for more visitors than any site has."""
+    assert StoppingRules(alpha=0.0001).alpha == 0.0001
+    with pytest.raises(pydantic.ValidationError, match=r"greater than or equal to 0\.0001"):
+        StoppingRules(alpha=1e-300)
+
+
+def test_interval_levels_read_exactly() -> None:
+    """The level of an interval after the correction, never rounded up to a level it
+    does not have: two significant digits of what is missing to 100%, cut rather than
+    rounded: 1 - 0.05/3 (98.33%) is 98.3%, 1 - 0.05/4 (98.75%) is 98.7%, 1 - 0.01/3
+    (99.667%) is 99.66%."""
+    assert [level(c) for c in (0.95, 0.975, 1 - 0.05 / 3, 0.9875, 0.9999, 0.9, 1 - 0.01 / 3)] == [
+        "95%",
+        "97.5%",
+        "98.3%",
+        "98.7%",
+        "99.99%",
+        "90%",
+        "99.66%",
+    ]
+
+
+# -- decisions that stay decided ------------------------------------------------------
+
+
+def _status_after(
+    counts: list[tuple[str, int, int]], days: float, before: tuple[list[Any], Any] = ([], None)
+) -> tuple[Analysis, tuple[list[Any], Any]]:
+    """Analyse as the intake does: continue from the status, write the status."""
+    variants = [VariantCounts(n, v, c) for n, v, c in counts]
+    now = START + timedelta(days=days)
+    analysis = analyze(variants, RULES, START, now, recorded=recorded(*before))
+    written, _, decision = to_status(analysis, now, previous=before[1])
+    return analysis, (written, decision)
+
+
+def test_the_running_minimum_of_the_p_value_is_kept_on_the_status() -> None:
+    """Johari et al.'s always-valid p-value is the running minimum over the reports: a
+    report whose data alone gives a larger p-value does not raise it."""
+    strong, status = _status_after([("a", 5000, 250), ("b", 5000, 330)], days=7)
+    first = strong.variants[1].p_value
+    assert first is not None and first < 0.05
+    assert status[0][1].always_valid_p_value == pytest.approx(first)
+    weaker, _ = _status_after([("a", 5400, 280), ("b", 5400, 340)], days=8, before=status)
+    alone = _analyze([("a", 5400, 280), ("b", 5400, 340)], days=8).variants[1].p_value
+    assert alone is not None and alone > first
+    assert weaker.variants[1].p_value == pytest.approx(first)
+    assert weaker.always_valid_p_value == pytest.approx(first)
+
+
+def test_a_winner_stays_a_winner_when_the_data_wavers() -> None:
+    """Reached at 330/5000 against 250/5000; the next report's data alone would say
+    "no clear winner yet", but the decision, its reason and its time stay."""
+    won, status = _status_after([("a", 5000, 250), ("b", 5000, 330)], days=7)
+    assert (won.decision.outcome, won.decision.winner) == ("winner", "b")
+    decided_at = status[1].decided_at
+    later, after = _status_after([("a", 5400, 290), ("b", 5400, 335)], days=8, before=status)
+    alone = _analyze([("a", 5400, 290), ("b", 5400, 335)], days=8)
+    assert alone.decision.outcome == "pending"
+    assert later.decision == won.decision
+    assert (after[1].outcome, after[1].winner, after[1].decided_at) == ("winner", "b", decided_at)
+    assert later.visitors_needed == 0
+
+
+def test_a_mismatched_split_blocks_reaching_a_decision_not_keeping_one() -> None:
+    """The same clear difference with a 56/44 split: no decision while the split is
+    wrong. A decision reached on a sound split stays when the split drifts later (as
+    it must once only the promoted winner is served), with the mismatch reported."""
+    blocked, _ = _status_after([("a", 5600, 250), ("b", 4400, 350)], days=7)
+    assert blocked.sample_ratio.mismatch and blocked.decision.outcome == "pending"
+    won, status = _status_after([("a", 5000, 250), ("b", 5000, 350)], days=7)
+    promoted, after = _status_after([("a", 5000, 250), ("b", 9000, 630)], days=9, before=status)
+    assert promoted.sample_ratio.mismatch
+    assert promoted.decision == won.decision and after[1].outcome == "winner"
+
+
+def test_a_kept_winner_that_is_no_longer_a_variant_is_dropped() -> None:
+    _, status = _status_after([("a", 5000, 250), ("b", 5000, 350)], days=7)
+    renamed, _ = _status_after([("a", 5000, 250), ("c", 5000, 251)], days=8, before=status)
+    assert renamed.decision.outcome == "pending"
+
+
+def test_the_status_carries_each_intervals_level() -> None:
+    """Two variants against control, alpha 0.05: Holm tests the first at 0.025, so its
+    always-valid interval is a 97.5% interval, and the status says so; the rates'
+    Wilson intervals are 95%."""
+    analysis, (written, _) = _status_after(
+        [("a", 5000, 250), ("b", 5000, 360), ("c", 5000, 260)], days=7
+    )
+    assert [v.rate_confidence for v in written] == [0.95, 0.95, 0.95]
+    assert written[0].uplift_confidence is None
+    assert written[1].uplift_confidence == pytest.approx(0.975)
+    assert "(97.5% interval" in analysis.decision.reason
+    # Holm stops at c, so c is judged at the level of that failed step: 1 - 0.05/1.
+    assert written[2].uplift_confidence == pytest.approx(0.95)

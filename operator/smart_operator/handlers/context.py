@@ -25,7 +25,7 @@ from smart_operator.models.customer import Customer, CustomerStatus
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.models.experiment import Experiment, ExperimentStatus
 from smart_operator.plans import Catalog as PlanCatalog
-from smart_operator.ports import AgentInstaller, Cloud, Deployer, EventType, ObjectRef
+from smart_operator.ports import AgentInstaller, Billing, Cloud, Deployer, EventType, ObjectRef
 from smart_operator.reconcile.customer import CustomerReconciler
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.experiment import ExperimentReconciler
@@ -56,11 +56,15 @@ class Context:
     cloud: Cloud | None = None
     installer: AgentInstaller | None = None
     """Delivers the agent bundle (``SMART_AGENT_BUNDLE``) to servers; None without one."""
+    billing: Billing | None = None
+    """Stripe; None when billing is off (no key configured)."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One lock per resource uid, held during a daemon's pass: a deletion waits for the
     pass in progress, so nothing it is creating is left behind."""
+    customer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    """One lock per Customer: its passes (handlers of several events) never overlap."""
 
     def writer(
         self,
@@ -131,6 +135,7 @@ class Context:
 
     def customer(self, body: dict[str, Any]) -> CustomerReconciler:
         customer = Customer.model_validate(body)
+        events = KopfEvents(body)
         return CustomerReconciler(
             customer,
             resources=self.kube,
@@ -140,8 +145,13 @@ class Context:
             writer=self.writer(
                 ObjectRef("customers", customer.metadata.name),
                 customer.status or CustomerStatus(),
-                KopfEvents(body),
+                events,
             ),
+            events=events,
+            billing=self.billing,
+            grace_seconds=self.settings.billing_grace_seconds,
+            sync_seconds=self.settings.billing_sync_seconds,
+            lock=self.customer_locks.setdefault(customer.metadata.name, asyncio.Lock()),
         )
 
 

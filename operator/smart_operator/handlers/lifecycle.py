@@ -18,6 +18,7 @@ from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.clients.kube import Kube
 from smart_operator.clients.kubeapi import connect
 from smart_operator.clients.ssh import SSHDeployer
+from smart_operator.clients.stripe import StripeBilling
 from smart_operator.handlers.context import Context
 from smart_operator.keys import SSHKeyPair, generate_ssh_key
 from smart_operator.models.common import GROUP
@@ -140,6 +141,25 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
                 "SMART_HETZNER_TOKEN or SMART_CLOUDFLARE_TOKEN is not set: Domains will wait "
                 "with an OperatorNotConfigured condition"
             )
+        if operator_settings.stripe_api_key is not None:
+            memo.stripe = StripeBilling(
+                operator_settings.stripe_api_key.get_secret_value(),
+                operator_settings.stripe_endpoint,
+            )
+            memo.context.billing = memo.stripe
+            unpriced = [
+                name for name, plan in memo.context.plans.root.items() if not plan.stripe_price_id
+            ]
+            if unpriced:
+                logger.warning(
+                    "plans without a stripe_price_id (their Customers cannot be subscribed): %s",
+                    ", ".join(unpriced),
+                )
+        else:
+            logger.warning(
+                "SMART_STRIPE_API_KEY is not set: billing is off (Customers say so in their "
+                "Billing condition)"
+            )
         logger.info("plan catalog: %s", ", ".join(memo.context.plans.names))
 
     operator_settings = settings
@@ -149,6 +169,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         if getattr(memo, "context", None) is not None:
             if getattr(memo, "close_cloud", None) is not None:
                 await memo.close_cloud()
+            if getattr(memo, "stripe", None) is not None:
+                await memo.stripe.close()
             await memo.context.kube.close()
 
     @kopf.on.login(registry=registry)

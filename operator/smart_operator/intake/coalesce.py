@@ -45,6 +45,7 @@ class Coalescer(Generic[K, V]):
         self._max_backoff = max_backoff
         self._slots = asyncio.Semaphore(concurrency)
         self._pending: dict[K, V] = {}
+        self._writing_now: dict[K, V] = {}
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._draining = asyncio.Event()
         self._writing = 0
@@ -59,7 +60,10 @@ class Coalescer(Generic[K, V]):
         return len(self._tasks)
 
     def pending(self, key: K) -> V | None:
-        return self._pending.get(key)
+        """The newest value for ``key`` not yet written: waiting, or being written (until
+        its write returns, the caller's view of the object may not show it yet)."""
+        waiting = self._pending.get(key)
+        return waiting if waiting is not None else self._writing_now.get(key)
 
     def offer(self, key: K, value: V) -> None:
         """Make ``value`` the next one written for ``key``."""
@@ -85,6 +89,7 @@ class Coalescer(Generic[K, V]):
                         break
                     started = asyncio.get_running_loop().time()
                     self._writing += 1
+                    self._writing_now[key] = value
                     try:
                         await self._write(key, value)
                     except asyncio.CancelledError:
@@ -101,6 +106,7 @@ class Coalescer(Generic[K, V]):
                         failures = 0
                     finally:
                         self._writing -= 1
+                        self._writing_now.pop(key, None)
                 if failures:
                     backoff = min(self._max_backoff, max(self._interval, 0.5) * 2 ** (failures - 1))
                     await asyncio.sleep(backoff if not self._draining.is_set() else 0.2)

@@ -25,6 +25,7 @@ from smart_operator.models.experiment import (
     Decision,
     ExperimentSpec,
     HistoryPoint,
+    IncarnationCounts,
     Statistics,
     VariantResult,
 )
@@ -44,6 +45,9 @@ class ResultsStatus(CamelModel):
     statistics: Statistics | None = None
     decision: Decision | None = None
     history: list[HistoryPoint] = Field(default_factory=list)
+    incarnations: list[IncarnationCounts] = Field(default_factory=list)
+    retired_incarnations: list[str] = Field(default_factory=list)
+    counts_restarted_at: datetime | None = None
 
 
 Fetch = Callable[[str, str], Awaitable[dict[str, Any] | None]]
@@ -62,10 +66,6 @@ class ExperimentView:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
-
-    @property
-    def recorded_sequence(self) -> int:
-        return self.status.last_sequence or 0
 
 
 def _timestamp(value: Any) -> datetime:

@@ -1,6 +1,7 @@
 """Prometheus metrics of the intake, served on its own ``/metrics``.
 
-Requests by endpoint and outcome (accepted, stale, rejected), rejections by reason,
+Requests by endpoint and outcome (accepted, stale, ignored, rejected), rejections by
+reason,
 status writes by kind and outcome with their latency, writes that were not needed
 (and why), the delay from a report's arrival to its status write, and the gauges
 that show whether the caches are filled and how much waits to be written.
@@ -12,7 +13,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "smartserver_intake_requests_total",
-    "Agent requests by endpoint (results, heartbeat) and outcome (accepted, stale, rejected)",
+    "Requests by endpoint (results, heartbeat, stripe_webhook) and outcome (accepted, stale, "
+    "ignored, rejected)",
     ["endpoint", "outcome"],
 )
 REJECTED = Counter(
@@ -22,7 +24,7 @@ REJECTED = Counter(
 )
 WRITES = Counter(
     "smartserver_intake_writes_total",
-    "Status writes to the API server by kind (experiment, domain) and outcome "
+    "Status writes to the API server by kind (experiment, domain, customer) and outcome "
     "(ok, conflict, gone, error)",
     ["kind", "outcome"],
 )

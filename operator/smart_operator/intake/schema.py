@@ -4,18 +4,28 @@
 may not import this package). Field names are camelCase on the wire; the snake_case
 names are accepted too. Parsing is strict (a number in quotes is not a number) and
 unknown fields are refused, so a typo in an agent fails loudly instead of being
-dropped. ``parse`` turns a body into a model or a ``BodyError`` that says, field by
-field, what is wrong.
+dropped. Times must be plausible (``PlausibleTime``). ``parse`` turns a body into a
+model or a ``BodyError`` that says, field by field, what is wrong.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from smart_operator.models.common import NAME_PATTERN
+from smart_operator.models.experiment import INCARNATION_PATTERN
 
 MAX_VARIANTS = 10
 MAX_LATENCIES = 1000
@@ -26,6 +36,26 @@ MAX_SEQUENCE = 2**63 - 1
 
 Latency = Annotated[float, Field(ge=0, le=600_000, allow_inf_nan=False)]
 Token = Annotated[str, Field(max_length=128, pattern=r"^[\x21-\x7e]*$")]
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No agent ran before this; an earlier time is a clock that was never set."""
+FUTURE_SLACK = timedelta(days=1)
+"""How far ahead of the intake's clock an agent's clock may run."""
+
+
+def _plausible(moment: datetime) -> datetime:
+    """A time an agent can have meant: from 2000 until a day past the intake's clock.
+    Anything else (year 1 at +14:00 lies before year 1 in UTC, which no datetime can
+    hold) would later break whoever converts it to UTC, so it is refused here, with
+    the field named, as a 400."""
+    if moment < EARLIEST:
+        raise ValueError(f"times before {EARLIEST.date().isoformat()} are not plausible")
+    if moment > datetime.now(UTC) + FUTURE_SLACK:
+        raise ValueError("times more than a day ahead of the intake's clock are not plausible")
+    return moment
+
+
+PlausibleTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class WireModel(BaseModel):
@@ -60,9 +90,14 @@ class ResultsReport(WireModel):
     """``POST /v1/results``: the cumulative counts of one experiment."""
 
     experiment: str = Field(pattern=NAME_PATTERN, max_length=253)
+    incarnation: str | None = Field(default=None, pattern=INCARNATION_PATTERN)
+    """Made at random by the agent with its counts database, kept as long as it is: a
+    new one means sequences and counts start again from zero (a new server), so its
+    counts add to the recorded ones. Absent: the same incarnation as every other report
+    without one (agents from before the field)."""
     sequence: int = Field(ge=1, le=MAX_SEQUENCE)
     revision: Token | None = None
-    sent_at: AwareDatetime | None = None
+    sent_at: PlausibleTime | None = None
     variants: list[VariantReport] = Field(min_length=1, max_length=MAX_VARIANTS)
 
     @model_validator(mode="after")
@@ -82,8 +117,8 @@ class Heartbeat(WireModel):
     """``POST /v1/heartbeat``: the agent is alive, which version, since when."""
 
     version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
-    started_at: AwareDatetime
-    sent_at: AwareDatetime | None = None
+    started_at: PlausibleTime
+    sent_at: PlausibleTime | None = None
     experiments: list[RunningExperiment] = Field(default_factory=list, max_length=100)
 
 

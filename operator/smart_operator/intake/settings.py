@@ -77,6 +77,28 @@ class IntakeSettings(BaseSettings):
         description="Most points of status.history; beyond it every other point of the older "
         "half is dropped, so the history spans the whole experiment at a coarser grain",
     )
+    max_visitors_per_second: float = Field(
+        default=10_000.0,
+        gt=0,
+        description="Plausibility limit: the most visitors (and conversions) one Experiment's "
+        "counts may gain per second between two reports of an agent; a report claiming more "
+        "is refused (422 implausible_growth) and nothing of it is written. A small server "
+        "serves far fewer distinct visitors than this",
+    )
+    growth_slack_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Added to the time between two reports when applying "
+        "max_visitors_per_second, for clocks of replicas and the age of the counts a report "
+        "carries",
+    )
+    analysis_threads: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Threads that compute the statistics of reports before they are written, "
+        "so the event loop keeps answering agents meanwhile",
+    )
     max_concurrent_writes: int = Field(
         default=16, ge=1, le=256, description="Status writes in flight at once, across objects"
     )
@@ -90,6 +112,24 @@ class IntakeSettings(BaseSettings):
         default=None,
         description="Bearer token of platform staff for GET /v1/admin/platform; unset "
         "turns the platform view off",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret of the Stripe webhook endpoint that points at "
+        "POST /v1/stripe/webhook (whsec_...); unset answers that route 404",
+    )
+    stripe_tolerance_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="A webhook whose signed timestamp is older than this is refused as a "
+        "replay (Stripe's SDK default)",
+    )
+    stripe_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest Stripe webhook body accepted (an invoice event carries its "
+        "lines, so more than an agent's report)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level; request bodies and keys are never logged"

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from smart_operator.intake.experiments import ExperimentCache
 from smart_operator.intake.keys import KeyCache
+from smart_operator.intake.payments import PaymentWriter
 from smart_operator.intake.settings import IntakeSettings
+from smart_operator.intake.status import GrowthLimit
 from smart_operator.intake.writer import HeartbeatWriter, ResultsWriter, Store
 
 
@@ -21,6 +23,14 @@ class Intake:
     experiments: ExperimentCache
     results: ResultsWriter
     heartbeats: HeartbeatWriter
+    payments: PaymentWriter | None = None
+    """Stripe's webhook events onto Customers; None without a Customer store."""
+
+    @property
+    def growth_limit(self) -> GrowthLimit:
+        return GrowthLimit(
+            self.settings.max_visitors_per_second, self.settings.growth_slack_seconds
+        )
 
     @property
     def synced(self) -> bool:

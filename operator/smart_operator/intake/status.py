@@ -2,16 +2,23 @@
 pure functions, no I/O, so every rule here is unit-tested without a cluster.
 
 Results: the intake is the only writer of an Experiment's results (``lastSequence``,
-``lastReportAt``, ``variants``, ``statistics``, ``decision``, ``history``), and writes
-all of them in one patch, so counts and the statistics computed from them never
-disagree.
+``lastReportAt``, ``variants``, ``statistics``, ``decision``, ``history``,
+``incarnations``, ``retiredIncarnations``, ``countsRestartedAt``), and writes all of
+them in one patch, so counts and the statistics computed from them never disagree.
 
-- A report whose sequence is not above ``status.lastSequence`` changes nothing.
-- Counts never go backwards: each count is the larger of the recorded one and the
-  reported one (an agent's counts only grow, so this is the newest report's count).
+- Sequences and counts are per agent incarnation (``incarnations``: a replaced server's
+  agent is a new one, starting again at sequence 1 and zero counts). A report whose
+  sequence is not above its incarnation's last one changes nothing; ``admit`` refuses
+  at request time what ``plan_results`` could never write.
+- Counts never go backwards: each total grows by what the report adds to its own
+  incarnation's counts (nothing when a count is not above that incarnation's last),
+  so a new server's counts add to the recorded ones, and ``countsRestartedAt`` says
+  when that last began.
 - Counts, statistics and the decision are recomputed from the merged counts with
-  ``stats.analyze``. If none of them changes, nothing is written, except that
-  ``lastReportAt`` is refreshed once it is ``idle_write_seconds`` old.
+  ``stats.analyze``, continuing from the status as read (``stats.recorded``: each
+  variant's running-minimum p-value and the decision, which stays once reached). If
+  none of them changes, nothing is written, except that ``lastReportAt`` is refreshed
+  once it is ``idle_write_seconds`` old.
 - ``history`` (the counts over time, for the dashboard's chart) only rides along on
   a write that happens anyway, and is recomputed from the status as read each time
   (so a retry after a conflict never adds a point twice). A point with the merged
@@ -35,6 +42,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from smart_operator.intake.experiments import ExperimentView
+from smart_operator.intake.incarnations import Source, added, growth, record, source_of
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import Heartbeat, ResultsReport
 from smart_operator.models.domain import AgentStatus
@@ -45,7 +53,7 @@ from smart_operator.models.experiment import (
     Statistics,
     VariantResult,
 )
-from smart_operator.stats import VariantCounts, analyze, to_status
+from smart_operator.stats import VariantCounts, analyze, recorded, to_status
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +64,9 @@ HISTORY_POINTS = 288
 MIN_HISTORY_POINTS = 4
 """Thinning needs at least this many points to shorten the history."""
 
-SkipReason = Literal["stale", "unchanged", "deleted", "replaced", "domain_changed", "invalid"]
+SkipReason = Literal[
+    "stale", "unchanged", "deleted", "replaced", "domain_changed", "invalid", "retired"
+]
 
 
 @dataclass(frozen=True)
@@ -97,24 +107,130 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def merged_counts(view: ExperimentView, report: ResultsReport) -> list[VariantCounts]:
-    """Each variant of the spec (control first) with the larger of its recorded and
-    reported counts; timings come from the report, which carries the whole sample."""
-    recorded = {v.name: v for v in view.status.variants}
+def merged_counts(
+    view: ExperimentView, source: Source, report: ResultsReport
+) -> list[VariantCounts]:
+    """Each variant of the spec (control first) with its recorded total plus what the
+    report adds to its own incarnation's counts (``incarnations.added``); timings come
+    from the report, which carries the whole sample."""
+    on_status = {v.name: v for v in view.status.variants}
     reported = {v.name: v for v in report.variants}
+    adds = added(source, report)
     counts = []
     for variant in view.spec.variants:
-        old, new = recorded.get(variant.name), reported.get(variant.name)
+        old, new = on_status.get(variant.name), reported.get(variant.name)
+        more_visitors, more_conversions = adds.get(variant.name, (0, 0))
         counts.append(
             VariantCounts(
                 name=variant.name,
-                visitors=max(old.visitors if old else 0, new.visitors if new else 0),
-                conversions=max(old.conversions if old else 0, new.conversions if new else 0),
+                visitors=(old.visitors if old else 0) + more_visitors,
+                conversions=(old.conversions if old else 0) + more_conversions,
                 weight=float(variant.weight),
                 latencies_ms=tuple(new.latencies_ms or ()) if new else (),
             )
         )
     return counts
+
+
+@dataclass(frozen=True)
+class GrowthLimit:
+    """How fast an Experiment's counts may plausibly grow between two reports."""
+
+    visitors_per_second: float
+    slack_seconds: float
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A replay or an older report of its incarnation: answered, changes nothing."""
+
+    last_sequence: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A report refused with a 4xx and its reason (``views.Rejected``)."""
+
+    status: int
+    error: str
+    message: str
+    detail: Any = None
+
+
+def admit(
+    view: ExperimentView,
+    report: ResultsReport,
+    newest: PendingReport | None,
+    accepted_sequence: int,
+    received_at: datetime,
+    limit: GrowthLimit,
+) -> Source | Stale | Refusal:
+    """Whether the intake takes ``report`` (the request-time check; ``plan_results``
+    decides again from the object it writes): the incarnation it belongs to, or why not.
+
+    ``newest`` is this process's report of the same incarnation still waiting to be
+    written, and ``accepted_sequence`` the highest sequence of it this process took:
+    both are newer than the status may be. The report is refused when its incarnation
+    is retired (409), when a count is lower than its incarnation's last one (409:
+    counts are cumulative), or when its counts grew faster than ``limit`` allows since
+    the incarnation's last report (since the Experiment was created, for a new one):
+    422 ``implausible_growth``, so a broken or forged agent cannot write counts no
+    server could have seen.
+    """
+    source = source_of(view.status, report)
+    if source.retired:
+        return Refusal(
+            409,
+            "incarnation_retired",
+            f"incarnation {source.id!r} no longer reports for Experiment {report.experiment!r}: "
+            "newer agents (servers) replaced it and its counts are kept in the totals",
+        )
+    last = max(source.last_sequence, accepted_sequence)
+    if report.sequence <= last:
+        return Stale(last)
+    known = dict(source.counts)
+    since = source.last_report_at or view.created
+    if newest is not None and newest.uid == view.uid:
+        known.update({v.name: (v.visitors, v.conversions) for v in newest.report.variants})
+        since = newest.received_at
+    decreased = [
+        v.name
+        for v in report.variants
+        if v.name in known and (v.visitors < known[v.name][0] or v.conversions < known[v.name][1])
+    ]
+    if decreased:
+        return Refusal(
+            409,
+            "counts_decreased",
+            f"sequence {report.sequence} carries lower counts than already recorded for "
+            f"{', '.join(decreased)}; counts are cumulative and never go down",
+            {
+                "variants": {
+                    name: {"visitors": known[name][0], "conversions": known[name][1]}
+                    for name in decreased
+                }
+            },
+        )
+    grown = Source(source.id, counts=known)
+    visitors, conversions = growth(grown, report)
+    seconds = max(0.0, (received_at - since).total_seconds())
+    allowed = limit.visitors_per_second * (seconds + limit.slack_seconds)
+    if max(visitors, conversions) > allowed:
+        return Refusal(
+            422,
+            "implausible_growth",
+            f"sequence {report.sequence} adds {visitors:,} visitors and {conversions:,} "
+            f"conversions in {seconds:,.0f} s since the last report; at most "
+            f"{limit.visitors_per_second:,.0f} a second are plausible for one Experiment "
+            f"(here {allowed:,.0f}). Nothing was recorded.",
+            {
+                "visitors": visitors,
+                "conversions": conversions,
+                "seconds": round(seconds, 3),
+                "allowed": int(allowed),
+            },
+        )
+    return source
 
 
 @dataclass(frozen=True)
@@ -200,9 +316,12 @@ def plan_results(
         return Skip("replaced")
     if view.spec.domain_ref != pending.domain.name:
         return Skip("domain_changed")
-    if report.sequence <= view.recorded_sequence:
+    source = source_of(view.status, report)
+    if source.retired:
+        return Skip("retired")
+    if report.sequence <= source.last_sequence:
         return Skip("stale")
-    counts = merged_counts(view, report)
+    counts = merged_counts(view, source, report)
     try:
         analysis = analyze(
             counts,
@@ -210,17 +329,24 @@ def plan_results(
             view.created,
             now,
             metric=view.spec.goal.metric,
+            recorded=recorded(view.status.variants, view.status.decision),
         )
     except ValueError as error:
         log.error("cannot analyse %s/%s: %s", view.namespace, view.name, error)
         return Skip("invalid")
     new = to_status(analysis, now, previous=view.status.decision)
     old = (view.status.variants, view.status.statistics, view.status.decision)
-    if _results(*new) == _results(*old) and view.status.last_report_at is not None:
+    first_of_its_kind = source.new or source.adopted or not view.status.incarnations
+    if (
+        _results(*new) == _results(*old)
+        and view.status.last_report_at is not None
+        and not first_of_its_kind
+    ):
         age = (pending.received_at - view.status.last_report_at).total_seconds()
         if age < idle_write_seconds:
             return Skip("unchanged")
     variants, statistics, decision = new
+    kept = record(view.status, source, report, pending.received_at)
     status: dict[str, Any] = {
         "lastSequence": report.sequence,
         "lastReportAt": rfc3339(pending.received_at),
@@ -230,7 +356,14 @@ def plan_results(
         "variants": [v.model_dump(by_alias=True, mode="json", exclude_none=True) for v in variants],
         "statistics": statistics.model_dump(by_alias=True, mode="json"),
         "decision": decision.model_dump(by_alias=True, mode="json"),
+        "incarnations": [
+            e.model_dump(by_alias=True, mode="json", exclude_none=True) for e in kept.incarnations
+        ],
     }
+    if kept.retired != view.status.retired_incarnations:
+        status["retiredIncarnations"] = kept.retired
+    if kept.restarted_at is not None and kept.restarted_at != view.status.counts_restarted_at:
+        status["countsRestartedAt"] = rfc3339(kept.restarted_at)
     points = next_history(view.status.history, counts, pending.received_at, rules or HistoryRules())
     if points is not None:
         # Sent only when it changes: a merge patch leaves a field it does not name alone.

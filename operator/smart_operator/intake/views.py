@@ -4,9 +4,11 @@ and (when it has no port of its own) ``GET /metrics``.
 A handler checks, in this order, and answers the first failure with a 4xx whose
 JSON body says why (``Rejected``, turned into a response by the ``errors``
 middleware in ``app``): the key (401), the body's size and type (413, 415), its JSON
-and shape (400), the experiment's ownership (403), the variants (422) and the
-counts (409). An accepted report is queued for its writer and answered 202 at once;
-a replay is answered 200 with ``accepted: false``. Neither waits for the API server.
+and shape (400), the experiment's ownership (403), the variants (422), and then,
+within the report's agent incarnation, its counts (409 when lower than before, 422
+when they grew faster than a server can count: ``status.admit``). An accepted report
+is queued for its writer and answered 202 at once; a replay is answered 200 with
+``accepted: false``. Neither waits for the API server.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from smart_operator.analytics import platform_insights
@@ -26,13 +29,24 @@ from smart_operator.intake import metrics
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import BodyError, Heartbeat, ResultsReport, parse
 from smart_operator.intake.state import INTAKE, Intake
-from smart_operator.intake.status import PendingHeartbeat, PendingReport
+from smart_operator.intake.status import (
+    PendingHeartbeat,
+    PendingReport,
+    Refusal,
+    Stale,
+    admit,
+)
 from smart_operator.models.common import ObjectMeta
-from smart_operator.models.experiment import Experiment, ExperimentStatus
+from smart_operator.models.experiment import (
+    LEGACY_INCARNATION,
+    Experiment,
+    ExperimentStatus,
+)
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
 
 LATENCY_GOALS = ("p50_latency", "p95_latency")
 
@@ -63,6 +77,25 @@ class Rejected(Exception):
         return web.json_response(body, status=self.status, headers=self.headers)
 
 
+async def expectation(request: web.Request) -> web.StreamResponse | None:
+    """The ``Expect`` header, as aiohttp's default handler does it but without echoing
+    the header in the 417: a value that is not UTF-8 made that echo a 500. Pass it as
+    ``expect_handler`` to every route (``app`` gives it to the routes it adds)."""
+    if request.version != HttpVersion11:
+        return None  # RFC 9110 §10.1.1: ignored in HTTP/1.0 requests, as aiohttp does
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started yet
+        return None
+    return Rejected(
+        417, "expectation_failed", "the only expectation supported is 'Expect: 100-continue'"
+    ).response()
+
+
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
+"""RFC 6750 §2.1's b64token (intake keys are ``ssk_`` and URL-safe base64). A header
+with any other byte (aiohttp hands non-UTF-8 bytes on as lone surrogates, which no
+encoder takes) is refused before the key is hashed."""
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="smartserver-intake"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="smartserver-intake", error="invalid_token"'}
 
@@ -84,6 +117,14 @@ def authorize(request: web.Request, intake: Intake) -> DomainRef:
             "missing_key",
             "send the server's intake key as 'Authorization: Bearer <key>'",
             headers=UNAUTHORIZED,
+        )
+    if not BEARER_TOKEN.fullmatch(key):
+        # Never echoed nor logged: it may be a real key with a stray byte.
+        raise Rejected(
+            401,
+            "malformed_key",
+            "the key is not a bearer token (RFC 6750: letters, digits and -._~+/ only)",
+            headers=INVALID_TOKEN,
         )
     domains = intake.keys.lookup(key)
     if not domains:
@@ -141,7 +182,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@routes.post("/v1/results")
+@routes.post("/v1/results", expect_handler=expectation)
 async def post_results(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     domain = authorize(request, intake)
@@ -189,35 +230,22 @@ async def post_results(request: web.Request) -> web.Response:
                 detail={"variants": untimed},
             )
 
-    recorded = max(experiment.recorded_sequence, intake.results.accepted(experiment.uid))
-    if report.sequence <= recorded:
+    incarnation = report.incarnation or LEGACY_INCARNATION
+    admitted = admit(
+        experiment,
+        report,
+        intake.results.pending(domain.namespace, report.experiment, incarnation),
+        intake.results.accepted(experiment.uid, incarnation),
+        received_at,
+        intake.growth_limit,
+    )
+    if isinstance(admitted, Stale):
         metrics.REQUESTS.labels("results", "stale").inc()
         return web.json_response(
-            {"accepted": False, "reason": "stale sequence", "lastSequence": recorded}
+            {"accepted": False, "reason": "stale sequence", "lastSequence": admitted.last_sequence}
         )
-    newest = intake.results.pending(domain.namespace, report.experiment)
-    if newest is not None and newest.uid == experiment.uid:
-        known = {v.name: (v.visitors, v.conversions) for v in newest.report.variants}
-    else:
-        known = {v.name: (v.visitors, v.conversions) for v in experiment.status.variants}
-    decreased = [
-        v.name
-        for v in report.variants
-        if v.name in known and (v.visitors < known[v.name][0] or v.conversions < known[v.name][1])
-    ]
-    if decreased:
-        raise Rejected(
-            409,
-            "counts_decreased",
-            f"sequence {report.sequence} carries lower counts than already recorded for "
-            f"{', '.join(decreased)}; counts are cumulative and never go down",
-            detail={
-                "variants": {
-                    name: {"visitors": known[name][0], "conversions": known[name][1]}
-                    for name in decreased
-                }
-            },
-        )
+    if isinstance(admitted, Refusal):
+        raise Rejected(admitted.status, admitted.error, admitted.message, admitted.detail)
     intake.results.offer(
         PendingReport(report, domain, experiment.uid, received_at=received_at, received=received)
     )
@@ -228,7 +256,7 @@ async def post_results(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/v1/heartbeat")
+@routes.post("/v1/heartbeat", expect_handler=expectation)
 async def post_heartbeat(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     domain = authorize(request, intake)
@@ -240,7 +268,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True, "domain": domain.name}, status=202)
 
 
-@routes.get("/v1/admin/platform")
+@routes.get("/v1/admin/platform", expect_handler=expectation)
 async def platform(request: web.Request) -> web.Response:
     """Platform insights for staff (the design note's cross-customer SQL): per
     experiment type, the mean improvement of concluded experiments with its interval,
@@ -250,7 +278,10 @@ async def platform(request: web.Request) -> web.Response:
     given = request.headers.get("Authorization", "")
     if token is None:
         raise Rejected(404, "disabled", "the platform view is off: set SMART_INTAKE_ADMIN_TOKEN")
-    if not hmac.compare_digest(given, f"Bearer {token.get_secret_value()}"):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500),
+    # and surrogatepass takes the lone surrogates aiohttp makes of non-UTF-8 bytes.
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
         raise Rejected(
             401,
             "unauthorized",
@@ -281,7 +312,7 @@ async def platform(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", expect_handler=expectation)
 async def healthz(request: web.Request) -> web.Response:
     """200 once the caches are filled (the readiness a load balancer needs). It says
     nothing more: this port faces the internet; the numbers are on /metrics."""

@@ -21,9 +21,11 @@ beyond the API server's resourceVersion check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -43,6 +45,7 @@ from smart_operator.intake.status import (
     plan_agent,
     plan_results,
 )
+from smart_operator.models.experiment import LEGACY_INCARNATION
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +81,33 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class ResultsWriter:
-    """Writes accepted reports onto Experiment status."""
+ResultsKey = tuple[str, str, str]
+"""Namespace, Experiment name and agent incarnation: each incarnation's newest report
+is kept apart, so a replaced server's last counts are not lost to its successor's."""
 
-    def __init__(self, api: Store, cache: ExperimentCache, settings: IntakeSettings) -> None:
+
+def _incarnation(pending: PendingReport) -> str:
+    return pending.report.incarnation or LEGACY_INCARNATION
+
+
+class ResultsWriter:
+    """Writes accepted reports onto Experiment status. The analysis runs on
+    ``analysis`` (a small thread pool the app owns), never on the event loop."""
+
+    def __init__(
+        self,
+        api: Store,
+        cache: ExperimentCache,
+        settings: IntakeSettings,
+        analysis: Executor | None = None,
+    ) -> None:
         self._api = api
         self._cache = cache
+        self._analysis = analysis
         self._idle = settings.idle_write_seconds
         self._history = HistoryRules(settings.history_seconds, settings.history_points)
-        self._accepted: dict[str, int] = {}
-        self._coalescer: Coalescer[tuple[str, str], PendingReport] = Coalescer(
+        self._accepted: dict[tuple[str, str], int] = {}
+        self._coalescer: Coalescer[ResultsKey, PendingReport] = Coalescer(
             "results",
             self._write,
             settings.flush_interval_seconds,
@@ -102,20 +122,22 @@ class ResultsWriter:
     def idle(self) -> bool:
         return self._coalescer.busy == 0
 
-    def accepted(self, uid: str) -> int:
-        """The highest sequence this process accepted for the Experiment ``uid``."""
-        return self._accepted.get(uid, 0)
+    def accepted(self, uid: str, incarnation: str) -> int:
+        """The highest sequence this process accepted from ``incarnation`` for the
+        Experiment ``uid``."""
+        return self._accepted.get((uid, incarnation), 0)
 
-    def pending(self, namespace: str, name: str) -> PendingReport | None:
-        return self._coalescer.pending((namespace, name))
+    def pending(self, namespace: str, name: str, incarnation: str) -> PendingReport | None:
+        return self._coalescer.pending((namespace, name, incarnation))
 
     def offer(self, pending: PendingReport) -> None:
         if len(self._accepted) > 200_000:  # only a fast path; the status decides
             self._accepted.clear()
         sequence = pending.report.sequence
-        self._accepted[pending.uid] = max(self._accepted.get(pending.uid, 0), sequence)
+        key = (pending.uid, _incarnation(pending))
+        self._accepted[key] = max(self._accepted.get(key, 0), sequence)
         namespace = pending.domain.namespace
-        self._coalescer.offer((namespace, pending.report.experiment), pending)
+        self._coalescer.offer((namespace, pending.report.experiment, key[1]), pending)
 
     async def drain(self, within: float) -> int:
         return await self._coalescer.drain(within)
@@ -125,16 +147,13 @@ class ResultsWriter:
         return self._cache.put(obj) if obj is not None else None
 
     async def _plan(self, view: ExperimentView, pending: PendingReport) -> Write | Skip:
-        now = _now()
-        if any(v.latencies_ms for v in pending.report.variants):
-            # Latency statistics take milliseconds: keep the event loop answering.
-            return await asyncio.to_thread(
-                plan_results, view, pending, now, self._idle, self._history
-            )
-        return plan_results(view, pending, now, self._idle, self._history)
+        """``plan_results`` off the event loop: the statistics take milliseconds (bounded
+        whatever the counts), which the loop spends answering agents instead."""
+        plan = functools.partial(plan_results, view, pending, _now(), self._idle, self._history)
+        return await asyncio.get_running_loop().run_in_executor(self._analysis, plan)
 
-    async def _write(self, key: tuple[str, str], pending: PendingReport) -> None:
-        namespace, name = key
+    async def _write(self, key: ResultsKey, pending: PendingReport) -> None:
+        namespace, name, _ = key
         view = self._cache.get(namespace, name)
         if view is None or view.uid != pending.uid:
             view = await self._read(namespace, name)

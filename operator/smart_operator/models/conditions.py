@@ -21,6 +21,8 @@ class ConditionType(StrEnum):
     # Customer
     QUOTA_APPLIED = "QuotaApplied"
     SUSPENDED = "Suspended"
+    BILLING = "Billing"
+    """True while the Customer's Stripe subscription is in good standing."""
     # Domain
     VERIFIED = "Verified"
     SERVER_READY = "ServerReady"
@@ -36,6 +38,7 @@ class ConditionType(StrEnum):
 CUSTOMER_CONDITIONS = (
     ConditionType.QUOTA_APPLIED,
     ConditionType.SUSPENDED,
+    ConditionType.BILLING,
     ConditionType.READY,
 )
 DOMAIN_CONDITIONS = (
@@ -67,6 +70,18 @@ class Reason(StrEnum):
     TOKEN_PENDING = "TokenPending"  # noqa: S105 (a reason, not a secret)
     PROVISIONED = "Provisioned"
     SUSPENDED_BY_SPEC = "SuspendedBySpec"
+    BILLING_NOT_CONFIGURED = "BillingNotConfigured"
+    """The operator has no Stripe key: billing is off, nobody is charged."""
+    PRICE_MISSING = "PriceMissing"
+    """The Customer's plan has no Stripe price id in the plan catalogue."""
+    SUBSCRIPTION_PENDING = "SubscriptionPending"
+    SUBSCRIPTION_ACTIVE = "SubscriptionActive"
+    PAYMENT_FAILED = "PaymentFailed"
+    """A payment failed; the grace period runs."""
+    PAYMENT_OVERDUE = "PaymentOverdue"
+    """A payment failed longer than the grace period ago: billing suspends the Customer."""
+    SUBSCRIPTION_CANCELED = "SubscriptionCanceled"
+    """The subscription was deleted in Stripe: billing suspends the Customer."""
     # -- Domain ----------------------------------------------------------------------------
     OPERATOR_NOT_CONFIGURED = "OperatorNotConfigured"
     PAUSED_BY_SPEC = "PausedBySpec"
@@ -121,6 +136,10 @@ WARNINGS = frozenset(
         Reason.PROVIDER_UNAVAILABLE,
         Reason.PROVIDER_REJECTED,
         Reason.UNKNOWN_PLAN,
+        Reason.PRICE_MISSING,
+        Reason.PAYMENT_FAILED,
+        Reason.PAYMENT_OVERDUE,
+        Reason.SUBSCRIPTION_CANCELED,
         Reason.OPERATOR_NOT_CONFIGURED,
         Reason.INVALID_SPEC,
         Reason.CREATE_FAILED,
@@ -150,6 +169,8 @@ QUIET = frozenset(
         Reason.VALID,
         Reason.QUOTA_PENDING,
         Reason.TOKEN_PENDING,
+        Reason.BILLING_NOT_CONFIGURED,
+        Reason.SUBSCRIPTION_PENDING,
         Reason.WAITING_FOR_SERVER,
         Reason.WAITING_FOR_AGENT,
     }

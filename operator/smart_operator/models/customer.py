@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
 from typing import ClassVar
 
 from pydantic import Field
@@ -15,6 +18,7 @@ from smart_operator.models.common import (
     PrinterColumn,
     Resource,
     StatusModel,
+    Writer,
     conditions_field,
 )
 
@@ -100,8 +104,103 @@ class Cost(CamelModel):
     profit: float = Field(default=0.0, description="Plan price minus infrastructure, per month")
 
 
+class BillingState(StrEnum):
+    """The Customer's billing at a glance (``status.billing.state``, the BILLING column)."""
+
+    OFF = "Off"
+    """The operator has no Stripe key: nobody is charged."""
+    PENDING = "Pending"
+    """No subscription yet (being made, or the plan has no Stripe price)."""
+    ACTIVE = "Active"
+    PAST_DUE = "PastDue"
+    """A payment failed; the grace period has not run out."""
+    SUSPENDED = "Suspended"
+    """A payment failed longer than the grace period ago: experiments serve the control."""
+    CANCELED = "Canceled"
+    """The subscription was deleted in Stripe: experiments serve the control."""
+
+
+class PaymentState(StrEnum):
+    """What Stripe's newest webhook event said about the Customer's payments."""
+
+    PAID = "Paid"
+    PAYMENT_FAILED = "PaymentFailed"
+    SUBSCRIPTION_DELETED = "SubscriptionDeleted"
+
+
+class BillingStatus(CamelModel):
+    """The Customer's Stripe customer and subscription, as the operator last saw them."""
+
+    # Strings rather than enums, so a status written by a newer version still parses.
+
+    state: str = Field(
+        default=BillingState.PENDING.value,
+        description="Off, Pending, Active, PastDue, Suspended or Canceled",
+    )
+    suspended: bool = Field(
+        default=False,
+        description="Billing suspends the customer (its experiments serve only the control); "
+        "spec.suspended is staff's own switch beside it",
+    )
+    customer_id: str | None = Field(default=None, description="The Stripe customer (cus_...)")
+    subscription_id: str | None = Field(default=None, description="The subscription (sub_...)")
+    subscription_item_id: str | None = Field(
+        default=None, description="The subscription's item that carries the plan's price (si_...)"
+    )
+    price_id: str | None = Field(default=None, description="The Stripe price subscribed to")
+    subscription_status: str | None = Field(
+        default=None, description="Stripe's status of the subscription (active, past_due, ...)"
+    )
+    current_period_end: datetime | None = Field(
+        default=None, description="When the subscription's current billing period ends"
+    )
+    amount: float | None = Field(
+        default=None, ge=0, description="What the subscription charges per interval"
+    )
+    currency: str | None = Field(default=None, description="ISO code, lower case (usd)")
+    interval: str | None = Field(
+        default=None, description="The billing interval (month, year, ...), with its count"
+    )
+    monthly_amount: float | None = Field(
+        default=None, ge=0, description="The amount per month, in the subscription's currency"
+    )
+    grace_ends_at: datetime | None = Field(
+        default=None, description="While PastDue: when the Customer is suspended unless paid"
+    )
+    synced_at: datetime | None = Field(
+        default=None, description="When the operator last read the subscription from Stripe"
+    )
+
+
+class PaymentRecord(CamelModel):
+    """What Stripe's webhooks said last, written by the results intake."""
+
+    # The intake is the internet-facing process; the operator turns this record into
+    # conditions, phase, Events and suspension (``billing.standing``).
+
+    state: str = Field(description="Paid, PaymentFailed or SubscriptionDeleted")
+    since: datetime = Field(
+        description="When this state began: the first failure of a run of failed payments"
+    )
+    event_id: str = Field(description="The newest event applied (evt_...)")
+    event_type: str
+    event_created: datetime = Field(description="Stripe's creation time of that event")
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+    amount: float | None = Field(default=None, ge=0, description="The invoice's amount")
+    currency: str | None = None
+    seen: list[str] = Field(
+        default_factory=list,
+        max_length=64,  # billing.SEEN_EVENTS are kept
+        description="Ids of the newest events received, applied or not, so a redelivery "
+        "changes nothing",
+    )
+
+
 class CustomerStatus(StatusModel):
-    """Written by the operator only."""
+    """Written by the operator, except ``payment`` (the intake's, from Stripe's webhooks)."""
+
+    WRITERS: ClassVar[Mapping[str, Writer]] = {"payment": Writer.INTAKE}
 
     observed_generation: int | None = None
     phase: str | None = Field(default=None, description="Active, Suspended or Failed")
@@ -114,6 +213,8 @@ class CustomerStatus(StatusModel):
     )
     health: Health | None = None
     cost: Cost | None = None
+    billing: BillingStatus | None = None
+    payment: PaymentRecord | None = None
     conditions: list[Condition] = conditions_field()
 
 
@@ -130,6 +231,7 @@ class Customer(Resource):
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Plan", ".spec.plan"),
             PrinterColumn("Domains", ".status.counts.domains", type="integer"),
+            PrinterColumn("Billing", ".status.billing.state"),
             PrinterColumn("Namespace", ".status.namespace", priority=1),
             PrinterColumn("Email", ".spec.email", priority=1),
             AGE_COLUMN,
@@ -148,3 +250,9 @@ class Customer(Resource):
     kind: str = "Customer"
     spec: CustomerSpec
     status: CustomerStatus | None = None
+
+    def is_suspended(self) -> bool:
+        """Whether its experiments serve only the control: staff suspended it
+        (``spec.suspended``) or billing did (``status.billing.suspended``)."""
+        billing = self.status.billing if self.status else None
+        return self.spec.suspended or bool(billing and billing.suspended)

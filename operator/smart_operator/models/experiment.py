@@ -114,7 +114,11 @@ class StoppingRules(CamelModel):
         default=28, ge=1, le=365, description="Conclude after this many days regardless"
     )
     alpha: float = Field(
-        default=0.05, gt=0, le=0.2, description="Always-valid false-positive bound"
+        default=0.05,
+        ge=0.0001,
+        le=0.2,
+        description="Always-valid false-positive bound, 0.0001 to 0.2; the uplift intervals "
+        "are at 1 - alpha, corrected for the number of variants",
     )
 
 
@@ -147,6 +151,12 @@ class VariantResult(CamelModel):
     rate: float | None = None
     rate_low: float | None = None
     rate_high: float | None = None
+    rate_confidence: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Confidence level of rateLow/rateHigh (a look-once Wilson interval)",
+    )
     uplift: float | None = None
     uplift_low: float | None = None
     uplift_high: float | None = Field(
@@ -154,7 +164,22 @@ class VariantResult(CamelModel):
         description="Upper bound of the always-valid uplift interval; absent while the data "
         "cannot bound it yet (upliftLow present) or before there is an estimate",
     )
+    uplift_confidence: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Confidence level of upliftLow/upliftHigh: 1 - alpha, corrected for the "
+        "number of variants (Holm: 1 - alpha/m at the first of m comparisons)",
+    )
     chance_to_beat_control: float | None = None
+    always_valid_p_value: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Always-valid p-value against the control before the correction for "
+        "several variants: the running minimum over every report, kept here so that a "
+        "decision, once reached, stays reached",
+    )
     p50_ms: float | None = None
     p95_ms: float | None = None
 
@@ -200,6 +225,34 @@ class HistoryPoint(CamelModel):
     )
 
 
+LEGACY_INCARNATION = "-"
+"""The incarnation of agents that name none (before the field existed), and of the counts
+an Experiment recorded before incarnations were kept."""
+INCARNATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,63}$"
+"""An agent's incarnation id: 8 to 64 characters (a random UUID or 128-bit hex)."""
+INCARNATIONS_MAX_ITEMS = 16
+"""The most incarnations ``status.incarnations`` may hold (the CRD's ``maxItems``); the
+intake keeps fewer."""
+
+
+class IncarnationCounts(CamelModel):
+    """What one agent incarnation (one counts database on one server) has reported."""
+
+    id: str = Field(
+        max_length=64,
+        description="The agent's incarnation id, or '-' for agents that send none",
+    )
+    last_sequence: int = Field(default=0, ge=0, description="Its last sequence recorded")
+    first_report_at: datetime | None = None
+    last_report_at: datetime | None = None
+    counts: list[HistoryCounts] = Field(
+        default_factory=list,
+        max_length=10,
+        description="The cumulative counts it last reported, per variant",
+        json_schema_extra=list_map("variant"),
+    )
+
+
 class ExperimentStatus(StatusModel):
     """The operator writes the deployment (``phase``, ``deployedRevision``,
     ``serving``, conditions); the intake writes the results from the agent's reports,
@@ -212,6 +265,9 @@ class ExperimentStatus(StatusModel):
         "statistics": Writer.INTAKE,
         "decision": Writer.INTAKE,
         "history": Writer.INTAKE,
+        "incarnations": Writer.INTAKE,
+        "retired_incarnations": Writer.INTAKE,
+        "counts_restarted_at": Writer.INTAKE,
     }
 
     observed_generation: int | None = None
@@ -238,6 +294,26 @@ class ExperimentStatus(StatusModel):
         "SMART_INTAKE_HISTORY_SECONDS old (the first report always adds one), and when "
         "there are more than SMART_INTAKE_HISTORY_POINTS drops every other point of the "
         "older half, so the points span the whole experiment",
+    )
+    incarnations: list[IncarnationCounts] = Field(
+        default_factory=list,
+        max_length=INCARNATIONS_MAX_ITEMS,
+        description="Per agent incarnation (a counts database on a server: a replaced "
+        "server's agent is a new one), its last sequence and counts; the totals in "
+        "variants add up what each contributed",
+        json_schema_extra=list_map("id"),
+    )
+    retired_incarnations: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Incarnations no longer tracked one by one: their counts stay in the "
+        "totals, and a late report from one of them is refused",
+    )
+    counts_restarted_at: datetime | None = Field(
+        default=None,
+        description="When counts last started again from zero on a new agent incarnation "
+        "(a replaced server, or a lost counts database) while earlier counts were "
+        "recorded; the earlier counts were kept and the new ones are added to them",
     )
     conditions: list[Condition] = conditions_field()
 

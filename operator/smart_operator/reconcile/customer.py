@@ -1,24 +1,62 @@
 """The Customer reconciler: the namespace, the plan's quota and the dashboard access
-a Customer owns (``customers.desired_objects``), its status from what the cluster
-reports (``customers.compute_status``), and deletion of everything it owns.
+a Customer owns (``customers.desired_objects``), its Stripe customer and subscription
+(``billing``), its status from what the cluster and Stripe report
+(``customers.compute_status``), and deletion of everything it owns.
+
+Billing looks before it creates and records each id as soon as it has it: the Stripe
+customer by the recorded id, else by a metadata search for the Customer's uid; the
+subscription by the recorded id, else among the customer's subscriptions. Every create
+carries an idempotency key derived from the Customer's uid and what it creates, so a
+pass retried after a lost answer gets the same object back. A Stripe failure becomes
+the ``Billing`` condition (the namespace and quota are applied regardless); whether
+billing suspends the Customer is decided from the payment record the intake keeps
+from Stripe's webhooks (``billing.standing``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 
-from smart_operator import customers
-from smart_operator.errors import ExternalError
-from smart_operator.models.customer import Customer, CustomerStatus, customer_namespace
+from smart_operator import billing, customers
+from smart_operator.conditions import Verdict, get_condition, now
+from smart_operator.errors import ExternalError, NotFound, TemporaryFailure
+from smart_operator.models.conditions import ConditionType, Reason
+from smart_operator.models.customer import (
+    BillingStatus,
+    Customer,
+    CustomerStatus,
+    customer_namespace,
+)
 from smart_operator.models.domain import Domain
 from smart_operator.models.experiment import Experiment
 from smart_operator.plans import Catalog as PlanCatalog
-from smart_operator.ports import Catalog, Resources
+from smart_operator.plans import Plan
+from smart_operator.ports import (
+    Billing,
+    Catalog,
+    Events,
+    EventType,
+    ObjectRef,
+    Resources,
+    SubscriptionView,
+)
 from smart_operator.reconcile.status import StatusWriter
 
 log = logging.getLogger(__name__)
 NAMESPACE_GONE_SECONDS = 30.0
+DEFAULT_GRACE_SECONDS = 3 * 24 * 3600.0
+
+
+class _Stopped(Exception):
+    """A billing step could not finish; ``verdict`` says why (the Billing condition)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict[2])
+        self.verdict = verdict
 
 
 class CustomerReconciler:
@@ -31,17 +69,35 @@ class CustomerReconciler:
         servers: Catalog | None,
         eur_to_usd: float,
         writer: StatusWriter[CustomerStatus],
+        events: Events | None = None,
+        billing: Billing | None = None,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        sync_seconds: float = 6 * 3600.0,
+        clock: Callable[[], datetime] = now,
+        lock: asyncio.Lock | None = None,
     ) -> None:
+        """``billing``: Stripe, or None when billing is off (no key configured).
+        ``lock``: held by every pass over this Customer in the process, so two passes
+        (a spec change and a quota change, say) never both find no subscription and
+        both create one."""
         self.customer = customer
         self.resources = resources
         self.plans = plans
         self.servers = servers
         self.eur_to_usd = eur_to_usd
         self.writer = writer
+        self.events = events
+        self.billing = billing
+        self.grace_seconds = grace_seconds
+        self.sync_seconds = sync_seconds
+        self.clock = clock
+        self.lock = lock or asyncio.Lock()
         self.namespace = customer_namespace(customer.metadata.name)
+        self.uid = customer.metadata.uid or ""
 
     async def apply(self) -> None:
-        """Apply what the Customer owns, then write its status."""
+        """Apply what the Customer owns, bring its subscription in step, then write its
+        status."""
         resolution = customers.resolve_plan(self.customer, self.plans)
         if resolution.limits is not None:
             objects = customers.desired_objects(
@@ -49,17 +105,32 @@ class CustomerReconciler:
             )
             for obj in objects:
                 await self.resources.apply(obj)
-        await self.refresh()
+        await self.refresh(sync=True)
 
-    async def refresh(self) -> None:
-        """Write the status the Customer's objects call for, if it changed."""
+    async def refresh(self, sync: bool = False) -> None:
+        """Write the status the Customer's objects call for, if it changed. ``sync``
+        reads (and mends) the subscription in Stripe even when nothing calls for it."""
         if self.customer.metadata.deletion_timestamp:
             return
-        resolution = customers.resolve_plan(self.customer, self.plans)
-        observed = await self.observe() if resolution.plan else customers.Observed()
-        await self.writer.write(
-            customers.compute_status(self.customer, self.plans, resolution, observed)
-        )
+        async with self.lock:
+            if self.billing is not None and not await self.read_again():
+                return
+            resolution = customers.resolve_plan(self.customer, self.plans)
+            observed = await self.observe() if resolution.plan else customers.Observed()
+            if resolution.plan is not None:
+                observed = replace(observed, billing=await self.bill(resolution.plan, sync))
+            await self.writer.write(
+                customers.compute_status(self.customer, self.plans, resolution, observed)
+            )
+
+    async def read_again(self) -> bool:
+        """Take the Customer as it is now: a pass that held the lock before may have
+        recorded a Stripe id since this one was read. False if it is gone."""
+        body = await self.resources.get(ObjectRef("customers", self.customer.metadata.name))
+        if body is None:
+            return False
+        self.customer = Customer.model_validate(body)
+        return not self.customer.metadata.deletion_timestamp
 
     async def observe(self) -> customers.Observed:
         quota = await self.resources.read_quota(self.namespace, customers.QUOTA_NAME)
@@ -84,9 +155,188 @@ class CustomerReconciler:
             eur_to_usd=self.eur_to_usd,
         )
 
+    # -- billing ---------------------------------------------------------------------------
+
+    async def bill(self, plan: Plan, sync: bool) -> tuple[BillingStatus, Verdict]:
+        """The billing status and the Billing condition, after bringing the Stripe side
+        in step when that is due."""
+        status = self.customer.status or CustomerStatus()
+        previous, payment = status.billing, status.payment
+        if self.billing is None:
+            return billing.billing_off(previous)
+        moment = self.clock()
+        price = plan.stripe_price_id
+        if price is None:
+            missing: Verdict = (
+                "False",
+                Reason.PRICE_MISSING,
+                f"plan {self.customer.spec.plan!r} has no stripe_price_id in the plan catalogue "
+                "(SMART_PLANS_FILE): the Customer cannot be subscribed; add the plan's "
+                "recurring Stripe price",
+            )
+            return billing.billing_status(
+                previous or BillingStatus(), payment, missing, self.grace_seconds, moment
+            )
+        last = get_condition(status.conditions, ConditionType.BILLING)
+        due = sync or billing.sync_due(
+            previous, payment, price, last.reason if last else None, moment, self.sync_seconds
+        )
+        if not due:
+            recorded = previous or BillingStatus()
+            return billing.billing_status(recorded, payment, None, self.grace_seconds, moment)
+        account = await self.sync(price, previous, sync)
+        observed = billing.observed_status(previous, account, moment)
+        return billing.billing_status(
+            observed, payment, account.problem, self.grace_seconds, moment
+        )
+
+    async def sync(
+        self, price_id: str, previous: BillingStatus | None, spec_changed: bool
+    ) -> billing.Account:
+        """The Stripe customer and subscription, made or mended; a failure is the
+        problem of the returned account, with whatever was reached before it."""
+        assert self.billing is not None
+        customer_id: str | None = None
+        try:
+            customer_id = await self.ensure_customer(self.billing, previous, spec_changed)
+            recorded = (
+                previous.subscription_id
+                if previous is not None and previous.customer_id == customer_id
+                else None
+            )
+            subscription = await self.ensure_subscription(
+                self.billing, customer_id, price_id, recorded
+            )
+        except _Stopped as stopped:
+            return billing.Account(customer_id, None, stopped.verdict)
+        except TemporaryFailure as error:
+            return billing.Account(
+                customer_id,
+                None,
+                (
+                    "False",
+                    Reason.PROVIDER_UNAVAILABLE,
+                    f"Stripe did not answer ({error.detail}); trying again at the next refresh",
+                ),
+            )
+        except ExternalError as error:
+            return billing.Account(
+                customer_id,
+                None,
+                ("False", Reason.PROVIDER_REJECTED, f"Stripe refused: {error.detail}"),
+            )
+        return billing.Account(customer_id, subscription)
+
+    async def ensure_customer(
+        self, stripe: Billing, previous: BillingStatus | None, spec_changed: bool
+    ) -> str:
+        """The Stripe customer's id: the recorded one (read, and its email updated, only
+        when the spec changed), one found by the Customer's uid, or a new one."""
+        replaced = previous.customer_id if previous else None
+        if replaced is not None and not spec_changed:
+            return replaced
+        if replaced is not None:
+            found = await stripe.get_customer(replaced)
+            if found is not None:
+                if found.email != self.customer.spec.email:
+                    await stripe.update_customer(found.id, email=self.customer.spec.email)
+                return found.id
+            log.warning("Stripe customer %s of %s is gone; making a new one", replaced, self.uid)
+        else:
+            found = await stripe.find_customer(self.uid)
+            if found is not None and billing.is_ours(found.metadata, self.uid):
+                return found.id
+        params = billing.customer_params(self.customer)
+        made = await stripe.create_customer(
+            name=params["name"],
+            email=params["email"],
+            metadata=params["metadata"],
+            # A customer made to replace a deleted one must not get the deleted one's
+            # answer back from Stripe's idempotency layer.
+            idempotency_key=billing.idempotency_key(
+                self.uid, "customer", {**params, "replaces": replaced}
+            ),
+        )
+        self._post("Normal", "BillingCustomerCreated", f"Stripe customer {made.id}")
+        return made.id
+
+    async def ensure_subscription(
+        self, stripe: Billing, customer_id: str, price_id: str, recorded: str | None
+    ) -> SubscriptionView:
+        """The Customer's live subscription to ``price_id``: the recorded one (moved to
+        the plan's price if it is on another), an adoptable one, or a new one. A
+        recorded subscription that was canceled is not replaced by a new one: only
+        staff re-subscribe a Customer (the operator then adopts it)."""
+        current = await stripe.get_subscription(recorded) if recorded else None
+        if recorded is not None and current is None:
+            raise _Stopped(
+                (
+                    "False",
+                    Reason.PROVIDER_REJECTED,
+                    f"subscription {recorded} does not exist in Stripe (deleted with its "
+                    "data?): subscribe the Customer's Stripe customer again with metadata "
+                    f"{billing.METADATA_UID}={self.uid}",
+                )
+            )
+        if current is None or not billing.is_live(current):
+            found = billing.adoptable(
+                await stripe.subscriptions_of(customer_id), self.uid, price_id
+            )
+            if found is not None:
+                if current is not None:
+                    self._post("Normal", "SubscriptionAdopted", f"subscription {found.id}")
+                current = found
+            elif current is not None:
+                return current  # canceled: billing.standing suspends the Customer
+            else:
+                params = billing.subscription_params(self.customer, customer_id, price_id)
+                made = await stripe.create_subscription(
+                    customer_id=customer_id,
+                    price_id=price_id,
+                    metadata=params["metadata"],
+                    idempotency_key=billing.idempotency_key(self.uid, "subscription", params),
+                )
+                self._post(
+                    "Normal",
+                    "SubscriptionCreated",
+                    f"subscription {made.id} to {price_id} for Stripe customer {customer_id}",
+                )
+                return made
+        if current.price_id != price_id and current.item_id is not None:
+            changed = await stripe.change_price(current.id, current.item_id, price_id)
+            self._post(
+                "Normal",
+                "SubscriptionChanged",
+                f"subscription {current.id} moved from {current.price_id} to {price_id}",
+            )
+            return changed
+        return current
+
+    def _post(self, type: EventType, reason: str, message: str) -> None:
+        if self.events is not None:
+            self.events.post(type, reason, message)
+
+    # -- deletion --------------------------------------------------------------------------
+
+    async def cancel_subscription(self) -> None:
+        """Stop charging a Customer that is deleted; one already gone counts as
+        canceled."""
+        recorded = self.customer.status.billing if self.customer.status else None
+        if self.billing is None or recorded is None or recorded.subscription_id is None:
+            return
+        current = await self.billing.get_subscription(recorded.subscription_id)
+        if current is None or not billing.is_live(current):
+            return
+        try:
+            await self.billing.cancel_subscription(current.id)
+        except NotFound:
+            return
+        self._post("Normal", "SubscriptionCanceled", f"subscription {current.id}")
+
     async def delete(self) -> bool:
-        """Delete the namespace and wait (a while) until it and everything in it are
-        gone; False if it is still being deleted."""
+        """Cancel the subscription, delete the namespace and wait (a while) until it
+        and everything in it are gone; False if it is still being deleted."""
+        await self.cancel_subscription()
         await self.resources.delete_namespace(self.namespace)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + NAMESPACE_GONE_SECONDS

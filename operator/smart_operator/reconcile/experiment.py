@@ -17,7 +17,7 @@ from smart_operator.errors import HostKeyMismatch, RevisionRefused, TemporaryFai
 from smart_operator.keys import fingerprint
 from smart_operator.models.common import ConditionStatus
 from smart_operator.models.conditions import ConditionType, Reason
-from smart_operator.models.customer import customer_of
+from smart_operator.models.customer import Customer, customer_of
 from smart_operator.models.domain import Domain
 from smart_operator.models.experiment import Experiment, ExperimentPhase, ExperimentStatus
 from smart_operator.ports import Deployer, Events, ObjectRef, Resources, Target
@@ -153,7 +153,8 @@ class ExperimentReconciler:
         if customer is None:
             return False
         body = await self.resources.get(ObjectRef("customers", customer))
-        return bool(body and body.get("spec", {}).get("suspended"))
+        # Staff's spec.suspended, or billing's status.billing.suspended.
+        return body is not None and Customer.model_validate(body).is_suspended()
 
     async def deploy(self, target: Target, paused: bool) -> float:
         serving, why = revisions.decide_serving(

@@ -1,17 +1,21 @@
 """Statistics of growth experiments: pure functions over counts, no I/O.
 
-The operator calls ``analyze`` after every report and writes the result onto the
-``Experiment`` status with ``to_status``. Modules, each with one job:
+The results intake calls ``analyze`` after every report, continuing from what the
+status holds (``recorded``), and writes the result onto the ``Experiment`` status with
+``to_status``. Modules, each with one job:
 
 - ``proportions``: rates and look-once intervals and tests (Wilson, Clopper-Pearson,
   two-proportion z-test, Newcombe, delta-method and Katz uplift);
-- ``bayes``: chance to beat control and expected loss (exact Beta-Binomial);
+- ``bayes``: chance to beat control and expected loss (exact Beta-Binomial sums, and
+  fixed-size numerical integration above ``EXACT_TERMS``, so the cost never grows with
+  the counts);
 - ``sequential``: always-valid p-values and confidence sequences (mSPRT);
 - ``srm``: the sample-ratio-mismatch check;
 - ``multiple``: Holm and Benjamini-Hochberg across variants;
 - ``latency``: p50/p95 with bootstrap intervals and always-valid intervals;
 - ``decision``: the analysis and the decision rule;
-- ``status``: the mapping onto the resource's status models.
+- ``status``: the mapping onto the resource's status models, and back (``recorded``:
+  what the next analysis continues from).
 
 Every formula names its published source in its docstring. Nothing here imports
 Kubernetes, kopf or any client; only numpy, scipy and the resource models (in
@@ -30,6 +34,7 @@ from smart_operator.stats.decision import (
     Metric,
     Outcome,
     Policy,
+    Recorded,
     Rules,
     StoppingRules,
     VariantAnalysis,
@@ -69,7 +74,7 @@ from smart_operator.stats.sequential import (
     log_mixture_likelihood_ratio,
 )
 from smart_operator.stats.srm import SRM_THRESHOLD, SampleRatioCheck, sample_ratio_check
-from smart_operator.stats.status import to_status
+from smart_operator.stats.status import recorded, to_status
 
 __all__ = [
     "SRM_THRESHOLD",
@@ -81,6 +86,7 @@ __all__ = [
     "Metric",
     "Outcome",
     "Policy",
+    "Recorded",
     "Rules",
     "SampleRatioCheck",
     "SequentialComparison",
@@ -113,6 +119,7 @@ __all__ = [
     "quantile",
     "quantile_confidence_sequence",
     "rate",
+    "recorded",
     "relative_uplift_delta",
     "relative_uplift_katz",
     "restricted_rates",

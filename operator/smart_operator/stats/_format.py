@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def rate(value: float) -> str:
     """A conversion rate: one decimal, two below 1%."""
@@ -23,8 +25,18 @@ def change(value: float) -> str:
 
 
 def level(confidence: float) -> str:
-    """A confidence level: "95%", "97.5%"."""
-    return f"{round(100 * confidence, 1):g}%"
+    """A confidence level with the digits it needs and no more: "95%", "97.5%",
+    "98.3%" (1 - 0.05/3), "99.66%" (1 - 0.01/3), "99.99%": two significant digits of what
+    is missing to 100%, cut rather than rounded, so never a level it does not have."""
+    missing = 100.0 * (1.0 - confidence)
+    if not 0.0 < missing < 100.0:
+        return f"{100 * confidence:g}%"
+    # Two significant digits of what is missing to 100%, cut (not rounded) so the
+    # label never claims more than the interval has: 1 - 0.01/3 reads 99.66%.
+    digits = max(0, math.ceil(-math.log10(missing))) + 1
+    scale = 10**digits
+    cut = math.floor(100.0 * confidence * scale + 1e-6) / scale
+    return f"{cut:.{digits}f}".rstrip("0").rstrip(".") + "%"
 
 
 def chance(probability: float) -> str:

@@ -43,6 +43,14 @@ def betainc(a: ArrayLike, b: ArrayLike, x: ArrayLike) -> FloatArray:
     return np.asarray(_special.betainc(a, b, x), dtype=np.float64)
 
 
+def gauss_legendre(points: int) -> tuple[FloatArray, FloatArray]:
+    """Nodes and weights of the ``points``-point Gauss-Legendre rule on [-1, 1]
+    (G. H. Golub and J. H. Welsch (1969), "Calculation of Gauss quadrature rules",
+    Mathematics of Computation 23:221-230, as numpy computes them)."""
+    nodes, weights = np.polynomial.legendre.leggauss(points)
+    return np.asarray(nodes, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+
+
 def beta_ppf(q: float, a: float, b: float) -> float:
     """The q-quantile of Beta(a, b)."""
     return float(_special.betaincinv(a, b, q))

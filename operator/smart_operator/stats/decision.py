@@ -14,25 +14,37 @@ The decision rule, in order:
    and the experiment has ``Policy.min_conversions`` conversions (or, for a latency
    goal, ``Policy.min_latency_samples`` timings per variant).
 3. Always-valid tests (``sequential``): each variant against the control with the
-   normal-mixture mSPRT of Johari et al. on the log risk ratio, its p-values adjusted
-   across variants with Holm (or Benjamini-Hochberg). A variant whose adjusted p-value
-   is at most alpha, and which converts better, wins; if every variant is significantly
-   worse, the control wins. Because the p-values are always-valid, checking after
-   every report does not inflate false winners. For a latency goal, each arm gets an
-   always-valid interval for its percentile at alpha/k (k arms, so all hold at once), and
-   a variant wins when its interval lies entirely below the control's.
+   normal-mixture mSPRT of Johari et al. on the log risk ratio. Its always-valid
+   p-value is the running minimum over every report so far (``Recorded.p_values``,
+   kept on the status): Johari et al. define it so, and its guarantee is exactly that
+   stopping at the first report where it falls below alpha keeps the false-positive
+   rate at alpha. The p-values are adjusted across variants with Holm (or
+   Benjamini-Hochberg). A variant whose adjusted p-value is at most alpha, and which
+   converts better, wins; if every variant is significantly worse, the control wins.
+   For a latency goal, each arm gets an always-valid interval for its percentile at
+   alpha/k (k arms, so all hold at once), and a variant wins when its interval lies
+   entirely below the control's.
 4. "no_difference" when the always-valid intervals rule out any meaningful effect
    (every variant within ±``Policy.meaningful_lift`` of control) or when the
    experiment reaches ``max_duration_days`` without a winner.
 
 Otherwise the decision stays "pending", with an estimate of how many more visitors per
 variant would settle it if the observed difference held.
+
+A decision, once reached, stays (``Recorded.decision``): the first crossing is the
+stopping time the guarantee is for, and later data (which a p-value taken on the
+current data alone would let drift back above alpha) does not reopen it. Only a
+decision reached with a trustworthy split counts, since rule 1 blocks reaching one;
+a mismatch that appears afterwards is reported (``sample_ratio``) but does not undo it
+(serving only the promoted winner makes the split differ from the weights on purpose).
+A kept decision is dropped when its winner is no longer one of the variants or the
+rules now ask for more data than there is (staff raised the minimum sample).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, Protocol
@@ -131,14 +143,16 @@ class VariantAnalysis:
     rate_interval: Interval | None
     uplift: float | None = None
     uplift_interval: Interval | None = None
-    """Always-valid, at the level at which the correction tested this variant."""
+    """Always-valid, at the level at which the correction tested this variant
+    (``Interval.confidence``: 1 - alpha/m for Holm's first step of m comparisons)."""
     uplift_interval_fixed: Interval | None = None
     """Delta method, valid for one look only; descriptive."""
     chance_to_beat_control: float | None = None
     expected_loss: float | None = None
     """Expected loss (absolute rate) of shipping this variant instead of the control."""
     p_value: float | None = None
-    """Always-valid p-value against the control, before adjustment."""
+    """Always-valid p-value against the control, before adjustment: the running minimum
+    over this report and every earlier one (``Recorded.p_values``)."""
     adjusted_p_value: float | None = None
     latency: LatencySummary | None = None
     latency_change: Estimate | None = None
@@ -157,6 +171,18 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What earlier analyses of the same experiment left behind (on its status), which
+    this one continues from."""
+
+    p_values: Mapping[str, float] = field(default_factory=dict)
+    """Each variant's always-valid p-value against the control so far (the running
+    minimum, before adjustment), by variant name."""
+    decision: Verdict | None = None
+    """The decision on record; kept if it concluded (see the module docstring)."""
+
+
+@dataclass(frozen=True)
 class Analysis:
     """The result of ``analyze``."""
 
@@ -166,7 +192,7 @@ class Analysis:
     variants: tuple[VariantAnalysis, ...]
     sample_ratio: SampleRatioCheck
     always_valid_p_value: float | None
-    """The smallest adjusted always-valid p-value over the variants."""
+    """The smallest adjusted always-valid p-value over the variants (running minima)."""
     visitors_needed: int | None
     """About how many more visitors per variant a decision needs (0 once decided)."""
     days_needed: float | None
@@ -197,6 +223,7 @@ def _describe(
     control: VariantCounts,
     is_control: bool,
     comparison: SequentialComparison | None,
+    p_value: float | None,
     adjusted_p: float | None,
     level: float | None,
     policy: Policy,
@@ -244,7 +271,7 @@ def _describe(
         uplift_interval_fixed=fixed.interval if fixed else None,
         chance_to_beat_control=chance_to_beat(*args, prior=policy.prior),
         expected_loss=expected_loss(*args, prior=policy.prior),
-        p_value=comparison.p_value if comparison else None,
+        p_value=p_value,
         adjusted_p_value=adjusted_p,
         latency=latency,
     )
@@ -258,14 +285,17 @@ def analyze(
     *,
     metric: Metric = "conversion_rate",
     policy: Policy | None = None,
+    recorded: Recorded | None = None,
 ) -> Analysis:
     """Analyse the experiment's cumulative counts and decide (see the module docstring).
 
     ``variants`` lists the control first. ``started_at`` and ``now`` must both be aware
     (or both naive); the elapsed time drives ``max_duration_days`` and the "days
-    needed" estimate.
+    needed" estimate. ``recorded`` is what the previous analysis left on the status
+    (``status.recorded``): the running minima of the p-values and the decision.
     """
     policy = policy or Policy()
+    recorded = recorded or Recorded()
     alpha = rules.alpha
     _validate(variants, alpha)
     elapsed_days = max(0.0, (now - started_at).total_seconds() / _SECONDS_PER_DAY)
@@ -287,12 +317,25 @@ def analyze(
                 policy.mixture_sd,
             )
             compared.append(index)
-    adjusted = adjust([comparisons[i].p_value for i in compared], alpha, policy.correction)
+    running = {
+        i: min(comparisons[i].p_value, recorded.p_values.get(variants[i].name, 1.0))
+        for i in compared
+    }
+    adjusted = adjust([running[i] for i in compared], alpha, policy.correction)
     adjusted_p = dict(zip(compared, adjusted.p_values, strict=True))
     levels = dict(zip(compared, adjusted.levels, strict=True))
 
     described = [
-        _describe(v, control, i == 0, comparisons.get(i), adjusted_p.get(i), levels.get(i), policy)
+        _describe(
+            v,
+            control,
+            i == 0,
+            comparisons.get(i),
+            running.get(i),
+            adjusted_p.get(i),
+            levels.get(i),
+            policy,
+        )
         for i, v in enumerate(variants)
     ]
     if metric != "conversion_rate":
@@ -307,7 +350,11 @@ def analyze(
         elapsed_days=elapsed_days,
         srm=srm,
     )
-    if metric == "conversion_rate":
+    kept = _kept(recorded.decision, context, metric)
+    needed: int | None
+    if kept is not None:
+        verdict, needed = kept, 0
+    elif metric == "conversion_rate":
         verdict, needed = _decide_conversions(context, comparisons, adjusted_p)
     else:
         verdict, needed = _decide_latency(context, metric)
@@ -373,6 +420,27 @@ def _with_latency(
         )
         result.append(replace(analysis, latency_interval=cs, latency_change=change))
     return result
+
+
+def _kept(decision: Verdict | None, context: _Context, metric: Metric) -> Verdict | None:
+    """The recorded decision, if it concluded, still names one of the variants, and the
+    minimum data the rules ask for is still there (counts only grow, so only a change of
+    the rules, such as a raised minimum sample, can reopen a decision)."""
+    if decision is None or decision.outcome == "pending":
+        return None
+    if decision.winner is not None and decision.winner not in {v.name for v in context.variants}:
+        return None
+    if _gate_gap(context) > 0:
+        return None
+    if metric == "conversion_rate":
+        conversions = sum(context.variants[i].conversions for i in context.served)
+        if conversions < context.policy.min_conversions:
+            return None
+    elif min((len(context.variants[i].latencies_ms) for i in context.served), default=0) < (
+        context.policy.min_latency_samples
+    ):
+        return None
+    return decision
 
 
 def _gate_gap(context: _Context) -> int:
@@ -634,6 +702,7 @@ __all__ = [
     "Metric",
     "Outcome",
     "Policy",
+    "Recorded",
     "Rules",
     "StoppingRules",
     "VariantAnalysis",

@@ -175,13 +175,17 @@ def quantile_confidence_sequence(
     Vₘ = sigma²·``tuned_for`` makes the boundary tightest near that many samples
     (Howard et al. 2021).
     """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     values = _sorted(samples)
     n = values.size
     variance = bernoulli_subgaussian_variance(q)
-    log_inv = 2.0 * math.log(1.0 / alpha)
+    # Every alpha is used through its logarithm: alpha² underflows to 0 (and the
+    # boundary divided by it) below alpha ≈ 1e-162.
+    log_inv = -2.0 * math.log(alpha)
     rho = variance * tuned_for / (log_inv + math.log1p(log_inv))
     v = variance * n
-    u = math.sqrt((v + rho) * math.log((v + rho) / (rho * alpha * alpha)))
+    u = math.sqrt((v + rho) * (math.log((v + rho) / rho) + log_inv))
     low_rank = math.ceil(q * n - u - _EPS)
     high_rank = math.ceil(q * n + u - _EPS)
     low = float(values[low_rank - 1]) if low_rank >= 1 else -math.inf

@@ -94,7 +94,9 @@ def confidence_sequence_half_width(variance: float, mixture_sd: float, alpha: fl
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     tau2 = mixture_sd * mixture_sd
     total = variance + tau2
-    return math.sqrt(variance * total / tau2 * math.log(total / (variance * alpha * alpha)))
+    # log(total / (v·alpha²)) taken apart: alpha² underflows to 0 below alpha ≈ 1e-162.
+    log_ratio = math.log(total / variance) - 2.0 * math.log(alpha)
+    return math.sqrt(variance * total / tau2 * log_ratio)
 
 
 def confidence_sequence(

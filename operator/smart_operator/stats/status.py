@@ -1,4 +1,5 @@
-"""Maps an ``Analysis`` onto the ``Experiment`` status models. Pure, no I/O.
+"""Maps an ``Analysis`` onto the ``Experiment`` status models, and reads back from them
+what the next analysis continues from (``recorded``). Pure, no I/O.
 
 The only module of the package that imports the resource models; the statistics
 themselves do not depend on them.
@@ -7,10 +8,11 @@ themselves do not depend on them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 
 from smart_operator.models.experiment import Decision, Statistics, VariantResult
-from smart_operator.stats.decision import Analysis, VariantAnalysis
+from smart_operator.stats.decision import Analysis, Recorded, VariantAnalysis, Verdict
 
 
 def _finite(value: float | None) -> float | None:
@@ -23,7 +25,8 @@ def variant_result(variant: VariantAnalysis) -> VariantResult:
 
     ``rateLow/rateHigh`` is the Wilson interval; ``upliftLow/upliftHigh`` the
     always-valid interval that the decision uses (the look-once delta-method interval
-    stays in the ``Analysis``).
+    stays in the ``Analysis``); each with its level, so every label can say it.
+    ``alwaysValidPValue`` is the running minimum the next analysis continues from.
     """
     rate_interval = variant.rate_interval
     uplift_interval = variant.uplift_interval
@@ -35,13 +38,22 @@ def variant_result(variant: VariantAnalysis) -> VariantResult:
         rate=_finite(variant.rate),
         rate_low=_finite(rate_interval.low) if rate_interval else None,
         rate_high=_finite(rate_interval.high) if rate_interval else None,
+        rate_confidence=_level(rate_interval.confidence) if rate_interval else None,
         uplift=_finite(variant.uplift),
         uplift_low=_finite(uplift_interval.low) if uplift_interval else None,
         uplift_high=_finite(uplift_interval.high) if uplift_interval else None,
+        uplift_confidence=_level(uplift_interval.confidence) if uplift_interval else None,
         chance_to_beat_control=_finite(variant.chance_to_beat_control),
+        always_valid_p_value=_finite(variant.p_value),
         p50_ms=_finite(latency.p50.value) if latency else None,
         p95_ms=_finite(latency.p95.value) if latency else None,
     )
+
+
+def _level(confidence: float) -> float | None:
+    """A level the status can carry: strictly between 0 and 1 (an alpha of 1e-300
+    makes 1 - alpha round to 1.0, which says nothing a label could use)."""
+    return confidence if 0.0 < confidence < 1.0 else None
 
 
 def statistics(analysis: Analysis) -> Statistics:
@@ -85,3 +97,17 @@ def to_status(
         statistics(analysis),
         decision(analysis, now, previous),
     )
+
+
+def recorded(variants: Sequence[VariantResult], decision: Decision | None) -> Recorded:
+    """What ``analyze`` continues from, read back from the status it wrote: each
+    variant's running-minimum p-value and the decision on record."""
+    p_values = {
+        v.name: v.always_valid_p_value for v in variants if v.always_valid_p_value is not None
+    }
+    verdict = (
+        Verdict(decision.outcome, decision.winner, decision.reason or "")
+        if decision is not None
+        else None
+    )
+    return Recorded(p_values=p_values, decision=verdict)
