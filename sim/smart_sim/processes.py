@@ -233,7 +233,8 @@ class DashboardProcess(ManagedProcess):
 
 class SimulatorProcess(ManagedProcess):
     """A provider simulator (``python -m smart_sim.hetzner`` or ``.cloudflare``) on a
-    free loopback port, ready once its control API answers."""
+    free port of ``host`` (loopback, or a local node's link address so its pods reach
+    it), ready once its control API answers."""
 
     def __init__(
         self,
@@ -242,13 +243,23 @@ class SimulatorProcess(ManagedProcess):
         log_dir: Path,
         args: list[str] | None = None,
         env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = free_port()
-        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.root_url = f"http://{host}:{self.port}"
         self.url = self.root_url + api_path
         super().__init__(
             module.rsplit(".", 1)[-1],
-            [sys.executable, "-m", module, "--port", str(self.port), *(args or [])],
+            [
+                sys.executable,
+                "-m",
+                module,
+                "--host",
+                host,
+                "--port",
+                str(self.port),
+                *(args or []),
+            ],
             log_dir,
             env,
         )
@@ -279,9 +290,11 @@ class Clouds:
         cloudflare_args: list[str] | None = None,
         hosts: bool = True,
         agent_env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         """``agent_env``: ``SMART_AGENT_*`` settings every simulated host's agent gets
-        (for example shorter report intervals in tests)."""
+        (for example shorter report intervals in tests). ``host``: the address both
+        simulators listen on; a local node's link address lets its pods reach them."""
         self.hosts_dir = log_dir / "hosts"
         # A network of its own, so that two runs at once (two test sessions, a test
         # session beside `make dev`) never hand out the same host address.
@@ -302,12 +315,14 @@ class Clouds:
             log_dir,
             ["--token", CLOUD_TOKEN, *(booting if hosts else []), *(hetzner_args or [])],
             env=agent_env,
+            host=host,
         )
         self.cloudflare = SimulatorProcess(
             "smart_sim.cloudflare",
             "/client/v4",
             log_dir,
             ["--token", CLOUD_TOKEN, *(cloudflare_args or [])],
+            host=host,
         )
 
     def start(self) -> Clouds:
