@@ -36,6 +36,13 @@ from tests.conftest import Cluster, Operator, eventually
 CHART = platform.ROOT / "charts" / "smartserver"
 RELEASE = "smartserver"
 NAMESPACE = "smartserver-system"
+# What the chart renders without a namespace.
+CLUSTER_KINDS = {
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterKopfPeering",
+}
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +104,7 @@ def test_chart_lints_strictly(helm: Path) -> None:
 
 # What the chart installs for the operator alone, with the intake and the dashboard off.
 OPERATOR_KINDS = [
+    "ClusterKopfPeering",  # the replicas' peering object
     "ClusterRole",  # the operator's
     "ClusterRole",  # staff: editor
     "ClusterRole",  # staff: viewer
@@ -113,6 +121,7 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
+        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRole",
         "ClusterRole",
@@ -135,9 +144,8 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "ServiceAccount",  # the dashboard's
         "StatefulSet",
     ]
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
     for doc in docs:
-        if doc["kind"] not in cluster_scoped:
+        if doc["kind"] not in CLUSTER_KINDS:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
 
     operator = find(docs, "StatefulSet")
@@ -806,7 +814,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(
         {"dashboard"} if "intake.enabled=false" in values else {"intake", "dashboard"}
     )
     for doc in docs:
-        if doc["kind"] not in {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
+        if doc["kind"] not in CLUSTER_KINDS:
             assert doc["metadata"]["namespace"] == release_namespace
 
 
