@@ -719,19 +719,101 @@ SERVICE_MONITOR_CRD = {
 }
 
 
+# The part of the Prometheus Operator's PrometheusRule CRD the chart's rules rely on
+# (monitoring.coreos.com_prometheusrules.yaml, operator v0.84: groups need a name,
+# rules an expr, an int-or-string; `for` is a duration). promtool checks the rules
+# themselves (tests/unit/test_chart.py).
+PROMETHEUS_RULE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "PrometheusRule",
+            "listKind": "PrometheusRuleList",
+            "plural": "prometheusrules",
+            "singular": "prometheusrule",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "required": ["spec"],
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {
+                                    "groups": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name"],
+                                            "properties": {
+                                                "name": {"type": "string", "minLength": 1},
+                                                "interval": {"type": "string", "pattern": DURATION},
+                                                "rules": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["expr"],
+                                                        "properties": {
+                                                            "alert": {"type": "string"},
+                                                            "record": {"type": "string"},
+                                                            "expr": {
+                                                                "x-kubernetes-int-or-string": True,
+                                                            },
+                                                            "for": {
+                                                                "type": "string",
+                                                                "pattern": DURATION,
+                                                            },
+                                                            "labels": {
+                                                                "type": "object",
+                                                                "additionalProperties": {
+                                                                    "type": "string"
+                                                                },
+                                                            },
+                                                            "annotations": {
+                                                                "type": "object",
+                                                                "additionalProperties": {
+                                                                    "type": "string"
+                                                                },
+                                                            },
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(SERVICE_MONITOR_CRD))
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule kinds."""
+    names = ["servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"]
+    crds = yaml.safe_dump_all([SERVICE_MONITOR_CRD, PROMETHEUS_RULE_CRD])
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=crds)
     try:
         cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
+            "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names)
         )
         yield
     finally:
-        cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false")
+        cluster.kubectl("delete", "crd", *names, "--wait=false")
 
 
 @pytest.fixture
@@ -759,6 +841,10 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
             [
                 "--set",
                 "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                "metrics.grafanaDashboard.enabled=true",
                 "--set",
                 "operator.extraEnv[0].name=SMART_HETZNER_ENDPOINT",
                 "--set",
