@@ -414,6 +414,7 @@ def ensure_image(agent_bundle: Path | None = None) -> Image:
     final = image_cache() / f"operator-{spec.app_version()}-{key}"
     if (final / "image.json").exists():
         return Image.from_json((final / "image.json").read_text())
+    _require_root()
     base = ensure_base()
     say(f"Building the platform's image {spec.reference()} into {final}...")
     started = time.monotonic()
@@ -432,10 +433,21 @@ def ensure_image(agent_bundle: Path | None = None) -> Image:
             key=key,
         )
         (scratch / "image.json").write_text(image.to_json())
+        if app_key(bundle) != key:
+            # The image would be filed under a key its contents no longer match.
+            raise ImageBuildError("the sources changed while the image was built: build again")
         _publish(scratch, final)
     elapsed = time.monotonic() - started
     say(f"Built {image.reference} ({image.size / 1e6:.0f} MB) in {elapsed:.0f} s.")
     return image
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "building the image without Docker needs root (mmdebstrap, chroot, an overlay "
+            "mount); with Docker, `docker build -t smartserver/operator .` builds the same"
+        )
 
 
 def agent_bundle_from_env() -> Path | None:
