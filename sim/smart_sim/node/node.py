@@ -52,6 +52,11 @@ PRIVATE_FOLDERS = (
 )
 
 
+# Room for the images (the platform's unpacks to about 600 MB) and the containers'
+# writable layers; a tmpfs takes memory only for what it holds.
+CONTAINERD_TMPFS = "4g"
+
+
 class NodeError(RuntimeError):
     """A node component did not start; the message names it and ends with its log."""
 
@@ -277,6 +282,12 @@ class Node:
             lines.append(f"mount --bind {mask} /proc/sys/{setting}")
         for folder in PRIVATE_FOLDERS:
             lines.append(f"mount -t tmpfs -o mode=0755 smartserver-node {folder}")
+        # Images and containers' files in memory: unpacking the platform's image onto
+        # a busy disk takes several times longer, and the node keeps nothing anyway.
+        lines.append(
+            f"mount -t tmpfs -o mode=0700,size={CONTAINERD_TMPFS} smartserver-node "
+            f"{self.paths.containerd_root}"
+        )
         # Where kubelet's cAdvisor looks for containerd, whatever the configuration says.
         lines.append(f"ln -s {self.paths.containerd_socket} /run/containerd/containerd.sock")
         # Forwarding between the pods' bridge and eth0, in the node's namespace only.
