@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from smart_sim.bench import agent, controlplane, dashboard, domains, intake
+from smart_sim.bench import agent, controlplane, dashboard, domains, intake, node
 
 BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, Callable[..., None]] = {
     "intake": intake.run,
     "agent": agent.run,
     "dashboard": dashboard.run,
+    "node": node.run,
 }
 
 
@@ -22,7 +23,8 @@ def main() -> None:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="also time the one-time control-plane build with an empty Go cache (minutes)",
+        help="also time the one-time builds (control plane with an empty Go cache, the image "
+        "from nothing): minutes",
     )
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
