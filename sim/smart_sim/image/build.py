@@ -339,9 +339,13 @@ def install_project(base: Path, work: Path, agent_bundle: Path | None) -> Path:
     (upper / "tmp").mkdir(mode=0o1777)
     wheel = project_wheel(upper / "tmp")
     if agent_bundle is not None:
+        # The bundle and its SHA-256 beside it (sha256sum's format), which the operator
+        # reads instead of hashing the bundle at every start.
         target = upper / spec.AGENT_BUNDLE_DIR.lstrip("/")
         target.mkdir(parents=True)
         shutil.copy(agent_bundle, target / agent_bundle.name)
+        digest = hashlib.sha256(agent_bundle.read_bytes()).hexdigest()
+        (target / f"{agent_bundle.name}.sha256").write_text(f"{digest}  {agent_bundle.name}\n")
     say(f"  installing {wheel.name} into the virtualenv")
     script = (
         f"{spec.VENV}/bin/pip install --quiet --no-index --no-deps /tmp/{wheel.name}\n"

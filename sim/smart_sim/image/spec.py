@@ -50,8 +50,8 @@ ENV = {
 LOCK = Path(__file__).with_name("requirements.lock")
 
 # Where the agent bundle goes when one is built (the agent is delivered to the
-# customer servers from the operator's image, checked by hash), and the variable that
-# tells the operator about it.
+# customer servers from the operator's image, checked by hash), with its SHA-256 in
+# `<bundle>.sha256` beside it, and the variable that tells the operator its path.
 AGENT_BUNDLE_DIR = "/opt/smartserver-agent"
 AGENT_BUNDLE_ENV = "SMART_AGENT_BUNDLE"
 
