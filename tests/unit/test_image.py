@@ -5,9 +5,11 @@ dependency of pyproject.toml; and the cache key follows the sources and nothing 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import time
 import tomllib
 from pathlib import Path
 
@@ -152,3 +154,22 @@ def test_an_agent_bundle_changes_the_image_key(tree: Path) -> None:
     bundle = tree / "agent-bundle.tar.gz"
     bundle.write_bytes(b"bundle")
     assert build.app_key(bundle) != build.app_key()
+
+
+def test_images_unused_for_two_days_are_pruned_but_the_newest_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMARTSERVER_CACHE", str(tmp_path))
+    now = time.time()
+    ages = {"a": 0, "b": 1, "c": 2, "d": 3, "e": 72, "f": 100}  # hours since last use
+    for name, hours in ages.items():
+        entry = build.image_cache() / f"operator-0.1.0-{name}"
+        entry.mkdir(parents=True)
+        (entry / "image.json").write_text("{}")
+        os.utime(entry / "image.json", (now - hours * 3600, now - hours * 3600))
+    base = build.image_cache() / "base-x"
+    base.mkdir()
+    build.prune_images()
+    left = sorted(p.name.rsplit("-", 1)[1] for p in build.image_cache().glob("operator-*"))
+    assert left == ["a", "b", "c", "d"], "only images unused for two days beyond the newest go"
+    assert base.exists(), "the base layer is not the prune's"

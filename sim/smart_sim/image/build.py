@@ -411,12 +411,34 @@ def build_app(base: Path, work: Path, agent_bundle: Path | None) -> Path:
     return layout
 
 
+# Platform images not used for this long are removed when a new one is built (each
+# source change makes one, 170 MB each); the newest few always stay.
+PRUNE_AFTER_SECONDS = 2 * 24 * 3600
+KEEP_NEWEST = 3
+
+
+def prune_images() -> None:
+    """Remove platform images nobody used in two days, keeping the newest few: a
+    session that started with an older one has long imported it."""
+    entries = sorted(
+        (p for p in image_cache().glob("operator-*") if (p / "image.json").exists()),
+        key=lambda p: (p / "image.json").stat().st_mtime,
+        reverse=True,
+    )
+    cutoff = time.time() - PRUNE_AFTER_SECONDS
+    for entry in entries[KEEP_NEWEST:]:
+        if (entry / "image.json").stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def ensure_image(agent_bundle: Path | None = None) -> Image:
     """The platform's image, built once per key (see the module docstring)."""
     bundle = agent_bundle or agent_bundle_from_env()
     key = app_key(bundle)
     final = image_cache() / f"operator-{spec.app_version()}-{key}"
     if (final / "image.json").exists():
+        # Marks it used, for prune_images.
+        os.utime(final / "image.json")
         return Image.from_json((final / "image.json").read_text())
     _require_root()
     base = ensure_base()
@@ -441,6 +463,7 @@ def ensure_image(agent_bundle: Path | None = None) -> Image:
             # The image would be filed under a key its contents no longer match.
             raise ImageBuildError("the sources changed while the image was built: build again")
         _publish(scratch, final)
+    prune_images()
     elapsed = time.monotonic() - started
     say(f"Built {image.reference} ({image.size / 1e6:.0f} MB) in {elapsed:.0f} s.")
     return image
