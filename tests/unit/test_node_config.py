@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from smart_sim.controlplane import binaries
-from smart_sim.node import config
+from smart_sim.node import config, node
 from smart_sim.node.link import NODE_NETWORK, slot_addresses, slot_count
 from smart_sim.serving import listenable
 
@@ -122,3 +122,18 @@ def test_build_flags_are_part_of_the_cache_key() -> None:
     module = binaries.HELM_MODULE
     files = (module / "go.mod").read_bytes() + (module / "go.sum").read_bytes()
     assert helm.key() == hashlib.sha256(files).hexdigest()[:16]
+
+
+def test_a_node_refuses_to_start_when_inotify_instances_are_used_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared machines run out: booted servers' systemd holds several each, and they
+    all count against root's one limit. The node says so instead of failing halfway."""
+    limit = tmp_path / "max_user_instances"
+    monkeypatch.setattr(node, "INOTIFY_LIMIT", limit)
+    monkeypatch.setattr(node, "inotify_instances_of_root", lambda: {"systemd": 76, "dbus": 40})
+    limit.write_text("128\n")
+    with pytest.raises(node.NodeError, match=r"root's processes hold 116 of the 128 .*systemd 76"):
+        node.check_inotify_room()
+    limit.write_text("1024\n")
+    node.check_inotify_room()

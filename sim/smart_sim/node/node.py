@@ -100,6 +100,7 @@ class Node:
             raise NodeError("a local node needs root (namespaces, mounts, cgroups)")
         binaries = self.binaries = self.binaries or ensure_node_binaries()
         pause = ensure_pause_image()
+        check_inotify_room()
         deadline = time.monotonic() + timeout
         try:
             self._write_files(pause)
@@ -360,11 +361,21 @@ class Node:
     # -- readiness -----------------------------------------------------------------------
 
     def _containerd_answers(self) -> bool:
+        """containerd answers, and its CRI plugin (what kubelet talks to) loaded."""
         try:
-            self._ctr("version")
+            plugins = self._ctr("plugins", "list")
         except NodeError:
             return False
-        return True
+        cri = [
+            line
+            for line in plugins.splitlines()
+            if line.split()[:2] == ["io.containerd.grpc.v1", "cri"]
+        ]
+        if cri and cri[0].split()[-1] != "ok":
+            log = (self.paths.logs / "containerd.log").read_text(errors="replace")
+            why = [line for line in log.splitlines() if "io.containerd.grpc.v1.cri" in line]
+            raise NodeError(f"containerd's CRI plugin did not load: {why[-1] if why else cri[0]}")
+        return bool(cri)
 
     def _ready_and_schedulable(self) -> bool:
         try:
@@ -374,6 +385,51 @@ class Node:
         node = json.loads(text)
         conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
         return conditions.get("Ready") == "True" and not node["spec"].get("taints")
+
+
+# inotify instances the node opens: 8 counted on a running node with the platform
+# (kubelet 6: its cAdvisor, config and certificate watchers; containerd's CRI plugin 1;
+# kube-proxy 1), with room to spare.
+INOTIFY_INSTANCES_NEEDED = 16
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def inotify_instances_of_root() -> dict[str, int]:
+    """inotify instances open in processes of uid 0, by process name: they share one
+    limit (fs.inotify.max_user_instances), whatever namespace the process is in."""
+    counts: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != 0:
+                continue
+            fds = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+            name = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        found = sum(1 for target in fds if target == "anon_inode:inotify")
+        if found:
+            counts[name] = counts.get(name, 0) + found
+    return counts
+
+
+def check_inotify_room() -> None:
+    """Refuse to start, saying why, when the machine's processes of root have used up
+    the inotify instances the kernel allows them (containerd and kubelet would fail
+    with "too many open files" halfway through starting)."""
+    limit = int(INOTIFY_LIMIT.read_text())
+    used = inotify_instances_of_root()
+    total = sum(used.values())
+    if limit - total >= INOTIFY_INSTANCES_NEEDED:
+        return
+    biggest = ", ".join(f"{name} {n}" for name, n in sorted(used.items(), key=lambda i: -i[1])[:5])
+    raise NodeError(
+        f"too few inotify instances left for a node: root's processes hold {total} of the "
+        f"{limit} the kernel allows (fs.inotify.max_user_instances; {biggest}) and a node "
+        f"needs about {INOTIFY_INSTANCES_NEEDED}. Stop what holds them, or raise the limit "
+        "(sysctl fs.inotify.max_user_instances=1024, as kind and k3d document)."
+    )
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
