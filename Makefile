@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help dev test system venv binaries helm cluster lint typecheck crds unit chaos bench chart clean
+.PHONY: help dev test system venv binaries helm node image cluster lint typecheck crds unit chaos bench chart clean
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -15,7 +15,7 @@ help: ## Show this list
 dev: system binaries ## Run the whole platform locally (control plane, operator, samples); Ctrl-C stops it
 	$(BIN)/python -m smart_sim.dev
 
-test: system binaries helm ## Lint, type-check and run every test on a real control plane
+test: system binaries helm node image ## Lint, type-check and run every test on a real control plane
 	@scripts/test
 
 system: ## Install the Debian packages the platform needs (only missing ones)
@@ -35,8 +35,14 @@ binaries: venv ## Build (once, cached in ~/.cache/smartserver) or find the contr
 helm: venv ## Build (once, cached) or find helm, which the chart tests use
 	@$(BIN)/python -m smart_sim.controlplane --build-only --with-helm | tail -1
 
-cluster: binaries ## Start only a local control plane and print its kubeconfig
-	$(BIN)/python -m smart_sim.controlplane
+node: venv ## Build (once, cached) the local node: kubelet, kube-proxy, kube-scheduler, CoreDNS
+	@$(BIN)/python -m smart_sim.controlplane --build-only --node | tail -4
+
+image: venv ## Build the platform's image without Docker (cached by content hash)
+	@$(BIN)/python -m smart_sim.image
+
+cluster: binaries ## Start a local control plane; NODE=1 adds a node that runs pods (root)
+	$(BIN)/python -m smart_sim.controlplane $(if $(NODE),--node)
 
 lint: venv ## ruff and the import-linter boundaries
 	$(BIN)/ruff check .

@@ -241,7 +241,8 @@ class DashboardProcess(ManagedProcess):
 
 class SimulatorProcess(ManagedProcess):
     """A provider simulator (``python -m smart_sim.hetzner`` or ``.cloudflare``) on a
-    free loopback port, ready once its control API answers."""
+    free port of ``host`` (loopback, or a local node's link address so its pods reach
+    it), ready once its control API answers."""
 
     def __init__(
         self,
@@ -250,13 +251,23 @@ class SimulatorProcess(ManagedProcess):
         log_dir: Path,
         args: list[str] | None = None,
         env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = free_port()
-        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.root_url = f"http://{host}:{self.port}"
         self.url = self.root_url + api_path
         super().__init__(
             module.rsplit(".", 1)[-1],
-            [sys.executable, "-m", module, "--port", str(self.port), *(args or [])],
+            [
+                sys.executable,
+                "-m",
+                module,
+                "--host",
+                host,
+                "--port",
+                str(self.port),
+                *(args or []),
+            ],
             log_dir,
             env,
         )
@@ -286,7 +297,10 @@ class Clouds:
         hetzner_args: list[str] | None = None,
         cloudflare_args: list[str] | None = None,
         booted: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
+        """``host``: the address both simulators listen on; a local node's link address
+        lets its pods reach them."""
         self.booted = booted
         self.servers_dir = log_dir / "servers"
         self._network: dict[str, Any] | None = None
@@ -296,12 +310,14 @@ class Clouds:
             "/v1",
             log_dir,
             ["--token", CLOUD_TOKEN, *booting, *(hetzner_args or [])],
+            host=host,
         )
         self.cloudflare = SimulatorProcess(
             "smart_sim.cloudflare",
             "/client/v4",
             log_dir,
             ["--token", CLOUD_TOKEN, *(cloudflare_args or [])],
+            host=host,
         )
 
     def start(self) -> Clouds:

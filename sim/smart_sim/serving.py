@@ -1,6 +1,8 @@
 """Serving a simulator's aiohttp app on a loopback port, for test fixtures and launchers.
 
-Only loopback addresses are accepted: a simulator never listens on a real network.
+Only loopback addresses are accepted, and the host side of a network namespace the
+tests make themselves (``LINK_NETWORKS``: a local node's link, where its pods reach
+the simulators): a simulator never listens on a real network.
 """
 
 from __future__ import annotations
@@ -11,7 +13,18 @@ from typing import Self
 
 from aiohttp import web
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LINK_NETWORKS", "LoopbackServer", "listenable"]
+
+# 198.18.0.0/15 is for benchmarking networks (RFC 2544) and never routed on the
+# internet; the local node's links (198.19.0.0/24) and simulated servers' network take
+# their addresses from it.
+LINK_NETWORKS = (ipaddress.ip_network("198.18.0.0/15"),)
+
+
+def listenable(host: str) -> bool:
+    """Whether a simulator may listen on ``host``."""
+    address = ipaddress.ip_address(host)
+    return address.is_loopback or any(address in network for network in LINK_NETWORKS)
 
 
 class LoopbackServer:
@@ -22,8 +35,10 @@ class LoopbackServer:
     api_path = ""
 
     def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the simulator listens on loopback only, not on {host}")
+        if not listenable(host):
+            raise ValueError(
+                f"the simulator listens on loopback or a test link only, not on {host}"
+            )
         self.app = app
         self._host = host
         self._port = port

@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from smart_sim.controlplane.binaries import _ensure, _required_version
+from smart_sim.controlplane.binaries import GoBuild, _ensure, _required_version
 from smart_sim.controlplane.cluster import free_port
 from smart_sim.processes import ManagedProcess
 
@@ -51,7 +51,8 @@ API_KEY = "sk_test_smartserver"  # stripe-mock accepts any key of the right shap
 def ensure_stripe_mock() -> Path:
     """The stripe-mock binary pinned in ``sim/tools/stripe-mock``, built once."""
     version = _required_version(MODULE, PACKAGE)
-    return _ensure(MODULE, {"stripe-mock": PACKAGE}, f"stripe-mock {version}")["stripe-mock"]
+    build = GoBuild(f"stripe-mock {version}", "stripe-mock", MODULE)
+    return _ensure(build, {"stripe-mock": PACKAGE})["stripe-mock"]
 
 
 def _answers(url: str) -> bool:

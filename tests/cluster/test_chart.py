@@ -37,6 +37,13 @@ from tests.waiting import eventually
 CHART = platform.ROOT / "charts" / "smartserver"
 RELEASE = "smartserver"
 NAMESPACE = "smartserver-system"
+# What the chart renders without a namespace.
+CLUSTER_KINDS = {
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterKopfPeering",
+}
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +105,7 @@ def test_chart_lints_strictly(helm: Path) -> None:
 
 # What the chart installs for the operator alone, with the intake and the dashboard off.
 OPERATOR_KINDS = [
+    "ClusterKopfPeering",  # the replicas' peering object
     "ClusterRole",  # the operator's
     "ClusterRole",  # staff: editor
     "ClusterRole",  # staff: viewer
@@ -114,6 +122,7 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
+        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRole",
         "ClusterRole",
@@ -136,9 +145,8 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "ServiceAccount",  # the dashboard's
         "StatefulSet",
     ]
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
     for doc in docs:
-        if doc["kind"] not in cluster_scoped:
+        if doc["kind"] not in CLUSTER_KINDS:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
 
     operator = find(docs, "StatefulSet")
@@ -712,19 +720,101 @@ SERVICE_MONITOR_CRD = {
 }
 
 
+# The part of the Prometheus Operator's PrometheusRule CRD the chart's rules rely on
+# (monitoring.coreos.com_prometheusrules.yaml, operator v0.84: groups need a name,
+# rules an expr, an int-or-string; `for` is a duration). promtool checks the rules
+# themselves (tests/unit/test_chart.py).
+PROMETHEUS_RULE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "PrometheusRule",
+            "listKind": "PrometheusRuleList",
+            "plural": "prometheusrules",
+            "singular": "prometheusrule",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "required": ["spec"],
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {
+                                    "groups": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name"],
+                                            "properties": {
+                                                "name": {"type": "string", "minLength": 1},
+                                                "interval": {"type": "string", "pattern": DURATION},
+                                                "rules": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["expr"],
+                                                        "properties": {
+                                                            "alert": {"type": "string"},
+                                                            "record": {"type": "string"},
+                                                            "expr": {
+                                                                "x-kubernetes-int-or-string": True,
+                                                            },
+                                                            "for": {
+                                                                "type": "string",
+                                                                "pattern": DURATION,
+                                                            },
+                                                            "labels": {
+                                                                "type": "object",
+                                                                "additionalProperties": {
+                                                                    "type": "string"
+                                                                },
+                                                            },
+                                                            "annotations": {
+                                                                "type": "object",
+                                                                "additionalProperties": {
+                                                                    "type": "string"
+                                                                },
+                                                            },
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(SERVICE_MONITOR_CRD))
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule kinds."""
+    names = ["servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"]
+    crds = yaml.safe_dump_all([SERVICE_MONITOR_CRD, PROMETHEUS_RULE_CRD])
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=crds)
     try:
         cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
+            "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names)
         )
         yield
     finally:
-        cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false")
+        cluster.kubectl("delete", "crd", *names, "--wait=false")
 
 
 @pytest.fixture
@@ -752,6 +842,10 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
             [
                 "--set",
                 "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                "metrics.grafanaDashboard.enabled=true",
                 "--set",
                 "operator.extraEnv[0].name=SMART_HETZNER_ENDPOINT",
                 "--set",
@@ -807,7 +901,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(
         {"dashboard"} if "intake.enabled=false" in values else {"intake", "dashboard"}
     )
     for doc in docs:
-        if doc["kind"] not in {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
+        if doc["kind"] not in CLUSTER_KINDS:
             assert doc["metadata"]["namespace"] == release_namespace
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from smart_sim.bench import agent, boot, controlplane, dashboard, domains, intake
+from smart_sim.bench import agent, boot, controlplane, dashboard, domains, intake, node
 
 BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, Callable[..., None]] = {
     "agent": agent.run,
     "dashboard": dashboard.run,
     "boot": boot.run,
+    "node": node.run,
 }
 
 
@@ -23,8 +24,8 @@ def main() -> None:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="also time the one-time builds: the control plane with an empty Go cache "
-        "(minutes), the booted servers' image",
+        help="also time the one-time builds (the control plane with an empty Go cache, the "
+        "platform's image and the booted servers' image from nothing): minutes",
     )
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)

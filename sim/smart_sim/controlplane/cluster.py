@@ -1,10 +1,15 @@
-"""Starts a real Kubernetes control plane as plain processes on loopback: etcd,
+"""Starts a real Kubernetes control plane as plain processes: etcd,
 kube-apiserver (with ``--authorization-mode=RBAC``) and kube-controller-manager (for
 garbage collection, namespace deletion, quota status and service-account tokens).
 
-No container runtime and no nodes: enough for an operator, its CRDs and its RBAC.
-Every process is stopped by ``stop()``, which is safe to call more than once; use the
-class as a context manager so that happens even on failure.
+By default it listens on loopback and serves no nodes: enough for an operator, its
+CRDs and its RBAC. Given a ``listen_address`` (the host side of a local node's link,
+see ``smart_sim.node``) it listens and advertises there, so a node and its pods reach
+it (the ``kubernetes`` Service's endpoint is that address), authorizes kubelets with
+the Node authorizer, talks to them with a client certificate of its CA, and runs
+every controller a cluster with pods needs. Every process is stopped by ``stop()``,
+which is safe to call more than once; use the class as a context manager so that
+happens even on failure.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
 )
+# With a node, pods need the rest: Deployments, StatefulSets, endpoints, the root CA
+# ConfigMap every pod's service-account volume mounts, node lifecycle (taints).
+NODE_CONTROLLERS = ("*",)
+LOOPBACK = "127.0.0.1"
 
 
 class ControlPlaneError(RuntimeError):
@@ -97,10 +106,19 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: str, pair: KeyPair
 class ControlPlane:
     """One local control plane: ``start()``, use ``kubeconfig``, ``stop()``."""
 
-    def __init__(self, workdir: Path | None = None, binaries: Binaries | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        binaries: Binaries | None = None,
+        listen_address: str | None = None,
+    ) -> None:
+        """``listen_address``: serve nodes, listening there instead of on loopback."""
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="smartserver-cp-"))
         self.binaries = binaries
+        self.address = listen_address or LOOPBACK
+        self.serves_nodes = listen_address is not None
+        self.ca: CertificateAuthority | None = None
         self.pki = self.workdir / "pki"
         self.logs = self.workdir / "logs"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -120,12 +138,13 @@ class ControlPlane:
         self.logs.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         try:
-            ca = CertificateAuthority(self.pki)
+            ca = self.ca = CertificateAuthority(self.pki)
             serving = ca.issue(
                 "apiserver",
                 "kube-apiserver",
                 server=True,
                 hosts=(
+                    self.address,
                     "127.0.0.1",
                     "localhost",
                     SERVICE_IP,
@@ -159,14 +178,14 @@ class ControlPlane:
             )
             self._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), deadline, "answers /health")
 
-            self.server = f"https://127.0.0.1:{api_port}"
+            self.server = f"https://{self.address}:{api_port}"
             self._spawn(
                 "kube-apiserver",
                 [
                     str(binaries.kube_apiserver),
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--bind-address={self.address}",
+                    f"--advertise-address={self.address}",
                     f"--secure-port={api_port}",
                     f"--tls-cert-file={serving.cert}",
                     f"--tls-private-key-file={serving.key}",
@@ -175,10 +194,9 @@ class ControlPlane:
                     f"--service-account-key-file={sa.cert}",
                     f"--service-account-signing-key-file={sa.key}",
                     "--service-cluster-ip-range=10.0.0.0/24",
-                    "--authorization-mode=RBAC",
-                    "--endpoint-reconciler-type=none",
                     "--allow-privileged=true",
                     f"--cert-dir={self.pki}",
+                    *self._node_serving_flags(ca),
                 ],
             )
             context = ssl.create_default_context(cafile=str(ca.cert_path))
@@ -215,7 +233,9 @@ class ControlPlane:
                     # Each controller acts as its own service account with the
                     # system:controller:* role, as in a real cluster.
                     "--use-service-account-credentials=true",
-                    f"--controllers={','.join(CONTROLLERS)}",
+                    f"--controllers={','.join(self._controllers())}",
+                    f"--cluster-signing-cert-file={ca.cert_path}",
+                    f"--cluster-signing-key-file={ca.key_path}",
                     f"--service-account-private-key-file={sa.key}",
                     f"--root-ca-file={ca.cert_path}",
                     "--kube-api-qps=200",
@@ -265,6 +285,26 @@ class ControlPlane:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _controllers(self) -> tuple[str, ...]:
+        return NODE_CONTROLLERS if self.serves_nodes else CONTROLLERS
+
+    def _node_serving_flags(self, ca: CertificateAuthority) -> list[str]:
+        if not self.serves_nodes:
+            # No node ever reads the `kubernetes` Service's endpoints here.
+            return ["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"]
+        kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client")
+        return [
+            # kubelets act as system:node:<name>, limited to their own node's objects.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # The default: the `kubernetes` Service points at the advertised address.
+            "--endpoint-reconciler-type=lease",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={ca.cert_path}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     # -- helpers -------------------------------------------------------------------------
 
