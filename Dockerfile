@@ -35,17 +35,27 @@ COPY operator /tmp/src/operator
 COPY agent /tmp/src/agent
 COPY dashboard /tmp/src/dashboard
 COPY sim/smart_sim /tmp/src/sim/smart_sim
-RUN "${VENV}/bin/pip" install --no-cache-dir --no-deps /tmp/src \
+# The agent bundle the operator delivers to every server (built from these sources, its
+# SHA-256 beside it), then the project itself.
+RUN cd /tmp/src \
+ && SMARTSERVER_CACHE=/tmp/cache PYTHONPATH=/tmp/src/sim:/tmp/src/operator \
+      "${VENV}/bin/python" -m smart_sim.boot.bundle --out /tmp/bundle \
+ && mkdir -p /opt/smartserver-agent \
+ && mv /tmp/bundle/smart-agent-*.tar.gz /opt/smartserver-agent/smart-agent.tar.gz \
+ && sha256sum /opt/smartserver-agent/smart-agent.tar.gz \
+      | sed 's|/opt/smartserver-agent/||' > /opt/smartserver-agent/smart-agent.tar.gz.sha256 \
+ && "${VENV}/bin/pip" install --no-cache-dir --no-deps /tmp/src \
  && "${VENV}/bin/pip" check \
  && for command in smart-operator smart-intake smart-dashboard; do \
       test -x "${VENV}/bin/${command}"; \
     done \
- && rm -rf /tmp/src
+ && rm -rf /tmp/src /tmp/bundle /tmp/cache
 
 ENV PATH=/opt/smartserver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    LANG=C.UTF-8
+    LANG=C.UTF-8 \
+    SMART_AGENT_BUNDLE=/opt/smartserver-agent/smart-agent.tar.gz
 LABEL org.opencontainers.image.title="Smart Server" \
       org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from smart_sim.image import lock, spec
-from smart_sim.image.build import app_key, ensure_image
+from smart_sim.image.build import app_key, ensure_image, resolve_bundle
 
 
 def main() -> None:
@@ -18,7 +18,8 @@ def main() -> None:
     parser.add_argument(
         "--agent-bundle",
         type=Path,
-        help="embed this agent bundle (default: $SMARTSERVER_AGENT_BUNDLE, else none)",
+        help="embed this agent bundle (default: $SMARTSERVER_AGENT_BUNDLE, else the one "
+        "built from this tree)",
     )
     args = parser.parse_args()
     if args.command == "lock":
@@ -27,7 +28,7 @@ def main() -> None:
         print(f"{spec.LOCK}: {len(pins)} pinned packages")
         return
     if args.command == "key":
-        print(app_key(args.agent_bundle))
+        print(app_key(resolve_bundle(args.agent_bundle)))
         return
     started = time.monotonic()
     image = ensure_image(args.agent_bundle)

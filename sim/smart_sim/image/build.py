@@ -330,7 +330,7 @@ def ensure_base() -> Path:
     return final
 
 
-def install_project(base: Path, work: Path, agent_bundle: Path | None) -> Path:
+def install_project(base: Path, work: Path, agent_bundle: Path) -> Path:
     """Install the project on top of the base's root filesystem through an overlay;
     returns the overlay's upper folder, which holds exactly what was added."""
     upper, scratch, merged = work / "upper", work / "overlay-work", work / "merged"
@@ -338,14 +338,13 @@ def install_project(base: Path, work: Path, agent_bundle: Path | None) -> Path:
         folder.mkdir()
     (upper / "tmp").mkdir(mode=0o1777)
     wheel = project_wheel(upper / "tmp")
-    if agent_bundle is not None:
-        # The bundle and its SHA-256 beside it (sha256sum's format), which the operator
-        # reads instead of hashing the bundle at every start.
-        target = upper / spec.AGENT_BUNDLE_DIR.lstrip("/")
-        target.mkdir(parents=True)
-        shutil.copy(agent_bundle, target / agent_bundle.name)
-        digest = hashlib.sha256(agent_bundle.read_bytes()).hexdigest()
-        (target / f"{agent_bundle.name}.sha256").write_text(f"{digest}  {agent_bundle.name}\n")
+    # The bundle and its SHA-256 beside it (sha256sum's format), which the operator reads
+    # instead of hashing the bundle at every start.
+    target = upper / spec.AGENT_BUNDLE_FILE.lstrip("/")
+    target.parent.mkdir(parents=True)
+    shutil.copy(agent_bundle, target)
+    digest = hashlib.sha256(agent_bundle.read_bytes()).hexdigest()
+    target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
     say(f"  installing {wheel.name} into the virtualenv")
     script = (
         f"{spec.VENV}/bin/pip install --quiet --no-index --no-deps /tmp/{wheel.name}\n"
@@ -382,7 +381,7 @@ def install_project(base: Path, work: Path, agent_bundle: Path | None) -> Path:
     return upper
 
 
-def build_app(base: Path, work: Path, agent_bundle: Path | None) -> Path:
+def build_app(base: Path, work: Path, agent_bundle: Path) -> Path:
     """The platform's image on top of the base, as an OCI layout in ``work``."""
     tag = spec.app_version()
     changes = install_project(base, work, agent_bundle)
@@ -392,8 +391,6 @@ def build_app(base: Path, work: Path, agent_bundle: Path | None) -> Path:
     oci.add_layer(layout, "base", tag, changes, spec.SOURCE_DATE_EPOCH, f"smartserver {tag}")
     shutil.rmtree(changes)
     env = dict(spec.ENV)
-    if agent_bundle is not None:
-        env[spec.AGENT_BUNDLE_ENV] = f"{spec.AGENT_BUNDLE_DIR}/{agent_bundle.name}"
     oci.configure(
         layout,
         tag,
@@ -432,8 +429,10 @@ def prune_images() -> None:
 
 
 def ensure_image(agent_bundle: Path | None = None) -> Image:
-    """The platform's image, built once per key (see the module docstring)."""
-    bundle = agent_bundle or agent_bundle_from_env()
+    """The platform's image, built once per key (see the module docstring), with the
+    agent bundle its operator delivers to servers (the one built from this tree unless
+    another is given)."""
+    bundle = resolve_bundle(agent_bundle)
     key = app_key(bundle)
     final = image_cache() / f"operator-{spec.app_version()}-{key}"
     if (final / "image.json").exists():
@@ -477,12 +476,20 @@ def _require_root() -> None:
         )
 
 
-def agent_bundle_from_env() -> Path | None:
-    """The agent bundle to embed, when ``SMARTSERVER_AGENT_BUNDLE`` names one.
+def resolve_bundle(agent_bundle: Path | None = None) -> Path:
+    """The agent bundle an image carries: the one given, else ``SMARTSERVER_AGENT_BUNDLE``,
+    else the one built from this tree (built once, cached)."""
+    if agent_bundle is not None:
+        return agent_bundle
+    from smart_sim.boot.bundle import ensure_bundle
 
-    The hook for the agent's own artifact (built elsewhere): the image carries it at
-    ``spec.AGENT_BUNDLE_DIR`` and tells the operator with ``SMART_AGENT_BUNDLE``.
-    Without it the image carries no agent."""
+    return agent_bundle_from_env() or ensure_bundle().path
+
+
+def agent_bundle_from_env() -> Path | None:
+    """The agent bundle to embed, when ``SMARTSERVER_AGENT_BUNDLE`` names one (built
+    elsewhere); else the one built from this tree. The image carries it at
+    ``spec.AGENT_BUNDLE_FILE`` and tells the operator with ``SMART_AGENT_BUNDLE``."""
     named = os.environ.get("SMARTSERVER_AGENT_BUNDLE")
     if not named:
         return None

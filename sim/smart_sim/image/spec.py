@@ -37,23 +37,26 @@ UID = 10001
 VENV = "/opt/smartserver"
 ENTRY_POINTS = ("smart-operator", "smart-intake", "smart-dashboard")
 DEFAULT_COMMAND = "smart-operator"
+# The agent bundle (the agent is delivered to the customer servers from the operator's
+# image, checked by hash), with its SHA-256 in `<bundle>.sha256` beside it, and the
+# variable that tells the operator its path.
+AGENT_BUNDLE_DIR = "/opt/smartserver-agent"
+AGENT_BUNDLE_FILE = f"{AGENT_BUNDLE_DIR}/smart-agent.tar.gz"
+AGENT_BUNDLE_ENV = "SMART_AGENT_BUNDLE"
+
 ENV = {
     "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "PYTHONUNBUFFERED": "1",
     # The root filesystem is read-only in the cluster; everything is compiled already.
     "PYTHONDONTWRITEBYTECODE": "1",
     "LANG": "C.UTF-8",
+    AGENT_BUNDLE_ENV: AGENT_BUNDLE_FILE,
 }
 
 # Every dependency of the distribution, pinned: `python -m smart_sim.image lock`
 # resolves it anew for PYTHON_VERSION; both builds install exactly these versions.
 LOCK = Path(__file__).with_name("requirements.lock")
 
-# Where the agent bundle goes when one is built (the agent is delivered to the
-# customer servers from the operator's image, checked by hash), with its SHA-256 in
-# `<bundle>.sha256` beside it, and the variable that tells the operator its path.
-AGENT_BUNDLE_DIR = "/opt/smartserver-agent"
-AGENT_BUNDLE_ENV = "SMART_AGENT_BUNDLE"
 
 # Timestamps in the image (file times, the config's `created`) are this instant, so
 # the same inputs give the same image digest.
