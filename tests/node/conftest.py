@@ -31,7 +31,7 @@ from smart_sim.controlplane.cluster import KubectlError
 from smart_sim.image import Image, ensure_image
 from smart_sim.node import Node, NodeLink
 from smart_sim.processes import Clouds
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 NAMESPACE = "smartserver-system"
 

@@ -24,8 +24,8 @@ from smart_sim.image import spec
 from smart_sim.node import NODE_NAME
 from smart_sim.platform import ROOT
 from smart_sim.processes import Clouds
-from tests.conftest import eventually
 from tests.node.conftest import NAMESPACE, LocalCluster, ready, wait_all_ready
+from tests.waiting import eventually
 
 CHART = ROOT / "charts" / "smartserver"
 RELEASE = "smartserver"

@@ -10,8 +10,8 @@ import uuid
 
 from smart_sim.image import spec
 from smart_sim.platform import MANIFESTS
-from tests.conftest import eventually
 from tests.node.conftest import NAMESPACE, LocalCluster, ready
+from tests.waiting import eventually
 
 # What the kustomize base runs, by its app.kubernetes.io/name label.
 COMPONENTS = {"smart-operator": 2, "smart-intake": 2, "smart-dashboard": 1}

@@ -18,7 +18,7 @@ from smart_sim.node import Node, NodeLink
 from smart_sim.node.config import KUBELET_SYSCTLS
 from smart_sim.node.link import NETNS_DIR, REGISTRY
 from smart_sim.node.pause import ensure_pause_image
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the local node needs root (network namespaces, mounts, cgroups)"
