@@ -211,7 +211,7 @@ def site(cluster: Cluster, world: World, namespace: str, unique: str) -> tuple[s
     world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("site", namespace, fqdn))
     wait_condition(cluster, namespace, "site", "DNSReady")
-    wait_condition(cluster, namespace, "site", "AgentInstalled", timeout=120)
+    wait_condition(cluster, namespace, "site", "AgentInstalled", timeout=240)
     server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]["name"]
     return namespace, host_root(world.clouds, server)
 

@@ -26,7 +26,7 @@ def test_domain_goes_ready_and_deleting_it_leaves_nothing(
     dns = wait_condition(cluster, namespace, "shop", "DNSReady")
     assert dns["reason"] == "RecordsPointAtServer"
     # The server booted Debian from the operator's cloud-init; the agent came over SSH.
-    installed = wait_condition(cluster, namespace, "shop", "AgentInstalled", timeout=120)
+    installed = wait_condition(cluster, namespace, "shop", "AgentInstalled", timeout=240)
     assert "installed" in installed["message"]
 
     obj = cluster.get("domain", "shop", "-n", namespace) or {}
@@ -169,12 +169,13 @@ def test_a_server_deleted_behind_our_back_is_replaced(
     world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("drift", namespace, fqdn))
     wait_condition(cluster, namespace, "drift", "DNSReady")
+    wait_condition(cluster, namespace, "drift", "AgentInstalled", timeout=240)
     uid = (cluster.get("domain", "drift", "-n", namespace) or {})["metadata"]["uid"]
     (old,) = world.servers(uid)
     call(f"{world.clouds.hetzner.url}/servers/{old['id']}", "DELETE", token=True)
     new = eventually(
         lambda: [s for s in world.servers(uid) if s["id"] != old["id"]],
-        60,
+        120,
         "a replacement server",
     )
     assert len(new) == 1

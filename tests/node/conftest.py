@@ -155,7 +155,8 @@ def pod_clouds(
     with Clouds(
         tmp_path_factory.mktemp("pod-clouds"),
         ["--time-scale", "5"],
-        ["--time-scale", "5"],
+        # New zones count as delegated: Cloudflare's own first check activates them.
+        ["--time-scale", "5", "--delegate-new-zones"],
         booted=False,
         host=local_cluster.link.host_address,
     ) as clouds:

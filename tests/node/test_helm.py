@@ -176,15 +176,15 @@ def test_the_operator_in_its_pod_provisions_a_domain_through_the_simulators(
     release: Release,
 ) -> None:
     """The pods reach the Hetzner and Cloudflare simulators on the node link's host
-    address: a Domain gets its server and its DNS records. (Its agent never reports:
-    a server that boots needs the booted-servers work; see the module docstring.)"""
+    address: a Domain gets its zone (which the customer has delegated), its server and
+    its DNS records. (Its agent never reports: pods cannot reach the booted servers'
+    network; see the module docstring.)"""
     cluster, clouds = release.cluster, release.clouds
     name = f"dom-{uuid.uuid4().hex[:6]}"
     cluster.apply(customer(name))
     namespace = f"customer-{name}"
     eventually(lambda: cluster.get("namespace", namespace), 60, f"namespace {namespace}")
     fqdn = f"{name}.example"
-    clouds.delegate_zone(fqdn)
     cluster.apply(
         {
             "apiVersion": "smartserver.ai/v1alpha1",
@@ -287,8 +287,10 @@ def test_uninstall_leaves_nothing(release: Release) -> None:
         "serviceaccount/default",
         # What the installer made before installing: the cloud credentials.
         f"secret/{CLOUD_SECRET}",
-        # The operator's SSH key, which every server trusts: kept on purpose.
+        # The operator's SSH key, which every server trusts, and the secret every server's
+        # keys derive from, with the installation's id: kept on purpose.
         "secret/smart-operator-ssh",
+        "secret/smart-operator-keys",
     }
     # The peering object is the chart's too (kopf would otherwise leave its own).
     assert cluster.get("clusterkopfpeering", "smart-operator") is None

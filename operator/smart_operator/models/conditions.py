@@ -104,6 +104,7 @@ class Reason(StrEnum):
     RECORD_CONFLICT = "RecordConflict"
     UNMANAGED = "Unmanaged"
     DELETING = "Deleting"
+    INSTALLING = "Installing"
     INSTALLED = "Installed"
     INSTALL_FAILED = "InstallFailed"
     NO_AGENT_BUNDLE = "NoAgentBundle"

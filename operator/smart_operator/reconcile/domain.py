@@ -621,7 +621,16 @@ class DomainReconciler:
             await self.commit_rotation(cloud, target, known.next_host_public_key)
             target = self.target(cloud, server)
         # The hash first: the agent's reports are accepted as soon as it uses the key.
+        # And say what is going on: an install waits for cloud-init, then uploads and
+        # installs the bundle (seconds on an idle server, minutes on a busy one).
         self.status.intake_key_hash = wanted
+        self.condition(
+            ConditionType.AGENT_INSTALLED,
+            "False",
+            Reason.INSTALLING,
+            f"delivering the agent (bundle {installer.bundle_sha256[:12]}) to {server.name} "
+            "over SSH, once its cloud-init is done",
+        )
         await self.flush()
         environment = AgentEnvironment(
             intake_url=self.settings.intake_url,
