@@ -9,7 +9,7 @@ import kopf
 
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers.context import context, run_daemon, wake
-from smart_operator.handlers.metrics import reconciling
+from smart_operator.handlers.metrics import DOMAIN_CENSUS, reconciling
 from smart_operator.models.common import GROUP, VERSION
 from smart_operator.settings import OperatorSettings
 
@@ -24,7 +24,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         ctx = context(memo)
 
         async def one_pass() -> float:
-            return await ctx.domain(dict(body), stopping=stopped.is_set).run()
+            reconciler = ctx.domain(dict(body), stopping=stopped.is_set)
+            delay = await reconciler.run()
+            DOMAIN_CENSUS.record(uid, reconciler.domain, reconciler.status)
+            return delay
 
         await run_daemon(ctx, uid, stopped, "Domain", one_pass)
 
@@ -37,6 +40,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         body: kopf.Body, uid: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
         ctx = context(memo)
+        DOMAIN_CENSUS.forget(uid)
         with reconciling("Domain"):
             try:
                 async with ctx.quiet(uid):

@@ -1,5 +1,6 @@
 """Prometheus metrics of the operator: reconciles per kind, their duration and
-their outcome. Served on ``/metrics`` by ``main``."""
+their outcome, and the Domains by phase with their agents' last reports. Served on
+``/metrics`` by ``main``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import kopf
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from smart_operator.conditions import is_true
+from smart_operator.models.conditions import ConditionType
+from smart_operator.models.domain import Domain, DomainStatus
 
 RECONCILES = Counter(
     "smartserver_reconcile_total",
@@ -37,3 +43,56 @@ def reconciling(kind: str) -> Iterator[None]:
     finally:
         RECONCILES.labels(kind, outcome).inc()
         RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+
+class DomainCensus:
+    """Every Domain this replica reconciles, as its last pass left it: the numbers an
+    alert on Domains that stay unready, or on a silent agent, needs. Exposed as
+
+    - ``smartserver_domains{phase,ready}``: how many Domains are in each phase;
+    - ``smartserver_domain_agent_last_seen_timestamp_seconds{namespace,domain}``: when each
+      Domain's agent last reported (Unix time), for Domains whose agent ever did.
+    """
+
+    def __init__(self) -> None:
+        self._domains: dict[str, tuple[str, str, str, bool, float | None]] = {}
+
+    def record(self, uid: str, domain: Domain, status: DomainStatus) -> None:
+        seen = status.agent.last_seen if status.agent else None
+        self._domains[uid] = (
+            domain.metadata.namespace or "",
+            domain.metadata.name,
+            status.phase.value if status.phase else "Pending",
+            is_true(status.conditions, ConditionType.READY),
+            seen.timestamp() if seen else None,
+        )
+
+    def forget(self, uid: str) -> None:
+        self._domains.pop(uid, None)
+
+    def collect(self) -> Iterator[Metric]:
+        phases = GaugeMetricFamily(
+            "smartserver_domains",
+            "Domains by phase and readiness, as this replica's last passes left them",
+            labels=["phase", "ready"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for _, _, phase, ready, _ in self._domains.values():
+            key = (phase, "true" if ready else "false")
+            counts[key] = counts.get(key, 0) + 1
+        for (phase, readiness), count in sorted(counts.items()):
+            phases.add_metric([phase, readiness], count)
+        yield phases
+        seen = GaugeMetricFamily(
+            "smartserver_domain_agent_last_seen_timestamp_seconds",
+            "When each Domain's agent last reported (Unix time)",
+            labels=["namespace", "domain"],
+        )
+        for namespace, name, _, _, last in sorted(self._domains.values()):
+            if last is not None:
+                seen.add_metric([namespace, name], last)
+        yield seen
+
+
+DOMAIN_CENSUS = DomainCensus()
+REGISTRY.register(DOMAIN_CENSUS)
