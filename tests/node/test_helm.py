@@ -179,7 +179,7 @@ def test_the_operator_in_its_pod_provisions_a_domain_through_the_simulators(
     address: a Domain gets its zone (which the customer has delegated), its server and
     its DNS records. (Its agent never reports: pods cannot reach the booted servers'
     network; see the module docstring.)"""
-    cluster, clouds = release.cluster, release.clouds
+    cluster = release.cluster
     name = f"dom-{uuid.uuid4().hex[:6]}"
     cluster.apply(customer(name))
     namespace = f"customer-{name}"
