@@ -333,7 +333,9 @@ def test_a_changed_record_of_ours_is_put_back(
     fqdn = f"edited-{unique}.example"
     zone = world.add_active_zone(fqdn, namespace)
     cluster.apply(domain("edited", namespace, fqdn, dns={"www": False}))
-    wait_condition(cluster, namespace, "edited", "DNSReady")
+    # Records are checked again on a steady Domain: one whose agent is installed (the
+    # pass that installs it can take minutes on a busy machine).
+    wait_condition(cluster, namespace, "edited", "AgentInstalled", timeout=240)
     uid = (cluster.get("domain", "edited", "-n", namespace) or {})["metadata"]["uid"]
     (server,) = world.servers(uid)
     (apex,) = [r for r in world.records(zone["id"]) if r["type"] == "A"]
