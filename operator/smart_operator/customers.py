@@ -55,6 +55,17 @@ def quota_hard(limits: Limits) -> dict[str, str]:
     return {DOMAINS_QUOTA: str(limits.domains), EXPERIMENTS_QUOTA: str(limits.experiments)}
 
 
+def quota_uncounted(
+    wanted: Mapping[str, str], hard: Mapping[str, str] | None, used: Mapping[str, str] | None
+) -> bool:
+    """Whether the quota controller took the quota in (its status has the limits) but
+    counts none of some resource: what it does with a quota made before it watched that
+    resource (the first seconds after the CRDs are installed). It counts again only at
+    its full resync (``--resource-quota-sync-period``, five minutes by default) or when
+    the quota is new, so such a quota is made anew."""
+    return _counts(hard) == _counts(wanted) and not set(wanted) <= set(used or {})
+
+
 def desired_objects(customer: Customer, plan_name: str, limits: Limits) -> list[dict[str, Any]]:
     """Every object the customer owns, in the order they must be applied."""
     name = customer.metadata.name

@@ -78,6 +78,7 @@ class QuotaView:
 
     hard: Mapping[str, str]
     used: Mapping[str, str]
+    created: datetime | None = None
 
 
 # -- providers --------------------------------------------------------------------------
@@ -340,6 +341,10 @@ class Resources(Protocol):
         ...
 
     async def read_quota(self, namespace: str, name: str) -> QuotaView | None: ...
+
+    async def delete_quota(self, namespace: str, name: str) -> None:
+        """Delete a ResourceQuota; one that is gone already is left alone."""
+        ...
 
     async def secret_has(self, namespace: str, name: str, key: str) -> bool: ...
 

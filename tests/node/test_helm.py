@@ -163,11 +163,20 @@ def test_the_operator_in_its_pod_makes_a_customer_ready(release: Release) -> Non
     cluster = release.cluster
     name = f"pod-{uuid.uuid4().hex[:6]}"
     cluster.apply(customer(name))
-    eventually(
-        lambda: condition(cluster.get("customer", name), "Ready") == "True",
-        60,
-        f"customer {name} Ready",
-    )
+    # Made right after the chart installed the CRDs, the Customer's quota may predate the
+    # quota controller's watch of them: the operator makes it anew after 30 s.
+    try:
+        eventually(
+            lambda: condition(cluster.get("customer", name), "Ready") == "True",
+            90,
+            f"customer {name} Ready",
+        )
+    except AssertionError as error:
+        status = (cluster.get("customer", name) or {}).get("status")
+        quota = cluster.get("resourcequota", "plan-limits", "-n", f"customer-{name}")
+        raise AssertionError(
+            f"{error}\nits status: {json.dumps(status)}\nits quota: {json.dumps(quota)}"
+        ) from None
     assert cluster.get("namespace", f"customer-{name}") is not None
     assert cluster.get("resourcequota", "plan-limits", "-n", f"customer-{name}") is not None
 

@@ -398,6 +398,7 @@ class FakeResources(Failing):
         self.applied: list[dict[str, Any]] = []
         self.namespaces: set[str] = set()
         self.quotas: dict[tuple[str, str], QuotaView] = {}
+        self.deleted_quotas: list[tuple[str, str]] = []
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
 
     def put(self, ref: ObjectRef, body: dict[str, Any]) -> None:
@@ -438,6 +439,11 @@ class FakeResources(Failing):
     async def read_quota(self, namespace: str, name: str) -> QuotaView | None:
         self._call("read_quota")
         return self.quotas.get((namespace, name))
+
+    async def delete_quota(self, namespace: str, name: str) -> None:
+        self._call("delete_quota")
+        self.quotas.pop((namespace, name), None)
+        self.deleted_quotas.append((namespace, name))
 
     async def secret_has(self, namespace: str, name: str, key: str) -> bool:
         self._call("secret_has")

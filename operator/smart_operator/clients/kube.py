@@ -153,7 +153,18 @@ class Kube:
         )
         if quota is None or quota.status is None:
             return None
-        return QuotaView(hard=dict(quota.status.hard or {}), used=dict(quota.status.used or {}))
+        return QuotaView(
+            hard=dict(quota.status.hard or {}),
+            used=dict(quota.status.used or {}),
+            created=quota.metadata.creation_timestamp,
+        )
+
+    async def delete_quota(self, namespace: str, name: str) -> None:
+        await self._call(
+            f"delete resourcequota {namespace}/{name}",
+            self.core.delete_namespaced_resource_quota(name, namespace),
+            missing=None,
+        )
 
     async def secret_has(self, namespace: str, name: str, key: str) -> bool:
         secret = await self._call(

@@ -29,6 +29,7 @@ from smart_operator.models.customer import (
     BillingStatus,
     Customer,
     CustomerStatus,
+    Limits,
     customer_namespace,
 )
 from smart_operator.models.domain import Domain
@@ -41,6 +42,7 @@ from smart_operator.ports import (
     Events,
     EventType,
     ObjectRef,
+    QuotaView,
     Resources,
     SubscriptionView,
 )
@@ -48,6 +50,9 @@ from smart_operator.reconcile.status import StatusWriter
 
 log = logging.getLogger(__name__)
 NAMESPACE_GONE_SECONDS = 30.0
+# How long a quota the controller took in without counting is given before it is made
+# anew: the controller watches newly installed resources within 30 s of their install.
+QUOTA_RECOUNT_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 3 * 24 * 3600.0
 
 
@@ -116,7 +121,11 @@ class CustomerReconciler:
             if self.billing is not None and not await self.read_again():
                 return
             resolution = customers.resolve_plan(self.customer, self.plans)
-            observed = await self.observe() if resolution.plan else customers.Observed()
+            observed = (
+                await self.observe(resolution.limits)
+                if resolution.plan and resolution.limits
+                else customers.Observed()
+            )
             if resolution.plan is not None:
                 observed = replace(observed, billing=await self.bill(resolution.plan, sync))
             await self.writer.write(
@@ -132,8 +141,10 @@ class CustomerReconciler:
         self.customer = Customer.model_validate(body)
         return not self.customer.metadata.deletion_timestamp
 
-    async def observe(self) -> customers.Observed:
+    async def observe(self, limits: Limits) -> customers.Observed:
         quota = await self.resources.read_quota(self.namespace, customers.QUOTA_NAME)
+        if quota is not None and await self.recount(quota, limits):
+            quota = await self.resources.read_quota(self.namespace, customers.QUOTA_NAME)
         prices: dict[tuple[str, str], float] = {}
         if self.servers is not None:
             try:
@@ -154,6 +165,36 @@ class CustomerReconciler:
             server_prices=prices,
             eur_to_usd=self.eur_to_usd,
         )
+
+    async def recount(self, quota: QuotaView, limits: Limits) -> bool:
+        """Make the plan's quota anew when the quota controller took it in without
+        counting the platform's resources (``customers.quota_uncounted``) and has not
+        for ``QUOTA_RECOUNT_SECONDS``: until it counts, the API server refuses every
+        Domain and Experiment of the Customer ("status unknown for quota"), so nothing is
+        left unenforced while it is made anew."""
+        if not customers.quota_uncounted(customers.quota_hard(limits), quota.hard, quota.used):
+            return False
+        if quota.created is None or (
+            (self.clock() - quota.created).total_seconds() < QUOTA_RECOUNT_SECONDS
+        ):
+            return False
+        (wanted,) = [
+            obj
+            for obj in customers.desired_objects(self.customer, self.customer.spec.plan, limits)
+            if obj["kind"] == "ResourceQuota"
+        ]
+        log.info("quota %s/%s was never counted: made anew", self.namespace, customers.QUOTA_NAME)
+        await self.resources.delete_quota(self.namespace, customers.QUOTA_NAME)
+        await self.resources.apply(wanted)
+        if self.events is not None:
+            self.events.post(
+                "Normal",
+                "QuotaRecreated",
+                f"the quota controller had not counted quota {customers.QUOTA_NAME} for "
+                f"{QUOTA_RECOUNT_SECONDS:.0f} s (it was made before the controller watched "
+                "the platform's resources): made anew so it is counted now",
+            )
+        return True
 
     # -- billing ---------------------------------------------------------------------------
 
