@@ -12,9 +12,8 @@ import asyncio
 import json
 import re
 import socket
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +39,13 @@ from smart_sim.boot.bundle import ensure_bundle
 from smart_sim.boot.network import run
 from smart_sim.boot.server import ExecResult
 from tests.boot.conftest import BootedWorld
+from tests.waiting import eventually_async as eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 EXPERIMENT = "homepage-headline"
 CONVERT_LINK = re.compile(r"/_smart/convert\?v=([a-z0-9-]+)")
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], within: float = 30.0, what: str = ""
-) -> Any:
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not true within {within} s: {what}; last value: {last!r}")
 
 
 async def remote(

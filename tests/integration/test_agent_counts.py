@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from scipy.stats import chisquare
@@ -22,23 +20,10 @@ from scipy.stats import chisquare
 import smart_agent
 from smart_sim.bench.agent import AgentHost, IntakeRecorder, landing_experiment
 from smart_sim.traffic import BROWSERS, TrafficPlan, send_traffic
+from tests.waiting import eventually_async as eventually
 
 GOAL = "https://buy.stripe.com/test_acme"
 NAME = "homepage-headline"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], within: float = 30.0, what: str = ""
-) -> Any:
-    """Poll an async ``check`` until it returns something truthy, or fail."""
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not true within {within} s: {what}; last value: {last!r}")
 
 
 @pytest.fixture(autouse=True)
