@@ -1,22 +1,22 @@
-"""The running agent: ties deployments, nginx, the log reader, the store and the reporter
-together in one asyncio process (``smart-agent run``).
+"""The running agent (``smart-agent run``): one asyncio process per root, made of parts.
 
-Loops, each with its own pace:
+- ``Serving`` (``serving.py``): chooses what nginx serves and applies it (*serve* loop).
+- ``Counting`` (``counting.py``): the access log into the store (*count* loop).
+- ``Reporting`` (``reporting.py``) over the ``Reporter``: reports and heartbeats to the
+  intake (*report* and *heartbeat* loops).
+- ``LatencyProbe`` (``latency.py``): the probe of performance experiments (*probe*).
+- ``ControlServer`` (``control.py``): ``status`` and ``reload`` on a local socket.
 
-- *serve*: every second, check the salt day (a new random salt at midnight UTC), the
-  time window of a performance experiment and that nginx is up; every
-  ``deploy_poll_seconds``, the ``current`` symlinks. A change is applied by ``apply``:
-  render, ``nginx -t``, install, reload, then wait until nginx answers with the new
-  configuration. A configuration nginx refuses is never installed: the old one keeps
-  serving and the refusal shows in ``status``.
-- *count*: read the access log every ``poll_seconds``; rotate it past ``log_max_bytes``;
-  forget visitor ids of finished days.
-- *report*: at most every ``report_seconds`` per experiment, a new cumulative report
-  when the counts changed; pending reports are retried with backoff.
-- *heartbeat* and, for performance experiments, the latency *probe*.
+``Agent.open`` takes the root's lock (only one agent runs per root), opens the store
+and the parts in this order (the follower and the good revisions restored from the
+previous run), applies what to serve, starts the control socket, and yields the agent
+with every part open; ``Agent.run`` runs the loops until ``stop`` is set (or one of
+them dies), and leaving ``open`` closes the parts in reverse order and releases the
+lock. nginx runs as a daemon of its own and keeps serving while the agent is down,
+unless ``stop_nginx_on_exit``.
 
-Only one agent runs per root (a lock file). The agent never stores an IP address and
-never reads one: nginx hashes the visitor before the log is written.
+The agent never stores an IP address and never reads one: nginx hashes the visitor
+before the log is written.
 """
 
 from __future__ import annotations
@@ -27,414 +27,138 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from smart_agent import __version__, deploy, probe
-from smart_agent.deploy import Deployment, ExperimentManifest, ScanResult
-from smart_agent.logreader import LogFollower
-from smart_agent.nginx import Nginx, NginxError, ServePlan, config_id, render_config, served_parts
+from smart_agent import __version__
+from smart_agent._loops import Clock
+from smart_agent.control import ControlServer
+from smart_agent.counting import Counting
+from smart_agent.latency import LatencyProbe
+from smart_agent.nginx import Nginx, served_parts
 from smart_agent.reporter import Reporter, now_iso
+from smart_agent.reporting import Reporting
+from smart_agent.serving import Serving
 from smart_agent.settings import AgentSettings
 from smart_agent.store import Store
 
 log = logging.getLogger("smart_agent")
-
-Clock = Callable[[], float]
-REFRESH_SECONDS = 300.0
-GOOD = "good:"  # meta key prefix: the last revision nginx took, per experiment
 
 
 class AgentLocked(RuntimeError):
     """Another agent already runs on this root."""
 
 
-@dataclass
-class ApplyResult:
-    ok: bool
-    changed: bool
-    reason: str
-    error: str | None = None
-    at: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "changed": self.changed,
-            "reason": self.reason,
-            "error": self.error,
-            "at": self.at,
-        }
-
-
-def utc_day(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).date().isoformat()
-
-
-class Agent:
-    """One agent on one root; ``run`` until ``stop`` is set."""
-
-    def __init__(self, settings: AgentSettings, *, clock: Clock = time.time) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.started_at = now_iso()
-        self.nginx = Nginx(settings)
-        self.store: Store | None = None
-        self.follower: LogFollower | None = None
-        self.reporter: Reporter | None = None
-        self.scan = ScanResult()
-        self.serving: Deployment | None = None
-        self.plan: ServePlan | None = None
-        self.config: str | None = None  # id of the live configuration
-        self.last_apply = ApplyResult(ok=True, changed=False, reason="not applied yet")
-        self.conflicts: dict[str, str] = {}
-        self._good: dict[str, Deployment] = {}  # last deployment of each that nginx took
-        self._fingerprint: object = None
-        self._known: dict[tuple[str, str], tuple[str, ...] | None] = {}
-        self._apply_lock = asyncio.Lock()
-        self._lock_file: TextIO | None = None
-        self._probe_state: dict[str, Any] = {"samples": 0, "dropped": 0, "error": None}
-
-    # -- lifecycle ----------------------------------------------------------------
-
-    def _acquire_lock(self) -> None:
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        handle = (self.settings.state_dir / "agent.lock").open("a+")
+@contextlib.contextmanager
+def _root_lock(settings: AgentSettings) -> Iterator[None]:
+    """Hold ``agent.lock`` (with our pid in it) or raise ``AgentLocked``."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (settings.state_dir / "agent.lock").open("a+")
+    try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            handle.close()
-            raise AgentLocked(f"another smart-agent runs on {self.settings.root}") from exc
+            raise AgentLocked(f"another smart-agent runs on {settings.root}") from exc
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        self._lock_file = handle
+        yield
+    finally:
+        handle.close()
+
+
+class Agent:
+    """One agent on one root, every part open: made by ``open``, then ``run``."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        started_at: str,
+        store: Store,
+        serving: Serving,
+        counting: Counting,
+        reporting: Reporting,
+        latency: LatencyProbe,
+    ) -> None:
+        self.settings = settings
+        self.started_at = started_at
+        self.store = store
+        self.serving = serving
+        self.counting = counting
+        self.reporting = reporting
+        self.latency = latency
+        self.control = ControlServer(self, settings.control_socket)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: AgentSettings, *, clock: Clock = time.time
+    ) -> AsyncIterator[Agent]:
+        """The agent of ``settings.root``, serving and answering on its control socket;
+        raises ``AgentLocked`` when another agent holds the root."""
+        started_at = now_iso()
+        async with contextlib.AsyncExitStack() as parts:
+            parts.enter_context(_root_lock(settings))
+            for folder in (settings.run_dir, settings.log_dir, settings.experiments_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            store = Store(settings.db_path)
+            parts.callback(store.close)
+            nginx = Nginx(settings)
+            counting = Counting(settings, store, nginx, clock)
+            parts.callback(counting.close)
+            counting.restore()
+            serving = Serving(settings, store, nginx, clock)
+            serving.restore()
+            if settings.stop_nginx_on_exit:
+                parts.callback(nginx.stop)
+            reporter = await parts.enter_async_context(Reporter(settings, store, started_at))
+            latency = LatencyProbe(settings, store, serving)
+            parts.push_async_callback(latency.close)
+            agent = cls(
+                settings,
+                started_at=started_at,
+                store=store,
+                serving=serving,
+                counting=counting,
+                reporting=Reporting(settings, store, reporter, serving),
+                latency=latency,
+            )
+            result = await serving.apply("start", force=True)
+            if not result.ok:
+                log.error("could not serve at start: %s", result.error)
+            parts.push_async_callback(agent.control.stop)
+            await agent.control.start()
+            log.info(
+                "smart-agent %s serving on %s (root %s)",
+                __version__,
+                settings.listen,
+                settings.root,
+            )
+            yield agent
 
     async def run(self, stop: asyncio.Event) -> None:
-        from smart_agent.control import ControlServer
-
-        self._acquire_lock()
-        for folder in (self.settings.run_dir, self.settings.log_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.settings.experiments_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.settings.db_path)
-        self.follower = LogFollower(
-            self.settings.access_log,
-            self.store,
-            self._variants_of,
-            grace_seconds=self.settings.rotation_grace_seconds,
-        )
-        self.follower.restore()
-        for name, path in self.store.metas(GOOD).items():
-            # What served before a restart still serves if its current revision is broken.
-            with contextlib.suppress(deploy.DeployError):
-                self._good[name] = deploy.load_revision(name, Path(path))
-        control = ControlServer(self, self.settings.control_socket)
-        try:
-            async with Reporter(self.settings, self.store, self.started_at) as reporter:
-                self.reporter = reporter
-                result = await self.apply("start", force=True)
-                if not result.ok:
-                    log.error("could not serve at start: %s", result.error)
-                await control.start()
-                log.info(
-                    "smart-agent %s serving on %s (root %s)",
-                    __version__,
-                    self.settings.listen,
-                    self.settings.root,
-                )
-                tasks = [
-                    asyncio.create_task(loop(stop), name=loop.__name__)
-                    for loop in (
-                        self._serve_loop,
-                        self._count_loop,
-                        self._report_loop,
-                        self._heartbeat_loop,
-                        self._probe_loop,
-                    )
-                ]
-                try:
-                    await _until_stopped(stop, tasks)
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            await control.stop()
-            if self.settings.stop_nginx_on_exit:
-                self.nginx.stop()
-            self.follower.close()
-            self.store.close()
-            if self._lock_file is not None:
-                self._lock_file.close()
-
-    # -- what to serve ------------------------------------------------------------
-
-    def _variants_of(self, experiment: str, revision: str) -> tuple[str, ...] | None:
-        key = (experiment, revision)
-        if key not in self._known:
-            folder = self.settings.experiments_dir / experiment / deploy.REVISIONS / revision
-            try:
-                manifest = deploy.load_revision(experiment, folder).manifest
-                self._known[key] = manifest.variant_names
-            except deploy.DeployError:
-                self._known[key] = None
-        return self._known[key]
-
-    def _choose(self, scan: ScanResult) -> tuple[Deployment | None, dict[str, str]]:
-        """The experiment that serves `/`: one at a time (docs/agent.md, "One experiment")."""
-        candidates: list[Deployment] = []
-        for deployment in scan.deployments.values():
-            if deployment.manifest.serving.mode != "off":
-                candidates.append(deployment)
-        for name in scan.problems:
-            good = self._good.get(name)
-            if good is not None and good.path.is_dir():
-                candidates.append(good)  # a broken new revision: keep the last good one
-        if not candidates:
-            return None, {}
-
-        def order(d: Deployment) -> tuple[float, str]:
-            at = d.manifest.deployed_at
-            return (at.timestamp() if at else d.path.stat().st_mtime, d.name)
-
-        chosen = max(candidates, key=order)
-        conflicts = {
-            d.name: f"not served: {chosen.name} holds / (one experiment per server)"
-            for d in candidates
-            if d.name != chosen.name
+        """Run the loops until ``stop`` is set; a loop that dies ends ``run`` with its error."""
+        loops = {
+            "serve": self.serving.run,
+            "count": self.counting.run,
+            "report": self.reporting.run_reports,
+            "heartbeat": self.reporting.run_heartbeats,
+            "probe": self.latency.run,
         }
-        return chosen, conflicts
-
-    def _plan(self, deployment: Deployment | None, now: float) -> ServePlan:
-        assert self.store is not None
-        day = utc_day(now)
-        active = None
-        if deployment and deployment.manifest.type == "performance":
-            active = probe.active_variant(deployment.manifest, now)
-        return ServePlan(deployment, day, self.store.salt(day), active)
-
-    async def apply(self, reason: str, *, force: bool = False) -> ApplyResult:
-        """Bring nginx in line with the deployments, the day and the time window."""
-        assert self.store is not None
-        async with self._apply_lock:
-            now = self.clock()
-            scan = deploy.scan(self.settings.experiments_dir)
-            self.scan = scan
-            self._fingerprint = scan.fingerprint()
-            chosen, conflicts = self._choose(scan)
-            plan = self._plan(chosen, now)
-            text = render_config(self.settings, plan)
-            wanted = config_id(text)
-            assert wanted is not None
-            running = self.nginx.master_pid() is not None
-            if wanted == self.config and running and not force:
-                return self.last_apply
-            if running and await self.nginx.live_config() == wanted:
-                result = ApplyResult(True, False, reason, at=now_iso())  # a restarted agent
-            else:
-                try:
-                    await self.nginx.test(text)
-                    self.nginx.install()
-                    retired: set[int] = set()
-                    if running:
-                        retired = await self.nginx.reload()
-                    else:
-                        await self.nginx.start()
-                    await self.nginx.wait_live(wanted, retired=retired)
-                except NginxError as exc:
-                    result = ApplyResult(False, False, reason, str(exc), now_iso())
-                    self.last_apply = result
-                    log.error("nginx kept its previous configuration (%s): %s", reason, exc)
-                    return result
-                result = ApplyResult(True, True, reason, at=now_iso())
-                log.info("nginx serves %s (%s)", _describe(chosen), reason)
-            self.config = wanted
-            self.plan = plan
-            self.serving = chosen
-            self.conflicts = conflicts
-            self.last_apply = result
-            self.store.forget_salts(keep=plan.day)
-            if chosen is not None:
-                self._good[chosen.name] = chosen
-                self.store.set_meta(GOOD + chosen.name, str(chosen.path))
-                if self.store.register(chosen.name, chosen.manifest.uid, chosen.manifest.revision):
-                    log.warning("%s has a new uid: its counts start afresh", chosen.name)
-            return result
-
-    def _needs_apply(self, now: float) -> str | None:
-        plan = self.plan
-        if plan is None:
-            return "not serving yet"
-        if utc_day(now) != plan.day:
-            return "new salt day"
-        deployment = plan.deployment
-        if (
-            deployment is not None
-            and deployment.manifest.type == "performance"
-            and probe.active_variant(deployment.manifest, now) != plan.active_variant
-        ):
-            return "next time window"
-        if self.nginx.master_pid() is None:
-            return "nginx was not running"
-        return None
-
-    async def _serve_loop(self, stop: asyncio.Event) -> None:
-        last_scan = time.monotonic()
-        while not stop.is_set():
-            await _wait(stop, 1.0)
-            reason = self._needs_apply(self.clock())
-            if reason is None and time.monotonic() - last_scan >= self.settings.deploy_poll_seconds:
-                last_scan = time.monotonic()
-                if deploy.scan(self.settings.experiments_dir).fingerprint() != self._fingerprint:
-                    reason = "deployment changed"
-            if reason is not None:
-                await self.apply(reason, force=reason == "nginx was not running")
-
-    # -- counting -----------------------------------------------------------------
-
-    async def _count_loop(self, stop: asyncio.Event) -> None:
-        assert self.follower is not None and self.store is not None
-        last_compact = 0.0
-        while not stop.is_set():
-            result = self.follower.poll()
-            if result.caught_up:
-                if self.follower.active_offset() > self.settings.log_max_bytes:
-                    await self._rotate_log()
-                if time.monotonic() - last_compact > 60:
-                    last_compact = time.monotonic()
-                    yesterday = utc_day(self.clock() - 86400)
-                    if self.store.compact(before_day=yesterday):
-                        log.info("forgot the visitor ids of days before %s", yesterday)
-                    self.store.forget_log_files(keep_after=time.time() - 3 * 86400)
-            if result.caught_up:
-                await _wait(stop, self.settings.poll_seconds)
-
-    async def _rotate_log(self) -> None:
-        assert self.follower is not None
-        target = self.follower.rotate_name()
-        self.settings.access_log.rename(target)
+        tasks = [asyncio.create_task(loop(stop), name=name) for name, loop in loops.items()]
         try:
-            await self.nginx.reopen()
-        except NginxError as exc:
-            log.error("log rotated to %s but nginx did not reopen: %s", target, exc)
-        else:
-            log.info("rotated the access log to %s", target.name)
-
-    # -- reporting ----------------------------------------------------------------
-
-    def report_content(self, name: str) -> dict[str, Any]:
-        assert self.store is not None
-        totals = self.store.totals(name)
-        latencies = self.store.latencies(name)
-        deployment = self.serving if self.serving and self.serving.name == name else None
-        revision = (
-            deployment.manifest.revision
-            if deployment
-            else self.store.experiment_row(name).get("revision", "")
-        )
-        order = list(deployment.manifest.variant_names) if deployment else []
-        order += sorted(set(totals) - set(order))
-        variants = []
-        for variant in order:
-            counts = totals.get(variant)
-            entry: dict[str, Any] = {
-                "name": variant,
-                "visitors": counts.visitors if counts else 0,
-                "conversions": counts.conversions if counts else 0,
-            }
-            if variant in latencies:
-                entry["latenciesMs"] = [round(ms, 3) for ms in latencies[variant]]
-            variants.append(entry)
-        return {"revision": revision, "variants": variants}
-
-    def reported_experiments(self) -> list[str]:
-        assert self.store is not None
-        names = set(self.store.experiment_names())
-        if self.serving is not None:
-            names.add(self.serving.name)
-        return sorted(names)
-
-    async def _report_loop(self, stop: asyncio.Event) -> None:
-        assert self.store is not None and self.reporter is not None
-        last_build = last_refresh = float("-inf")
-        while not stop.is_set():
-            if time.monotonic() - last_build >= self.settings.report_seconds:
-                last_build = time.monotonic()
-                # Unchanged counts are sent again now and then, so the intake sees the
-                # experiment alive (a new sequence; cumulative counts make it harmless).
-                refresh = time.monotonic() - last_refresh >= REFRESH_SECONDS
-                if refresh:
-                    last_refresh = time.monotonic()
-                for name in self.reported_experiments():
-                    content = self.report_content(name)
-                    if not content["variants"] or not self.reporter.may_report(
-                        name, content["revision"]
-                    ):
-                        continue
-                    self.store.prepare_report(name, content, again=refresh)
-            await self.reporter.send_pending()
-            await _wait(stop, min(0.5, self.settings.report_seconds))
-
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        assert self.reporter is not None
-        while not stop.is_set():
-            served = []
-            if self.serving is not None:
-                manifest = self.serving.manifest
-                served.append({"name": manifest.name, "revision": manifest.revision})
-            delay = await self.reporter.heartbeat(served)
-            await _wait(stop, delay)
-
-    # -- latency probe ------------------------------------------------------------
-
-    async def _probe_loop(self, stop: asyncio.Event) -> None:
-        assert self.store is not None
-        import aiohttp
-
-        client = probe.Probe(
-            f"http://{self.settings.listen_host}:{self.settings.listen_port}",
-            self.settings.domain,
-        )
-        try:
-            while not stop.is_set():
-                plan = self.plan
-                deployment = plan.deployment if plan else None
-                manifest = deployment.manifest if deployment else None
-                if plan is None or manifest is None or not _probed(manifest):
-                    await _wait(stop, 1.0)
-                    continue
-                assert manifest.performance is not None
-                before = (self.config, plan.active_variant)
-                try:
-                    ms = await client.load(
-                        manifest.performance.probe_paths, manifest.performance.probe_mode
-                    )
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    self._probe_state["error"] = str(exc)
-                else:
-                    current = self.plan
-                    if current and (self.config, current.active_variant) == before:
-                        assert plan.active_variant is not None
-                        self.store.add_latency(manifest.name, plan.active_variant, ms)
-                        self._probe_state["samples"] += 1
-                        self._probe_state["error"] = None
-                    else:
-                        self._probe_state["dropped"] += 1
-                await _wait(stop, manifest.performance.probe_seconds)
+            await _until_stopped(stop, tasks)
         finally:
-            await client.close()
-
-    # -- status -------------------------------------------------------------------
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
-        assert self.store is not None and self.follower is not None
         serving = None
-        plan = self.plan
+        plan = self.serving.plan
         if plan is not None and plan.deployment is not None:
             manifest = plan.deployment.manifest
             serving = {
@@ -447,27 +171,8 @@ class Agent:
                 "activeVariant": plan.active_variant,
                 "goalUrl": manifest.goal_url,
             }
-        experiments = []
-        for name in self.reported_experiments():
-            row = self.store.experiment_row(name)
-            totals = self.store.totals(name)
-            experiments.append(
-                {
-                    "name": name,
-                    "revision": row.get("revision"),
-                    "variants": {
-                        v: {"visitors": c.visitors, "conversions": c.conversions}
-                        for v, c in sorted(totals.items())
-                    },
-                    "sequence": row.get("sequence", 0),
-                    "ackedSequence": row.get("acked_sequence"),
-                    "pendingSequence": row.get("pending_sequence"),
-                    "lastError": row.get("last_error"),
-                    "reportedAt": _iso(row.get("reported_at")),
-                }
-            )
-        reporter = self.reporter.state if self.reporter else None
-        lag = self.follower.last_lag
+        reporter = self.reporting.reporter.state
+        lag = self.counting.follower.last_lag
         return {
             "agent": {
                 "version": __version__,
@@ -478,32 +183,35 @@ class Agent:
                 "running": True,
             },
             "nginx": {
-                "pid": self.nginx.master_pid(),
+                "pid": self.serving.nginx.master_pid(),
                 "listen": self.settings.listen,
-                "config": self.config,
-                "lastApply": self.last_apply.as_dict(),
+                "config": self.serving.config,
+                "lastApply": self.serving.last_apply.as_dict(),
             },
             "saltDay": plan.day if plan else None,
             "serving": serving,
-            "problems": {**self.scan.problems, **self.conflicts},
-            "experiments": experiments,
+            "problems": {**self.serving.scan.problems, **self.serving.conflicts},
+            "experiments": [
+                _experiment_status(self.store, name)
+                for name in self.reporting.reported_experiments()
+            ],
             "log": {
-                "files": self.follower.describe(),
+                "files": self.counting.follower.describe(),
                 "lines": dict(self.store.counters()),
                 "lagSeconds": round(lag, 3) if lag is not None else None,
                 "visitorIdsKept": self.store.visitor_ids(),
             },
             "intake": {
                 "url": self.settings.intake_url,
-                "sent": reporter.sent if reporter else 0,
-                "delivered": reporter.delivered if reporter else 0,
-                "refused": reporter.refused if reporter else 0,
-                "failures": reporter.failures if reporter else 0,
-                "lastError": reporter.last_error if reporter else None,
-                "heartbeatAt": _iso(reporter.heartbeat_ok_at) if reporter else None,
-                "heartbeatError": reporter.heartbeat_error if reporter else None,
+                "sent": reporter.sent,
+                "delivered": reporter.delivered,
+                "refused": reporter.refused,
+                "failures": reporter.failures,
+                "lastError": reporter.last_error,
+                "heartbeatAt": _iso(reporter.heartbeat_ok_at),
+                "heartbeatError": reporter.heartbeat_error,
             },
-            "probe": dict(self._probe_state),
+            "probe": dict(self.latency.state),
         }
 
 
@@ -519,52 +227,34 @@ def offline_status(settings: AgentSettings) -> dict[str, Any]:
     store = Store(settings.db_path, readonly=True)
     try:
         for name in store.experiment_names():
-            row = store.experiment_row(name)
-            status["experiments"].append(
-                {
-                    "name": name,
-                    "revision": row.get("revision"),
-                    "variants": {
-                        v: {"visitors": c.visitors, "conversions": c.conversions}
-                        for v, c in sorted(store.totals(name).items())
-                    },
-                    "sequence": row.get("sequence", 0),
-                    "ackedSequence": row.get("acked_sequence"),
-                    "pendingSequence": row.get("pending_sequence"),
-                    "lastError": row.get("last_error"),
-                    "reportedAt": _iso(row.get("reported_at")),
-                }
-            )
+            status["experiments"].append(_experiment_status(store, name))
         status["log"] = {"lines": store.counters()}
     finally:
         store.close()
     return status
 
 
-def _probed(manifest: ExperimentManifest) -> bool:
-    return (
-        manifest.type == "performance"
-        and manifest.serving.mode == "split"
-        and manifest.performance is not None
-    )
-
-
-def _describe(deployment: Deployment | None) -> str:
-    if deployment is None:
-        return "no experiment"
-    m = deployment.manifest
-    return f"{m.name} revision {m.revision} ({m.serving.mode})"
+def _experiment_status(store: Store, name: str) -> dict[str, Any]:
+    row = store.experiment_row(name)
+    return {
+        "name": name,
+        "revision": row.get("revision"),
+        "variants": {
+            v: {"visitors": c.visitors, "conversions": c.conversions}
+            for v, c in sorted(store.totals(name).items())
+        },
+        "sequence": row.get("sequence", 0),
+        "ackedSequence": row.get("acked_sequence"),
+        "pendingSequence": row.get("pending_sequence"),
+        "lastError": row.get("last_error"),
+        "reportedAt": _iso(row.get("reported_at")),
+    }
 
 
 def _iso(epoch: object) -> str | None:
     if not isinstance(epoch, int | float):
         return None
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
 
 
 async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
@@ -575,5 +265,5 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -
     finally:
         stopper.cancel()
     for task in done:
-        if task is not stopper and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        if task is not stopper and (error := task.exception()) is not None:
+            raise error

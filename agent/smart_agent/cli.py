@@ -71,7 +71,8 @@ def run(settings: AgentSettings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(settings).run(stop)
+        async with Agent.open(settings) as agent:
+            await agent.run(stop)
 
     try:
         asyncio.run(serve())

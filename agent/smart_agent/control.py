@@ -46,7 +46,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _reload(request: web.Request) -> web.Response:
     agent = request.app[AGENT_KEY]
-    result = await agent.apply("reload command", force=True)
+    result = await agent.serving.apply("reload command", force=True)
     return web.json_response({"apply": result.as_dict(), "status": agent.status()})
 
 
@@ -59,7 +59,8 @@ def create_app(agent: Agent) -> web.Application:
 
 
 class ControlServer:
-    """Serves ``create_app`` on the control socket while the agent runs."""
+    """Serves ``create_app`` on the control socket while the agent runs (``Agent.open``
+    starts it once nginx serves and stops it first on the way out)."""
 
     def __init__(self, agent: Agent, path: Path) -> None:
         self.agent = agent

@@ -27,6 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -107,6 +108,11 @@ class PendingReport:
     experiment: str
     sequence: int
     payload: dict[str, Any]
+
+
+def utc_day(now: float) -> str:
+    """The salt day of an epoch time: its UTC date, ``2026-11-26``."""
+    return datetime.fromtimestamp(now, UTC).date().isoformat()
 
 
 def day_number(day: str) -> int:

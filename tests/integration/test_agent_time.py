@@ -73,17 +73,20 @@ def settings(tmp_path: Path, intake: IntakeRecorder) -> AgentSettings:
 
 
 @contextlib.asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[Agent]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
+async def running(settings: AgentSettings, clock: ShiftedClock) -> AsyncIterator[Agent]:
     try:
-        await until(lambda: _async(agent.config is not None), what="the agent serves")
-        yield agent
+        async with Agent.open(settings, clock=clock) as agent:
+            assert agent.serving.config is not None, agent.serving.last_apply
+            stop = asyncio.Event()
+            task = asyncio.create_task(agent.run(stop))
+            try:
+                yield agent
+            finally:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 20)
     finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 20)
-        Nginx(agent.settings).stop()
+        Nginx(settings).stop()
 
 
 async def _async(value: object) -> object:
@@ -101,7 +104,6 @@ async def fetch(
 
 
 def visitor_counts(agent: Agent, name: str) -> dict[str, tuple[int, int]]:
-    assert agent.store is not None
     return {v: (c.visitors, c.conversions) for v, c in agent.store.totals(name).items()}
 
 
@@ -115,10 +117,9 @@ async def test_the_salt_changes_at_midnight_and_yesterdays_is_forgotten(
     clock.set(midnight.timestamp() - 5)  # 23:59:55 UTC
     manifest, files = landing_experiment()
     install_revision(settings.experiments_dir, manifest, files)
-    agent = Agent(settings, clock=clock)
-    async with running(agent):
-        assert agent.plan is not None
-        yesterday = agent.plan.day
+    async with running(settings, clock) as agent:
+        assert agent.serving.plan is not None
+        yesterday = agent.serving.plan.day
         await fetch(settings, "198.18.7.7")
         await until(
             lambda: _async(sum(v for v, _ in visitor_counts(agent, manifest.name).values()) == 1)
@@ -126,7 +127,9 @@ async def test_the_salt_changes_at_midnight_and_yesterdays_is_forgotten(
 
         clock.set(midnight.timestamp() + 1)  # 00:00:01: a new day, a new salt
         today = midnight.date().isoformat()
-        await until(lambda: _async(agent.plan and agent.plan.day == today), what="new salt")
+        await until(
+            lambda: _async(agent.serving.plan and agent.serving.plan.day == today), what="new salt"
+        )
 
         async def next_day_visit() -> bool:
             # The same visitor, the next day. Asked again until counted: for a moment
@@ -188,25 +191,26 @@ async def test_performance_windows_alternate_settings_and_the_probe_measures_eac
     clock = ShiftedClock()
     start = (time.time() // (2 * window) + 10) * 2 * window  # a window of the control
     clock.set(start + 1)
-    agent = Agent(settings, clock=clock)
-    async with running(agent):
-        assert agent.plan is not None and agent.plan.active_variant == "control"
+    async with running(settings, clock) as agent:
+        assert agent.serving.plan is not None and agent.serving.plan.active_variant == "control"
         response = await fetch(settings, "198.18.1.1", **{"Accept-Encoding": "gzip"})
         assert "Content-Encoding" not in response.headers
 
         await until(
-            lambda: _async(len(agent.store.latencies("nginx-tuning").get("control", [])) >= 3),  # type: ignore[union-attr]
+            lambda: _async(len(agent.store.latencies("nginx-tuning").get("control", [])) >= 3),
             what="the probe measures the control",
         )
         clock.set(start + window + 1)  # the next window serves the other variant
         await until(
-            lambda: _async(agent.plan and agent.plan.active_variant == "compressed"),
+            lambda: _async(
+                agent.serving.plan and agent.serving.plan.active_variant == "compressed"
+            ),
             what="the window switch",
         )
         response = await fetch(settings, "198.18.1.1", **{"Accept-Encoding": "gzip"})
         assert response.headers.get("Content-Encoding") == "gzip"
         await until(
-            lambda: _async(len(agent.store.latencies("nginx-tuning").get("compressed", [])) >= 3),  # type: ignore[union-attr]
+            lambda: _async(len(agent.store.latencies("nginx-tuning").get("compressed", [])) >= 3),
             what="the probe measures the variant",
         )
 

@@ -1,0 +1,87 @@
+"""Counting: the access log, read into the store by the log follower, exactly once.
+
+``Counting`` owns the ``LogFollower``: ``restore`` reopens what the previous run left
+unfinished, and its loop (*count*) reads the log every ``poll_seconds``, rotates it past
+``log_max_bytes`` (rename, then nginx reopens) and forgets the visitor ids of finished
+days. It tells the follower which variants a deployed revision has, from the revision's
+files. This module never chooses what nginx serves and never talks to the intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from smart_agent import deploy
+from smart_agent._loops import Clock, pause
+from smart_agent.logreader import LogFollower
+from smart_agent.nginx import Nginx, NginxError
+from smart_agent.settings import AgentSettings
+from smart_agent.store import Store, utc_day
+
+log = logging.getLogger("smart_agent")
+
+COMPACT_SECONDS = 60.0
+
+
+class Counting:
+    """The log follower and its loop; ``close`` releases the log files."""
+
+    def __init__(self, settings: AgentSettings, store: Store, nginx: Nginx, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.nginx = nginx
+        self.clock = clock
+        self._known: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self.follower = LogFollower(
+            settings.access_log,
+            store,
+            self._variants_of,
+            grace_seconds=settings.rotation_grace_seconds,
+        )
+
+    def restore(self) -> None:
+        """Reopen the log files the previous run had not finished."""
+        self.follower.restore()
+
+    def close(self) -> None:
+        self.follower.close()
+
+    def _variants_of(self, experiment: str, revision: str) -> tuple[str, ...] | None:
+        key = (experiment, revision)
+        if key not in self._known:
+            folder = self.settings.experiments_dir / experiment / deploy.REVISIONS / revision
+            try:
+                manifest = deploy.load_revision(experiment, folder).manifest
+                self._known[key] = manifest.variant_names
+            except deploy.DeployError:
+                self._known[key] = None
+        return self._known[key]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The *count* loop."""
+        last_compact = 0.0
+        while not stop.is_set():
+            result = self.follower.poll()
+            if result.caught_up:
+                if self.follower.active_offset() > self.settings.log_max_bytes:
+                    await self._rotate_log()
+                if time.monotonic() - last_compact > COMPACT_SECONDS:
+                    last_compact = time.monotonic()
+                    yesterday = utc_day(self.clock() - 86400)
+                    if self.store.compact(before_day=yesterday):
+                        log.info("forgot the visitor ids of days before %s", yesterday)
+                    self.store.forget_log_files(keep_after=time.time() - 3 * 86400)
+            if result.caught_up:
+                await pause(stop, self.settings.poll_seconds)
+
+    async def _rotate_log(self) -> None:
+        target = self.follower.rotate_name()
+        self.settings.access_log.rename(target)
+        try:
+            await self.nginx.reopen()
+        except NginxError as exc:
+            log.error("log rotated to %s but nginx did not reopen: %s", target, exc)
+        else:
+            log.info("rotated the access log to %s", target.name)
