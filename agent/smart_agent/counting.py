@@ -2,9 +2,11 @@
 
 ``Counting`` owns the ``LogFollower``: ``restore`` reopens what the previous run left
 unfinished, and its loop (*count*) reads the log every ``poll_seconds``, rotates it past
-``log_max_bytes`` (rename, then nginx reopens) and forgets the visitor ids of finished
-days. It tells the follower which variants a deployed revision has, from the revision's
-files. This module never chooses what nginx serves and never talks to the intake.
+``log_max_bytes`` and when a new UTC day begins (rename, then nginx reopens; the agent
+deletes its own rotated file once read, so the visitor ids in the log are gone within
+a day or two, like those in the store) and forgets the visitor ids of finished days.
+It tells the follower which variants a deployed revision has, from the revision's files.
+This module never chooses what nginx serves and never talks to the intake.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Counting:
         self.nginx = nginx
         self.clock = clock
         self._known: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        # The UTC day the active log was begun (or the agent started) on.
+        self._log_day = utc_day(clock())
         self.follower = LogFollower(
             settings.access_log,
             store,
@@ -65,8 +69,11 @@ class Counting:
         while not stop.is_set():
             result = self.follower.poll()
             if result.caught_up:
-                if self.follower.active_offset() > self.settings.log_max_bytes:
+                today = utc_day(self.clock())
+                written = self.follower.active_offset()
+                if written > self.settings.log_max_bytes or (written and today != self._log_day):
                     await self._rotate_log()
+                self._log_day = today
                 if time.monotonic() - last_compact > COMPACT_SECONDS:
                     last_compact = time.monotonic()
                     yesterday = utc_day(self.clock() - 86400)

@@ -107,9 +107,20 @@ def visitor_counts(agent: Agent, name: str) -> dict[str, tuple[int, int]]:
     return {v: (c.visitors, c.conversions) for v, c in agent.store.totals(name).items()}
 
 
-async def test_the_salt_changes_at_midnight_and_yesterdays_is_forgotten(
+def logged_visits(settings: AgentSettings) -> list[tuple[str, str]]:
+    """(salt day, visitor id) of every page view in the log files on disk."""
+    visits = []
+    for path in sorted(settings.access_log.parent.glob(settings.access_log.name + "*")):
+        for line in path.read_text().splitlines():
+            if '"u":"/' in line:
+                visits.append((line.split('"d":"')[1][:10], line.split('"id":"')[1][:16]))
+    return visits
+
+
+async def test_the_salt_changes_at_midnight_and_yesterdays_ids_are_forgotten(
     settings: AgentSettings,
 ) -> None:
+    settings = settings.model_copy(update={"rotation_grace_seconds": 0.3})
     clock = ShiftedClock()
     midnight = (datetime.now(UTC) + timedelta(days=1)).replace(
         hour=0, minute=0, second=0, microsecond=0
@@ -124,11 +135,23 @@ async def test_the_salt_changes_at_midnight_and_yesterdays_is_forgotten(
         await until(
             lambda: _async(sum(v for v, _ in visitor_counts(agent, manifest.name).values()) == 1)
         )
+        [(day, yesterdays_id)] = logged_visits(settings)
+        assert day == yesterday
 
         clock.set(midnight.timestamp() + 1)  # 00:00:01: a new day, a new salt
         today = midnight.date().isoformat()
         await until(
             lambda: _async(agent.serving.plan and agent.serving.plan.day == today), what="new salt"
+        )
+        # The log holding yesterday's visitor ids is rotated at midnight and deleted
+        # once read: they are no longer on disk (as the store forgets them a day later).
+        await until(
+            lambda: _async(
+                not logged_visits(settings)
+                and [p.name for p in settings.access_log.parent.glob("access.log*")]
+                == ["access.log"]
+            ),
+            what="yesterday's log rotated and removed",
         )
 
         async def next_day_visit() -> bool:
@@ -139,10 +162,8 @@ async def test_the_salt_changes_at_midnight_and_yesterdays_is_forgotten(
             return sum(v for v, _ in visitor_counts(agent, manifest.name).values()) == 2
 
         await until(next_day_visit, what="a visitor-day per day")
-        lines = [line for line in settings.access_log.read_text().splitlines() if '"u":"/' in line]
-        days = {line.split('"d":"')[1][:10] for line in lines}
-        ids = {line.split('"id":"')[1][:16] for line in lines}
-        assert days == {yesterday, today} and len(ids) == 2  # unlinkable across days
+        todays_ids = {id for day, id in logged_visits(settings) if day == today}
+        assert len(todays_ids) == 1 and yesterdays_id not in todays_ids  # unlinkable
         with sqlite3.connect(settings.db_path) as db:
             salts = [row[0] for row in db.execute("SELECT day FROM salts")]
         assert salts == [today]  # yesterday's salt is gone once today's is live
