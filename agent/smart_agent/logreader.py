@@ -92,6 +92,8 @@ def classify(line: str, known: KnownVariants) -> tuple[Event | None, str]:
     if path == CONVERT_PATH:
         if method not in ("GET", "POST"):
             return None, "method"
+        if status == "303":
+            return None, "cross_site"
         if status != "302":
             return None, "other"
         claimed = claimed or variant  # performance pages carry no variant

@@ -14,7 +14,8 @@ What the configuration does (docs/agent.md explains why):
 - A JSON access log with the experiment, revision, salt day, variant, visitor id, the
   path without its query, the status, the content type, and bot/prefetch flags.
 - ``/_smart/convert`` answers 302 to the experiment's goal (from its manifest, never
-  from the URL); ``/_smart/health`` tells which configuration is live.
+  from the URL), or 303 (not counted) when the browser says the request came from
+  another site; ``/_smart/health`` tells which configuration is live.
 
 Nothing here decides *what* to serve (the agent does) and nothing reads the log. A new
 configuration replaces the old one only after ``nginx -t`` accepts it.
@@ -323,8 +324,21 @@ def _locations(plan: ServePlan) -> list[str]:
     goal = manifest.goal_url
     lines = [f"location = {CONVERT_PATH} {{"]
     # A missing goal still answers, so a stray link does not break the page, but the
-    # agent counts only conversions that were redirected (302).
-    lines += [f"    return 302 {_quote(goal)};" if goal else "    return 404;", "}"]
+    # agent counts only conversions that were redirected (302). A browser names the
+    # site a request comes from (Fetch Metadata, ``Sec-Fetch-Site``; a page cannot
+    # forge it): a conversion link followed or loaded from another site still takes the
+    # visitor to the goal, with a 303 the agent does not count, so no other page can
+    # make its visitors' browsers convert.
+    if goal:
+        lines += [
+            "    if ($http_sec_fetch_site = cross-site) {",
+            f"        return 303 {_quote(goal)};",
+            "    }",
+            f"    return 302 {_quote(goal)};",
+        ]
+    else:
+        lines.append("    return 404;")
+    lines.append("}")
     root = deployment.path / "variants"
     lines += [
         "location / {",

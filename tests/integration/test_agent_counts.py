@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from scipy.stats import chisquare
 
 import smart_agent
 from smart_sim.bench.agent import AgentHost, IntakeRecorder, landing_experiment
-from smart_sim.traffic import BROWSERS, TrafficPlan, send_traffic
+from smart_sim.traffic import BROWSERS, CONVERT_LINK, TrafficPlan, send_traffic
 from tests.waiting import eventually_async as eventually
 
 GOAL = "https://buy.stripe.com/test_acme"
@@ -307,3 +308,30 @@ async def test_bots_head_and_prefetch_are_served_but_not_counted(host: AgentHost
     assert status["log"]["lines"]["bot"] == 160
     assert status["log"]["lines"]["method"] == 40
     assert await host.counts(NAME) == {}
+
+
+async def test_a_conversion_from_another_site_reaches_the_goal_but_is_not_counted(
+    host: AgentHost,
+) -> None:
+    """Another site's page cannot make its visitors' browsers convert: the browser says
+    where the request comes from (Fetch Metadata), and only same-site clicks count."""
+    manifest, files = landing_experiment(goal_url=GOAL)
+    host.deploy(manifest, files)
+    await host.start()
+    visitor = {"User-Agent": BROWSERS[0], "X-Forwarded-For": "198.18.3.3"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(host.base_url + "/", headers=visitor) as page:
+            variant = CONVERT_LINK.search(await page.read())
+        assert variant is not None
+        convert = f"{host.base_url}/_smart/convert?v={variant.group(1).decode()}&via=cta"
+        answers = []
+        for site in ("cross-site", "same-origin"):
+            headers = {**visitor, "Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"}
+            async with session.get(convert, headers=headers, allow_redirects=False) as reply:
+                answers.append((reply.status, reply.headers.get("Location")))
+    assert answers == [(303, GOAL), (302, GOAL)]  # the visitor reaches the goal either way
+    await eventually(
+        lambda: _async_status_lines(host, "cross_site", 1), what="the agent read the lines"
+    )
+    counted = {variant.group(1).decode(): (1, 1)}
+    assert await host.wait_counts(NAME, counted) == counted
