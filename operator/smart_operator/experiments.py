@@ -4,6 +4,8 @@ see ``revisions``): where an experiment is deployed, and what its status says. P
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.conditions import Verdict, get_condition, is_true, set_condition
 from smart_operator.models.conditions import ConditionType, Reason, as_reason
@@ -50,6 +52,29 @@ def deploy_target(
         username=DEPLOY_USER,
         server_id=server.id,
     )
+
+
+def served_instead(
+    domain: Domain | None,
+    name: str,
+    revision: str,
+    deployed_at: datetime | None,
+    grace_seconds: float,
+) -> str | None:
+    """What the Domain's agent said it serves of Experiment ``name`` instead of
+    ``revision``, in a heartbeat received more than ``grace_seconds`` after the deploy
+    (earlier ones may predate it): the revision it named, or "nothing". None while it
+    serves ``revision``, or has said nothing since (an agent that does not say is
+    never contradicted)."""
+    agent = domain.status.agent if domain is not None and domain.status is not None else None
+    if agent is None or agent.serving is None or agent.last_seen is None or deployed_at is None:
+        return None
+    if (agent.last_seen - deployed_at).total_seconds() <= grace_seconds:
+        return None
+    served = {e.name: e.revision for e in agent.serving}
+    if served.get(name) == revision:
+        return None
+    return served.get(name) or "nothing"
 
 
 def summarize(status: ExperimentStatus) -> ExperimentStatus:

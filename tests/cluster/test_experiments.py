@@ -4,8 +4,10 @@ server with the pinned host key, switch atomically; errors stop before any uploa
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from smart_operator.keys import generate_ssh_key
 from tests.cluster.conftest import World, experiment, wait_exp
@@ -143,7 +145,7 @@ def test_a_host_key_mismatch_refuses_the_deploy(cluster: Cluster, site: tuple[st
 def test_the_agent_serves_the_experiment_on_the_host_within_seconds(
     cluster: Cluster, world: World, site: tuple[str, Path]
 ) -> None:
-    namespace, _root = site
+    namespace, root = site
     server = (cluster.get("domain", "site", "-n", namespace) or {})["status"]["server"]
     cluster.apply(experiment("served", namespace, "site"))
     wait_exp(cluster, namespace, "served", "Deployed")
@@ -159,6 +161,29 @@ def test_the_agent_serves_the_experiment_on_the_host_within_seconds(
     body = eventually(page, 30, "the host's agent serves the page")
     assert "Acme" in body
     assert "/_smart/convert?v=" in body
+
+    # The agent's heartbeat says what it serves, and the operator holds it to that: a
+    # server that lost the experiment (its files gone, as on a server restored from an
+    # old snapshot) gets it deployed again.
+    status = (cluster.get("experiment", "served", "-n", namespace) or {})["status"]
+    wanted = [{"name": "served", "revision": status["deployedRevision"]}]
+
+    def agent_serves() -> Any:
+        domain = cluster.get("domain", "site", "-n", namespace) or {}
+        return domain.get("status", {}).get("agent", {}).get("serving")
+
+    eventually(lambda: agent_serves() == wanted, 60, f"the Domain's agent status names {wanted}")
+    shutil.rmtree(root / "opt/smart/experiments/served")
+    eventually(lambda: agent_serves() == [], 60, "the agent says it serves nothing")
+    eventually(
+        lambda: agent_serves() == wanted and page() is not None,
+        120,
+        "the operator deploys the experiment again",
+    )
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=ServedRevisionDiffers"
+    )
+    assert "deploying it again" in events
 
 
 def test_a_second_experiment_on_a_domain_waits_until_the_first_is_deleted(

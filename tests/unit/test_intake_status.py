@@ -11,7 +11,7 @@ from typing import Any
 from smart_operator.intake.experiments import ExperimentView, experiment_view
 from smart_operator.intake.incarnations import source_of
 from smart_operator.intake.keys import DomainRef
-from smart_operator.intake.schema import Heartbeat, ResultsReport
+from smart_operator.intake.schema import Heartbeat, ResultsReport, RunningExperiment
 from smart_operator.intake.status import (
     GrowthLimit,
     HistoryRules,
@@ -503,6 +503,7 @@ def test_heartbeat_lastseen_is_written_at_most_every_interval() -> None:
         "version": "0.4.1",
         "startedAt": "2026-03-09T08:00:00Z",
         "lastSeen": "2026-03-09T09:00:00Z",
+        "serving": [],
     }
     current = AgentStatus.model_validate(written(first)["agent"])
     soon = PendingHeartbeat(beat(), DOMAIN, NOW + timedelta(seconds=20), 0.0)
@@ -517,3 +518,17 @@ def test_a_new_agent_is_written_at_once_and_lastseen_never_goes_back() -> None:
     assert written(plan_agent(current, upgraded, 30))["agent"]["version"] == "0.5.0"
     older = PendingHeartbeat(beat("0.5.0", NOW), DOMAIN, NOW - timedelta(seconds=5), 0.0)
     assert plan_agent(current, older, 30) == Skip("stale")
+
+
+def test_what_the_agent_serves_is_written_at_once_when_it_changes() -> None:
+    served = [RunningExperiment(name="headline", revision="r-1")]
+    first = plan_agent(None, PendingHeartbeat(beat(), DOMAIN, NOW, 0.0), 30)
+    current = AgentStatus.model_validate(written(first)["agent"])
+    deployed = Heartbeat(version="0.4.1", started_at=NOW - timedelta(hours=1), experiments=served)
+    soon = PendingHeartbeat(deployed, DOMAIN, NOW + timedelta(seconds=2), 0.0)
+    assert written(plan_agent(current, soon, 30))["agent"]["serving"] == [
+        {"name": "headline", "revision": "r-1"}
+    ]
+    current = AgentStatus.model_validate(written(plan_agent(current, soon, 30))["agent"])
+    again = PendingHeartbeat(deployed, DOMAIN, NOW + timedelta(seconds=4), 0.0)
+    assert plan_agent(current, again, 30) == Skip("unchanged")

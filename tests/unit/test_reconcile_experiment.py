@@ -5,6 +5,7 @@ and which part of the status it writes."""
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -236,3 +237,31 @@ async def test_a_revision_the_agent_refuses_is_not_recorded_and_is_tried_again(
     assert "deployedRevision" not in world.status(ref)
     await world.run(ref)
     assert world.condition(ref, "Deployed")["status"] == "True"
+
+
+async def test_a_server_that_says_it_serves_another_revision_gets_it_again(world: World) -> None:
+    ref = world.add()
+    await world.run(ref)
+    status = world.status(ref)
+    deployed_at = datetime.fromisoformat(status["deployedAt"])
+    domain = world.resources.objects[ObjectRef("domains", "shop", NS)]
+
+    def heartbeat(after_seconds: float, revision: str | None) -> None:
+        domain["status"]["agent"] = {
+            "version": "0.4.1",
+            "lastSeen": (deployed_at + timedelta(seconds=after_seconds)).isoformat(),
+            "serving": [{"name": "headline", "revision": revision}] if revision else [],
+        }
+
+    heartbeat(5, "r-older")  # may have been sent before the deploy: not a contradiction
+    await world.run(ref)
+    heartbeat(60, status["deployedRevision"])
+    await world.run(ref)
+    assert world.deployer.calls["deploy"] == 1
+
+    heartbeat(60, None)  # the server lost it (its agent's state reset)
+    await world.run(ref)
+    assert world.deployer.calls["deploy"] == 2
+    assert "ServedRevisionDiffers" in world.events.reasons("Warning")
+    assert world.condition(ref, "Deployed")["status"] == "True"
+    assert datetime.fromisoformat(world.status(ref)["deployedAt"]) > deployed_at

@@ -383,10 +383,14 @@ def plan_agent(
     seen = current.last_seen if current else None
     if seen is not None and seen >= pending.received_at:
         return Skip("stale")
+    serving = [{"name": e.name, "revision": e.revision} for e in beat.experiments]
     same_agent = (
         current is not None
         and current.version == beat.version
         and current.started_at == beat.started_at
+        # A change of what it serves is written at once: the operator compares it with
+        # what it deployed.
+        and [s.model_dump() for s in current.serving or []] == serving
     )
     if (
         same_agent
@@ -400,6 +404,7 @@ def plan_agent(
                 "version": beat.version,
                 "startedAt": rfc3339(beat.started_at),
                 "lastSeen": rfc3339(pending.received_at),
+                "serving": serving,
             }
         }
     )

@@ -181,10 +181,20 @@ class DNSStatus(CamelModel):
     records: list[DNSRecordStatus] = Field(default_factory=list)
 
 
+class ServedExperiment(CamelModel):
+    name: str
+    revision: str | None = None
+
+
 class AgentStatus(CamelModel):
     version: str | None = None
     last_seen: datetime | None = None
     started_at: datetime | None = None
+    serving: list[ServedExperiment] | None = Field(
+        default=None,
+        description="The experiments and revisions the agent said it serves in its last "
+        "heartbeat (absent: an agent that does not say)",
+    )
 
 
 class DomainStatus(StatusModel):

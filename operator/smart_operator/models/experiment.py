@@ -280,6 +280,11 @@ class ExperimentStatus(StatusModel):
         description="The server (provider id) it was deployed to: a new server of the Domain "
         "gets it again",
     )
+    deployed_at: datetime | None = Field(
+        default=None,
+        description="When the deployed revision was confirmed: heartbeats received well "
+        "after it must name it, or it is deployed again",
+    )
     serving: list[str] = Field(default_factory=list, description="Variants being served")
     last_sequence: int | None = Field(default=None, ge=0)
     last_report_at: datetime | None = None

@@ -11,6 +11,9 @@ the intake's to write; this reconciler never touches them (``ExperimentStatus.WR
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from smart_operator import experiments, revisions
 from smart_operator.conditions import set_condition
 from smart_operator.errors import HostKeyMismatch, RevisionRefused, TemporaryFailure
@@ -26,6 +29,8 @@ from smart_operator.settings import OperatorSettings
 from smart_operator.templates import validate_config
 
 RETRY_SECONDS = 5.0
+# A heartbeat received this long after a deploy names what the agent serves since.
+SERVED_GRACE_SECONDS = 30.0
 
 
 class ExperimentReconciler:
@@ -41,8 +46,10 @@ class ExperimentReconciler:
         settings: OperatorSettings,
         writer: StatusWriter[ExperimentStatus],
         events: Events,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.experiment = experiment
+        self.clock = clock
         self.resources = resources
         self.deployer = deployer
         self.client_private_key = client_private_key
@@ -102,7 +109,7 @@ class ExperimentReconciler:
         if holder is not None:
             await self.wait_for_domain(target, holder)
             return RETRY_SECONDS
-        return await self.deploy(target, paused=domain is not None and domain.spec.paused)
+        return await self.deploy(target, domain)
 
     async def domain(self) -> Domain | None:
         ref = ObjectRef("domains", self.experiment.spec.domain_ref, self.namespace)
@@ -137,6 +144,7 @@ class ExperimentReconciler:
                 return
             self.status.deployed_revision = None
             self.status.deployed_server = None
+            self.status.deployed_at = None
             self.status.serving = []
         domain = self.experiment.spec.domain_ref
         self.condition(
@@ -156,10 +164,10 @@ class ExperimentReconciler:
         # Staff's spec.suspended, or billing's status.billing.suspended.
         return body is not None and Customer.model_validate(body).is_suspended()
 
-    async def deploy(self, target: Target, paused: bool) -> float:
+    async def deploy(self, target: Target, domain: Domain | None) -> float:
         serving, why = revisions.decide_serving(
             self.experiment,
-            domain_paused=paused,
+            domain_paused=domain is not None and domain.spec.paused,
             customer_suspended=await self.customer_suspended(),
         )
         revision = revisions.build_revision(self.experiment, serving)
@@ -167,7 +175,27 @@ class ExperimentReconciler:
         previous = self.read.deployed_revision
         if self.read.deployed_server != target.server_id:
             previous = None  # a new server (a replaced one): it has nothing of ours yet
+        instead = None
         if previous == revision.id:
+            # Deployed before this field existed: heartbeats are compared from now on.
+            self.status.deployed_at = self.status.deployed_at or self.clock()
+            instead = experiments.served_instead(
+                domain,
+                self.experiment.metadata.name,
+                revision.id,
+                self.status.deployed_at,
+                SERVED_GRACE_SECONDS,
+            )
+        if instead is not None:
+            # The server lost it (restored from a snapshot, its files changed by hand,
+            # its agent's state reset): deploy it again.
+            self.events.post(
+                "Warning",
+                "ServedRevisionDiffers",
+                f"the agent on {target.address} serves {instead}, not revision "
+                f"{revision.id}: deploying it again",
+            )
+        elif previous == revision.id:
             self.condition(
                 ConditionType.DEPLOYED, "True", Reason.DEPLOYED, f"revision {revision.id}: {why}"
             )
@@ -212,6 +240,7 @@ class ExperimentReconciler:
             return RETRY_SECONDS
         self.status.deployed_revision = result.serving
         self.status.deployed_server = target.server_id
+        self.status.deployed_at = self.clock()
         self.status.serving = serving.served(names)
         self.condition(
             ConditionType.DEPLOYED, "True", Reason.DEPLOYED, f"revision {revision.id}: {why}"
