@@ -533,6 +533,18 @@ def is_steady(status: DomainStatus, generation: int | None) -> bool:
     )
 
 
+def watched_behind(domain: Domain, steady_at: int | None) -> bool:
+    """Whether the watched ``domain`` is older than this process's last pass over it,
+    which left it steady at generation ``steady_at``: only the operator makes a steady
+    Domain unsteady at the same generation, and its pass would have said so. Under load
+    the watch stream lags the operator's own status writes; a pass acting on such a
+    copy would ask the providers again for what it already knows."""
+    generation = domain.metadata.generation
+    if steady_at is None or steady_at != generation:
+        return False
+    return not is_steady(domain.status or DomainStatus(), generation)
+
+
 def next_check(status: DomainStatus, drift_seconds: float) -> float:
     """Seconds until the next pass of a Domain whose pass went through: soon while its
     agent has not reported, the drift interval once it has."""

@@ -15,7 +15,7 @@ from smart_operator.keys import (
     hash_intake_key,
 )
 from smart_operator.models.conditions import DOMAIN_CONDITIONS
-from smart_operator.models.domain import Domain, DomainPhase
+from smart_operator.models.domain import Domain, DomainPhase, DomainStatus, ServerStatus
 
 
 def domain(name: str = "shop", namespace: str = "customer-acme", **spec: Any) -> Domain:
@@ -157,3 +157,20 @@ def test_record_plan_never_touches_a_record_that_is_not_ours() -> None:
     assert plan.conflicts == [
         "CNAME www.shop.example → elsewhere.example exists and was not created by Smart Server"
     ]
+
+
+def test_a_watched_copy_older_than_the_operators_last_pass_is_read_again() -> None:
+    fresh = domain()
+    steady = domain()
+    conditions = set_condition([], "Verified", "True", "ZoneActive", "", 1)
+    conditions = set_condition(conditions, "ServerReady", "True", "Running", "", 1)
+    steady.status = DomainStatus(
+        observed_generation=1, server=ServerStatus(id=7), conditions=conditions
+    )
+    # Left steady at generation 1 by the last pass: a copy that is not steady is behind.
+    assert domains.watched_behind(fresh, steady_at=1)
+    assert not domains.watched_behind(steady, steady_at=1)
+    # A changed spec (a new generation), or no steady pass yet: the copy is current.
+    assert not domains.watched_behind(fresh, steady_at=None)
+    fresh.metadata.generation = 2
+    assert not domains.watched_behind(fresh, steady_at=1)

@@ -65,6 +65,10 @@ class Context:
     pass in progress, so nothing it is creating is left behind."""
     customer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One lock per Customer: its passes (handlers of several events) never overlap."""
+    steady_at: dict[str, int | None] = field(default_factory=dict)
+    """The generation at which each Domain's last pass left it steady (``domains.
+    is_steady``): a watched object that is not steady at that generation is older than
+    what this process wrote, and is read again before a pass acts on it."""
 
     def writer(
         self,

@@ -7,10 +7,13 @@ from typing import Any
 
 import kopf
 
+from smart_operator import domains
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers.context import context, run_daemon, wake
-from smart_operator.handlers.metrics import DOMAIN_CENSUS, reconciling
+from smart_operator.handlers.metrics import DOMAIN_CENSUS, STALE_READS, reconciling
 from smart_operator.models.common import GROUP, VERSION
+from smart_operator.models.domain import Domain
+from smart_operator.ports import ObjectRef
 from smart_operator.settings import OperatorSettings
 
 DOMAINS = (GROUP, VERSION, "domains")
@@ -24,9 +27,21 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         ctx = context(memo)
 
         async def one_pass() -> float:
-            reconciler = ctx.domain(dict(body), stopping=stopped.is_set)
+            current = dict(body)
+            if domains.watched_behind(Domain.model_validate(current), ctx.steady_at.get(uid)):
+                STALE_READS.inc()
+                meta = current["metadata"]
+                current = (
+                    await ctx.kube.get(ObjectRef("domains", meta["name"], meta["namespace"]))
+                    or current
+                )
+            reconciler = ctx.domain(current, stopping=stopped.is_set)
             delay = await reconciler.run()
             DOMAIN_CENSUS.record(uid, reconciler.domain, reconciler.status)
+            if domains.is_steady(reconciler.status, reconciler.generation):
+                ctx.steady_at[uid] = reconciler.generation
+            else:
+                ctx.steady_at.pop(uid, None)
             return delay
 
         await run_daemon(ctx, uid, stopped, "Domain", one_pass)
@@ -41,6 +56,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     ) -> None:
         ctx = context(memo)
         DOMAIN_CENSUS.forget(uid)
+        ctx.steady_at.pop(uid, None)
         with reconciling("Domain"):
             try:
                 async with ctx.quiet(uid):

@@ -21,6 +21,11 @@ RECONCILES = Counter(
     "Reconciles by kind and outcome (ok, retry, error)",
     ["kind", "outcome"],
 )
+STALE_READS = Counter(
+    "smartserver_stale_reads_total",
+    "Domain passes whose watched object predated the operator's own last status write "
+    "(the watch stream lagging), so the object was read again from the API server",
+)
 RECONCILE_SECONDS = Histogram(
     "smartserver_reconcile_duration_seconds",
     "Time spent in one reconcile, by kind",
