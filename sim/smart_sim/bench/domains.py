@@ -46,6 +46,13 @@ def provider_calls(metrics_url: str, by_verb: bool = False) -> dict[str, float]:
     return totals
 
 
+def stale_reads(metrics_url: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310 (loopback)
+        text = response.read().decode()
+    found = re.search(r"^smartserver_stale_reads_total ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else math.nan
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -163,7 +170,9 @@ def one_run(count: int, scale: float, steady_seconds: float, workdir: Path) -> N
                     flush=True,
                 )
                 print(
-                    f"        steady-state calls in {steady_seconds:.0f} s: {steady_verbs}",
+                    f"        steady-state calls in {steady_seconds:.0f} s: {steady_verbs}; "
+                    f"passes that read a lagging watch's Domain again: "
+                    f"{stale_reads(operator.metrics_url):.0f}",
                     flush=True,
                 )
     finally:
