@@ -224,6 +224,11 @@ cmd_host_key() {
 
 command=${1:-}
 [ $# -gt 0 ] && shift
+# One command at a time: an operator killed mid-install leaves its command running here
+# (closing the SSH session does not stop it), and the next operator's install must not
+# unpack into the same release beside it. It waits for the first, then finds its work.
+exec 9>/run/smart-agent-install.lock
+flock -w 900 9 || die 1 "another installation has held the lock for 15 minutes"
 case "$command" in
   bundle) cmd_bundle "$@" ;;
   env) cmd_env ;;

@@ -350,6 +350,21 @@ async def test_an_agent_upgrade_loses_no_count(world: BootedWorld, tmp_path: Pat
     assert counts_in(await agent_status(world)) == want
 
 
+async def test_two_installs_at_once_both_end_with_the_bundle_installed(
+    world: BootedWorld,
+) -> None:
+    """An operator killed mid-install leaves its command running on the server; the next
+    operator's install of the same bundle waits for it instead of unpacking beside it
+    (which failed with "rm: cannot remove ...: Directory not empty")."""
+    second = ensure_bundle(version="0.1.2+boot.test").describe()
+    results = await asyncio.gather(
+        *(install_agent(world.target(), second, world.environment()) for _ in range(2))
+    )
+    assert [r.version for r in results] == ["0.1.2+boot.test"] * 2
+    installed = await world.server.exec("cat", "/opt/smart/agent/current/BUNDLE")
+    assert f"sha256={second.sha256}" in installed.stdout.splitlines()
+
+
 async def test_a_new_intake_key_replaces_the_old_one(world: BootedWorld) -> None:
     new_key = generate_intake_key()
     world.intake.keys.add(new_key)
