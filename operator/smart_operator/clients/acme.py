@@ -26,12 +26,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from josepy.jwa import ES256
-from josepy.jwk import JWKEC
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
 
 from smart_operator.errors import PermanentFailure, TemporaryFailure
 from smart_operator.ports import ChallengeRecords, IssuedCertificate
