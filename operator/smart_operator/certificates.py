@@ -14,6 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+from prometheus_client import Counter, Gauge
+
 RENEW_AT = 2 / 3
 """The share of the lifetime after which a certificate is renewed."""
 JITTER = 0.1
@@ -21,6 +24,19 @@ JITTER = 0.1
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 3600.0
 ACME_CHALLENGE = "_acme-challenge"
+
+ISSUED = Counter(
+    "smartserver_certificates_issued_total", "Certificates issued and installed on a server"
+)
+FAILURES = Counter(
+    "smartserver_certificate_failures_total",
+    "Certificate issuances or renewals that failed (each is retried with backoff)",
+)
+EXPIRY = Gauge(
+    "smartserver_certificate_expiry_timestamp_seconds",
+    "When each Domain's installed certificate expires (Unix time)",
+    ["namespace", "domain"],
+)
 
 
 def certificate_names(domain: str) -> list[str]:
@@ -96,3 +112,8 @@ def seconds_until_due(state: CertificateState, uid: str, now: datetime) -> float
 
 def expiry_message(not_after: datetime) -> str:
     return f"expires {not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def leaf(fullchain_pem: str) -> x509.Certificate:
+    """The first certificate of a chain (the site's own)."""
+    return x509.load_pem_x509_certificate(fullchain_pem.encode())

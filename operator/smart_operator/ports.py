@@ -308,6 +308,10 @@ class AgentInstaller(Protocol):
         """Make the prepared key the server's host key; returns it."""
         ...
 
+    async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
+        """Deliver a certificate and its key, and have the agent serve them."""
+        ...
+
 
 # -- Kubernetes -------------------------------------------------------------------------
 
