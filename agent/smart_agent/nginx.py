@@ -326,31 +326,34 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
     lines.append("    access_log off;")
     tls = plan.tls
     hsts = None
-    if tls is None:
-        lines += ["    server {", f"        listen {settings.listen} default_server;"]
-    else:
+    server = ["    server {", f"        listen {settings.listen} default_server;"]
+    if tls is not None:
         port = "" if settings.tls_port == 443 else f":{settings.tls_port}"
+        lines += ["    " + line for line in _redirect_map(settings.domain)]
         if settings.hsts_max_age:
-            hsts = f'add_header Strict-Transport-Security "max-age={settings.hsts_max_age}" always;'
-        lines += [
-            # Plain HTTP only redirects (and answers the agent's own health check).
-            "    server {",
-            f"        listen {settings.listen} default_server;",
-            "        server_name _;",
-            *health,
-            "        location / {",
-            f"            return 301 https://$host{port}$request_uri;",
-            "        }",
-            "    }",
-            "    server {",
+            # Only over HTTPS (browsers ignore it over HTTP, RFC 6797 8.1); an empty
+            # value sends no header.
+            lines += [
+                "    map $scheme $smart_hsts {",
+                '        default "";',
+                f'        https "max-age={settings.hsts_max_age}";',
+                "    }",
+            ]
+            hsts = "add_header Strict-Transport-Security $smart_hsts always;"
+        server += [
             f"        listen {settings.tls_listen} ssl default_server;",
             f"        ssl_certificate {_quote(tls.cert)};",
             f"        ssl_certificate_key {_quote(tls.key)};",
             *("        " + line for line in TLS_DIRECTIVES),
             f"        # certificate {tls.digest}",
+            # Before any location is chosen: the site's names over plain HTTP go to HTTPS.
+            "        if ($smart_redirect) {",
+            f"            return 301 https://$host{port}$request_uri;",
+            "        }",
         ]
         if hsts:
-            lines.append("        " + hsts)
+            server.append("        " + hsts)
+    lines += server
     lines += [
         "        server_name _;",
         f"        access_log {_quote(settings.access_log)} smart{buffer} if=$smart_logged;",
@@ -365,6 +368,25 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
     text = "\n".join(lines)
     config_id = hashlib.sha256(text.encode()).hexdigest()[:16]
     return text.replace("@CONFIG_ID@", config_id)
+
+
+def _redirect_map(domain: str | None) -> list[str]:
+    """``$smart_redirect``: 1 for a plain-HTTP request that must go to HTTPS.
+
+    The certificate covers the site's names (the apex and ``www``): requests for them
+    are redirected. A request by bare address or another name could not be served a
+    valid certificate anyway and is answered as before, over HTTP (the agent's own
+    health check is one). Without a known domain, every plain request but the health
+    check is redirected."""
+    lines = ['map "$scheme|$host|$uri" $smart_redirect {', "    default 0;"]
+    if domain and re.fullmatch(r"[A-Za-z0-9.-]{1,253}", domain):
+        name = re.escape(domain.lower().rstrip("."))
+        lines.append(f'    "~^http\\|(www\\.)?{name}\\|" 1;')
+    else:
+        lines.append(f'    "~^http\\|[^|]*\\|{re.escape(HEALTH_PATH)}$" 0;')
+        lines.append('    "~^http\\|" 1;')
+    lines.append("}")
+    return lines
 
 
 def _locations(plan: ServePlan, hsts: str | None = None) -> list[str]:

@@ -133,7 +133,8 @@ def test_with_a_certificate_http_redirects_and_https_uses_modern_tls(tmp_path: P
     assert "return 301 https://$host:18443$request_uri;" in text
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
     assert "ssl_session_tickets off;" in text
-    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in text
+    assert 'https "max-age=31536000";' in text  # only over HTTPS
+    assert "add_header Strict-Transport-Security $smart_hsts always;" in text
     assert str(files.key) in text and "privkey.pem" not in text  # the agent's own copy
     # A new certificate is a new configuration (the agent reloads nginx for it).
     _pair(settings.tls_source_dir)
@@ -168,3 +169,11 @@ def test_proxied_mode_believes_cloudflare_addresses_only(tmp_path: Path) -> None
     assert trusted == list(CLOUDFLARE_IPS)
     assert "real_ip_header CF-Connecting-IP;" in text and "real_ip_recursive" not in text
     assert "2606:4700::/32" in trusted and "104.16.0.0/13" in trusted
+
+
+def test_only_the_sites_names_are_redirected_when_the_domain_is_known(tmp_path: Path) -> None:
+    settings = AgentSettings(root=tmp_path, domain="shop.example")
+    _pair(settings.tls_source_dir)
+    text = render_config(settings, ServePlan(None, "d", "ab" * 32, tls=tls.stage(settings)))
+    assert '"~^http\\|(www\\.)?shop\\.example\\|" 1;' in text
+    assert '"~^http\\|" 1;' not in text  # a bare address is answered over HTTP as before
