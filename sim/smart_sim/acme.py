@@ -234,6 +234,11 @@ class Pebble:
         return self.workdir / "api-ca.pem"
 
     @property
+    def root_file(self) -> Path:
+        """The root that signs what this Pebble issues (new at every start), as a file."""
+        return self.workdir / "root.pem"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "pebble.log"
 
@@ -300,6 +305,7 @@ class Pebble:
             try:
                 self._get(self.directory_url)
                 self.root_pem = self._get(f"https://127.0.0.1:{self.management_port}/roots/0")
+                self.root_file.write_bytes(self.root_pem)
                 return
             except OSError:
                 if time.monotonic() > deadline:

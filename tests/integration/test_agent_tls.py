@@ -133,10 +133,9 @@ async def test_visitors_are_counted_the_same_over_https_and_http_redirects(
         concurrency=32,
         goal_url=GOAL,
         host=DOMAIN,
-        ca_file=str(acme.pebble.workdir / "root.pem"),
+        ca_file=str(acme.pebble.root_file),
         server_name=DOMAIN,
     )
-    (acme.pebble.workdir / "root.pem").write_bytes(acme.pebble.root_pem)
     truth = await send_traffic(https_url(host), plan)
     assert truth.uncertain == 0, truth.errors[:5]
     assert not truth.return_mismatches and not truth.bad_redirects
