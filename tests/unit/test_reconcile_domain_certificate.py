@@ -12,7 +12,7 @@ import pytest
 from smart_operator import certificates
 from smart_operator.errors import TemporaryFailure
 from tests.unit.fakes import FakeAuthority
-from tests.unit.test_reconcile_domain import World
+from tests.unit.test_reconcile_domain import REF, World
 
 
 class CertWorld(World):
@@ -118,3 +118,22 @@ async def test_without_a_ca_the_domain_says_so_and_stays_ready(world: CertWorld)
     condition = world.condition("CertificateReady")
     assert condition["status"] == "False" and condition["reason"] == "AcmeNotConfigured"
     assert world.condition("Ready")["status"] == "True"
+
+
+async def test_proxied_mode_and_hsts_reach_the_agent_and_a_change_is_delivered(
+    world: CertWorld,
+) -> None:
+    await world.run()
+    world.heartbeat()
+    await world.run()
+    [(address, env)] = world.installer.environments.items()
+    assert env.extra["PROXIED"] == "false" and env.extra["HSTS_MAX_AGE"] == "31536000"
+    installs = world.installer.calls["install"]
+    await world.run()
+    assert world.installer.calls["install"] == installs  # nothing changed: nothing sent
+    body = world.resources.objects[REF]
+    body["spec"]["dns"] = {"proxied": True}
+    body["metadata"]["generation"] = 2
+    await world.run()
+    assert world.installer.environments[address].extra["PROXIED"] == "true"
+    assert world.installer.calls["install"] == installs + 1

@@ -141,6 +141,12 @@ class ServerStatus(CamelModel):
     agent_version: str | None = Field(
         default=None, description="The agent version the server reported after installing"
     )
+    agent_settings_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="Digest of the agent's settings other than its key (proxied mode, HSTS, "
+        "SMART_AGENT_SETTINGS) as last delivered: a change delivers them again",
+    )
     host_key_rotated: bool | None = Field(
         default=None,
         description="Whether the host key from the user-data was replaced by one made on "

@@ -15,6 +15,8 @@ that changed something the next one relies on (the server id first), and at the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -459,7 +461,7 @@ class DomainReconciler:
         server.host_key_fingerprint = keys.host.fingerprint
         server.host_key_rotated = None
         server.next_host_public_key = None
-        server.agent_sha256 = server.agent_version = None
+        server.agent_sha256 = server.agent_version = server.agent_settings_hash = None
         self.status.server = server
 
     async def ensure_firewall(self, cloud: Cloud) -> int:
@@ -592,6 +594,7 @@ class DomainReconciler:
             next_host_public_key=previous.next_host_public_key,
             agent_sha256=previous.agent_sha256,
             agent_version=previous.agent_version,
+            agent_settings_hash=previous.agent_settings_hash,
             host_key_fingerprint=previous.host_key_fingerprint
             or (fingerprint(previous.host_public_key) if previous.host_public_key else None),
             monthly_price=previous.monthly_price,
@@ -618,10 +621,19 @@ class DomainReconciler:
             cloud.identity.key_secret, self.uid, known.create_attempt or "", generation=generation
         )
         wanted = hash_intake_key(keys.intake)
+        extra = {
+            # The site's HTTPS and proxy settings; the operator's own agent settings may
+            # override them.
+            "PROXIED": "true" if self.domain.spec.dns.proxied else "false",
+            "HSTS_MAX_AGE": str(self.settings.hsts_max_age),
+            **self.settings.agent_settings,
+        }
+        settings_hash = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:16]
         if (
             known.agent_sha256 == installer.bundle_sha256
             and self.status.intake_key_hash == wanted
             and known.host_key_rotated
+            and known.agent_settings_hash == settings_hash
         ):
             return None
         target = self.target(cloud, server)
@@ -645,17 +657,12 @@ class DomainReconciler:
             intake_key=keys.intake,
             domain=self.domain.spec.domain,
             resource=f"{self.domain.metadata.namespace}/{self.domain.metadata.name}",
-            extra={
-                # The site's HTTPS and proxy settings; the operator's own agent settings
-                # may override them.
-                "PROXIED": "true" if self.domain.spec.dns.proxied else "false",
-                "HSTS_MAX_AGE": str(self.settings.hsts_max_age),
-                **self.settings.agent_settings,
-            },
+            extra=extra,
         )
         result = await installer.install(target, environment)
         known = self.status.server or ServerStatus()
         known.agent_sha256, known.agent_version = result.sha256, result.version
+        known.agent_settings_hash = settings_hash
         self.status.server = known
         await self.flush()
         if not known.host_key_rotated:
