@@ -137,3 +137,18 @@ async def test_proxied_mode_and_hsts_reach_the_agent_and_a_change_is_delivered(
     await world.run()
     assert world.installer.environments[address].extra["PROXIED"] == "true"
     assert world.installer.calls["install"] == installs + 1
+
+
+async def test_a_replaced_server_gets_a_certificate_of_its_own(world: CertWorld) -> None:
+    await world.run()
+    world.heartbeat()
+    await world.run()
+    [old] = list(world.servers.servers_by_id)
+    del world.servers.servers_by_id[old]
+    for _ in range(3):  # the new server, its agent, then its certificate
+        world.heartbeat()
+        await world.run()
+    [new] = list(world.servers.servers_by_id)
+    assert world.authority.calls["issue"] == 2
+    assert world.servers.servers_by_id[new].ipv4 in world.installer.certificates
+    assert world.condition("CertificateReady")["reason"] == "CertificateIssued"

@@ -463,6 +463,8 @@ class DomainReconciler:
         server.next_host_public_key = None
         server.agent_sha256 = server.agent_version = server.agent_settings_hash = None
         self.status.server = server
+        # A new server has no certificate (its key was on the old one only): issue anew.
+        self.status.certificate = None
 
     async def ensure_firewall(self, cloud: Cloud) -> int:
         found = await cloud.servers.firewalls(domains.domain_labels(self.uid))
