@@ -35,7 +35,8 @@ FAILURES = Counter(
 EXPIRY = Gauge(
     "smartserver_certificate_expiry_timestamp_seconds",
     "When each Domain's installed certificate expires (Unix time)",
-    ["namespace", "domain"],
+    # Not `namespace`: Prometheus gives every scraped series its target's namespace.
+    ["domain_namespace", "domain"],
 )
 
 
