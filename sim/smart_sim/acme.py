@@ -2,7 +2,8 @@
 
 - ``ZoneDns``: an authoritative DNS server on a loopback UDP port that answers from the
   Cloudflare simulator's zones (A, AAAA, CNAME, TXT, NS), as Cloudflare's nameservers
-  answer for a delegated zone. Only *active* zones answer (a pending zone is not yet
+  answer for a delegated zone (a proxied A/AAAA record with Cloudflare's edge addresses,
+  never the origin's). Only *active* zones answer (a pending zone is not yet
   delegated, so the world cannot see it); a name in no zone is REFUSED, a name in a zone
   without such a record NXDOMAIN/NODATA. Pebble's ``-dnsserver`` points at it, so a
   DNS-01 challenge is validated against what the operator really wrote through the
@@ -43,6 +44,11 @@ from dnslib import AAAA, CNAME, NS, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from smart_sim.cloudflare.state import CloudflareState
 
 PEBBLE = "/usr/bin/pebble"
+# A proxied record is answered with Cloudflare's edge addresses, never the origin's
+# (https://developers.cloudflare.com/dns/proxy-status/): addresses from its published
+# ranges, standing for the anycast pair a real resolver is given. Nothing is ever sent
+# to them; they only tell a test that the origin stays hidden.
+EDGE = {"A": ("104.21.0.1", "172.67.0.1"), "AAAA": ("2606:4700:3030::1", "2606:4700:3031::1")}
 _TYPES = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "TXT": TXT, "NS": NS}
 
 
@@ -134,9 +140,18 @@ class ZoneDns:
         records = [r for r in list(zone.records.values()) if r.name == qname]
         cname = [r for r in records if r.type == "CNAME"]
         wanted = cname if cname and qtype != "CNAME" else [r for r in records if r.type == qtype]
+        edge_sent = False
         for record in wanted:
             kind = _TYPES.get(record.type)
             if kind is None:
+                continue
+            if record.proxied and record.type in EDGE:
+                if not edge_sent:
+                    for address in EDGE[record.type]:
+                        reply.add_answer(
+                            RR(qname, getattr(QTYPE, record.type), rdata=kind(address), ttl=300)
+                        )
+                edge_sent = True
                 continue
             # Cloudflare keeps a TXT record's content as given (quoted or not); the
             # answer carries the text without its quotes.

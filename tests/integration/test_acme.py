@@ -87,6 +87,15 @@ async def test_the_dns_server_answers_what_the_cloudflare_api_wrote(world: World
     assert await dig(world.dns, "example.com", "A") == ["198.18.0.7"]
     assert await dig(world.dns, "note.example.com", "TXT") == ["hello"]
     assert await dig(world.dns, "missing.example.com", "A") == []
+    # A proxied record hides the origin behind Cloudflare's edge, as the real service does.
+    await world.cloudflare.batch(
+        zone_id,
+        posts=[{"type": "A", "name": "cdn.example.com", "content": "198.18.0.8", "proxied": True}],
+        patches=[],
+        deletes=[],
+    )
+    edge = await dig(world.dns, "cdn.example.com", "A")
+    assert edge and "198.18.0.8" not in edge
     pending = await world.zone("pending.test", active=False)
     assert pending
     # A zone that is not yet delegated is not answered for (status REFUSED).
