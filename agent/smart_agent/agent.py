@@ -185,6 +185,11 @@ class Agent:
             "nginx": {
                 "pid": self.serving.nginx.master_pid(),
                 "listen": self.settings.listen,
+                "tls": (
+                    {"listen": self.settings.tls_listen, "certificate": plan.tls.digest}
+                    if plan and plan.tls
+                    else None
+                ),
                 "config": self.serving.config,
                 "lastApply": self.serving.last_apply.as_dict(),
             },

@@ -47,6 +47,7 @@ class LatencyProbe:
                 continue
             assert manifest.performance is not None
             before = (self.serving.config, plan.active_variant)
+            self.client.base_url = self.serving.base_url()
             try:
                 ms = await self.client.load(
                     manifest.performance.probe_paths, manifest.performance.probe_mode

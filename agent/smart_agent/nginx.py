@@ -42,6 +42,7 @@ from smart_agent import __version__
 from smart_agent.deploy import Deployment
 from smart_agent.logreader import CONVERT_PATH, LOG_KEYS
 from smart_agent.settings import AgentSettings
+from smart_agent.tls import TlsFiles
 
 HEALTH_PATH = "/_smart/health"
 RETIRE_GRACE_SECONDS = 5.0  # how long a reload waits for the old workers to finish
@@ -111,6 +112,7 @@ class ServePlan:
     day: str  # the salt's day (UTC date), logged with every line
     secret: str  # the day's salt (hex); never logged
     active_variant: str | None = None  # performance experiments: this window's variant
+    tls: TlsFiles | None = None  # the certificate, once the operator delivered one
 
 
 def _id_buckets() -> list[tuple[str, int]]:
@@ -151,6 +153,23 @@ def assignment_key(salt: str) -> str:
     # with the salt last, all blocks would share murmur2's state over the address and
     # user agent, and the id would hold only 32 bits however many blocks it has.
     return f'"{salt} $remote_addr $http_user_agent"'
+
+
+# Mozilla's "intermediate" server-side TLS configuration (guidelines 5.7,
+# https://ssl-config.mozilla.org/): TLS 1.2 and 1.3, forward-secret AEAD suites only, the
+# client's order (every listed suite is strong), no session tickets (their key would
+# outlive the day's visitor salt). The certificate is ECDSA P-256, so no RSA or DHE.
+TLS_DIRECTIVES = (
+    "ssl_protocols TLSv1.2 TLSv1.3;",
+    "ssl_ecdh_curve X25519:prime256v1:secp384r1;",
+    "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;",
+    "ssl_prefer_server_ciphers off;",
+    "ssl_session_timeout 1d;",
+    "ssl_session_cache shared:SmartTLS:10m;",
+    "ssl_session_tickets off;",
+)
 
 
 def _percent(units: int) -> str:
@@ -274,9 +293,14 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         ),
     ]
-    for cidr in settings.real_ip_from:
-        lines.append(f"    set_real_ip_from {cidr};")
-    if settings.real_ip_from:
+    if settings.proxied:
+        # Cloudflare's edge sends the visitor's address in CF-Connecting-IP; only its own
+        # published ranges are believed, so nobody else can choose their visitor id.
+        for cidr in settings.cloudflare_ips:
+            lines.append(f"    set_real_ip_from {cidr};")
+        lines.append("    real_ip_header CF-Connecting-IP;")
+    elif settings.real_ip_from:
+        lines += [f"    set_real_ip_from {cidr};" for cidr in settings.real_ip_from]
         lines += [f"    real_ip_header {settings.real_ip_header};", "    real_ip_recursive on;"]
     lines += ["    " + line for line in _maps(settings.bot_patterns)]
     lines += [
@@ -293,30 +317,80 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
     if settings.log_buffer_kib:
         flush = max(1, round(settings.log_flush_seconds))
         buffer = f" buffer={settings.log_buffer_kib}k flush={flush}s"
-    lines += [
-        "    access_log off;",
-        "    server {",
-        f"        listen {settings.listen} default_server;",
-        "        server_name _;",
-        f"        access_log {_quote(settings.access_log)} smart{buffer} if=$smart_logged;",
-        "        location /_smart/ {",
-        "            access_log off;",
-        "            return 404;",
-        "        }",
+    health = [
         f"        location = {HEALTH_PATH} {{",
         "            access_log off;",
         "            default_type application/json;",
         '            return 200 \'{"config":"@CONFIG_ID@"}\';',
         "        }",
     ]
-    lines += ["        " + line for line in _locations(plan)]
+    lines.append("    access_log off;")
+    tls = plan.tls
+    hsts = None
+    server = ["    server {", f"        listen {settings.listen} default_server;"]
+    if tls is not None:
+        port = "" if settings.tls_port == 443 else f":{settings.tls_port}"
+        lines += ["    " + line for line in _redirect_map(settings.domain)]
+        if settings.hsts_max_age:
+            # Only over HTTPS (browsers ignore it over HTTP, RFC 6797 8.1); an empty
+            # value sends no header.
+            lines += [
+                "    map $scheme $smart_hsts {",
+                '        default "";',
+                f'        https "max-age={settings.hsts_max_age}";',
+                "    }",
+            ]
+            hsts = "add_header Strict-Transport-Security $smart_hsts always;"
+        server += [
+            f"        listen {settings.tls_listen} ssl default_server;",
+            f"        ssl_certificate {_quote(tls.cert)};",
+            f"        ssl_certificate_key {_quote(tls.key)};",
+            *("        " + line for line in TLS_DIRECTIVES),
+            f"        # certificate {tls.digest}",
+            # Before any location is chosen: the site's names over plain HTTP go to HTTPS.
+            "        if ($smart_redirect) {",
+            f"            return 301 https://$host{port}$request_uri;",
+            "        }",
+        ]
+        if hsts:
+            server.append("        " + hsts)
+    lines += server
+    lines += [
+        "        server_name _;",
+        f"        access_log {_quote(settings.access_log)} smart{buffer} if=$smart_logged;",
+        "        location /_smart/ {",
+        "            access_log off;",
+        "            return 404;",
+        "        }",
+        *health,
+    ]
+    lines += ["        " + line for line in _locations(plan, hsts)]
     lines += ["    }", "}", ""]
     text = "\n".join(lines)
     config_id = hashlib.sha256(text.encode()).hexdigest()[:16]
     return text.replace("@CONFIG_ID@", config_id)
 
 
-def _locations(plan: ServePlan) -> list[str]:
+def _redirect_map(domain: str | None) -> list[str]:
+    """``$smart_redirect``: 1 for a plain-HTTP request that must go to HTTPS.
+
+    The certificate covers the site's names (the apex and ``www``): requests for them
+    are redirected. A request by bare address or another name could not be served a
+    valid certificate anyway and is answered as before, over HTTP (the agent's own
+    health check is one). Without a known domain, every plain request but the health
+    check is redirected."""
+    lines = ['map "$scheme|$host|$uri" $smart_redirect {', "    default 0;"]
+    if domain and re.fullmatch(r"[A-Za-z0-9.-]{1,253}", domain):
+        name = re.escape(domain.lower().rstrip("."))
+        lines.append(f'    "~^http\\|(www\\.)?{name}\\|" 1;')
+    else:
+        lines.append(f'    "~^http\\|[^|]*\\|{re.escape(HEALTH_PATH)}$" 0;')
+        lines.append('    "~^http\\|" 1;')
+    lines.append("}")
+    return lines
+
+
+def _locations(plan: ServePlan, hsts: str | None = None) -> list[str]:
     deployment = plan.deployment
     if deployment is None:
         return ["location / {", "    return 404;", "}"]
@@ -345,6 +419,9 @@ def _locations(plan: ServePlan) -> list[str]:
         f'    root {_quote(root)[:-1]}/$smart_variant";',
         "    index index.html;",
     ]
+    if hsts:
+        # A location with add_header of its own inherits none from the server.
+        lines.append("    " + hsts)
     fragment = None
     if manifest.type == "performance" and manifest.serving.mode == "split":
         fragment = deployment.fragment(plan.active_variant or manifest.control)

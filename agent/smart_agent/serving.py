@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smart_agent import deploy, probe
+from smart_agent import deploy, probe, tls
 from smart_agent._loops import Clock, pause
 from smart_agent.deploy import Deployment, ScanResult
 from smart_agent.nginx import Nginx, NginxError, ServePlan, config_id, render_config
@@ -109,7 +109,7 @@ class Serving:
         active = None
         if deployment and deployment.manifest.type == "performance":
             active = probe.active_variant(deployment.manifest, now)
-        return ServePlan(deployment, day, self.store.salt(day), active)
+        return ServePlan(deployment, day, self.store.salt(day), active, tls.stage(self.settings))
 
     async def apply(self, reason: str, *, force: bool = False) -> ApplyResult:
         """Bring nginx in line with the deployments, the day and the time window."""
@@ -117,7 +117,7 @@ class Serving:
             now = self.clock()
             scan = deploy.scan(self.settings.experiments_dir)
             self.scan = scan
-            self._fingerprint = scan.fingerprint()
+            self._fingerprint = (scan.fingerprint(), tls.fingerprint(self.settings))
             chosen, conflicts = self._choose(scan)
             plan = self._plan(chosen, now)
             text = render_config(self.settings, plan)
@@ -151,12 +151,22 @@ class Serving:
             self.conflicts = conflicts
             self.last_apply = result
             self.store.forget_salts(keep=plan.day)
+            tls.prune(self.settings, plan.tls)
             if chosen is not None:
                 self._good[chosen.name] = chosen
                 self.store.set_meta(GOOD + chosen.name, str(chosen.path))
                 if self.store.register(chosen.name, chosen.manifest.uid, chosen.manifest.revision):
                     log.warning("%s has a new uid: its counts start afresh", chosen.name)
             return result
+
+    def base_url(self) -> str:
+        """Where the agent itself loads its site: over HTTPS once there is a certificate
+        (plain HTTP then only redirects)."""
+        settings = self.settings
+        if self.plan is not None and self.plan.tls is not None:
+            host = settings.tls_listen.rpartition(":")[0] or settings.listen_host
+            return f"https://{host}:{settings.tls_port}"
+        return f"http://{settings.listen_host}:{settings.listen_port}"
 
     def _needs_apply(self, now: float) -> str | None:
         plan = self.plan
@@ -183,8 +193,12 @@ class Serving:
             reason = self._needs_apply(self.clock())
             if reason is None and time.monotonic() - last_scan >= self.settings.deploy_poll_seconds:
                 last_scan = time.monotonic()
-                if deploy.scan(self.settings.experiments_dir).fingerprint() != self._fingerprint:
-                    reason = "deployment changed"
+                current = (
+                    deploy.scan(self.settings.experiments_dir).fingerprint(),
+                    tls.fingerprint(self.settings),
+                )
+                if current != self._fingerprint:
+                    reason = "deployment or certificate changed"
             if reason is not None:
                 await self.apply(reason, force=reason == "nginx was not running")
 

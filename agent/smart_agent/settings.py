@@ -26,6 +26,35 @@ _NGINX_UNSAFE = re.compile(r"[\"'\\$;{}\s\x00-\x1f\x7f]")
 _LISTEN = re.compile(r"^(?:(?P<host>\d{1,3}(?:\.\d{1,3}){3}):)?(?P<port>\d{1,5})$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
+# Cloudflare's edge addresses, as published at https://www.cloudflare.com/ips-v4 and
+# https://www.cloudflare.com/ips-v6 (docs/https.md): the only sources whose
+# CF-Connecting-IP header is trusted in proxied mode. Configuration, not code: set
+# SMART_AGENT_CLOUDFLARE_IPS when Cloudflare publishes a change.
+CLOUDFLARE_IPS = (
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+)
+
 
 class AgentSettings(BaseSettings):
     """What one agent serves, where it keeps its files and where it reports."""
@@ -52,6 +81,27 @@ class AgentSettings(BaseSettings):
         description="nginx listen address: `PORT` or `IPv4:PORT` (a simulated host uses its "
         "own loopback address, such as 127.10.0.5:8080)",
     )
+    tls_listen: str = Field(
+        default="443",
+        description="nginx's HTTPS listen address (`PORT` or `IPv4:PORT`), used once the "
+        "operator has delivered a certificate; plain HTTP then redirects to it",
+    )
+    hsts_max_age: int = Field(
+        default=31536000,
+        ge=0,
+        description="Strict-Transport-Security max-age sent over HTTPS (seconds); 0 sends "
+        "no header",
+    )
+    proxied: bool = Field(
+        default=False,
+        description="The site is proxied by Cloudflare: the client address is taken from "
+        "CF-Connecting-IP, from Cloudflare's addresses (`cloudflare_ips`) only",
+    )
+    cloudflare_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(CLOUDFLARE_IPS),
+        description="Comma-separated CIDRs of Cloudflare's edge (published at "
+        "https://www.cloudflare.com/ips-v4 and /ips-v6)",
+    )
     nginx_binary: Path = Field(default=Path("/usr/sbin/nginx"), description="nginx executable")
     nginx_user: str | None = Field(
         default=None,
@@ -65,7 +115,8 @@ class AgentSettings(BaseSettings):
     real_ip_from: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated CIDRs whose `real_ip_header` is trusted as the client "
-        "address (a CDN in production, 127.0.0.0/8 for the traffic simulator)",
+        "address (127.0.0.0/8 for the traffic simulator); ignored in proxied mode, which "
+        "trusts `cloudflare_ips` only",
     )
     real_ip_header: str = Field(
         default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]{1,64}$", description="see above"
@@ -136,14 +187,14 @@ class AgentSettings(BaseSettings):
         "keeps serving while the agent restarts",
     )
 
-    @field_validator("real_ip_from", "bot_patterns", mode="before")
+    @field_validator("real_ip_from", "bot_patterns", "cloudflare_ips", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("real_ip_from")
+    @field_validator("real_ip_from", "cloudflare_ips")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in value]
@@ -156,7 +207,7 @@ class AgentSettings(BaseSettings):
                 raise ValueError(f"bot pattern {word!r}: letters, digits, `_.-` only")
         return value
 
-    @field_validator("listen")
+    @field_validator("listen", "tls_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         match = _LISTEN.match(value)
@@ -215,6 +266,16 @@ class AgentSettings(BaseSettings):
         return self.log_dir / "access.log"
 
     @property
+    def tls_source_dir(self) -> Path:
+        """Where the operator delivers the certificate (``fullchain.pem``, ``privkey.pem``)."""
+        return self.root / "opt/smart/tls"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The agent's own copies, named by content, that nginx's configuration names."""
+        return self.state_dir / "tls"
+
+    @property
     def run_dir(self) -> Path:
         return self.root / "run/smart-agent"
 
@@ -231,6 +292,12 @@ class AgentSettings(BaseSettings):
     @property
     def listen_port(self) -> int:
         match = _LISTEN.match(self.listen)
+        assert match is not None  # checked by the validator
+        return int(match["port"])
+
+    @property
+    def tls_port(self) -> int:
+        match = _LISTEN.match(self.tls_listen)
         assert match is not None  # checked by the validator
         return int(match["port"])
 

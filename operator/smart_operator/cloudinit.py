@@ -54,6 +54,7 @@ __all__ = [
 AGENT_ENV_PATH = "/etc/smartserver/agent.env"
 AGENT_UNIT_PATH = "/etc/systemd/system/smart-agent.service"
 EXPERIMENTS_DIR = "/opt/smart/experiments"
+TLS_DIR = "/opt/smart/tls"
 HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
 # Debian packages, from the distribution's own (signed) archive, never a public index.
 PACKAGES = ("nginx-light", "ufw", "fail2ban", "python3-venv", "python3-systemd", "sudo")
@@ -236,6 +237,8 @@ def render_user_data(data: UserDataInput) -> str:
             ["systemctl", "disable", "--now", "nginx"],
             ["install", "-d", "-m", "0755", "/opt/smart", AGENT_BASE, f"{AGENT_BASE}/releases"],
             ["install", "-d", "-o", DEPLOY_USER, "-g", AGENT_GROUP, "-m", "2755", EXPERIMENTS_DIR],
+            # The site's certificate and key (delivered over SSH): the agent's group reads.
+            ["install", "-d", "-o", DEPLOY_USER, "-g", AGENT_GROUP, "-m", "2750", TLS_DIR],
             ["install", "-d", "-m", "0755", "/etc/smartserver"],
             *_firewall_commands(data.ssh_sources),
             ["systemctl", "enable", "fail2ban"],

@@ -18,6 +18,7 @@ from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
 
+from smart_operator.certificates import is_challenge_record
 from smart_operator.conditions import Verdict, get_condition, is_true, set_condition
 from smart_operator.errors import ExternalError, PermanentFailure, TemporaryFailure
 from smart_operator.models.common import Condition
@@ -471,7 +472,12 @@ def plan_records(
         else:
             plan.create.append(want)
     wanted = {(w.type, w.name) for w in desired}
-    plan.delete.extend(r.id for r in ours if (r.type, r.name) not in wanted)
+    plan.delete.extend(
+        r.id
+        for r in ours
+        # A DNS-01 challenge record belongs to the certificate step, which removes it.
+        if (r.type, r.name) not in wanted and not is_challenge_record(r.type, r.name)
+    )
     return plan
 
 

@@ -308,6 +308,10 @@ class AgentInstaller(Protocol):
         """Make the prepared key the server's host key; returns it."""
         ...
 
+    async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
+        """Deliver a certificate and its key, and have the agent serve them."""
+        ...
+
 
 # -- Kubernetes -------------------------------------------------------------------------
 
@@ -440,3 +444,36 @@ class Billing(Protocol):
     async def cancel_subscription(self, subscription_id: str) -> None:
         """One already gone counts as canceled."""
         ...
+
+
+# -- certificates ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """A certificate and its key, as the CA issued them. ``key_pem`` is secret: it goes
+    to the server over the pinned SSH connection and nowhere else (no log, no status)."""
+
+    names: tuple[str, ...]
+    key_pem: str = field(repr=False)
+    fullchain_pem: str = field(repr=False)
+    not_before: datetime
+    not_after: datetime
+
+
+class ChallengeRecords(Protocol):
+    """Writes and removes the TXT records of DNS-01 challenges."""
+
+    async def present(self, records: list[tuple[str, str]]) -> object:
+        """Publish (name, value) TXT records; return a handle for ``clean``."""
+        ...
+
+    async def clean(self, handle: object) -> None:
+        """Remove what ``present`` published; one already gone counts as removed."""
+        ...
+
+
+class CertificateAuthority(Protocol):
+    """An ACME CA (Let's Encrypt in production, Pebble in tests)."""
+
+    async def issue(self, names: list[str], records: ChallengeRecords) -> IssuedCertificate: ...

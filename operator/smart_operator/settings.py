@@ -183,6 +183,54 @@ class OperatorSettings(BaseSettings):
         description="How often a Customer's subscription is read from Stripe when nothing "
         "else calls for it (a spec change, a webhook, the end of a billing period do)",
     )
+    acme_directory_url: str | None = Field(
+        default=None,
+        description="ACME directory of the CA that issues the sites' certificates (RFC "
+        "8555). Unset means Let's Encrypt: its staging directory when acme_staging is "
+        "true, else production",
+    )
+    acme_staging: bool = Field(
+        default=False,
+        description="Use Let's Encrypt's staging CA (untrusted certificates, generous rate "
+        "limits) when acme_directory_url is unset",
+    )
+    acme_email: str | None = Field(
+        default=None,
+        description="Contact address of the ACME account (expiry notices); optional",
+    )
+    acme_ca_bundle: Path | None = Field(
+        default=None,
+        description="A CA file that trusts the ACME server's own HTTPS (a private CA such "
+        "as Pebble); unset means the system's trust store",
+    )
+    acme_propagation_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Wait after writing the DNS-01 records before the CA validates them "
+        "(Cloudflare's nameservers serve a new record within seconds)",
+    )
+    tls: bool = Field(
+        default=True,
+        description="Serve every site over HTTPS with a certificate from ACME; false leaves "
+        "the sites on plain HTTP (CertificateReady is then not reported)",
+    )
+    hsts_max_age: int = Field(
+        default=31536000,
+        ge=0,
+        description="Strict-Transport-Security max-age the sites send over HTTPS (seconds; "
+        "0 sends no header). No includeSubDomains or preload: those bind names the "
+        "customer may use elsewhere",
+    )
+
+    @property
+    def acme_directory(self) -> str:
+        """The ACME directory in use."""
+        if self.acme_directory_url:
+            return self.acme_directory_url
+        if self.acme_staging:
+            return "https://acme-staging-v02.api.letsencrypt.org/directory"
+        return "https://acme-v02.api.letsencrypt.org/directory"
+
     log_format: Literal["plain", "full", "json"] = Field(
         default="plain", description="Log line format; json suits log collectors"
     )

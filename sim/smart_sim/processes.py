@@ -298,10 +298,24 @@ class Clouds:
         cloudflare_args: list[str] | None = None,
         booted: bool = True,
         host: str = "127.0.0.1",
+        acme: bool = False,
+        certificate_seconds: int | None = None,
     ) -> None:
         """``host``: the address both simulators listen on; a local node's link address
-        lets its pods reach them."""
+        lets its pods reach them. ``acme``: also a DNS server answering from the
+        Cloudflare simulator's zones and Pebble validating DNS-01 through it, the
+        operator's ACME CA (``certificate_seconds`` shortens what it issues); without,
+        the operator serves the sites over plain HTTP (``SMART_TLS=false``)."""
         self.booted = booted
+        self.host = host
+        self.dns_port = free_port() if acme else None
+        self.pebble: Any = None
+        if acme:
+            from smart_sim.acme import Pebble
+
+            self.pebble = Pebble(
+                log_dir / "pebble", f"{host}:{self.dns_port}", validity_seconds=certificate_seconds
+            )
         self.servers_dir = log_dir / "servers"
         self._network: dict[str, Any] | None = None
         booting = ["--boot-dir", str(self.servers_dir)] if booted else []
@@ -316,7 +330,12 @@ class Clouds:
             "smart_sim.cloudflare",
             "/client/v4",
             log_dir,
-            ["--token", CLOUD_TOKEN, *(cloudflare_args or [])],
+            [
+                "--token",
+                CLOUD_TOKEN,
+                *(["--dns-port", str(self.dns_port)] if self.dns_port else []),
+                *(cloudflare_args or []),
+            ],
             host=host,
         )
 
@@ -329,12 +348,16 @@ class Clouds:
         self.hetzner.start()
         try:
             self.cloudflare.start()
+            if self.pebble is not None:
+                self.pebble.start()
         except BaseException:
-            self.hetzner.stop()
+            self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.pebble is not None:
+            self.pebble.stop()
         self.cloudflare.stop()
         self.hetzner.stop()
 
@@ -379,7 +402,14 @@ class Clouds:
             "SMART_CLOUDFLARE_ENDPOINT": self.cloudflare.url,
             "SMART_CLOUDFLARE_ACCOUNT_ID": CloudflareConfig().account_id,
             "SMART_SSH_SOURCES": '["127.0.0.0/8"]',
+            "SMART_TLS": "false",
         }
+        if self.pebble is not None:
+            env["SMART_TLS"] = "true"
+            env["SMART_ACME_DIRECTORY_URL"] = self.pebble.directory_url
+            env["SMART_ACME_CA_BUNDLE"] = str(self.pebble.api_ca)
+            # The zone DNS server answers at once: nothing to wait for.
+            env["SMART_ACME_PROPAGATION_SECONDS"] = "0"
         if self.booted:
             # The operator reaches servers from the gateway, over their port 22.
             env["SMART_SSH_SOURCES"] = json.dumps([f"{self.gateway}/32"])

@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import random
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -76,6 +77,9 @@ class TrafficPlan:
     first_visitor: int = 0  # offset into the address range: runs with disjoint visitors
     host: str | None = None  # Host header (the customer domain)
     goal_url: str | None = None  # when set, every conversion must redirect there
+    address_header: str = "X-Forwarded-For"  # CF-Connecting-IP: as Cloudflare's edge sends
+    ca_file: str | None = None  # HTTPS: the root that signs the site's certificate
+    server_name: str | None = None  # HTTPS: the name the certificate is checked for (SNI)
 
 
 @dataclass
@@ -159,14 +163,18 @@ class _Sender:
         self, kind: str, method: str, path: str, address: str, agent: str, **headers: str
     ) -> tuple[int, bytes, str | None] | None:
         """One request, retried on connection errors; None when every attempt failed."""
-        sent = {"X-Forwarded-For": address, "User-Agent": agent, **headers}
+        sent = {self.plan.address_header: address, "User-Agent": agent, **headers}
         if self.plan.host:
             sent["Host"] = self.plan.host
         error = ""
         for _ in range(ATTEMPTS):
             try:
                 async with self.session.request(
-                    method, self.base_url + path, headers=sent, allow_redirects=False
+                    method,
+                    self.base_url + path,
+                    headers=sent,
+                    allow_redirects=False,
+                    server_hostname=self.plan.server_name,
                 ) as response:
                     body = await response.read()
                     self.truth.requests[kind] += 1
@@ -272,7 +280,8 @@ async def send_traffic(base_url: str, plan: TrafficPlan) -> Truth:
     rng = random.Random(plan.seed)  # noqa: S311 (simulation, not secrets)
     seeds = [rng.getrandbits(64) for _ in range(plan.visitors)]
     started = time.monotonic()
-    connector = aiohttp.TCPConnector(limit=plan.concurrency)
+    tls = ssl.create_default_context(cafile=plan.ca_file) if plan.ca_file else None
+    connector = aiohttp.TCPConnector(limit=plan.concurrency, ssl=tls if tls else True)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         sender = _Sender(session, base_url, plan)

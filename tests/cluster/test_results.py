@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from smart_sim.traffic import TrafficPlan, send_traffic
-from tests.cluster.conftest import experiment, wait_condition, wait_exp
+from tests.cluster.conftest import World, experiment, wait_condition, wait_exp
 from tests.conftest import Cluster
 from tests.waiting import eventually
 
 
 def test_traffic_reaches_the_experiment_status_exactly(
-    cluster: Cluster, site: tuple[str, Path]
+    cluster: Cluster, world: World, site: tuple[str, Path]
 ) -> None:
     namespace, _root = site
     domain = cluster.get("domain", "site", "-n", namespace) or {}
@@ -35,6 +36,8 @@ def test_traffic_reaches_the_experiment_status_exactly(
         goal_url="https://buy.stripe.com/test_1",
         bots=20,
         seed=7,
+        ca_file=str(world.clouds.pebble.root_file),
+        server_name=domain["spec"]["domain"],
     )
     truth = asyncio.run(send_traffic(base, plan))
     assert not truth.errors and not truth.uncertain
@@ -69,7 +72,7 @@ def test_traffic_reaches_the_experiment_status_exactly(
 
 
 def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
-    cluster: Cluster, site: tuple[str, Path]
+    cluster: Cluster, world: World, site: tuple[str, Path]
 ) -> None:
     namespace, root = site
     domain = cluster.get("domain", "site", "-n", namespace) or {}
@@ -83,6 +86,8 @@ def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
         host=domain["spec"]["domain"],
         goal_url="https://buy.stripe.com/test_1",
         seed=11,
+        ca_file=str(world.clouds.pebble.root_file),
+        server_name=domain["spec"]["domain"],
     )
     truth = asyncio.run(send_traffic(base, plan))
     assert not truth.errors
@@ -101,7 +106,8 @@ def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
     # Every visitor, new or not, now gets the winner's page.
     pages = eventually(
         lambda: (
-            (p := asyncio.run(_pages(base, 20))) and all("Ship pages that sell" in t for t in p)
+            (p := asyncio.run(_pages(base, 20, domain["spec"]["domain"], world)))
+            and all("Ship pages that sell" in t for t in p)
         ),
         30,
         "twenty visitors all see the winner",
@@ -112,22 +118,32 @@ def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
 def _deploy_and_wait_until_served(
     cluster: Cluster, domain: dict[str, Any], body: dict[str, Any]
 ) -> str:
-    """Apply an Experiment, wait until it is deployed and the host serves it; the base URL."""
+    """Apply an Experiment, wait until it is deployed and the host serves it over HTTPS
+    (the site's names are redirected there once its certificate is in); the base URL."""
     meta = body["metadata"]
     cluster.apply(body)
     wait_exp(cluster, meta["namespace"], meta["name"], "Deployed")
+    wait_condition(cluster, meta["namespace"], domain["metadata"]["name"], "CertificateReady")
     server = domain["status"]["server"]
     base = f"http://{server['ipv4']}"
     eventually(lambda: asyncio.run(_served(base)), 30, "the agent serves the new experiment")
-    return base
+    return f"https://{server['ipv4']}"
 
 
-async def _pages(base: str, visitors: int) -> list[str]:
+async def _pages(base: str, visitors: int, name: str, world: World) -> list[str]:
+    """Pages over HTTPS, checked against the test CA's root for the site's name."""
+    trust = ssl.create_default_context(cafile=str(world.clouds.pebble.root_file))
     async with aiohttp.ClientSession() as session:
         pages = []
         for visitor in range(visitors):
-            headers = {"X-Forwarded-For": f"198.51.100.{visitor + 1}", "User-Agent": "Mozilla/5.0"}
-            async with session.get(base + "/", headers=headers) as reply:
+            headers = {
+                "X-Forwarded-For": f"198.51.100.{visitor + 1}",
+                "User-Agent": "Mozilla/5.0",
+                "Host": name,
+            }
+            async with session.get(
+                base + "/", headers=headers, ssl=trust, server_hostname=name
+            ) as reply:
                 pages.append(await reply.text())
         return pages
 

@@ -100,6 +100,9 @@ def release(
                     # The chart's probe, asked more often: a rolling update of the two
                     # replicas waits for each one's readiness in turn.
                     "readinessProbe": {"periodSeconds": 2},
+                    # No ACME CA here (the chart's SMART_TLS would win over the Secret's):
+                    # the pods' servers never get an agent, so there is nothing to certify.
+                    "tls": {"enabled": False},
                     "extraEnv": [
                         {"name": "SMART_VERIFY_SECONDS", "value": "1"},
                         {"name": "SMART_DRIFT_SECONDS", "value": "2"},

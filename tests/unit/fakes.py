@@ -12,11 +12,15 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from smart_operator.domains import registrable_domain, zone_candidates
 from smart_operator.errors import (
@@ -30,12 +34,14 @@ from smart_operator.errors import (
 from smart_operator.keys import generate_ssh_key
 from smart_operator.ports import (
     AgentEnvironment,
+    ChallengeRecords,
     Cloud,
     DeployResult,
     EventType,
     FirewallView,
     Identity,
     InstallResult,
+    IssuedCertificate,
     ObjectRef,
     QuotaView,
     RecordView,
@@ -508,6 +514,8 @@ class FakeInstaller(Failing):
         super().__init__()
         self.servers = servers
         self.environments: dict[str, AgentEnvironment] = {}
+        self.certificates: dict[str, IssuedCertificate] = {}
+        """Delivered certificates (with their keys), by address."""
         self.host_keys: dict[str, str] = {}
         """Rotated host keys, by address; before that, the one in the user-data."""
         self._next: dict[str, str] = {}
@@ -542,3 +550,64 @@ class FakeInstaller(Failing):
         self.host_keys[target.address] = next_public_key
         self._next.pop(target.address, None)
         return next_public_key
+
+    async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
+        self._call("install_certificate")
+        self._check_pin(target)
+        self.certificates[target.address] = issued
+
+
+class FakeAuthority(Failing):
+    """An ACME CA that checks the DNS-01 records really are in the fake zone while it
+    validates, and issues self-signed certificates of ``lifetime`` from ``clock``."""
+
+    def __init__(
+        self, dns: Any, clock: Callable[[], datetime], lifetime: timedelta = timedelta(days=90)
+    ) -> None:
+        super().__init__()
+        self.dns = dns
+        self.clock = clock
+        self.lifetime = lifetime
+        self.validated: list[str] = []
+
+    async def issue(self, names: list[str], records: ChallengeRecords) -> IssuedCertificate:
+        self._call("issue")
+        wanted = [(f"_acme-challenge.{name}", f"token-{name}") for name in names]
+        handle = await records.present(wanted)
+        try:
+            present = {
+                (r.name, r.content.strip('"'))
+                for zone in self.dns.zones_by_id
+                for r in self.dns.all_records(zone)
+                if r.type == "TXT"
+            }
+            missing = [w for w in wanted if w not in present]
+            if missing:
+                raise PermanentFailure("acme", f"unauthorized: no TXT record {missing}")
+            self.validated += [name for name, _ in wanted]
+        finally:
+            await records.clean(handle)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        now = self.clock()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake CA")]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + self.lifetime)
+            .sign(key, hashes.SHA256())
+        )
+        return IssuedCertificate(
+            names=tuple(names),
+            key_pem=key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode(),
+            fullchain_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+            not_before=now,
+            not_after=now + self.lifetime,
+        )

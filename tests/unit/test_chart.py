@@ -196,6 +196,7 @@ def fired(labels: dict[str, str], summary: str, description: str) -> dict[str, d
 
 
 RECONCILE = "smartserver_reconcile_total"
+EXPIRY = "smartserver_certificate_expiry_timestamp_seconds"
 BUDGET = "smartserver_provider_budget_remaining"
 CALLS = "smartserver_provider_calls_total"
 REQUESTS = "smartserver_intake_requests_total"
@@ -312,6 +313,35 @@ ALERT_CASES = {
         "SmartServerProviderRateLimited",
         [series(CALLS, "0 1 1x28", provider="cloudflare", verb="list_zones", outcome="429")],
         "25m",
+        [],
+    ),
+    "a certificate close to expiry fires": AlertCase(
+        "SmartServerCertificateExpiring",
+        # Expiry at 1,000,000 s (11.6 days after the test's time 0).
+        [
+            series(
+                EXPIRY, "1000000x120", domain_namespace="customer-acme", domain="shop", pod="op-1"
+            )
+        ],
+        "90m",
+        [
+            fired(
+                {"severity": "warning", "domain_namespace": "customer-acme", "domain": "shop"},
+                "The certificate of customer-acme/shop expires soon",
+                "It expires in 11d 12h 16m 40s and renewal has not succeeded. kubectl describe "
+                "domain shop -n customer-acme: CertificateReady quotes the CA's or the server's "
+                "error.",
+            )
+        ],
+    ),
+    "a certificate with weeks left is quiet": AlertCase(
+        "SmartServerCertificateExpiring",
+        [
+            series(
+                EXPIRY, "5000000x120", domain_namespace="customer-acme", domain="shop", pod="op-1"
+            )
+        ],
+        "90m",
         [],
     ),
     "agents beating too rarely fire": AlertCase(

@@ -41,8 +41,9 @@ import asyncssh
 
 from smart_operator.agentbundle import INSTALLER_PATH, AgentBundle
 from smart_operator.clients.ssh import SYSTEM, connect_pinned
+from smart_operator.cloudinit import TLS_DIR
 from smart_operator.errors import InstallFailed, Unreachable
-from smart_operator.ports import AgentEnvironment, InstallResult, Target
+from smart_operator.ports import AgentEnvironment, InstallResult, IssuedCertificate, Target
 
 __all__ = [
     "AgentEnvironment",
@@ -221,6 +222,37 @@ def _public_key_line(text: str) -> str:
     raise InstallFailed(SYSTEM, f"the server printed no ed25519 public key: {text.strip()[:200]}")
 
 
+async def install_certificate(target: Target, issued: IssuedCertificate) -> None:
+    """Deliver a certificate and its key to the server's agent, then have it serve them.
+
+    Over the pinned connection only: each file is written aside with mode 0640 (the
+    folder's group is the agent's) and renamed into place, the key first; then
+    ``smart-agent reload`` makes the agent test the pair with ``nginx -t`` and serve it.
+    A refused pair leaves the previous certificate serving (``InstallFailed`` with
+    nginx's words); an agent that is down picks the pair up when it is back.
+    """
+    async with _session(target) as conn:
+        async with conn.start_sftp_client() as sftp:
+            for name, text in (
+                ("privkey.pem", issued.key_pem),
+                ("fullchain.pem", issued.fullchain_pem),
+            ):
+                final = posixpath.join(TLS_DIR, name)
+                partial = posixpath.join(TLS_DIR, f".{name}.partial-{secrets.token_hex(4)}")
+                attrs = asyncssh.SFTPAttrs(permissions=0o640)
+                async with sftp.open(partial, "w", attrs) as remote:
+                    await remote.write(text)
+                await sftp.posix_rename(partial, final)
+        result = await conn.run("smart-agent reload --json", check=False)
+    if result.exit_status == 3:
+        raise Unreachable(SYSTEM, f"{target.address}: the agent is not running")
+    if result.exit_status != 0:
+        detail = str(result.stdout or result.stderr or "").strip()
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            detail = str(json.loads(detail)["apply"]["error"]) or detail
+        raise InstallFailed(SYSTEM, f"the server's nginx refused the certificate: {detail[:300]}")
+
+
 class BundleInstaller:
     """The ``AgentInstaller`` port: installs one bundle."""
 
@@ -239,3 +271,6 @@ class BundleInstaller:
 
     async def commit_host_key_rotation(self, target: Target, next_public_key: str) -> str:
         return await commit_host_key_rotation(target, next_public_key)
+
+    async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
+        await install_certificate(target, issued)

@@ -25,7 +25,15 @@ from smart_operator.models.customer import Customer, CustomerStatus
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.models.experiment import Experiment, ExperimentStatus
 from smart_operator.plans import Catalog as PlanCatalog
-from smart_operator.ports import AgentInstaller, Billing, Cloud, Deployer, EventType, ObjectRef
+from smart_operator.ports import (
+    AgentInstaller,
+    Billing,
+    CertificateAuthority,
+    Cloud,
+    Deployer,
+    EventType,
+    ObjectRef,
+)
 from smart_operator.reconcile.customer import CustomerReconciler
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.experiment import ExperimentReconciler
@@ -58,6 +66,8 @@ class Context:
     """Delivers the agent bundle (``SMART_AGENT_BUNDLE``) to servers; None without one."""
     billing: Billing | None = None
     """Stripe; None when billing is off (no key configured)."""
+    authority: CertificateAuthority | None = None
+    """The ACME CA of the sites' certificates; None with SMART_TLS=false."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -115,6 +125,7 @@ class Context:
             dns_schedule=self.dns_schedule,
             resources=self.kube,
             installer=self.installer,
+            authority=self.authority,
             stopping=stopping or (lambda: False),
         )
 

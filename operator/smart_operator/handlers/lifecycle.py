@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from smart_operator.agentbundle import AgentBundle
+from smart_operator.clients.acme import AcmeIssuer
 from smart_operator.clients.agent_install import BundleInstaller
 from smart_operator.clients.budget import RequestBudget
 from smart_operator.clients.cloudflare import Cloudflare
@@ -136,6 +137,15 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         connected = await connect_cloud(memo.context.kube, operator_settings)
         if connected is not None:
             memo.context.cloud, memo.close_cloud = connected
+            if operator_settings.tls:
+                memo.context.authority = AcmeIssuer(
+                    operator_settings.acme_directory,
+                    memo.context.cloud.identity.key_secret,
+                    email=operator_settings.acme_email,
+                    ca_bundle=operator_settings.acme_ca_bundle,
+                    propagation_seconds=operator_settings.acme_propagation_seconds,
+                )
+                logger.info("certificates from %s", operator_settings.acme_directory)
         else:
             logger.warning(
                 "SMART_HETZNER_TOKEN or SMART_CLOUDFLARE_TOKEN is not set: Domains will wait "

@@ -30,6 +30,8 @@ class ConditionType(StrEnum):
     DNS_READY = "DNSReady"
     AGENT_CONNECTED = "AgentConnected"
     PAUSED = "Paused"
+    CERTIFICATE_READY = "CertificateReady"
+    """The site's TLS certificate is issued, installed and not close to expiry."""
     # Experiment
     CONFIG_VALID = "ConfigValid"
     DEPLOYED = "Deployed"
@@ -122,6 +124,12 @@ class Reason(StrEnum):
     REVISION_REFUSED = "RevisionRefused"
     DEPLOYED = "Deployed"
     SERVING = "Serving"
+    # -- Domain certificate ----------------------------------------------------------------
+    CERTIFICATE_ISSUED = "CertificateIssued"
+    ISSUING = "Issuing"
+    RENEWAL_FAILED = "RenewalFailed"
+    """An issuance or renewal failed; retried with backoff (also a Warning and a metric)."""
+    ACME_NOT_CONFIGURED = "AcmeNotConfigured"
 
 
 def as_reason(text: str) -> Reason:
@@ -134,6 +142,7 @@ def as_reason(text: str) -> Reason:
 
 WARNINGS = frozenset(
     {
+        Reason.RENEWAL_FAILED,
         Reason.PROVIDER_UNAVAILABLE,
         Reason.PROVIDER_REJECTED,
         Reason.UNKNOWN_PLAN,

@@ -141,6 +141,12 @@ class ServerStatus(CamelModel):
     agent_version: str | None = Field(
         default=None, description="The agent version the server reported after installing"
     )
+    agent_settings_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="Digest of the agent's settings other than its key (proxied mode, HSTS, "
+        "SMART_AGENT_SETTINGS) as last delivered: a change delivers them again",
+    )
     host_key_rotated: bool | None = Field(
         default=None,
         description="Whether the host key from the user-data was replaced by one made on "
@@ -197,6 +203,22 @@ class AgentStatus(CamelModel):
     )
 
 
+class CertificateStatus(CamelModel):
+    """The site's TLS certificate (from ACME by DNS-01; docs/https.md). Public facts
+    only: the private key lives on the server and nowhere else."""
+
+    names: list[str] = Field(default_factory=list, description="The names it covers")
+    serial: str | None = Field(default=None, description="Serial number (hex)")
+    issuer: str | None = Field(default=None, description="The issuing CA's name")
+    not_before: datetime | None = Field(default=None, description="Valid from")
+    not_after: datetime | None = Field(default=None, description="Expiry")
+    renew_after: datetime | None = Field(
+        default=None, description="When renewal is due (two thirds of the lifetime, jittered)"
+    )
+    failures: int = Field(default=0, ge=0, description="Failed attempts in a row")
+    last_attempt: datetime | None = Field(default=None, description="The latest attempt")
+
+
 class DomainStatus(StatusModel):
     """The operator writes everything but ``agent``, which the intake writes from the
     agent's heartbeats."""
@@ -209,6 +231,7 @@ class DomainStatus(StatusModel):
     server: ServerStatus | None = None
     dns: DNSStatus | None = None
     agent: AgentStatus | None = None
+    certificate: CertificateStatus | None = None
     intake_key_hash: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -231,6 +254,7 @@ class Domain(Resource):
             READY_COLUMN,
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("IPv4", ".status.server.ipv4"),
+            PrinterColumn("Cert-Expiry", ".status.certificate.notAfter", type="date"),
             PrinterColumn("Server", ".status.server.name", priority=1),
             PrinterColumn("Type", ".spec.server.type", priority=1),
             PrinterColumn("Agent", ".status.agent.lastSeen", type="date", priority=1),

@@ -15,6 +15,8 @@ that changed something the next one relies on (the server id first), and at the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from smart_operator import domains
+from smart_operator import certificates, domains
 from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import now, set_condition
@@ -39,6 +41,7 @@ from smart_operator.models.common import ConditionStatus
 from smart_operator.models.conditions import ConditionType, Reason
 from smart_operator.models.customer import customer_of
 from smart_operator.models.domain import (
+    CertificateStatus,
     DNSRecordStatus,
     DNSStatus,
     Domain,
@@ -50,6 +53,7 @@ from smart_operator.models.domain import (
 from smart_operator.ports import (
     AgentEnvironment,
     AgentInstaller,
+    CertificateAuthority,
     Cloud,
     Events,
     ObjectRef,
@@ -58,6 +62,7 @@ from smart_operator.ports import (
     Target,
     ZoneView,
 )
+from smart_operator.reconcile.certificate import ZoneChallenges
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
 
@@ -119,6 +124,7 @@ class DomainReconciler:
         dns_schedule: DnsCheckSchedule,
         resources: Resources,
         installer: AgentInstaller | None = None,
+        authority: CertificateAuthority | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -132,6 +138,7 @@ class DomainReconciler:
         self.dns_schedule = dns_schedule
         self.resources = resources
         self.installer = installer
+        self.authority = authority
         self.clock = clock
         self.stopping = stopping
         self.uid = domain.metadata.uid or ""
@@ -211,7 +218,10 @@ class DomainReconciler:
                 self.settings.intake_url,
             ),
         )
-        return domains.next_check(self.status, self.settings.drift_seconds)
+        delay = domains.next_check(self.status, self.settings.drift_seconds)
+        if self.settings.tls:
+            delay = min(delay, await self.ensure_certificate(cloud, zone, server))
+        return delay
 
     async def _step(self, type: ConditionType, work: Awaitable[T | Wait]) -> T | Wait:
         """Run one step; a provider failure becomes its condition and a ``Wait``."""
@@ -451,8 +461,10 @@ class DomainReconciler:
         server.host_key_fingerprint = keys.host.fingerprint
         server.host_key_rotated = None
         server.next_host_public_key = None
-        server.agent_sha256 = server.agent_version = None
+        server.agent_sha256 = server.agent_version = server.agent_settings_hash = None
         self.status.server = server
+        # A new server has no certificate (its key was on the old one only): issue anew.
+        self.status.certificate = None
 
     async def ensure_firewall(self, cloud: Cloud) -> int:
         found = await cloud.servers.firewalls(domains.domain_labels(self.uid))
@@ -584,6 +596,7 @@ class DomainReconciler:
             next_host_public_key=previous.next_host_public_key,
             agent_sha256=previous.agent_sha256,
             agent_version=previous.agent_version,
+            agent_settings_hash=previous.agent_settings_hash,
             host_key_fingerprint=previous.host_key_fingerprint
             or (fingerprint(previous.host_public_key) if previous.host_public_key else None),
             monthly_price=previous.monthly_price,
@@ -610,10 +623,19 @@ class DomainReconciler:
             cloud.identity.key_secret, self.uid, known.create_attempt or "", generation=generation
         )
         wanted = hash_intake_key(keys.intake)
+        extra = {
+            # The site's HTTPS and proxy settings; the operator's own agent settings may
+            # override them.
+            "PROXIED": "true" if self.domain.spec.dns.proxied else "false",
+            "HSTS_MAX_AGE": str(self.settings.hsts_max_age),
+            **self.settings.agent_settings,
+        }
+        settings_hash = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:16]
         if (
             known.agent_sha256 == installer.bundle_sha256
             and self.status.intake_key_hash == wanted
             and known.host_key_rotated
+            and known.agent_settings_hash == settings_hash
         ):
             return None
         target = self.target(cloud, server)
@@ -637,11 +659,12 @@ class DomainReconciler:
             intake_key=keys.intake,
             domain=self.domain.spec.domain,
             resource=f"{self.domain.metadata.namespace}/{self.domain.metadata.name}",
-            extra=self.settings.agent_settings,
+            extra=extra,
         )
         result = await installer.install(target, environment)
         known = self.status.server or ServerStatus()
         known.agent_sha256, known.agent_version = result.sha256, result.version
+        known.agent_settings_hash = settings_hash
         self.status.server = known
         await self.flush()
         if not known.host_key_rotated:
@@ -657,6 +680,100 @@ class DomainReconciler:
             f"{(self.status.server or ServerStatus()).host_key_fingerprint}",
         )
         return None
+
+    async def ensure_certificate(self, cloud: Cloud, zone: ZoneView, server: ServerView) -> float:
+        """The site's certificate for the apex and ``www``: issued by ACME with DNS-01
+        records in the Domain's zone (before the server needs it, proxied or not),
+        delivered with its key over the pinned SSH connection only, and renewed at two
+        thirds of its lifetime; a failure is retried with backoff, warned about while the
+        installed certificate still serves. Returns the seconds until it needs a look."""
+        authority, installer = self.authority, self.installer
+        if authority is None or installer is None:
+            self.condition(
+                ConditionType.CERTIFICATE_READY,
+                "False",
+                Reason.ACME_NOT_CONFIGURED,
+                "the operator has no ACME CA or no agent bundle: the site is served over "
+                "plain HTTP (set SMART_ACME_DIRECTORY_URL, or SMART_TLS=false to say so)",
+            )
+            return self.settings.drift_seconds
+        known = self.status.certificate or CertificateStatus()
+        names = certificates.certificate_names(self.domain.spec.domain)
+        now = self.clock()
+        state = certificates.CertificateState(
+            known.not_before if known.names == names else None,
+            known.not_after if known.names == names else None,
+            known.serial,
+            known.failures,
+            known.last_attempt,
+        )
+        if not certificates.due(state, self.uid, now):
+            if known.failures == 0 and known.not_after is not None:
+                self._certificate_ready(known)
+            return max(1.0, certificates.seconds_until_due(state, self.uid, now))
+        known.last_attempt = now
+        try:
+            comment = domains.record_comment(self.domain, cloud.identity.installation, zone.plan)
+            challenges = ZoneChallenges(cloud.dns, zone.id, self.uid, comment)
+            issued = await authority.issue(names, challenges)
+            await installer.install_certificate(self.target(cloud, server), issued)
+        except ExternalError as error:
+            known.failures += 1
+            self.status.certificate = known
+            certificates.FAILURES.inc()
+            retry = certificates.retry_delay(known.failures, known.not_after, now)
+            serving = known.not_after is not None and now < known.not_after
+            still = (
+                f"; the installed certificate serves until {known.not_after:%Y-%m-%dT%H:%M:%SZ}"
+                if serving and known.not_after
+                else "; the site is served over plain HTTP meanwhile"
+            )
+            self.condition(
+                ConditionType.CERTIFICATE_READY,
+                "True" if serving else "False",
+                Reason.RENEWAL_FAILED,
+                f"attempt {known.failures} failed: {error}{still}; next attempt in {retry:.0f} s",
+            )
+            return retry
+        leaf_serial = _serial(issued.fullchain_pem)
+        known = CertificateStatus(
+            names=names,
+            serial=leaf_serial,
+            issuer=_issuer(issued.fullchain_pem),
+            not_before=issued.not_before,
+            not_after=issued.not_after,
+            renew_after=certificates.renewal_time(
+                issued.not_before, issued.not_after, f"{self.uid}:{leaf_serial}"
+            ),
+            failures=0,
+            last_attempt=now,
+        )
+        self.status.certificate = known
+        certificates.ISSUED.inc()
+        self.events.post(
+            "Normal",
+            "CertificateIssued",
+            f"certificate for {', '.join(names)} installed, "
+            f"{certificates.expiry_message(issued.not_after)}",
+        )
+        self._certificate_ready(known)
+        state = certificates.CertificateState(issued.not_before, issued.not_after, leaf_serial)
+        return max(1.0, certificates.seconds_until_due(state, self.uid, now))
+
+    def _certificate_ready(self, known: CertificateStatus) -> None:
+        assert known.not_after is not None
+        certificates.EXPIRY.labels(
+            self.domain.metadata.namespace or "", self.domain.metadata.name
+        ).set(known.not_after.timestamp())
+        renew = (
+            f", renewal after {known.renew_after:%Y-%m-%dT%H:%M:%SZ}" if known.renew_after else ""
+        )
+        self.condition(
+            ConditionType.CERTIFICATE_READY,
+            "True",
+            Reason.CERTIFICATE_ISSUED,
+            f"{', '.join(known.names)}: {certificates.expiry_message(known.not_after)}{renew}",
+        )
 
     async def commit_rotation(self, cloud: Cloud, target: Target, upcoming: str) -> None:
         """Make the prepared host key the server's, and the pin."""
@@ -805,3 +922,11 @@ class DomainReconciler:
         self.dns_schedule.forget(self.uid)
         for firewall in await cloud.servers.firewalls(labels):
             await cloud.servers.delete_firewall(firewall.id)
+
+
+def _serial(fullchain_pem: str) -> str:
+    return format(certificates.leaf(fullchain_pem).serial_number, "x")
+
+
+def _issuer(fullchain_pem: str) -> str:
+    return certificates.leaf(fullchain_pem).issuer.rfc4514_string()[:200]

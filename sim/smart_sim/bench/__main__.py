@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from smart_sim.bench import agent, boot, controlplane, dashboard, domains, intake, node
+from smart_sim.bench import agent, boot, controlplane, dashboard, domains, intake, node, tls
 
 BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
     "domains": domains.run,
     "intake": intake.run,
     "agent": agent.run,
+    "tls": tls.run,
     "dashboard": dashboard.run,
     "boot": boot.run,
     "node": node.run,

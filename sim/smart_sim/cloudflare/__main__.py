@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 
+from smart_sim.acme import ZoneDns
 from smart_sim.cloudflare.app import CloudflareConfig
 from smart_sim.cloudflare.runner import CloudflareSimulator
 
@@ -34,6 +35,12 @@ def _arguments() -> argparse.Namespace:
         choices=("free", "pro", "business", "enterprise"),
         help="the plan of new zones (API-created zones are on Free for real)",
     )
+    parser.add_argument(
+        "--dns-port",
+        type=int,
+        default=None,
+        help="also answer DNS (UDP) on this port of --host from the zones (smart_sim.acme)",
+    )
     return parser.parse_args()
 
 
@@ -53,7 +60,12 @@ async def _serve(args: argparse.Namespace) -> None:
         print(f"Cloudflare simulator: {sim.url}", flush=True)
         print(f"  account id:  {config.account_id}", flush=True)
         print(f"  control API: {sim.root_url}/_sim/", flush=True)
-        await stop.wait()
+        if args.dns_port is None:
+            await stop.wait()
+            return
+        async with ZoneDns(sim.context.state, args.host, args.dns_port) as dns:
+            print(f"  DNS server:  {dns.address} (udp)", flush=True)
+            await stop.wait()
 
 
 def main() -> None:
