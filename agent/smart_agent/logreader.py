@@ -3,8 +3,9 @@
 ``classify`` turns one log line into an exposure, a conversion or a reason to skip it:
 bots (a bot user agent or none, flagged by nginx), ``HEAD`` and other non-page methods,
 prefetches, requests served while the experiment was not randomising (``control`` or
-``winner`` mode), assets, errors, and conversions for a variant the experiment does not
-have.
+``winner`` mode), assets, errors, conversions that are not a same-site ``POST`` (a
+plain link or another site's page), and conversions for a variant the experiment does
+not have. Whether the visitor was exposed to the variant is the store's to decide.
 
 ``LogFollower`` follows the log by file identity (device, inode and first line), not by
 name: a renamed log keeps being read until nginx has reopened the new one and the old
@@ -90,11 +91,13 @@ def classify(line: str, known: KnownVariants) -> tuple[Event | None, str]:
     except (ValueError, KeyError, TypeError):
         return None, "malformed"
     if path == CONVERT_PATH:
-        if method not in ("GET", "POST"):
+        # nginx answers a same-site POST with 303 (counted), a POST from another site
+        # and any other method with 302 (``nginx.py``).
+        if method != "POST":
             return None, "method"
-        if status == "303":
+        if status == "302":
             return None, "cross_site"
-        if status != "302":
+        if status != "303":
             return None, "other"
         claimed = claimed or variant  # performance pages carry no variant
         variants = known(experiment, revision)

@@ -13,9 +13,10 @@ What the configuration does (docs/agent.md explains why):
   access log holds the id and never the address or the user agent.
 - A JSON access log with the experiment, revision, salt day, variant, visitor id, the
   path without its query, the status, the content type, and bot/prefetch flags.
-- ``/_smart/convert`` answers 302 to the experiment's goal (from its manifest, never
-  from the URL), or 303 (not counted) when the browser says the request came from
-  another site; ``/_smart/health`` tells which configuration is live.
+- ``/_smart/convert`` sends the visitor to the experiment's goal (from its manifest,
+  never from the URL): 303 for a POST from this site (the one answer the agent counts),
+  302 for a plain link or a form from another site; ``/_smart/health`` tells which
+  configuration is live.
 
 Nothing here decides *what* to serve (the agent does) and nothing reads the log. A new
 configuration replaces the old one only after ``nginx -t`` accepts it.
@@ -397,18 +398,22 @@ def _locations(plan: ServePlan, hsts: str | None = None) -> list[str]:
     manifest = deployment.manifest
     goal = manifest.goal_url
     lines = [f"location = {CONVERT_PATH} {{"]
-    # A missing goal still answers, so a stray link does not break the page, but the
-    # agent counts only conversions that were redirected (302). A browser names the
-    # site a request comes from (Fetch Metadata, ``Sec-Fetch-Site``; a page cannot
-    # forge it): a conversion link followed or loaded from another site still takes the
-    # visitor to the goal, with a 303 the agent does not count, so no other page can
-    # make its visitors' browsers convert.
+    # A missing goal still answers, so a stray link does not break the page. The agent
+    # counts only what nginx answers with 303: a POST (the templates' buttons post
+    # their form here), from this site. A plain link (GET) still takes the visitor to
+    # the goal, with a 302 that is not counted, so a prefetch, a crawler or an image
+    # tag cannot convert. A browser names the site a request comes from (Fetch
+    # Metadata, ``Sec-Fetch-Site``; a page cannot forge it): a form posted from another
+    # site also gets the uncounted 302, so no other page can make its visitors convert.
     if goal:
         lines += [
-            "    if ($http_sec_fetch_site = cross-site) {",
-            f"        return 303 {_quote(goal)};",
+            "    if ($request_method != POST) {",
+            f"        return 302 {_quote(goal)};",
             "    }",
-            f"    return 302 {_quote(goal)};",
+            "    if ($http_sec_fetch_site = cross-site) {",
+            f"        return 302 {_quote(goal)};",
+            "    }",
+            f"    return 303 {_quote(goal)};",
         ]
     else:
         lines.append("    return 404;")

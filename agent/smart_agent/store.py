@@ -4,9 +4,11 @@ What it keeps, and why counting is exact:
 
 - ``exposures`` and ``conversions`` are *sets* of (experiment, salt day, visitor id,
   variant); a line read twice inserts nothing new, so a re-read, a restart or a rotated
-  log never counts twice. ``totals`` is updated in the same transaction from the rows
-  that were really inserted, and so is the reading position of the log file the lines
-  came from: after a crash the agent resumes exactly where the last commit left it.
+  log never counts twice. A conversion counts only for a visitor exposed to that
+  variant the same salt day; until that exposure is read it waits in ``unexposed``.
+  ``totals`` is updated in the same transaction from the rows that were really
+  inserted, and so is the reading position of the log file the lines came from: after
+  a crash the agent resumes exactly where the last commit left it.
 - Once a day is over and the log is read to its end, that day's visitor ids are deleted
   (``compact``); the totals stay. Visitor ids live for two days at most, salts for one.
 - ``experiments`` holds each experiment's report sequence. A report is built (new
@@ -25,6 +27,7 @@ import random
 import secrets
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +43,13 @@ CREATE TABLE IF NOT EXISTS exposures (
     variant TEXT NOT NULL,
     PRIMARY KEY (experiment, day, visitor, variant)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conversions (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant)) WITHOUT ROWID;
+-- Conversions whose visitor has no exposure to that variant that day (yet): counted
+-- when the exposure is read (lines of two log files can be read out of order), dropped
+-- uncounted when the day is compacted.
+CREATE TABLE IF NOT EXISTS unexposed (
     experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
     variant TEXT NOT NULL,
     PRIMARY KEY (experiment, day, visitor, variant)) WITHOUT ROWID;
@@ -142,6 +152,8 @@ class Store:
         # (experiment, day, variant) -> visitor ids whose exposure is committed.
         self._known: dict[tuple[str, int, str], set[int]] = {}
         self._known_size = 0
+        # Whether conversions wait in ``unexposed`` (read once, then kept up to date).
+        self._waiting = self.db.execute("SELECT 1 FROM unexposed LIMIT 1").fetchone() is not None
 
     def close(self) -> None:
         self.db.close()
@@ -235,11 +247,11 @@ class Store:
 
         Returns how many visitors or conversions were new.
         """
-        seen: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
-        converted: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
+        exposed: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
+        converted: list[tuple[str, int, int, str]] = []
         last_event: dict[str, tuple[float, str]] = {}
         late = 0
-        new = 0
+        added: Counter[tuple[str, str, str]] = Counter()  # (experiment, variant, kind)
         committed: list[tuple[str, int, int, str]] = []
         with self._tx() as db:
             compacted = self.meta("compacted_before") or ""
@@ -248,36 +260,40 @@ class Store:
                     late += 1
                     continue
                 key = (event.experiment, day_number(event.day), event.visitor, event.variant)
-                group = (event.experiment, event.variant)
-                # A conversion implies the visitor saw that variant's page that day (it
-                # may have been loaded just before the salt changed).
-                seen.setdefault(group, []).append(key)
                 if event.kind == "conversion":
-                    converted.setdefault(group, []).append(key)
+                    converted.append(key)
+                else:
+                    exposed.setdefault((event.experiment, event.variant), []).append(key)
                 last_event[event.experiment] = (event.at, event.revision)
-            for group, keys in seen.items():
+            for group, keys in exposed.items():
                 fresh = [k for k in keys if k[2] not in self._known.get((k[0], k[1], k[3]), ())]
                 # Sets: a row already there inserts nothing; the change count says what
                 # was really new.
                 before = db.total_changes
                 db.executemany("INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)", fresh)
-                visitors = db.total_changes - before
+                added[(*group, "visitors")] += db.total_changes - before
                 committed.extend(fresh)
-                conversions = 0
-                if group in converted:
+            if exposed and self._waiting:
+                added.update(self._match_unexposed(db))
+            for key in converted:
+                if self._exposed(db, key):
                     before = db.total_changes
-                    db.executemany(
-                        "INSERT OR IGNORE INTO conversions VALUES (?, ?, ?, ?)", converted[group]
-                    )
-                    conversions = db.total_changes - before
-                if visitors or conversions:
-                    new += visitors + conversions
+                    db.execute("INSERT OR IGNORE INTO conversions VALUES (?, ?, ?, ?)", key)
+                    added[(key[0], key[3], "conversions")] += db.total_changes - before
+                elif not db.execute(
+                    "SELECT 1 FROM conversions WHERE experiment = ? AND day = ? AND visitor = ? "
+                    "AND variant = ?",
+                    key,
+                ).fetchone():
+                    db.execute("INSERT OR IGNORE INTO unexposed VALUES (?, ?, ?, ?)", key)
+                    self._waiting = True
+            for (experiment, variant, kind), count in added.items():
+                if count:
                     db.execute(
-                        "INSERT INTO totals (experiment, variant, visitors, conversions) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (experiment, variant) DO UPDATE SET "
-                        "visitors = visitors + excluded.visitors, "
-                        "conversions = conversions + excluded.conversions",
-                        (*group, visitors, conversions),
+                        f"INSERT INTO totals (experiment, variant, {kind}) VALUES (?, ?, ?) "  # noqa: S608 (kind is one of two names)
+                        f"ON CONFLICT (experiment, variant) DO UPDATE SET "
+                        f"{kind} = {kind} + excluded.{kind}",
+                        (experiment, variant, count),
                     )
             for experiment, (at, revision) in last_event.items():
                 db.execute(
@@ -296,7 +312,38 @@ class Store:
                     )
             self.set_log_file(position)
         self._remember(committed)
-        return new
+        return sum(added.values())
+
+    def _exposed(self, db: sqlite3.Connection, key: tuple[str, int, int, str]) -> bool:
+        experiment, day, visitor, variant = key
+        if visitor in self._known.get((experiment, day, variant), ()):
+            return True
+        return bool(
+            db.execute(
+                "SELECT 1 FROM exposures WHERE experiment = ? AND day = ? AND visitor = ? "
+                "AND variant = ?",
+                key,
+            ).fetchone()
+        )
+
+    def _match_unexposed(self, db: sqlite3.Connection) -> Counter[tuple[str, str, str]]:
+        """Count the waiting conversions whose exposure has now been read."""
+        matched = db.execute(
+            "SELECT u.experiment, u.day, u.visitor, u.variant FROM unexposed u JOIN exposures e "
+            "USING (experiment, day, visitor, variant)"
+        ).fetchall()
+        added: Counter[tuple[str, str, str]] = Counter()
+        for key in matched:
+            before = db.total_changes
+            db.execute("INSERT OR IGNORE INTO conversions VALUES (?, ?, ?, ?)", key)
+            added[(key[0], key[3], "conversions")] += db.total_changes - before
+        db.executemany(
+            "DELETE FROM unexposed WHERE experiment = ? AND day = ? AND visitor = ? "
+            "AND variant = ?",
+            matched,
+        )
+        self._waiting = db.execute("SELECT 1 FROM unexposed LIMIT 1").fetchone() is not None
+        return added
 
     def _remember(self, keys: list[tuple[str, int, int, str]]) -> None:
         """Keep the exposures just committed in memory (after the commit, never before)."""
@@ -319,6 +366,15 @@ class Store:
         with self._tx() as db:
             removed = db.execute("DELETE FROM exposures WHERE day < ?", (cutoff,)).rowcount
             removed += db.execute("DELETE FROM conversions WHERE day < ?", (cutoff,)).rowcount
+            # Conversions whose visitor was never seen on that variant that day: not counted.
+            unexposed = db.execute("DELETE FROM unexposed WHERE day < ?", (cutoff,)).rowcount
+            if unexposed:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('unexposed', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                    (unexposed,),
+                )
+            removed += unexposed
             if before_day > (self.meta("compacted_before") or ""):
                 self.set_meta("compacted_before", before_day)
         self._forget_known(lambda _, day: day >= cutoff)

@@ -2,9 +2,9 @@
 
 ``send_traffic(base_url, plan)`` plays ``plan.visitors`` distinct visitors against one
 host (on loopback or a simulated server's network): each loads the entry page, learns
-its variant from the page's conversion link (``/_smart/convert?v=<variant>``), sometimes
-loads the stylesheet,
-converts with the variant's true rate, and sometimes comes back later the same day
+its variant from the page's conversion form (``/_smart/convert?v=<variant>``), sometimes
+loads the stylesheet, converts (posts the form) with the variant's true rate, and
+sometimes comes back later the same day
 (and must see the same variant). Bots, ``HEAD`` requests and prefetches are mixed in;
 none of them is a visitor. The returned ``Truth`` holds unique visitors and converting
 visitors per variant per day: what an exact counter must report.
@@ -204,13 +204,20 @@ class _Sender:
         return variant
 
     async def convert(self, address: str, agent: str, variant: str) -> None:
+        # The page's button posts its form, from the page's own origin (what a browser
+        # says in ``Sec-Fetch-Site``).
         reply = await self.request(
-            "convert", "GET", f"/_smart/convert?v={variant}&via=cta", address, agent
+            "convert",
+            "POST",
+            f"/_smart/convert?v={variant}&via=cta",
+            address,
+            agent,
+            **{"Sec-Fetch-Site": "same-origin"},
         )
         if reply is None:
             return
         status, _, location = reply
-        if status != 302 or (self.plan.goal_url and location != self.plan.goal_url):
+        if status != 303 or (self.plan.goal_url and location != self.plan.goal_url):
             self.truth.bad_redirects.append(f"{status} {location}")
             return
         self.truth.converted.setdefault(variant, set()).add((_today(), address, agent))

@@ -78,12 +78,12 @@ async def visit(
             variant = found.group(1)
             truth[variant, "visitors"] += 1
             if n % convert_every == 0:
-                async with session.get(
+                async with session.post(  # the page's button posts its form
                     f"http://{address}/_smart/convert?v={variant}",
-                    headers=headers,
+                    headers={**headers, "Sec-Fetch-Site": "same-origin"},
                     allow_redirects=False,
                 ) as converted:
-                    assert converted.status == 302
+                    assert converted.status == 303
                 truth[variant, "conversions"] += 1
             if pause:
                 await asyncio.sleep(pause)

@@ -310,28 +310,41 @@ async def test_bots_head_and_prefetch_are_served_but_not_counted(host: AgentHost
     assert await host.counts(NAME) == {}
 
 
-async def test_a_conversion_from_another_site_reaches_the_goal_but_is_not_counted(
-    host: AgentHost,
-) -> None:
-    """Another site's page cannot make its visitors' browsers convert: the browser says
-    where the request comes from (Fetch Metadata), and only same-site clicks count."""
+async def test_only_a_same_site_post_by_an_exposed_visitor_converts(host: AgentHost) -> None:
+    """Conversions cannot be forged: another site's page cannot make its visitors'
+    browsers convert (the browser says where a request comes from: Fetch Metadata), a
+    plain link, a crawler or a prefetch (GET) reaches the goal uncounted, and a visitor
+    counts a conversion only for the variant they were shown that day."""
     manifest, files = landing_experiment(goal_url=GOAL)
     host.deploy(manifest, files)
     await host.start()
     visitor = {"User-Agent": BROWSERS[0], "X-Forwarded-For": "198.18.3.3"}
+    stranger = {"User-Agent": BROWSERS[1], "X-Forwarded-For": "198.18.3.4"}
     async with aiohttp.ClientSession() as session:
         async with session.get(host.base_url + "/", headers=visitor) as page:
             variant = CONVERT_LINK.search(await page.read())
         assert variant is not None
-        convert = f"{host.base_url}/_smart/convert?v={variant.group(1).decode()}&via=cta"
+        shown = variant.group(1).decode()
+        other = "b" if shown == "control" else "control"
+        convert = f"{host.base_url}/_smart/convert?via=cta&v="
         answers = []
-        for site in ("cross-site", "same-origin"):
-            headers = {**visitor, "Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"}
-            async with session.get(convert, headers=headers, allow_redirects=False) as reply:
+        for method, who, site, claimed in (
+            ("POST", visitor, "cross-site", shown),  # another site's form
+            ("GET", visitor, "same-origin", shown),  # a plain link
+            ("POST", visitor, "same-origin", other),  # a variant the visitor never saw
+            ("POST", stranger, "same-origin", shown),  # never shown a page
+            ("POST", visitor, "same-origin", shown),  # the page's own button: counted
+        ):
+            headers = {**who, "Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"}
+            async with session.request(
+                method, convert + claimed, headers=headers, allow_redirects=False
+            ) as reply:
                 answers.append((reply.status, reply.headers.get("Location")))
-    assert answers == [(303, GOAL), (302, GOAL)]  # the visitor reaches the goal either way
+    # The visitor reaches the goal every time; only the last answer is a counted one.
+    assert answers == [(302, GOAL), (302, GOAL), (303, GOAL), (303, GOAL), (303, GOAL)]
     await eventually(
         lambda: _async_status_lines(host, "cross_site", 1), what="the agent read the lines"
     )
-    counted = {variant.group(1).decode(): (1, 1)}
+    assert (await host.status())["log"]["lines"]["method"] == 1
+    counted = {shown: (1, 1)}
     assert await host.wait_counts(NAME, counted) == counted

@@ -18,7 +18,7 @@ from smart_agent.logreader import _PLAIN_LINE, LOG_KEYS, classify, parse_line
 from smart_agent.nginx import ID_BUCKETS, Nginx, ServePlan, render_config, split_parts
 from smart_agent.reporter import Outcome, Reporter
 from smart_agent.settings import AgentSettings
-from smart_agent.store import Event, LogFile, Store
+from smart_agent.store import Event, EventKind, LogFile, Store
 from smart_sim.bench.agent import landing_experiment
 
 MANIFEST = {
@@ -101,9 +101,11 @@ def line(**fields: str) -> str:
     [
         ({}, "exposure"),
         ({"s": "304"}, "exposure"),
-        ({"u": "/_smart/convert", "cv": "b", "s": "302", "ct": "text/html"}, "conversion"),
-        ({"u": "/_smart/convert", "cv": "zzz", "s": "302", "ct": "text/html"}, "unknown_variant"),
-        ({"u": "/_smart/convert", "cv": "b", "s": "404", "ct": "text/html"}, "other"),
+        ({"u": "/_smart/convert", "m": "POST", "cv": "b", "s": "303", "ct": ""}, "conversion"),
+        ({"u": "/_smart/convert", "m": "POST", "cv": "zzz", "s": "303"}, "unknown_variant"),
+        ({"u": "/_smart/convert", "m": "POST", "cv": "b", "s": "302"}, "cross_site"),
+        ({"u": "/_smart/convert", "m": "GET", "cv": "b", "s": "302"}, "method"),  # a link
+        ({"u": "/_smart/convert", "m": "POST", "cv": "b", "s": "404"}, "other"),
         ({"b": "1"}, "bot"),
         ({"p": "1"}, "prefetch"),
         ({"m": "HEAD"}, "method"),
@@ -158,8 +160,9 @@ def test_counting_is_idempotent_and_forgets_ids_of_finished_days(tmp_path: Path)
     store = Store(tmp_path / "agent.db")
     position = LogFile(1, 2, "access.log", 100, "active")
     seen = Event("exp", "r1", "2026-11-25", 1, "control", "exposure", 0.0)
+    shown_b = Event("exp", "r1", "2026-11-25", -2, "b", "exposure", 0.0)
     converted = Event("exp", "r1", "2026-11-25", -2, "b", "conversion", 0.0)
-    assert store.commit([seen, converted], position, {}) == 3  # a conversion is also a visit
+    assert store.commit([seen, shown_b, converted], position, {}) == 3
     assert store.commit([seen, converted, seen], position, {}) == 0  # read again: nothing
     totals = {v: (c.visitors, c.conversions) for v, c in store.totals("exp").items()}
     assert totals == {"control": (1, 0), "b": (1, 1)}
@@ -178,6 +181,45 @@ def test_counting_is_idempotent_and_forgets_ids_of_finished_days(tmp_path: Path)
     second = reopened.prepare_report("exp", {"revision": "r2", "variants": []})
     assert second is not None and second.sequence == 2
     reopened.close()
+
+
+def test_a_conversion_counts_only_for_a_visitor_exposed_to_that_variant_that_day(
+    tmp_path: Path,
+) -> None:
+    """A conversion without an exposure to its variant on its salt day is not counted:
+    not for another variant the visitor never saw, not for a visitor never seen, not
+    for yesterday's exposure. One whose exposure is read later (two log files read out
+    of order, across a restart) is counted then, once."""
+    store = Store(tmp_path / "agent.db")
+    position = LogFile(1, 2, "access.log", 100, "active")
+    day, next_day = "2026-11-25", "2026-11-26"
+
+    def event(visitor: int, variant: str, kind: EventKind, on: str = day) -> Event:
+        return Event("exp", "r1", on, visitor, variant, kind, 0.0)
+
+    assert store.commit([event(1, "control", "exposure")], position, {}) == 1
+    forged = [
+        event(1, "b", "conversion"),  # saw the control, claims b
+        event(2, "b", "conversion"),  # never seen
+        event(1, "control", "conversion", on=next_day),  # seen yesterday
+    ]
+    assert store.commit(forged, position, {}) == 0
+    early = event(3, "b", "conversion")  # read before its exposure
+    assert store.commit([early, early], position, {}) == 0
+    store.close()
+    store = Store(tmp_path / "agent.db")  # what waits survives a restart
+    assert store.commit([event(3, "b", "exposure")], position, {}) == 2  # visitor + conversion
+    assert store.commit([event(3, "b", "exposure"), early], position, {}) == 0
+    assert store.commit([event(1, "control", "conversion")], position, {}) == 1
+    totals = {v: (c.visitors, c.conversions) for v, c in store.totals("exp").items()}
+    assert totals == {"control": (1, 1), "b": (1, 1)}
+    # Once their day is over, the conversions that never met an exposure are dropped
+    # and said so.
+    store.compact(before_day="2026-11-27")
+    assert store.counters()["unexposed"] == 3
+    assert store.commit([event(1, "b", "exposure")], position, {"late": 0}) == 0  # late
+    assert {v: c.conversions for v, c in store.totals("exp").items()} == {"control": 1, "b": 1}
+    store.close()
 
 
 def test_visitors_remembered_in_memory_never_hide_a_count_sqlite_would_make(

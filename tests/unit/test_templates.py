@@ -243,15 +243,18 @@ def _check_page(name: str, page: str, variant: RenderedVariant) -> None:
         assert field.get("name") is None or field.get("form") == "none", where
 
 
-def test_landing_calls_to_action_go_through_the_conversion_endpoint() -> None:
+def test_landing_calls_to_action_post_to_the_conversion_endpoint() -> None:
+    """Every call to action is a button whose form posts to the agent's endpoint (the
+    agent counts only POSTs); no plain link converts."""
     spec = make_spec(
         TemplateName.SAAS_LANDING, templateConfig={"stripeLink": STRIPE, "components": ALL_SECTIONS}
     )
     page = html(render_variant(spec, spec.variants[1]))
-    hrefs = re.findall(r'href="(/_smart/convert[^"]*)"', page)
-    assert sorted(hrefs) == sorted(
+    forms = re.findall(r'<form class="convert-form" action="([^"]*)" method="post"><button', page)
+    assert sorted(forms) == sorted(
         f"/_smart/convert?v=b&amp;via={via}" for via in ("header", "hero", "pricing", "cta")
     )
+    assert page.count("/_smart/convert") == 4 and 'href="/_smart/convert' not in page
     goal = goal_for(spec)
     assert (goal.event, goal.convert_path, goal.redirect_url) == ("convert", CONVERT_PATH, STRIPE)
     assert goal.metric == "conversion_rate"
@@ -277,9 +280,7 @@ def test_funnel_steps_lead_to_the_goal_on_the_last_step(
         for here, there in itertools.pairwise(steps):
             assert f'"{there}"' in html(flow, here), f"{here} does not lead to {there}"
         last = html(flow, steps[-1])
-        assert f'action="{CONVERT_PATH}"' in last
-        assert f'name="v" value="{flow.variant}"' in last
-        assert f'name="via" value="{via}"' in last
+        assert f'action="{CONVERT_PATH}?v={flow.variant}&amp;via={via}" method="post"' in last
         for early in steps[:-1]:
             assert CONVERT_PATH not in html(flow, early)
 

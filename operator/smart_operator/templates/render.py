@@ -15,14 +15,15 @@ Contract with the agent:
   step whose button is the goal); ``assets/site.css`` and ``assets/favicon.svg`` are
   shared. Every link between these files is relative, so the root can be served at
   ``/`` or opened from disk.
-- Conversion endpoint: every call to action links to
-  ``/_smart/convert?v=<variant>&via=<placement>`` (``CONVERT_PATH``; the last funnel
-  step submits a form there with the same two fields). ``v`` is the variant that
-  rendered the page, ``via`` one of ``PLACEMENTS``. The agent counts one conversion
-  for ``v`` (ignoring a ``v`` it does not know) and answers ``302`` to the goal target,
-  which is never in the URL (no open redirect): it is ``GoalContract.redirect_url``,
-  the spec's ``stripeLink``, handed to the agent with the experiment's configuration.
-  The ``/_smart/`` prefix belongs to the agent.
+- Conversion endpoint: every call to action is a button in a form that posts (an empty
+  body) to ``/_smart/convert?v=<variant>&via=<placement>`` (``CONVERT_PATH``; the last
+  funnel step's form posts there too). ``v`` is the variant that rendered the page,
+  ``via`` one of ``PLACEMENTS``. The agent counts one conversion for ``v`` only for a
+  same-site ``POST`` by a visitor it counted as exposed to ``v`` that day, and answers
+  ``303`` to the goal target; a ``GET`` (a plain link) still reaches the goal, with a
+  ``302`` that is not counted. The goal is never in the URL (no open redirect): it is
+  ``GoalContract.redirect_url``, the spec's ``stripeLink``, handed to the agent with the
+  experiment's configuration. The ``/_smart/`` prefix belongs to the agent.
 - Funnel forms send no personal data: their inputs carry no ``name``, so the browser
   checks them (``required``, ``type=email``) and moves on without putting them in a URL
   or a log. The visitor enters real details on the payment page.
@@ -199,7 +200,6 @@ def _render(spec: ExperimentSpec, variant: Variant) -> RenderedVariant:
         "fathom_site_id": config.fathom_site_id,
         "has_cta": link is not None,
         "convert_url": convert_url,
-        "convert_path": CONVERT_PATH,
         "stripe_checkout": link is not None and _is_stripe(link),
         "steps": [s.model_dump() for s in steps],
     }
