@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from aiohttp import web
 
 from smart_dashboard import present
 from smart_dashboard.cluster import KINDS, Cache, KubeApi, follow
-from smart_dashboard.context import API, CACHE, REVIEWS, SETTINGS, SIGNER, TEMPLATES
+from smart_dashboard.context import API, CACHE, REVIEWS, SETTINGS, SIGNER, TEMPLATES, THROTTLE
 from smart_dashboard.sessions import Signer
 from smart_dashboard.settings import DashboardSettings
+from smart_dashboard.throttle import SignInThrottle
 from smart_dashboard.views import render, routes
 from smart_operator.clients.kubeapi import connect
 
@@ -96,7 +98,8 @@ async def guard(
             title="Something went wrong",
             message="Something went wrong on our side. Please reload the page.",
         )
-    response.headers.update(SECURITY_HEADERS)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)  # a page may be stricter (sign-in links)
     if request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "public, max-age=300"
     elif "Cache-Control" not in response.headers:
@@ -124,6 +127,12 @@ def create_app(
     app[TEMPLATES] = templates()
     app[TEMPLATES].globals["session_hours"] = settings.session_hours
     app[REVIEWS] = asyncio.Semaphore(8)
+    app[THROTTLE] = SignInThrottle(
+        settings.signin_attempts_per_client,
+        settings.signin_window_minutes * 60,
+        settings.signin_attempts_per_minute,
+        clock=time.monotonic,
+    )
     app.add_routes(routes)
     app.router.add_static("/static/", HERE / "static", name="static")
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from smart_dashboard.cluster import Cache, KubeApi
 from smart_dashboard.sessions import Session, Signer
 from smart_dashboard.settings import DashboardSettings
+from smart_dashboard.throttle import SignInThrottle
 
 SETTINGS = web.AppKey("settings", DashboardSettings)
 CACHE = web.AppKey("cache", Cache)
@@ -17,4 +18,5 @@ API = web.AppKey("api", KubeApi)
 SIGNER = web.AppKey("signer", Signer)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 REVIEWS = web.AppKey("reviews", asyncio.Semaphore)
+THROTTLE = web.AppKey("throttle", SignInThrottle)
 SESSION = web.RequestKey("session", Session)

@@ -3,11 +3,14 @@ variables (the Helm chart and the tests set them). Every field says what it is f
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_ADMIN_TOKEN = 32  # characters: a guess at a random 32-character token is hopeless
 
 
 class DashboardSettings(BaseSettings):
@@ -28,7 +31,8 @@ class DashboardSettings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Token that platform staff sign in with; unset means no staff sign-in",
+        description=f"Token that platform staff sign in with, at least {MIN_ADMIN_TOKEN} "
+        "characters (for example `openssl rand -base64 32`); unset means no staff sign-in",
     )
     session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a session lasts after sign-in"
@@ -52,6 +56,39 @@ class DashboardSettings(BaseSettings):
         description="Changes buffered per browser; a browser that falls this far behind is "
         "disconnected (its EventSource reconnects and reloads)",
     )
+    signin_attempts_per_client: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Sign-in attempts one client address may make in a burst; one more "
+        "becomes available every signin_window_minutes / this",
+    )
+    signin_window_minutes: float = Field(
+        default=10.0, gt=0, le=24 * 60, description="See signin_attempts_per_client"
+    )
+    signin_attempts_per_minute: int = Field(
+        default=120,
+        ge=1,
+        le=100_000,
+        description="Sign-in attempts from all clients together per minute (each is a "
+        "TokenReview on the API server); past it every client waits",
+    )
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="Reverse proxies (CIDRs, JSON list) whose X-Forwarded-For names the "
+        "client: sign-in attempts are limited per client address, so behind an ingress list "
+        "its addresses here, or every visitor shares the ingress's limit",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the process"
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_ADMIN_TOKEN:
+            raise ValueError(
+                f"the staff token must be at least {MIN_ADMIN_TOKEN} characters (it is "
+                f"{len(token.get_secret_value())}); make one with `openssl rand -base64 32`"
+            )
+        return token

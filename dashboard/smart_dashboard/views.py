@@ -19,7 +19,16 @@ from pydantic import ValidationError
 
 from smart_dashboard.charts import chart_points, rate_chart
 from smart_dashboard.cluster import Cache, Change, customer_of_username
-from smart_dashboard.context import API, CACHE, REVIEWS, SESSION, SETTINGS, SIGNER, TEMPLATES
+from smart_dashboard.context import (
+    API,
+    CACHE,
+    REVIEWS,
+    SESSION,
+    SETTINGS,
+    SIGNER,
+    TEMPLATES,
+    THROTTLE,
+)
 from smart_dashboard.present import (
     ExperimentSummary,
     domain_badge,
@@ -28,6 +37,7 @@ from smart_dashboard.present import (
     summarize,
 )
 from smart_dashboard.sessions import COOKIE, Session
+from smart_dashboard.throttle import client_address
 from smart_operator import billing
 from smart_operator.analytics import platform_insights
 from smart_operator.models import Customer, Domain, Experiment
@@ -206,11 +216,13 @@ def _signed_in(request: web.Request, session: Session) -> web.Response:
 async def signin_form(request: web.Request) -> web.StreamResponse:
     token = request.query.get("token")
     if token is not None:
-        # A sign-in link: use the token once, then leave it out of the address bar.
-        session, error = await _authenticate(request, token)
-        if session is not None:
-            return _signed_in(request, session)
-        return render(request, "signin.html", status=401, error=error)
+        # A sign-in link only fills the form: signing in takes the visitor's own click
+        # (a POST from this site), so another site cannot sign a browser into an
+        # account of its choosing by sending it to a link. The address holding the
+        # token is neither sent on as a referrer nor kept in a cache.
+        response = render(request, "signin.html", token=token[:MAX_TOKEN], from_link=True)
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
     if current_session(request) is not None:
         raise web.HTTPSeeOther("/")
     notice = "You have been signed out." if "signed_out" in request.query else None
@@ -221,12 +233,31 @@ async def signin_form(request: web.Request) -> web.StreamResponse:
 async def signin(request: web.Request) -> web.StreamResponse:
     if not _same_origin(request):
         raise web.HTTPForbidden(text="cross-site sign-in refused")
+    settings = request.app[SETTINGS]
+    client = client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
+    )
+    refused = request.app[THROTTLE].attempt(client)
+    if refused is not None:
+        wait = refused.retry_after_seconds
+        log.warning("sign-in throttled (%s limit): %s, retry in %d s", refused.scope, client, wait)
+        whose = "from your address" if refused.scope == "client" else "right now"
+        message = f"Too many sign-in attempts {whose}. Try again in {_wait(wait)}."
+        response = render(request, "signin.html", status=429, error=message)
+        response.headers["Retry-After"] = str(wait)
+        return response
     form = await request.post()
     token = form.get("token")
     session, error = await _authenticate(request, token if isinstance(token, str) else "")
     if session is None:
         return render(request, "signin.html", status=401, error=error)
     return _signed_in(request, session)
+
+
+def _wait(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{round(seconds / 60)} minutes"
 
 
 @routes.post("/signout")

@@ -255,6 +255,7 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         ("dashboard.service.type=Ingress", "at '/dashboard/service/type': value must be one of"),
         ("dashboard.sessionHours=0", "at '/dashboard/sessionHours'"),
         ("dashboard.sessionSecret=tooshort", "minLength: got 8, want 32"),
+        ("dashboard.adminToken=staff-token", "at '/dashboard/adminToken'"),
     ],
 )
 def test_schema_refuses_bad_values_naming_the_value(helm: Path, setting: str, message: str) -> None:
@@ -521,7 +522,7 @@ def test_dashboard_session_key_and_admin_token_come_from_a_secret(
     assert settings.secure_cookies is True
     assert "admin-token" not in find(docs, "Secret", name)["data"]
 
-    session, admin = "k" * 40, "staff-token-for-the-dashboard"
+    session, admin = "k" * 40, "staff-token-for-the-dashboard-0123456789"
     docs = render(
         helm,
         "--set",
@@ -865,7 +866,7 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
                 "--set-string",
                 "intake.extraEnv[0].value=2",
                 "--set",
-                "dashboard.adminToken=staff-token",
+                "dashboard.adminToken=" + "staff-token-" + "s" * 32,
                 "--set",
                 "dashboard.sessionSecret=" + "k" * 32,
                 "--set",
@@ -1025,7 +1026,7 @@ def test_the_processes_become_ready_as_the_chart_accounts_with_the_rendered_sett
     docs = render(
         helm,
         "--set",
-        "dashboard.adminToken=staff-token",
+        "dashboard.adminToken=" + "staff-token-" + "s" * 32,
         namespace=chart_accounts.namespace,
         release=chart_accounts.release,
     )

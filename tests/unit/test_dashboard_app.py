@@ -5,6 +5,7 @@ and the live stream."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,12 +16,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from smart_dashboard.app import create_app
 from smart_dashboard.cluster import Cache
-from smart_dashboard.context import CACHE
+from smart_dashboard.context import API, CACHE
 from smart_dashboard.sessions import COOKIE, Session, Signer
 from smart_dashboard.settings import DashboardSettings
 
 SECRET = "s" * 40
-ADMIN = "staff-token-123"
+ADMIN = "staff-token-0123456789abcdef0123456789"
 TOKENS = {
     "token-a": "system:serviceaccount:customer-acme:dashboard-viewer",
     "token-b": "system:serviceaccount:customer-globex:dashboard-viewer",
@@ -214,10 +215,65 @@ async def test_bad_tokens_get_a_clear_message(client: TestClient[Any, Any], toke
     assert COOKIE not in response.cookies
 
 
-async def test_sign_in_link_and_staff(client: TestClient[Any, Any]) -> None:
+async def test_a_sign_in_link_fills_the_form_and_only_a_post_signs_in(
+    client: TestClient[Any, Any],
+) -> None:
+    """A link (which any site can send a browser to) signs nobody in: it shows the
+    form with the token filled in, and the visitor's own click posts it."""
+    api = client.app[API]
     response = await client.get("/signin?token=token-b", allow_redirects=False)
-    assert response.status == 303 and response.headers["Location"] == "/"
-    client.session.cookie_jar.clear()
+    text = await response.text()
+    assert response.status == 200 and COOKIE not in response.cookies
+    assert 'value="token-b"' in text and ">Continue</button>" in text
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert api.reviews == 0  # nothing was checked, nobody signed in
+    assert (await client.get("/", allow_redirects=False)).status == 303
+    await sign_in(client, "token-b")
+    assert "store.globex" in await (await client.get("/")).text()
+
+
+async def test_sign_in_attempts_are_limited_per_client_and_overall() -> None:
+    settings = SETTINGS.model_copy(
+        update={
+            "signin_attempts_per_client": 3,
+            "signin_attempts_per_minute": 5,
+            "trusted_proxies": [ipaddress.ip_network("127.0.0.0/8")],
+        }
+    )
+    api = FakeApi()
+    app = create_app(settings, api=api, cache=filled_cache())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+
+        async def attempt(token: str) -> Any:
+            response = await client.post("/signin", data={"token": token}, allow_redirects=False)
+            return response.status, response.headers.get("Retry-After"), await response.text()
+
+        assert [(await attempt("wrong"))[0] for _ in range(3)] == [401, 401, 401]
+        status, retry_after, text = await attempt("token-a")  # even the right one waits
+        assert status == 429 and retry_after is not None and int(retry_after) > 0
+        assert "Too many sign-in attempts from your address" in text
+        assert api.reviews == 3  # a refused attempt costs the API server nothing
+        # The overall limit: two more clients (named by a trusted proxy) use it up.
+        statuses = []
+        for client_ip in ("198.51.100.1", "198.51.100.2", "198.51.100.2"):
+            response = await client.post(
+                "/signin",
+                data={"token": "wrong"},
+                headers={"X-Forwarded-For": client_ip},
+                allow_redirects=False,
+            )
+            statuses.append(response.status)
+        assert statuses == [401, 401, 429]
+        assert "Too many sign-in attempts right now" in await response.text()
+
+
+def test_a_short_staff_token_is_refused_with_how_to_make_one() -> None:
+    with pytest.raises(ValueError, match=r"at least 32 characters.*openssl rand"):
+        DashboardSettings(admin_token="staff-token")
+
+
+async def test_staff_sign_in(client: TestClient[Any, Any]) -> None:
     await sign_in(client, ADMIN)
     platform = await client.get("/platform")
     text = await platform.text()

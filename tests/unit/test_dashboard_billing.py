@@ -16,7 +16,7 @@ from smart_dashboard.app import create_app
 from smart_dashboard.cluster import Cache
 from smart_dashboard.settings import DashboardSettings
 
-ADMIN = "staff-token-123"
+ADMIN = "staff-token-0123456789abcdef0123456789"
 SETTINGS = DashboardSettings(session_secret="s" * 40, admin_token=ADMIN, secure_cookies=False)
 
 
