@@ -987,8 +987,17 @@ def chart_accounts(
         ("intake", "update", "experiments.smartserver.ai --subresource=status", False),
         ("intake", "create", "experiments.smartserver.ai", False),
         ("intake", "delete", "domains.smartserver.ai", False),
+        # Stripe's webhooks: read the Customer an event names, merge-patch its
+        # status.payment; never its spec, never a list or watch of every Customer.
+        ("intake", "get", "customers.smartserver.ai", True),
+        ("intake", "patch", "customers.smartserver.ai --subresource=status", True),
+        ("intake", "patch", "customers.smartserver.ai", False),
+        ("intake", "update", "customers.smartserver.ai", False),
+        ("intake", "update", "customers.smartserver.ai --subresource=status", False),
         ("intake", "list", "customers.smartserver.ai", False),
-        ("intake", "patch", "customers.smartserver.ai --subresource=status", False),
+        ("intake", "watch", "customers.smartserver.ai", False),
+        ("intake", "create", "customers.smartserver.ai", False),
+        ("intake", "delete", "customers.smartserver.ai", False),
         ("intake", "get", "secrets", False),
         ("intake", "create", "pods", False),
         # The dashboard reads the three kinds and reviews sign-in tokens, nothing more.
