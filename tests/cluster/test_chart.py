@@ -25,9 +25,11 @@ from pydantic_settings import BaseSettings
 
 from smart_dashboard import views as dashboard_views
 from smart_dashboard.settings import DashboardSettings
+from smart_operator import billing
 from smart_operator.intake import views as intake_views
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog, Plan, load_catalog
+from smart_operator.settings import OperatorSettings
 from smart_sim import platform
 from smart_sim.controlplane.binaries import ensure_helm
 from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
@@ -255,6 +257,12 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         ("dashboard.service.type=Ingress", "at '/dashboard/service/type': value must be one of"),
         ("dashboard.sessionHours=0", "at '/dashboard/sessionHours'"),
         ("dashboard.sessionSecret=tooshort", "minLength: got 8, want 32"),
+        ("plans.pro.stripe_price_id=prod_123", "at '/plans/pro/stripe_price_id': 'prod_123'"),
+        ("billing.enabled=yes", "at '/billing/enabled': got string, want boolean"),
+        ("billing.enalbed=true", "at '/billing': additional properties 'enalbed' not allowed"),
+        ("billing.existingSecret=Stripe_Keys", "at '/billing/existingSecret'"),
+        ("billing.stripeEndpoint=api.stripe.com", "at '/billing/stripeEndpoint'"),
+        ("billing.graceSeconds=-1", "at '/billing/graceSeconds': minimum: got -1, want 0"),
     ],
 )
 def test_schema_refuses_bad_values_naming_the_value(helm: Path, setting: str, message: str) -> None:
@@ -284,6 +292,22 @@ def test_schema_does_not_echo_a_refused_session_secret(helm: Path) -> None:
         (
             ["intake.serviceAccount.create=false"],
             "intake.serviceAccount.name is required when intake.serviceAccount.create is false",
+        ),
+        (
+            ["billing.enabled=true"],
+            "billing.enabled needs billing.existingSecret, the name of a Secret holding the"
+            " keys stripe-api-key (the Stripe secret key, sk_... or rk_...) and"
+            " stripe-webhook-secret (the webhook endpoint's signing secret, whsec_...): create"
+            " it with `kubectl -n default create secret generic smartserver-stripe",
+        ),
+        (
+            ["billing.enabled=true", "billing.existingSecret=smartserver-stripe"],
+            "billing.enabled but no plan has a stripe_price_id, so no Customer could be"
+            " subscribed: set plans.<name>.stripe_price_id",
+        ),
+        (
+            ["billing.enabled=true", "intake.enabled=false"],
+            "billing.enabled needs billing.existingSecret",
         ),
         (
             ["dashboard.serviceAccount.create=false"],
@@ -552,6 +576,149 @@ def test_dashboard_session_key_and_admin_token_come_from_a_secret(
     }
     assert refs["SMART_DASHBOARD_ADMIN_TOKEN"]["name"] == "dashboard-keys"
     assert refs["SMART_DASHBOARD_ADMIN_TOKEN"]["optional"] is True
+
+
+# -- billing with Stripe ----------------------------------------------------------------
+
+STRIPE_SECRET = "smartserver-stripe"
+BILLING = [
+    "--set",
+    "billing.enabled=true",
+    "--set",
+    f"billing.existingSecret={STRIPE_SECRET}",
+    "--set",
+    "plans.pro.stripe_price_id=price_pro_monthly",
+]
+
+
+def stripe_secret(api_key: str, webhook_secret: str) -> dict[str, Any]:
+    """The Secret the operations guide has the user create (the chart never does)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": STRIPE_SECRET, "namespace": NAMESPACE},
+        "data": {
+            "stripe-api-key": base64.b64encode(api_key.encode()).decode(),
+            "stripe-webhook-secret": base64.b64encode(webhook_secret.encode()).decode(),
+        },
+    }
+
+
+def operator_settings(
+    docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> OperatorSettings:
+    """The operator's settings from the environment the chart renders for it (the
+    fieldRef variables, the pod's own name and ordinal, are left out)."""
+    _, container = pod_and_container(find(docs, "StatefulSet"))
+    literal = [e for e in container["env"] if "fieldRef" not in e.get("valueFrom", {})]
+    env = resolved_env(docs, {**container, "env": literal})
+    for name in env:
+        assert name.removeprefix("SMART_").lower() in OperatorSettings.model_fields, name
+    for name in os.environ:
+        if name.startswith("SMART_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return OperatorSettings()
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+
+
+def test_billing_is_off_by_default(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm)
+    settings = operator_settings(docs, monkeypatch)
+    assert settings.stripe_api_key is None  # nobody is charged
+    _, intake = pod_and_container(find(docs, "Deployment", f"{RELEASE}-intake"))
+    intake_settings = settings_from(resolved_env(docs, intake), "intake", monkeypatch)
+    assert isinstance(intake_settings, IntakeSettings)
+    assert intake_settings.stripe_webhook_secret is None  # the webhook route answers 404
+    assert "STRIPE" not in yaml.safe_dump_all(docs)
+
+
+def test_billing_values_set_the_operator_and_intake_from_the_stripe_secret(
+    helm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    api_key, webhook_secret = "sk_test_" + "k" * 24, "whsec_" + "w" * 24
+    docs = render(
+        helm,
+        *BILLING,
+        "--set",
+        "billing.stripeEndpoint=http://stripe-mock.billing:12111",
+        "--set",
+        "billing.graceSeconds=3600",
+    )
+    # The keys come from the user's Secret by reference: the chart makes no Secret of
+    # them and never holds them.
+    assert not [d for d in docs if d["kind"] == "Secret" and "stripe" in str(d["data"])]
+    _, operator = pod_and_container(find(docs, "StatefulSet"))
+    _, intake = pod_and_container(find(docs, "Deployment", f"{RELEASE}-intake"))
+    assert secret_refs(operator)["SMART_STRIPE_API_KEY"] == {
+        "name": STRIPE_SECRET,
+        "key": "stripe-api-key",
+    }
+    assert secret_refs(intake)["SMART_INTAKE_STRIPE_WEBHOOK_SECRET"] == {
+        "name": STRIPE_SECRET,
+        "key": "stripe-webhook-secret",
+    }
+
+    # What each process reads, once the kubelet has filled in the Secret's keys.
+    with_secret = [*docs, stripe_secret(api_key, webhook_secret)]
+    settings = operator_settings(with_secret, monkeypatch)
+    assert settings.stripe_api_key is not None
+    assert settings.stripe_api_key.get_secret_value() == api_key
+    assert settings.stripe_endpoint == "http://stripe-mock.billing:12111"
+    assert settings.billing_grace_seconds == 3600
+    intake_settings = settings_from(resolved_env(with_secret, intake), "intake", monkeypatch)
+    assert isinstance(intake_settings, IntakeSettings)
+    assert intake_settings.stripe_webhook_secret is not None
+    assert intake_settings.stripe_webhook_secret.get_secret_value() == webhook_secret
+
+    # The plan's Stripe price reaches the operator's catalog.
+    catalog = mounted_catalog(docs, tmp_path)
+    pro = catalog.get("pro")
+    assert pro is not None and pro.stripe_price_id == "price_pro_monthly"
+
+    # Stripe's own API and a three-day grace by default.
+    defaults = operator_settings([*render(helm, *BILLING), *with_secret[-1:]], monkeypatch)
+    assert defaults.stripe_endpoint == "https://api.stripe.com"
+    assert defaults.billing_grace_seconds == 3 * 24 * 3600
+
+    # Without the intake, the operator still bills; the webhooks go elsewhere.
+    alone = render(helm, *BILLING, "--set", "intake.enabled=false")
+    _, operator = pod_and_container(find(alone, "StatefulSet"))
+    assert secret_refs(operator)["SMART_STRIPE_API_KEY"]["name"] == STRIPE_SECRET
+    assert not [d for d in alone if d["kind"] == "Deployment" and "intake" in d["metadata"]["name"]]
+
+
+def test_billing_notes_name_the_webhook_url_and_its_events(helm: Path) -> None:
+    result = run_helm(
+        helm,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--dry-run=client",
+        *BILLING,
+        "--set",
+        "intake.publicUrl=https://intake.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "https://intake.example.com/v1/stripe/webhook" in notes
+    for event in sorted(billing.EVENT_STATES):
+        assert event in notes
+    # The two plans without a price are named: their Customers cannot be subscribed.
+    assert (
+        "Plans without a stripe_price_id, whose Customers cannot be subscribed: scale, starter"
+        in notes
+    )
 
 
 @pytest.mark.parametrize("component", ["intake", "dashboard"])
@@ -870,6 +1037,7 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
                 "dashboard.sessionSecret=" + "k" * 32,
                 "--set",
                 "dashboard.replicas=2",
+                *BILLING,
             ],
             id="everything-on",
         ),
