@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from smart_operator.intake import views as intake_views
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog, Plan, load_catalog
 from smart_operator.settings import OperatorSettings
-from smart_sim import platform
+from smart_sim import platform, stripemock
 from smart_sim.controlplane.binaries import ensure_helm
 from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
 from tests.conftest import Cluster, Operator
@@ -780,6 +783,49 @@ def test_the_kustomize_base_with_the_intake_and_dashboard_passes_a_server_side_d
         assert f"service/{name} serverside-applied (server dry run)" in output, output
 
 
+def documented_billing_overlay() -> str:
+    """The kustomize overlay docs/operations.md gives for billing: the YAML block after
+    the line that introduces `kustomization.yaml`."""
+    text = (platform.ROOT / "docs" / "operations.md").read_text()
+    section = text.split("## 4. Billing with Stripe", 1)[1].split("\n## ", 1)[0]
+    after = section.split("`kustomization.yaml`:", 1)[1]
+    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_billing_overlay_gives_the_operator_a_priced_catalog(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The overlay, beside a copy of manifests/, renders; the operator reads the plans
+    file it mounts, prices included; and the API server accepts it all."""
+    shutil.copytree(platform.MANIFESTS, tmp_path / "manifests")
+    shutil.copytree(platform.ROOT / "crds", tmp_path / "crds")
+    overlay = tmp_path / "billing"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(documented_billing_overlay())
+    priced = {
+        name: {**plan.model_dump(exclude_none=True), "stripe_price_id": f"price_{name}_monthly"}
+        for name, plan in DEFAULT_CATALOG.root.items()
+    }
+    (overlay / "plans.yaml").write_text(yaml.safe_dump(priced))
+    rendered = cluster.kubectl("kustomize", str(overlay))
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+    pod, container = pod_and_container(find(docs, "StatefulSet", "smart-operator"))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "plans")
+    volume = next(v for v in pod["volumes"] if v["name"] == "plans")
+    config = find(docs, "ConfigMap", volume["configMap"]["name"])
+    assert env["SMART_PLANS_FILE"] == f"{mount['mountPath']}/plans.yaml"
+    plans_file = tmp_path / "mounted-plans.yaml"
+    plans_file.write_text(config["data"]["plans.yaml"])
+    prices = {name: plan.stripe_price_id for name, plan in load_catalog(plans_file).root.items()}
+    assert prices == {name: f"price_{name}_monthly" for name in DEFAULT_CATALOG.names}
+
+    output = server_dry_run(cluster, rendered)
+    assert "statefulset.apps/smart-operator serverside-applied (server dry run)" in output, output
+    assert f"configmap/{config['metadata']['name']} serverside-applied" in output, output
+
+
 def test_the_chart_test_pod_passes_against_a_real_operator(helm: Path, operator: Operator) -> None:
     """Run the `helm test` pod's own check against the session's operator."""
     pod = find(render(helm), "Pod")
@@ -1242,3 +1288,56 @@ def test_the_processes_become_ready_as_the_chart_accounts_with_the_rendered_sett
         env=dashboard_env,
     ) as dashboard:
         assert http_ok(f"{dashboard.url}/healthz")
+
+
+def test_the_intake_records_a_stripe_webhook_as_the_chart_account_with_billing_on(
+    helm: Path, cluster: Cluster, chart_accounts: ChartAccounts, unique: str, tmp_path: Path
+) -> None:
+    """With the chart's billing values, the intake (as the chart's account, with the
+    environment the chart renders and the signing secret from the Secret) verifies a
+    Stripe event and records it on the Customer's status.payment."""
+    webhook_secret = "whsec_" + unique
+    docs = render(
+        helm, *BILLING, namespace=chart_accounts.namespace, release=chart_accounts.release
+    )
+    _, container = pod_and_container(find(docs, "Deployment", chart_accounts.name("intake")))
+    local = {"SMART_INTAKE_HOST", "SMART_INTAKE_PORT", "SMART_INTAKE_METRICS_HOST"}
+    local.add("SMART_INTAKE_METRICS_PORT")
+    with_secret = [*docs, stripe_secret("sk_test_unused", webhook_secret)]
+    env = {k: v for k, v in resolved_env(with_secret, container).items() if k not in local}
+    assert env["SMART_INTAKE_STRIPE_WEBHOOK_SECRET"] == webhook_secret
+
+    name = f"billed-{unique}"
+    customer = {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Customer",
+        "metadata": {"name": name},
+        "spec": {"email": f"founder@{name}.example", "plan": "pro"},
+    }
+    cluster.apply(customer)
+    try:
+        uid = (cluster.get("customer", name) or {})["metadata"]["uid"]
+        kubeconfig = platform.account_kubeconfig(
+            cluster.plane,
+            tmp_path / "intake.kubeconfig",
+            chart_accounts.name("intake"),
+            namespace=chart_accounts.namespace,
+            hours=1,
+        )
+        with IntakeProcess(
+            kubeconfig, tmp_path / "logs", name="chart-billing-intake", env=env
+        ) as intake:
+            event = stripemock.webhook_event("invoice.paid", customer=name, uid=uid)
+            payload = json.dumps(event).encode()
+            request = urllib.request.Request(  # noqa: S310 (loopback)
+                f"{intake.url}/v1/stripe/webhook", data=payload, method="POST"
+            )
+            request.add_header("Content-Type", "application/json")
+            request.add_header("Stripe-Signature", stripemock.signature(payload, webhook_secret))
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                answer = json.loads(response.read())
+        assert answer["applied"] is True, answer
+        payment = ((cluster.get("customer", name) or {}).get("status") or {})["payment"]
+        assert (payment["state"], payment["eventId"]) == ("Paid", event["id"])
+    finally:
+        cluster.kubectl("delete", "customer", name, "--wait=false")
