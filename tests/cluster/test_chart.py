@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +28,12 @@ from pydantic_settings import BaseSettings
 
 from smart_dashboard import views as dashboard_views
 from smart_dashboard.settings import DashboardSettings
+from smart_operator import billing
 from smart_operator.intake import views as intake_views
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog, Plan, load_catalog
-from smart_sim import platform
+from smart_operator.settings import OperatorSettings
+from smart_sim import platform, stripemock
 from smart_sim.controlplane.binaries import ensure_helm
 from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
 from tests.conftest import Cluster, Operator
@@ -256,6 +261,12 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         ("dashboard.sessionHours=0", "at '/dashboard/sessionHours'"),
         ("dashboard.sessionSecret=tooshort", "minLength: got 8, want 32"),
         ("dashboard.adminToken=staff-token", "at '/dashboard/adminToken'"),
+        ("plans.pro.stripe_price_id=prod_123", "at '/plans/pro/stripe_price_id': 'prod_123'"),
+        ("billing.enabled=yes", "at '/billing/enabled': got string, want boolean"),
+        ("billing.enalbed=true", "at '/billing': additional properties 'enalbed' not allowed"),
+        ("billing.existingSecret=Stripe_Keys", "at '/billing/existingSecret'"),
+        ("billing.stripeEndpoint=api.stripe.com", "at '/billing/stripeEndpoint'"),
+        ("billing.graceSeconds=-1", "at '/billing/graceSeconds': minimum: got -1, want 0"),
     ],
 )
 def test_schema_refuses_bad_values_naming_the_value(helm: Path, setting: str, message: str) -> None:
@@ -285,6 +296,22 @@ def test_schema_does_not_echo_a_refused_session_secret(helm: Path) -> None:
         (
             ["intake.serviceAccount.create=false"],
             "intake.serviceAccount.name is required when intake.serviceAccount.create is false",
+        ),
+        (
+            ["billing.enabled=true"],
+            "billing.enabled needs billing.existingSecret, the name of a Secret holding the"
+            " keys stripe-api-key (the Stripe secret key, sk_... or rk_...) and"
+            " stripe-webhook-secret (the webhook endpoint's signing secret, whsec_...): create"
+            " it with `kubectl -n default create secret generic smartserver-stripe",
+        ),
+        (
+            ["billing.enabled=true", "billing.existingSecret=smartserver-stripe"],
+            "billing.enabled but no plan has a stripe_price_id, so no Customer could be"
+            " subscribed: set plans.<name>.stripe_price_id",
+        ),
+        (
+            ["billing.enabled=true", "intake.enabled=false"],
+            "billing.enabled needs billing.existingSecret",
         ),
         (
             ["dashboard.serviceAccount.create=false"],
@@ -555,6 +582,149 @@ def test_dashboard_session_key_and_admin_token_come_from_a_secret(
     assert refs["SMART_DASHBOARD_ADMIN_TOKEN"]["optional"] is True
 
 
+# -- billing with Stripe ----------------------------------------------------------------
+
+STRIPE_SECRET = "smartserver-stripe"
+BILLING = [
+    "--set",
+    "billing.enabled=true",
+    "--set",
+    f"billing.existingSecret={STRIPE_SECRET}",
+    "--set",
+    "plans.pro.stripe_price_id=price_pro_monthly",
+]
+
+
+def stripe_secret(api_key: str, webhook_secret: str) -> dict[str, Any]:
+    """The Secret the operations guide has the user create (the chart never does)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": STRIPE_SECRET, "namespace": NAMESPACE},
+        "data": {
+            "stripe-api-key": base64.b64encode(api_key.encode()).decode(),
+            "stripe-webhook-secret": base64.b64encode(webhook_secret.encode()).decode(),
+        },
+    }
+
+
+def operator_settings(
+    docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> OperatorSettings:
+    """The operator's settings from the environment the chart renders for it (the
+    fieldRef variables, the pod's own name and ordinal, are left out)."""
+    _, container = pod_and_container(find(docs, "StatefulSet"))
+    literal = [e for e in container["env"] if "fieldRef" not in e.get("valueFrom", {})]
+    env = resolved_env(docs, {**container, "env": literal})
+    for name in env:
+        assert name.removeprefix("SMART_").lower() in OperatorSettings.model_fields, name
+    for name in os.environ:
+        if name.startswith("SMART_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return OperatorSettings()
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+
+
+def test_billing_is_off_by_default(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm)
+    settings = operator_settings(docs, monkeypatch)
+    assert settings.stripe_api_key is None  # nobody is charged
+    _, intake = pod_and_container(find(docs, "Deployment", f"{RELEASE}-intake"))
+    intake_settings = settings_from(resolved_env(docs, intake), "intake", monkeypatch)
+    assert isinstance(intake_settings, IntakeSettings)
+    assert intake_settings.stripe_webhook_secret is None  # the webhook route answers 404
+    assert "STRIPE" not in yaml.safe_dump_all(docs)
+
+
+def test_billing_values_set_the_operator_and_intake_from_the_stripe_secret(
+    helm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    api_key, webhook_secret = "sk_test_" + "k" * 24, "whsec_" + "w" * 24
+    docs = render(
+        helm,
+        *BILLING,
+        "--set",
+        "billing.stripeEndpoint=http://stripe-mock.billing:12111",
+        "--set",
+        "billing.graceSeconds=3600",
+    )
+    # The keys come from the user's Secret by reference: the chart makes no Secret of
+    # them and never holds them.
+    assert not [d for d in docs if d["kind"] == "Secret" and "stripe" in str(d["data"])]
+    _, operator = pod_and_container(find(docs, "StatefulSet"))
+    _, intake = pod_and_container(find(docs, "Deployment", f"{RELEASE}-intake"))
+    assert secret_refs(operator)["SMART_STRIPE_API_KEY"] == {
+        "name": STRIPE_SECRET,
+        "key": "stripe-api-key",
+    }
+    assert secret_refs(intake)["SMART_INTAKE_STRIPE_WEBHOOK_SECRET"] == {
+        "name": STRIPE_SECRET,
+        "key": "stripe-webhook-secret",
+    }
+
+    # What each process reads, once the kubelet has filled in the Secret's keys.
+    with_secret = [*docs, stripe_secret(api_key, webhook_secret)]
+    settings = operator_settings(with_secret, monkeypatch)
+    assert settings.stripe_api_key is not None
+    assert settings.stripe_api_key.get_secret_value() == api_key
+    assert settings.stripe_endpoint == "http://stripe-mock.billing:12111"
+    assert settings.billing_grace_seconds == 3600
+    intake_settings = settings_from(resolved_env(with_secret, intake), "intake", monkeypatch)
+    assert isinstance(intake_settings, IntakeSettings)
+    assert intake_settings.stripe_webhook_secret is not None
+    assert intake_settings.stripe_webhook_secret.get_secret_value() == webhook_secret
+
+    # The plan's Stripe price reaches the operator's catalog.
+    catalog = mounted_catalog(docs, tmp_path)
+    pro = catalog.get("pro")
+    assert pro is not None and pro.stripe_price_id == "price_pro_monthly"
+
+    # Stripe's own API and a three-day grace by default.
+    defaults = operator_settings([*render(helm, *BILLING), *with_secret[-1:]], monkeypatch)
+    assert defaults.stripe_endpoint == "https://api.stripe.com"
+    assert defaults.billing_grace_seconds == 3 * 24 * 3600
+
+    # Without the intake, the operator still bills; the webhooks go elsewhere.
+    alone = render(helm, *BILLING, "--set", "intake.enabled=false")
+    _, operator = pod_and_container(find(alone, "StatefulSet"))
+    assert secret_refs(operator)["SMART_STRIPE_API_KEY"]["name"] == STRIPE_SECRET
+    assert not [d for d in alone if d["kind"] == "Deployment" and "intake" in d["metadata"]["name"]]
+
+
+def test_billing_notes_name_the_webhook_url_and_its_events(helm: Path) -> None:
+    result = run_helm(
+        helm,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--dry-run=client",
+        *BILLING,
+        "--set",
+        "intake.publicUrl=https://intake.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "https://intake.example.com/v1/stripe/webhook" in notes
+    for event in sorted(billing.EVENT_STATES):
+        assert event in notes
+    # The two plans without a price are named: their Customers cannot be subscribed.
+    assert (
+        "Plans without a stripe_price_id, whose Customers cannot be subscribed: scale, starter"
+        in notes
+    )
+
+
 @pytest.mark.parametrize("component", ["intake", "dashboard"])
 def test_a_disabled_component_is_not_installed(helm: Path, component: str) -> None:
     other = "dashboard" if component == "intake" else "intake"
@@ -612,6 +782,49 @@ def test_the_kustomize_base_with_the_intake_and_dashboard_passes_a_server_side_d
         assert f"{name} serverside-applied (server dry run)" in output, output
     for name in ("smart-intake", "smart-intake-metrics", "smart-dashboard"):
         assert f"service/{name} serverside-applied (server dry run)" in output, output
+
+
+def documented_billing_overlay() -> str:
+    """The kustomize overlay docs/operations.md gives for billing: the YAML block after
+    the line that introduces `kustomization.yaml`."""
+    text = (platform.ROOT / "docs" / "operations.md").read_text()
+    section = text.split("## 4. Billing with Stripe", 1)[1].split("\n## ", 1)[0]
+    after = section.split("`kustomization.yaml`:", 1)[1]
+    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_billing_overlay_gives_the_operator_a_priced_catalog(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The overlay, beside a copy of manifests/, renders; the operator reads the plans
+    file it mounts, prices included; and the API server accepts it all."""
+    shutil.copytree(platform.MANIFESTS, tmp_path / "manifests")
+    shutil.copytree(platform.ROOT / "crds", tmp_path / "crds")
+    overlay = tmp_path / "billing"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(documented_billing_overlay())
+    priced = {
+        name: {**plan.model_dump(exclude_none=True), "stripe_price_id": f"price_{name}_monthly"}
+        for name, plan in DEFAULT_CATALOG.root.items()
+    }
+    (overlay / "plans.yaml").write_text(yaml.safe_dump(priced))
+    rendered = cluster.kubectl("kustomize", str(overlay))
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+    pod, container = pod_and_container(find(docs, "StatefulSet", "smart-operator"))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "plans")
+    volume = next(v for v in pod["volumes"] if v["name"] == "plans")
+    config = find(docs, "ConfigMap", volume["configMap"]["name"])
+    assert env["SMART_PLANS_FILE"] == f"{mount['mountPath']}/plans.yaml"
+    plans_file = tmp_path / "mounted-plans.yaml"
+    plans_file.write_text(config["data"]["plans.yaml"])
+    prices = {name: plan.stripe_price_id for name, plan in load_catalog(plans_file).root.items()}
+    assert prices == {name: f"price_{name}_monthly" for name in DEFAULT_CATALOG.names}
+
+    output = server_dry_run(cluster, rendered)
+    assert "statefulset.apps/smart-operator serverside-applied (server dry run)" in output, output
+    assert f"configmap/{config['metadata']['name']} serverside-applied" in output, output
 
 
 def test_the_chart_test_pod_passes_against_a_real_operator(helm: Path, operator: Operator) -> None:
@@ -871,6 +1084,7 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
                 "dashboard.sessionSecret=" + "k" * 32,
                 "--set",
                 "dashboard.replicas=2",
+                *BILLING,
             ],
             id="everything-on",
         ),
@@ -988,8 +1202,17 @@ def chart_accounts(
         ("intake", "update", "experiments.smartserver.ai --subresource=status", False),
         ("intake", "create", "experiments.smartserver.ai", False),
         ("intake", "delete", "domains.smartserver.ai", False),
+        # Stripe's webhooks: read the Customer an event names, merge-patch its
+        # status.payment; never its spec, never a list or watch of every Customer.
+        ("intake", "get", "customers.smartserver.ai", True),
+        ("intake", "patch", "customers.smartserver.ai --subresource=status", True),
+        ("intake", "patch", "customers.smartserver.ai", False),
+        ("intake", "update", "customers.smartserver.ai", False),
+        ("intake", "update", "customers.smartserver.ai --subresource=status", False),
         ("intake", "list", "customers.smartserver.ai", False),
-        ("intake", "patch", "customers.smartserver.ai --subresource=status", False),
+        ("intake", "watch", "customers.smartserver.ai", False),
+        ("intake", "create", "customers.smartserver.ai", False),
+        ("intake", "delete", "customers.smartserver.ai", False),
         ("intake", "get", "secrets", False),
         ("intake", "create", "pods", False),
         # The dashboard reads the three kinds and reviews sign-in tokens, nothing more.
@@ -1066,3 +1289,56 @@ def test_the_processes_become_ready_as_the_chart_accounts_with_the_rendered_sett
         env=dashboard_env,
     ) as dashboard:
         assert http_ok(f"{dashboard.url}/healthz")
+
+
+def test_the_intake_records_a_stripe_webhook_as_the_chart_account_with_billing_on(
+    helm: Path, cluster: Cluster, chart_accounts: ChartAccounts, unique: str, tmp_path: Path
+) -> None:
+    """With the chart's billing values, the intake (as the chart's account, with the
+    environment the chart renders and the signing secret from the Secret) verifies a
+    Stripe event and records it on the Customer's status.payment."""
+    webhook_secret = "whsec_" + unique
+    docs = render(
+        helm, *BILLING, namespace=chart_accounts.namespace, release=chart_accounts.release
+    )
+    _, container = pod_and_container(find(docs, "Deployment", chart_accounts.name("intake")))
+    local = {"SMART_INTAKE_HOST", "SMART_INTAKE_PORT", "SMART_INTAKE_METRICS_HOST"}
+    local.add("SMART_INTAKE_METRICS_PORT")
+    with_secret = [*docs, stripe_secret("sk_test_unused", webhook_secret)]
+    env = {k: v for k, v in resolved_env(with_secret, container).items() if k not in local}
+    assert env["SMART_INTAKE_STRIPE_WEBHOOK_SECRET"] == webhook_secret
+
+    name = f"billed-{unique}"
+    customer = {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Customer",
+        "metadata": {"name": name},
+        "spec": {"email": f"founder@{name}.example", "plan": "pro"},
+    }
+    cluster.apply(customer)
+    try:
+        uid = (cluster.get("customer", name) or {})["metadata"]["uid"]
+        kubeconfig = platform.account_kubeconfig(
+            cluster.plane,
+            tmp_path / "intake.kubeconfig",
+            chart_accounts.name("intake"),
+            namespace=chart_accounts.namespace,
+            hours=1,
+        )
+        with IntakeProcess(
+            kubeconfig, tmp_path / "logs", name="chart-billing-intake", env=env
+        ) as intake:
+            event = stripemock.webhook_event("invoice.paid", customer=name, uid=uid)
+            payload = json.dumps(event).encode()
+            request = urllib.request.Request(  # noqa: S310 (loopback)
+                f"{intake.url}/v1/stripe/webhook", data=payload, method="POST"
+            )
+            request.add_header("Content-Type", "application/json")
+            request.add_header("Stripe-Signature", stripemock.signature(payload, webhook_secret))
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                answer = json.loads(response.read())
+        assert answer["applied"] is True, answer
+        payment = ((cluster.get("customer", name) or {}).get("status") or {})["payment"]
+        assert (payment["state"], payment["eventId"]) == ("Paid", event["id"])
+    finally:
+        cluster.kubectl("delete", "customer", name, "--wait=false")

@@ -97,6 +97,29 @@ serviceAccount {create, name} (intake, dashboard): called with
 {{- default (include "smartserver.componentName" (dict "root" . "component" "dashboard")) .Values.dashboard.existingSecret -}}
 {{- end -}}
 
+{{/*
+The Secret with the Stripe keys (stripe-api-key, stripe-webhook-secret), with
+billing.enabled. Refuses values that cannot bill: no Secret, or no plan with a
+stripe_price_id (the operator could subscribe nobody). Used by the operator's
+StatefulSet, which is always rendered, and by the intake's Deployment.
+*/}}
+{{- define "smartserver.billing.secretName" -}}
+{{- $billing := .Values.billing -}}
+{{- if not $billing.existingSecret -}}
+{{- fail (printf "billing.enabled needs billing.existingSecret, the name of a Secret holding the keys stripe-api-key (the Stripe secret key, sk_... or rk_...) and stripe-webhook-secret (the webhook endpoint's signing secret, whsec_...): create it with `kubectl -n %s create secret generic smartserver-stripe --from-literal=stripe-api-key=... --from-literal=stripe-webhook-secret=...` and set billing.existingSecret=smartserver-stripe (docs/operations.md, Billing)" .Release.Namespace) -}}
+{{- end -}}
+{{- $priced := list -}}
+{{- range $name, $plan := .Values.plans -}}
+{{- if $plan.stripe_price_id -}}
+{{- $priced = append $priced $name -}}
+{{- end -}}
+{{- end -}}
+{{- if not $priced -}}
+{{- fail "billing.enabled but no plan has a stripe_price_id, so no Customer could be subscribed: set plans.<name>.stripe_price_id to the recurring Stripe price (price_...) of each plan you bill" -}}
+{{- end -}}
+{{- $billing.existingSecret -}}
+{{- end -}}
+
 {{/* The plan catalog's ConfigMap name. */}}
 {{- define "smartserver.plansName" -}}
 {{- printf "%s-plans" (include "smartserver.fullname" .) | trunc 63 | trimSuffix "-" -}}
