@@ -128,6 +128,11 @@ class Servers(Protocol):
         """The id of this public key at the provider, registered if it is not yet."""
         ...
 
+    async def delete_ssh_key(self, public_key: str, labels: dict[str, str]) -> bool:
+        """Remove this public key from the provider if it is registered there with
+        ``labels``; whether one was removed (servers keep their keys)."""
+        ...
+
 
 class Dns(Protocol):
     """Cloudflare: zones and DNS records."""

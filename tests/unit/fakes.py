@@ -81,6 +81,7 @@ class FakeServers(Failing):
         self.firewalls_by_id: dict[int, FirewallView] = {}
         self.user_data: dict[int, str] = {}
         self.ssh_keys: dict[str, int] = {}
+        self.ssh_key_labels: dict[str, dict[str, str]] = {}
         self.lose_next_create = False
         self.hide_next_listing = False
         """The next listing misses every server (a create still in flight)."""
@@ -179,7 +180,17 @@ class FakeServers(Failing):
 
     async def ensure_ssh_key(self, public_key: str, labels: dict[str, str]) -> int:
         self._call("ensure_ssh_key")
+        self.ssh_key_labels.setdefault(public_key, dict(labels))
         return self.ssh_keys.setdefault(public_key, next(self._ids))
+
+    async def delete_ssh_key(self, public_key: str, labels: dict[str, str]) -> bool:
+        self._call("delete_ssh_key")
+        if public_key not in self.ssh_keys or not self._match(
+            self.ssh_key_labels.get(public_key, {}), labels
+        ):
+            return False
+        del self.ssh_keys[public_key]
+        return True
 
 
 class FakeDns(Failing):

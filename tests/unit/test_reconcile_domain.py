@@ -675,12 +675,15 @@ async def test_after_a_rotation_a_new_server_gets_the_new_key_at_hetzner_and_in_
 ) -> None:
     await world.run()
     [first] = world.servers.servers_by_id.values()
-    old = rotate_operator_key(world)
+    assert set(world.servers.ssh_keys) == {world.cloud.identity.ssh_key.public}
+    rotate_operator_key(world)
     new = world.cloud.identity.ssh_key
     del world.servers.servers_by_id[first.id]  # gone: the next pass makes another
     await world.run()
     [second] = world.servers.servers_by_id.values()
-    assert set(world.servers.ssh_keys) == {old.public, new.public}  # looked up by key
+    # Registered by its key; the previous key's object is gone (only creates use it).
+    assert set(world.servers.ssh_keys) == {new.public}
+    assert world.servers.calls["delete_ssh_key"] == 1
     user = yaml.safe_load(world.servers.user_data[second.id])["users"][0]
     assert user["ssh_authorized_keys"] == [new.public]
     assert world.status["server"]["operatorKeyFingerprint"] == new.fingerprint

@@ -507,6 +507,7 @@ class DomainReconciler:
             cloud.ssh_key_id = await cloud.servers.ensure_ssh_key(
                 identity.ssh_key.public, domains.managed_labels(identity.installation)
             )
+            await self.forget_previous_key(cloud)
         name = domains.cloud_name(self.domain)
         # Recorded before asking, and reused until the server is known: if the answer
         # is lost, the server found later by its label carries exactly these keys.
@@ -588,6 +589,27 @@ class DomainReconciler:
                 )
             server = await cloud.servers.server(server.id)
         return server
+
+    async def forget_previous_key(self, cloud: Cloud) -> None:
+        """After a rotation, the previous key's object at Hetzner goes: Hetzner uses it
+        only to create servers, and new ones get the current key (existing servers keep
+        what they authorize, and are moved by ``ensure_operator_key``). Only this
+        installation's registration is removed; a failure is logged, not fatal."""
+        identity = cloud.identity
+        if identity.previous_ssh_key is None:
+            return
+        try:
+            removed = await cloud.servers.delete_ssh_key(
+                identity.previous_ssh_key.public, domains.managed_labels(identity.installation)
+            )
+        except ExternalError as error:
+            log.warning("the previous operator key stays at Hetzner: %s", error)
+            return
+        if removed:
+            log.info(
+                "removed the previous operator key %s from Hetzner",
+                identity.previous_ssh_key.fingerprint,
+            )
 
     def _server_status(self, server: ServerView) -> ServerStatus:
         previous = self.status.server or ServerStatus()
