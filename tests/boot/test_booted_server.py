@@ -439,6 +439,13 @@ async def test_a_rotated_operator_key_replaces_the_old_one_on_the_server(
     # Asked again (a pass whose record was lost): nothing to do.
     again = await ssh.ensure_operator_key(rotating)
     assert (again.accepted, again.replaced) == (new.fingerprint, None)
+    # A rotation stopped between its two writes left both keys: the old one goes.
+    readded = await world.server.exec("sh", "-c", f"echo '{old.public}' >> {path}")
+    assert readded.returncode == 0, readded.stderr
+    healed = await ssh.ensure_operator_key(rotating)
+    assert (healed.accepted, healed.replaced) == (new.fingerprint, old.fingerprint)
+    with pytest.raises(OperatorKeyRefused):
+        await ssh.connect_pinned(only_old)
     world.operator_key = new
     assert (await remote(world, "true")).exit_status == 0
 

@@ -569,11 +569,14 @@ class FakeInstaller(Failing):
     async def ensure_operator_key(self, target: Target) -> OperatorKeyCheck:
         self._call("ensure_operator_key")
         self._check_pin(target)
-        previous = self._log_in(target)
+        self._log_in(target)
         current = public_key_of(target.client_private_key)
-        if previous is None:
+        keys = self._authorized(target)
+        given = target.previous_client_private_key
+        previous = public_key_of(given) if given is not None else None
+        if previous is None or not any(same_key(k, previous) for k in keys):
             return OperatorKeyCheck(fingerprint(current))
-        kept = [k for k in self._authorized(target) if not same_key(k, previous)]
+        kept = [k for k in keys if not same_key(k, previous) and not same_key(k, current)]
         self.authorized[target.address] = [*kept, current]
         return OperatorKeyCheck(fingerprint(current), replaced=fingerprint(previous))
 

@@ -104,22 +104,24 @@ def key_fingerprint(private_key: str) -> str:
 
 
 async def ensure_operator_key(target: Target) -> OperatorKeyCheck:
-    """Make the server accept the operator's current key (``target.client_private_key``).
+    """Make the server accept the operator's current key (``target.client_private_key``)
+    and, when a previous key is configured, no longer the previous one.
 
     When it accepts only the previous one, then over that connection (host key pinned):
     the current public key is added to the login user's ``~/.ssh/authorized_keys``, a
     fresh connection proves the server accepts it, and only then the previous key's
-    lines are removed, and the proof repeated. Each write goes to a file of mode 0600
-    beside it, renamed over it: the file is always whole, always holds at least one of
-    the operator's keys, and keeps every line that is not the operator's."""
-    current = target.client_private_key
+    lines are removed, and the proof repeated. When it accepts the current key and the
+    file still holds the previous one (a rotation stopped between the two writes), the
+    previous key's lines are removed. Each write goes to a file of mode 0600 beside it,
+    renamed over it: the file is always whole, always authorizes a key the operator
+    has proven, and keeps every line that is not the operator's."""
+    current, previous = target.client_private_key, target.previous_client_private_key
     conn, with_previous = await connect_logged_in(target)
-    if not with_previous:
+    if previous is None or previous == current:
         conn.close()
         await conn.wait_closed()
         return OperatorKeyCheck(key_fingerprint(current))
-    assert target.previous_client_private_key is not None
-    new, old = public_key_line(current), public_key_line(target.previous_client_private_key)
+    new, old = public_key_line(current), public_key_line(previous)
     only_current = dataclasses.replace(target, previous_client_private_key=None)
     try:
         async with conn, conn.start_sftp_client() as sftp:
@@ -127,9 +129,13 @@ async def ensure_operator_key(target: Target) -> OperatorKeyCheck:
             if await sftp.exists(AUTHORIZED_KEYS):
                 async with sftp.open(AUTHORIZED_KEYS, "r") as handle:
                     text = str(await handle.read())
-            await _replace_file(sftp, AUTHORIZED_KEYS, authorized_keys_with(text, new))
-            await _prove(only_current, "after it was added")
-            await _replace_file(sftp, AUTHORIZED_KEYS, authorized_keys_with(text, new, old))
+            final = authorized_keys_with(text, new, old)
+            if not with_previous and final == authorized_keys_with(text, new):
+                return OperatorKeyCheck(fingerprint(new))  # nothing of the previous key
+            if with_previous:
+                await _replace_file(sftp, AUTHORIZED_KEYS, authorized_keys_with(text, new))
+                await _prove(only_current, "after it was added")
+            await _replace_file(sftp, AUTHORIZED_KEYS, final)
     except (OSError, asyncssh.Error) as error:
         raise Unreachable(SYSTEM, f"{target.address}: {type(error).__name__}: {error}") from error
     await _prove(only_current, "after the previous key was removed")
