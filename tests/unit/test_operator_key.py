@@ -7,6 +7,7 @@ import kopf
 import pytest
 
 from smart_operator.clients.ssh import key_fingerprint, refused_message
+from smart_operator.experiments import deploy_target
 from smart_operator.handlers.lifecycle import ssh_keys
 from smart_operator.keys import (
     authorized_keys_with,
@@ -15,7 +16,9 @@ from smart_operator.keys import (
     same_key,
     stored_key_pair,
 )
+from smart_operator.models.domain import Domain
 from smart_operator.ports import Target
+from tests.unit.test_reconcile_experiment import domain_body
 
 OLD = generate_ssh_key("smart-operator")
 NEW = generate_ssh_key("smart-operator")
@@ -89,3 +92,13 @@ def test_a_refusal_names_the_fingerprints_tried_and_what_to_do() -> None:
     assert "id_ed25519.previous" in message and "smart-operator-ssh" in message
     alone = refused_message(Target("192.0.2.10", 22, STAFF.public, NEW.private, "deploy"))
     assert NEW.fingerprint in alone and "no previous key is configured" in alone
+
+
+def test_a_deploy_target_carries_the_previous_key_to_fall_back_on() -> None:
+    domain = Domain.model_validate(domain_body())
+    target = deploy_target(domain, "shop", "customer-acme", 22, NEW.private, OLD.private)
+    assert isinstance(target, Target)
+    assert target.client_private_key == NEW.private
+    assert target.previous_client_private_key == OLD.private
+    alone = deploy_target(domain, "shop", "customer-acme", 22, NEW.private)
+    assert isinstance(alone, Target) and alone.previous_client_private_key is None
