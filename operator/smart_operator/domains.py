@@ -20,7 +20,12 @@ from publicsuffixlist import PublicSuffixList
 
 from smart_operator.certificates import is_challenge_record
 from smart_operator.conditions import Verdict, get_condition, is_true, set_condition
-from smart_operator.errors import ExternalError, PermanentFailure, TemporaryFailure
+from smart_operator.errors import (
+    ExternalError,
+    OperatorKeyRefused,
+    PermanentFailure,
+    TemporaryFailure,
+)
 from smart_operator.models.common import Condition
 from smart_operator.models.conditions import (
     DOMAIN_CONDITIONS,
@@ -327,6 +332,10 @@ def provider_failure(error: ExternalError, drift_seconds: float, alternatives: s
             reason,
             f"{error}; tried again in {delay:.0f} s, or {alternatives}",
             delay,
+        )
+    if isinstance(error, OperatorKeyRefused):
+        return Failure(
+            Reason.OPERATOR_KEY_REFUSED, f"{error}; tried again in {error.delay:.0f} s", error.delay
         )
     if error.code == "invalid_server_type":
         return Failure(Reason.INVALID_SPEC, f"{error}", drift_seconds)

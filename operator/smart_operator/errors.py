@@ -11,6 +11,8 @@ escapes ``clients/``. Reconcilers, background loops and the intake catch only th
     │   ├── RateLimited             the system refused for its rate limit (HTTP 429);
     │   │                           ``delay`` runs to its reset
     │   └── Unreachable             a server could not be reached over SSH
+    │       └── OperatorKeyRefused      the server refused every key of the operator's
+    │                                   (the message names their fingerprints)
     ├── PermanentFailure            retrying the same request cannot help: invalid input,
     │   │                           bad credentials, a name taken by an object that is
     │   │                           not ours; the message says what to change
@@ -60,6 +62,14 @@ class RateLimited(TemporaryFailure):
 
 class Unreachable(TemporaryFailure):
     """A server could not be reached, or refused the operator's key, over SSH."""
+
+
+class OperatorKeyRefused(Unreachable):
+    """A server refused every SSH key the operator has (the current one and, during a
+    rotation, the previous one); the message names the fingerprints tried. Staff must
+    put the key the server authorizes into the operator's Secret, so it is tried again
+    only slowly (a key that a server later accepts, say after its disk is restored,
+    heals it)."""
 
 
 class PermanentFailure(ExternalError):

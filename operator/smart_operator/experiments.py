@@ -20,8 +20,11 @@ def deploy_target(
     namespace: str,
     ssh_port: int,
     client_private_key: str | None,
+    previous_client_private_key: str | None = None,
 ) -> Target | Verdict:
-    """The server the experiment is deployed to, or why there is none yet."""
+    """The server the experiment is deployed to, or why there is none yet. During an
+    operator key rotation, ``previous_client_private_key`` is tried when the server
+    refuses ``client_private_key`` (its Domain's pass moves the server to the new key)."""
     if domain is None:
         return (
             "False",
@@ -51,6 +54,7 @@ def deploy_target(
         client_private_key=client_private_key,
         username=DEPLOY_USER,
         server_id=server.id,
+        previous_client_private_key=previous_client_private_key,
     )
 
 

@@ -45,6 +45,51 @@ def _pair(key: Ed25519PrivateKey, comment: str) -> SSHKeyPair:
     return SSHKeyPair(private, f"{public} {comment}".strip())
 
 
+def public_key_of(private: str, comment: str = "") -> str:
+    """The ``ssh-ed25519 AAAA...`` line of an OpenSSH private key (``ValueError`` for
+    text that is not an unencrypted ed25519 key)."""
+    key = serialization.load_ssh_private_key(private.encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("not an ed25519 private key")
+    return _pair(key, comment).public
+
+
+def stored_key_pair(private: str, public: str | None = None) -> SSHKeyPair:
+    """A key pair as kept in a Secret: the public line may be left out (it is derived
+    from the private key); one that is not the private key's half is refused
+    (``ValueError``), since servers would be handed a key the operator cannot use."""
+    derived = public_key_of(private)
+    if public is None or not public.strip():
+        return SSHKeyPair(private, derived)
+    if not same_key(public, derived):
+        raise ValueError(
+            f"the public key ({fingerprint(public)}) is not the private key's "
+            f"({fingerprint(derived)})"
+        )
+    return SSHKeyPair(private, public.strip())
+
+
+def same_key(public_a: str, public_b: str) -> bool:
+    """Whether two public key lines hold the same key (comments aside)."""
+    return public_a.split()[:2] == public_b.split()[:2]
+
+
+def authorized_keys_with(text: str, add: str, remove: str | None = None) -> str:
+    """An ``authorized_keys`` file's text with the public key ``add`` in it (appended
+    unless it is there) and every line that authorizes ``remove`` taken out; every other
+    line (other people's keys, comments, options) is kept as it was."""
+
+    def holds(line: str, public_key: str) -> bool:
+        return public_key.split()[1] in line.split()
+
+    lines = text.splitlines()
+    if remove is not None and not same_key(add, remove):
+        lines = [line for line in lines if not holds(line, remove)]
+    if not any(holds(line, add) for line in lines):
+        lines.append(add.strip())
+    return "".join(f"{line}\n" for line in lines)
+
+
 def fingerprint(public_key: str) -> str:
     """``SHA256:...``, as ``ssh-keygen -l`` prints it."""
     blob = base64.b64decode(public_key.split()[1])

@@ -128,6 +128,11 @@ class Servers(Protocol):
         """The id of this public key at the provider, registered if it is not yet."""
         ...
 
+    async def delete_ssh_key(self, public_key: str, labels: dict[str, str]) -> bool:
+        """Remove this public key from the provider if it is registered there with
+        ``labels``; whether one was removed (servers keep their keys)."""
+        ...
+
 
 class Dns(Protocol):
     """Cloudflare: zones and DNS records."""
@@ -204,13 +209,16 @@ class Identity:
     """Who this installation of the operator is, kept in its own Secrets."""
 
     ssh_key: SSHKeyPair
-    """The operator's SSH key: the only key its servers accept for deploys."""
+    """The operator's SSH key: the key its servers accept for deploys."""
     key_secret: bytes
     """Derives each new server's host key and intake key (``keys.derive_server_keys``),
     so a retried create sends the same keys."""
     installation: str
     """On the labels of every cloud object this installation makes: the sweep removes
     only its own installation's objects, so two installations can share an account."""
+    previous_ssh_key: SSHKeyPair | None = None
+    """The key ``ssh_key`` replaced, during a rotation (``id_ed25519.previous`` in the
+    Secret): tried when a server refuses ``ssh_key``, and then replaced by it there."""
 
 
 @dataclass
@@ -242,6 +250,20 @@ class Target:
     username: str = "root"
     server_id: int | None = None
     """The provider's id of the server: a new server needs the experiment again."""
+    previous_client_private_key: str | None = None
+    """During an operator key rotation, the key ``client_private_key`` replaced: tried
+    only when the server refuses ``client_private_key``."""
+
+
+@dataclass(frozen=True)
+class OperatorKeyCheck:
+    """Which of the operator's keys a server accepts, after ``ensure_operator_key``."""
+
+    accepted: str
+    """The SHA256 fingerprint of the operator key the server accepts now."""
+    replaced: str | None = None
+    """The fingerprint of the previous key this call replaced on the server (None when
+    the server accepted the current key already)."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +332,13 @@ class AgentInstaller(Protocol):
 
     async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
         """Deliver a certificate and its key, and have the agent serve them."""
+        ...
+
+    async def ensure_operator_key(self, target: Target) -> OperatorKeyCheck:
+        """Make the server accept ``target.client_private_key``: when only the previous
+        key is accepted, replace it with the current one in the login user's
+        ``authorized_keys`` over that connection, and prove the current key works.
+        ``OperatorKeyRefused`` when neither key is accepted."""
         ...
 
 

@@ -9,6 +9,7 @@ The tests share one server and run in file order (see ``conftest.py``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import socket
@@ -27,11 +28,12 @@ from smart_operator.clients import ssh
 from smart_operator.clients.agent_install import (
     commit_host_key_rotation,
     install_agent,
+    installed_bundle,
     prepare_host_key_rotation,
     rotate_intake_key,
 )
 from smart_operator.cloudinit import PACKAGES
-from smart_operator.errors import HostKeyMismatch, InstallFailed, Unreachable
+from smart_operator.errors import HostKeyMismatch, InstallFailed, OperatorKeyRefused
 from smart_operator.keys import generate_intake_key, generate_ssh_key
 from smart_operator.models.experiment import Experiment
 from smart_operator.revisions import Serving, build_revision
@@ -250,7 +252,7 @@ async def test_only_the_pinned_host_key_is_accepted(world: BootedWorld) -> None:
     with pytest.raises(HostKeyMismatch):
         await ssh.deploy(world.target(pinned=stranger), EXPERIMENT, "r-x", {})
     # Root may not log in, even with the operator's key; passwords are not offered.
-    with pytest.raises(Unreachable, match="Permission denied"):
+    with pytest.raises(OperatorKeyRefused, match="user root refused the operator's SSH key"):
         await ssh.remove(world.target(user="root"), "nothing")
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect(
@@ -393,6 +395,58 @@ async def test_the_host_key_from_the_user_data_is_rotated_away(world: BootedWorl
     again = await commit_host_key_rotation(world.target(pinned=upcoming), upcoming)
     assert again.split()[:2] == upcoming.split()[:2]
     world.host_key = type(world.host_key)(private="", public=upcoming)
+    assert (await remote(world, "true")).exit_status == 0
+
+
+async def test_a_rotated_operator_key_replaces_the_old_one_on_the_server(
+    world: BootedWorld,
+) -> None:
+    """Staff replaced the operator's key and kept the old one as the previous key: the
+    server, which authorizes only the old key, still lets the operator in, is moved to
+    the new key over that connection, and afterwards refuses the old key."""
+    old, new = world.operator_key, generate_ssh_key("smart-operator")
+    path = "/home/deploy/.ssh/authorized_keys"
+    staff = generate_ssh_key("admin@laptop").public
+    added = await world.server.exec("sh", "-c", f"echo '{staff}' >> {path}")
+    assert added.returncode == 0, added.stderr
+    before = (await world.server.exec("cat", path)).stdout
+    assert old.public.split()[1] in before and new.public.split()[1] not in before
+    rotating = dataclasses.replace(
+        world.target(), client_private_key=new.private, previous_client_private_key=old.private
+    )
+    # Meanwhile every SSH call works with the previous key (a deploy before the pass).
+    assert (await installed_bundle(rotating)).get("sha256")
+
+    check = await ssh.ensure_operator_key(rotating)
+    assert (check.accepted, check.replaced) == (new.fingerprint, old.fingerprint)
+
+    only_old = dataclasses.replace(world.target(), previous_client_private_key=None)
+    with pytest.raises(OperatorKeyRefused) as refused:
+        await ssh.connect_pinned(only_old)
+    assert old.fingerprint in str(refused.value)
+    only_new = dataclasses.replace(rotating, previous_client_private_key=None)
+    conn = await ssh.connect_pinned(only_new)
+    async with conn:
+        assert (await conn.run("id -un", check=True)).stdout == "deploy\n"
+    after = await world.server.exec(
+        "sh", "-c", f"stat -c '%a %U' {path}; cat {path}; ls -a ~deploy/.ssh"
+    )
+    mode, *rest = after.stdout.splitlines()
+    assert mode == "600 deploy"
+    assert staff in rest and new.public.split()[1] in after.stdout
+    assert old.public.split()[1] not in after.stdout
+    assert not [name for name in rest if ".smart-" in name]  # no temporary file left
+    # Asked again (a pass whose record was lost): nothing to do.
+    again = await ssh.ensure_operator_key(rotating)
+    assert (again.accepted, again.replaced) == (new.fingerprint, None)
+    # A rotation stopped between its two writes left both keys: the old one goes.
+    readded = await world.server.exec("sh", "-c", f"echo '{old.public}' >> {path}")
+    assert readded.returncode == 0, readded.stderr
+    healed = await ssh.ensure_operator_key(rotating)
+    assert (healed.accepted, healed.replaced) == (new.fingerprint, old.fingerprint)
+    with pytest.raises(OperatorKeyRefused):
+        await ssh.connect_pinned(only_old)
+    world.operator_key = new
     assert (await remote(world, "true")).exit_status == 0
 
 

@@ -17,6 +17,7 @@ from smart_operator.clients.budget import BUDGET_WAITS, RequestBudget
 from smart_operator.clients.cloudflare import Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.errors import Conflict, PermanentFailure, RateLimited
+from smart_operator.keys import generate_ssh_key
 from smart_sim.cloudflare import CloudflareConfig, CloudflareSimulator
 from smart_sim.hetzner import HetznerConfig, HetznerSimulator
 
@@ -120,6 +121,39 @@ async def test_hetzner_a_taken_name_is_a_conflict_to_adopt_from(hetzner: Hetzner
         await client.create_firewall("fw", {"smartserver.ai/uid": "u-1"}, ["203.0.113.7/32"])
     found = await client.firewall_by_name("fw")
     assert found is not None and found.id == made.id and found.labels["smartserver.ai/uid"] == "u-1"
+
+
+async def test_hetzner_a_rotated_operator_key_is_a_new_key_and_the_old_one_can_go(
+    hetzner: HetznerStart,
+) -> None:
+    """The key is looked up by fingerprint: after a rotation the new key is registered
+    beside the old one (a new id), a new server is made with it, and the old key's
+    object is removed only when it carries this installation's labels."""
+    sim, client, _ = await hetzner()
+    ours = {"smartserver.ai/managed": "true", "smartserver.ai/installation": "inst-1"}
+    old, new = generate_ssh_key("smart-operator"), generate_ssh_key("smart-operator")
+    old_id = await client.ensure_ssh_key(old.public, ours)
+    assert await client.ensure_ssh_key(old.public, ours) == old_id
+    new_id = await client.ensure_ssh_key(new.public, ours)
+    assert new_id != old_id and await client.ensure_ssh_key(new.public, ours) == new_id
+    server, _ = await client.create_server(
+        name="web-1",
+        server_type="cx23",
+        image="debian-12",
+        location="fsn1",
+        user_data="#cloud-config\n",
+        labels={},
+        ssh_key_ids=[new_id],
+        firewall_ids=[],
+    )
+    keys = sim.context.state.servers[server.id].info().ssh_public_keys
+    assert [k.split()[:2] for k in keys] == [new.public.split()[:2]]
+    other = {**ours, "smartserver.ai/installation": "inst-2"}
+    assert not await client.delete_ssh_key(old.public, other)  # not this installation's
+    assert await client.delete_ssh_key(old.public, ours)
+    assert not await client.delete_ssh_key(old.public, ours)  # gone already
+    listed = await sim_json("GET", f"{sim.url}/ssh_keys")
+    assert [k["id"] for k in listed["ssh_keys"]] == [new_id]
 
 
 # -- Cloudflare -------------------------------------------------------------------------

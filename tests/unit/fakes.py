@@ -28,10 +28,11 @@ from smart_operator.errors import (
     ExternalError,
     HostKeyMismatch,
     NotFound,
+    OperatorKeyRefused,
     PermanentFailure,
     TemporaryFailure,
 )
-from smart_operator.keys import generate_ssh_key
+from smart_operator.keys import fingerprint, generate_ssh_key, public_key_of, same_key
 from smart_operator.ports import (
     AgentEnvironment,
     ChallengeRecords,
@@ -43,6 +44,7 @@ from smart_operator.ports import (
     InstallResult,
     IssuedCertificate,
     ObjectRef,
+    OperatorKeyCheck,
     QuotaView,
     RecordView,
     ServerTypeView,
@@ -79,6 +81,7 @@ class FakeServers(Failing):
         self.firewalls_by_id: dict[int, FirewallView] = {}
         self.user_data: dict[int, str] = {}
         self.ssh_keys: dict[str, int] = {}
+        self.ssh_key_labels: dict[str, dict[str, str]] = {}
         self.lose_next_create = False
         self.hide_next_listing = False
         """The next listing misses every server (a create still in flight)."""
@@ -177,7 +180,17 @@ class FakeServers(Failing):
 
     async def ensure_ssh_key(self, public_key: str, labels: dict[str, str]) -> int:
         self._call("ensure_ssh_key")
+        self.ssh_key_labels.setdefault(public_key, dict(labels))
         return self.ssh_keys.setdefault(public_key, next(self._ids))
+
+    async def delete_ssh_key(self, public_key: str, labels: dict[str, str]) -> bool:
+        self._call("delete_ssh_key")
+        if public_key not in self.ssh_keys or not self._match(
+            self.ssh_key_labels.get(public_key, {}), labels
+        ):
+            return False
+        del self.ssh_keys[public_key]
+        return True
 
 
 class FakeDns(Failing):
@@ -518,7 +531,54 @@ class FakeInstaller(Failing):
         """Delivered certificates (with their keys), by address."""
         self.host_keys: dict[str, str] = {}
         """Rotated host keys, by address; before that, the one in the user-data."""
+        self.authorized: dict[str, list[str]] = {}
+        """The deploy user's authorized public keys, by address; before the first look,
+        the ones in the server's user-data (a user-data without users authorizes the
+        key the operator offers first)."""
         self._next: dict[str, str] = {}
+
+    def _server_at(self, address: str) -> ServerView:
+        return next(s for s in self.servers.servers_by_id.values() if s.ipv4 == address)
+
+    def _authorized(self, target: Target) -> list[str]:
+        if target.address not in self.authorized:
+            text = self.servers.user_data.get(self._server_at(target.address).id) or "{}"
+            users = (yaml.safe_load(text) or {}).get("users") or []
+            self.authorized[target.address] = (
+                list(users[0].get("ssh_authorized_keys", []))
+                if users
+                else [public_key_of(target.client_private_key)]
+            )
+        return self.authorized[target.address]
+
+    def _log_in(self, target: Target) -> str | None:
+        """Which key the server accepts (as ``connect_pinned`` tries them): the current
+        one, else the previous one (returned), else ``OperatorKeyRefused``."""
+        keys = self._authorized(target)
+        current = public_key_of(target.client_private_key)
+        if any(same_key(k, current) for k in keys):
+            return None
+        previous = target.previous_client_private_key
+        if previous is not None and any(same_key(k, public_key_of(previous)) for k in keys):
+            return public_key_of(previous)
+        tried = [fingerprint(current)] + (
+            [fingerprint(public_key_of(previous))] if previous else []
+        )
+        raise OperatorKeyRefused("ssh", f"{target.address}: refused {' and '.join(tried)}", 60)
+
+    async def ensure_operator_key(self, target: Target) -> OperatorKeyCheck:
+        self._call("ensure_operator_key")
+        self._check_pin(target)
+        self._log_in(target)
+        current = public_key_of(target.client_private_key)
+        keys = self._authorized(target)
+        given = target.previous_client_private_key
+        previous = public_key_of(given) if given is not None else None
+        if previous is None or not any(same_key(k, previous) for k in keys):
+            return OperatorKeyCheck(fingerprint(current))
+        kept = [k for k in keys if not same_key(k, previous) and not same_key(k, current)]
+        self.authorized[target.address] = [*kept, current]
+        return OperatorKeyCheck(fingerprint(current), replaced=fingerprint(previous))
 
     def _check_pin(self, target: Target, *also: str) -> None:
         current = self.host_keys.get(target.address)
@@ -535,6 +595,7 @@ class FakeInstaller(Failing):
     async def install(self, target: Target, env: AgentEnvironment) -> InstallResult:
         self._call("install")
         self._check_pin(target)
+        self._log_in(target)
         changed = self.environments.get(target.address) != env
         self.environments[target.address] = env
         return InstallResult("0.2.0", self.bundle_sha256, changed, changed)
@@ -542,11 +603,13 @@ class FakeInstaller(Failing):
     async def prepare_host_key_rotation(self, target: Target) -> str:
         self._call("prepare")
         self._check_pin(target)
+        self._log_in(target)
         return self._next.setdefault(target.address, generate_ssh_key("root@x").public)
 
     async def commit_host_key_rotation(self, target: Target, next_public_key: str) -> str:
         self._call("commit")
         self._check_pin(target, next_public_key)
+        self._log_in(target)
         self.host_keys[target.address] = next_public_key
         self._next.pop(target.address, None)
         return next_public_key
@@ -554,6 +617,7 @@ class FakeInstaller(Failing):
     async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
         self._call("install_certificate")
         self._check_pin(target)
+        self._log_in(target)
         self.certificates[target.address] = issued
 
 

@@ -4,6 +4,7 @@ control plane or a provider."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,13 @@ import yaml
 
 from smart_operator import domains
 from smart_operator.errors import PermanentFailure, RateLimited, TemporaryFailure, Unreachable
-from smart_operator.keys import derive_server_keys, hash_intake_key
+from smart_operator.keys import (
+    SSHKeyPair,
+    derive_server_keys,
+    generate_ssh_key,
+    hash_intake_key,
+    same_key,
+)
 from smart_operator.models.common import Writer
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.ports import ObjectRef, RecordView
@@ -618,3 +625,109 @@ async def test_without_a_bundle_the_domain_says_how_to_give_it_one(world: World)
     await world.run()
     condition = world.condition("AgentInstalled")
     assert condition["reason"] == "NoAgentBundle" and "SMART_AGENT_BUNDLE" in condition["message"]
+
+
+# -- the operator's SSH key, rotated --------------------------------------------------
+
+
+def rotate_operator_key(world: World, previous: SSHKeyPair | None = None) -> SSHKeyPair:
+    """What a restart after staff rotated the Secret gives the reconcilers: a new key,
+    and the old one (or ``previous``) as the previous key. Returns the old key."""
+    old = world.cloud.identity.ssh_key
+    world.cloud.identity = dataclasses.replace(
+        world.cloud.identity,
+        ssh_key=generate_ssh_key("smart-operator"),
+        previous_ssh_key=previous or old,
+    )
+    world.cloud.ssh_key_id = None  # a new process knows no provider key yet
+    return old
+
+
+async def test_a_rotated_operator_key_replaces_the_previous_one_on_a_running_server(
+    world: World,
+) -> None:
+    await world.run()
+    [server] = world.servers.servers_by_id.values()
+    address = server.ipv4 or ""
+    old = world.cloud.identity.ssh_key
+    assert world.status["server"]["operatorKeyFingerprint"] == old.fingerprint
+    assert world.installer.calls["ensure_operator_key"] == 0  # a new server: its user-data's key
+    assert world.condition("AgentInstalled")["status"] == "True"
+
+    rotate_operator_key(world)
+    new = world.cloud.identity.ssh_key
+    await world.run()
+    authorized = world.installer.authorized[address]
+    assert any(same_key(k, new.public) for k in authorized)
+    assert not any(same_key(k, old.public) for k in authorized)
+    assert world.status["server"]["operatorKeyFingerprint"] == new.fingerprint
+    [message] = [m for t, r, m in world.events.posted if r == "OperatorKeyRotated"]
+    assert new.fingerprint in message and old.fingerprint in message
+    assert world.condition("AgentInstalled")["status"] == "True"
+    assert world.installer.calls["install"] == 1  # nothing else was redone
+    # Recorded: the next passes do not look again.
+    await world.run()
+    assert world.installer.calls["ensure_operator_key"] == 1
+
+
+async def test_after_a_rotation_a_new_server_gets_the_new_key_at_hetzner_and_in_its_user_data(
+    world: World,
+) -> None:
+    await world.run()
+    [first] = world.servers.servers_by_id.values()
+    assert set(world.servers.ssh_keys) == {world.cloud.identity.ssh_key.public}
+    rotate_operator_key(world)
+    new = world.cloud.identity.ssh_key
+    del world.servers.servers_by_id[first.id]  # gone: the next pass makes another
+    await world.run()
+    [second] = world.servers.servers_by_id.values()
+    # Registered by its key; the previous key's object is gone (only creates use it).
+    assert set(world.servers.ssh_keys) == {new.public}
+    assert world.servers.calls["delete_ssh_key"] == 1
+    user = yaml.safe_load(world.servers.user_data[second.id])["users"][0]
+    assert user["ssh_authorized_keys"] == [new.public]
+    assert world.status["server"]["operatorKeyFingerprint"] == new.fingerprint
+    assert world.installer.calls["ensure_operator_key"] == 0
+    assert world.condition("AgentInstalled")["status"] == "True"
+
+
+async def test_a_server_that_refuses_both_keys_says_which_were_tried_then_heals(
+    world: World,
+) -> None:
+    await world.run()
+    old = world.cloud.identity.ssh_key
+    stranger = generate_ssh_key("someone-else")
+    rotate_operator_key(world, previous=stranger)  # staff kept the wrong previous key
+    new = world.cloud.identity.ssh_key
+    delay = await world.run()
+    condition = world.condition("AgentInstalled")
+    assert condition["status"] == "False" and condition["reason"] == "OperatorKeyRefused"
+    assert new.fingerprint in condition["message"] and stranger.fingerprint in condition["message"]
+    assert delay >= 60  # not a hot loop: staff must act
+    await world.run()
+    warnings = [m for t, r, m in world.events.posted if (t, r) == ("Warning", "OperatorKeyRefused")]
+    assert len(warnings) == 1 and new.fingerprint in warnings[0]  # once, not every pass
+    assert world.status["server"]["operatorKeyFingerprint"] == old.fingerprint
+
+    rotate_operator_key(world, previous=old)  # fixed in the Secret, operator restarted
+    world.cloud.identity = dataclasses.replace(world.cloud.identity, ssh_key=new)
+    await world.run()
+    assert world.status["server"]["operatorKeyFingerprint"] == new.fingerprint
+    assert world.condition("AgentInstalled")["status"] == "True"
+    assert "OperatorKeyRotated" in world.events.reasons("Normal")
+
+
+async def test_a_server_of_an_unrecorded_attempt_has_its_operator_key_looked_at(
+    world: World,
+) -> None:
+    """A server found by its label whose status was lost: nobody knows which key its
+    user-data authorized, so it is looked at once (and moved if it needs to be)."""
+    await world.run()
+    [server] = world.servers.servers_by_id.values()
+    old = rotate_operator_key(world)
+    world.resources.objects[REF]["status"] = {}
+    world.installer.host_keys.clear()  # (a server whose host key was not rotated yet)
+    await world.run()
+    assert world.installer.calls["ensure_operator_key"] == 1
+    assert world.status["server"]["operatorKeyFingerprint"] != old.fingerprint
+    assert not any(same_key(k, old.public) for k in world.installer.authorized[server.ipv4 or ""])

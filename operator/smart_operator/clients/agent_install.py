@@ -40,10 +40,16 @@ from collections.abc import AsyncIterator, Sequence
 import asyncssh
 
 from smart_operator.agentbundle import INSTALLER_PATH, AgentBundle
-from smart_operator.clients.ssh import SYSTEM, connect_pinned
+from smart_operator.clients.ssh import SYSTEM, connect_pinned, ensure_operator_key
 from smart_operator.cloudinit import TLS_DIR
 from smart_operator.errors import InstallFailed, Unreachable
-from smart_operator.ports import AgentEnvironment, InstallResult, IssuedCertificate, Target
+from smart_operator.ports import (
+    AgentEnvironment,
+    InstallResult,
+    IssuedCertificate,
+    OperatorKeyCheck,
+    Target,
+)
 
 __all__ = [
     "AgentEnvironment",
@@ -274,3 +280,6 @@ class BundleInstaller:
 
     async def install_certificate(self, target: Target, issued: IssuedCertificate) -> None:
         await install_certificate(target, issued)
+
+    async def ensure_operator_key(self, target: Target) -> OperatorKeyCheck:
+        return await ensure_operator_key(target)

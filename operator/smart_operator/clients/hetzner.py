@@ -334,6 +334,21 @@ class Hetzner:
             return known
         return _id(created.id)
 
+    async def delete_ssh_key(self, public_key: str, labels: dict[str, str]) -> bool:
+        """Remove this public key from Hetzner if it is there with ``labels`` (only a key
+        this installation registered); whether one was removed. Servers keep the keys
+        they were made with: Hetzner uses a key object only to create a server."""
+        found = await self._call(
+            "get_ssh_key", self._client.ssh_keys.get_all, fingerprint=md5_fingerprint(public_key)
+        )
+        ours = [k for k in found if all((k.labels or {}).get(n) == v for n, v in labels.items())]
+        for key in ours:
+            try:
+                await self._call("delete_ssh_key", self._client.ssh_keys.delete, SSHKey(id=key.id))
+            except NotFound:
+                continue
+        return bool(ours)
+
     async def server_types(self) -> list[ServerTypeView]:
         """The catalogue: each type's prices, and where it can be ordered now (a type
         is deprecated per location, and stops being orderable there after its

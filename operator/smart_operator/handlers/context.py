@@ -138,6 +138,11 @@ class Context:
             resources=self.kube,
             deployer=self.deployer,
             client_private_key=self.cloud.identity.ssh_key.private if self.cloud else None,
+            previous_client_private_key=(
+                self.cloud.identity.previous_ssh_key.private
+                if self.cloud and self.cloud.identity.previous_ssh_key
+                else None
+            ),
             settings=self.settings,
             writer=self.writer(
                 ObjectRef("experiments", meta.name, meta.namespace),

@@ -21,7 +21,7 @@ from smart_operator.clients.kubeapi import connect
 from smart_operator.clients.ssh import SSHDeployer
 from smart_operator.clients.stripe import StripeBilling
 from smart_operator.handlers.context import Context
-from smart_operator.keys import SSHKeyPair, generate_ssh_key
+from smart_operator.keys import SSHKeyPair, generate_ssh_key, same_key, stored_key_pair
 from smart_operator.models.common import GROUP
 from smart_operator.plans import load_catalog
 from smart_operator.ports import Cloud, Identity
@@ -30,6 +30,10 @@ from smart_operator.settings import OperatorSettings
 
 SSH_SECRET = "smart-operator-ssh"  # noqa: S105 (a Secret's name)
 KEYS_SECRET = "smart-operator-keys"  # noqa: S105 (a Secret's name)
+CURRENT_KEY = "id_ed25519"
+PREVIOUS_KEY = "id_ed25519.previous"
+"""The key a rotation replaced (docs/operations.md): tried when a server refuses the
+current one, and replaced by it on that server."""
 
 
 async def stored_secret(
@@ -53,7 +57,7 @@ async def operator_identity(kube: Kube, settings: OperatorSettings) -> Identity:
 
     def new_ssh_key() -> dict[str, str]:
         made = generate_ssh_key("smart-operator")
-        return {"id_ed25519": made.private, "id_ed25519.pub": made.public}
+        return {CURRENT_KEY: made.private, f"{CURRENT_KEY}.pub": made.public}
 
     def new_keys() -> dict[str, str]:
         return {
@@ -63,11 +67,34 @@ async def operator_identity(kube: Kube, settings: OperatorSettings) -> Identity:
 
     ssh = await stored_secret(kube, namespace, SSH_SECRET, new_ssh_key)
     keys = await stored_secret(kube, namespace, KEYS_SECRET, new_keys)
+    current, previous = ssh_keys(ssh, f"{namespace}/{SSH_SECRET}")
     return Identity(
-        ssh_key=SSHKeyPair(ssh["id_ed25519"], ssh["id_ed25519.pub"]),
+        ssh_key=current,
         key_secret=bytes.fromhex(keys["server-key-secret"]),
         installation=settings.installation_id or keys["installation"],
+        previous_ssh_key=previous,
     )
+
+
+def ssh_keys(data: dict[str, str], where: str) -> tuple[SSHKeyPair, SSHKeyPair | None]:
+    """The operator's SSH key and, during a rotation, the key it replaced, from the
+    Secret's data: ``id_ed25519`` (with ``id_ed25519.pub``) and, optionally,
+    ``id_ed25519.previous`` (with ``id_ed25519.previous.pub``). A public line may be
+    left out; one that does not match its private key stops the start-up."""
+
+    def pair(name: str) -> SSHKeyPair:
+        try:
+            return stored_key_pair(data[name], data.get(f"{name}.pub"))
+        except (ValueError, TypeError) as error:
+            raise kopf.PermanentError(f"Secret {where}: {name}: {error}") from error
+
+    if not data.get(CURRENT_KEY):
+        raise kopf.PermanentError(f"Secret {where} has no {CURRENT_KEY}")
+    current = pair(CURRENT_KEY)
+    previous = pair(PREVIOUS_KEY) if data.get(PREVIOUS_KEY) else None
+    if previous is not None and same_key(previous.public, current.public):
+        previous = None
+    return current, previous
 
 
 Closer = Callable[[], Awaitable[None]]

@@ -110,6 +110,9 @@ class Reason(StrEnum):
     INSTALLED = "Installed"
     INSTALL_FAILED = "InstallFailed"
     NO_AGENT_BUNDLE = "NoAgentBundle"
+    OPERATOR_KEY_REFUSED = "OperatorKeyRefused"
+    """The server refused the operator's SSH key and its previous key (Secret
+    smart-operator-ssh): the message names both fingerprints and what to do."""
     HEARTBEAT = "Heartbeat"
     WAITING_FOR_AGENT = "WaitingForAgent"
     AGENT_SILENT = "AgentSilent"
@@ -143,6 +146,7 @@ def as_reason(text: str) -> Reason:
 WARNINGS = frozenset(
     {
         Reason.RENEWAL_FAILED,
+        Reason.OPERATOR_KEY_REFUSED,
         Reason.PROVIDER_UNAVAILABLE,
         Reason.PROVIDER_REJECTED,
         Reason.UNKNOWN_PLAN,

@@ -155,6 +155,12 @@ class ServerStatus(CamelModel):
     next_host_public_key: str | None = Field(
         default=None, description="During a host-key rotation: the key that replaces the pin"
     )
+    operator_key_fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^SHA256:[A-Za-z0-9+/]{43}$",
+        description="SHA256 fingerprint of the operator's SSH key the server was last seen "
+        "to accept; a rotated key (the Secret smart-operator-ssh) replaces it on the server",
+    )
 
 
 class DNSRecordStatus(CamelModel):

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from smart_operator import certificates, domains
 from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.cloudinit import UserDataInput, render_user_data
-from smart_operator.conditions import now, set_condition
+from smart_operator.conditions import is_true, now, set_condition
 from smart_operator.errors import (
     Conflict,
     ExternalError,
@@ -435,7 +435,8 @@ class DomainReconciler:
             return Wait(0)  # being deleted: make nothing more
         server = choice.keep or await self.create_server(cloud)
         attempt = server.labels.get(domains.ATTEMPT_LABEL)
-        if attempt and attempt != known.create_attempt:
+        # (The status, not ``known``: a server this pass made is pinned already.)
+        if attempt and attempt != (self.status.server or ServerStatus()).create_attempt:
             # A server made by an attempt the status does not record (its status was
             # lost, or written before the create's answer): its keys derive from it.
             self.pin_keys(cloud, attempt)
@@ -462,6 +463,7 @@ class DomainReconciler:
         server.host_key_rotated = None
         server.next_host_public_key = None
         server.agent_sha256 = server.agent_version = server.agent_settings_hash = None
+        server.operator_key_fingerprint = None  # whichever key its user-data had: checked
         self.status.server = server
         # A new server has no certificate (its key was on the old one only): issue anew.
         self.status.certificate = None
@@ -505,6 +507,7 @@ class DomainReconciler:
             cloud.ssh_key_id = await cloud.servers.ensure_ssh_key(
                 identity.ssh_key.public, domains.managed_labels(identity.installation)
             )
+            await self.forget_previous_key(cloud)
         name = domains.cloud_name(self.domain)
         # Recorded before asking, and reused until the server is known: if the answer
         # is lost, the server found later by its label carries exactly these keys.
@@ -516,6 +519,9 @@ class DomainReconciler:
             monthly_price=previous.monthly_price if previous else None,
         )
         self.pin_keys(cloud, attempt)
+        # The user-data below authorizes the current key (until the pin above is
+        # replaced, this attempt's server is the one its user-data made).
+        self.status.server.operator_key_fingerprint = identity.ssh_key.fingerprint
         self.condition(
             ConditionType.SERVER_READY, "False", Reason.CREATING, f"creating server {name}"
         )
@@ -554,7 +560,10 @@ class DomainReconciler:
                     "Domain; delete or rename it",
                 ) from None
             if existing.labels.get(domains.ATTEMPT_LABEL):
-                return existing  # ours, with keys derived from its attempt
+                # Ours, with keys derived from its attempt; made by an earlier request,
+                # maybe with an operator key rotated since: checked before use.
+                self.status.server.operator_key_fingerprint = None
+                return existing
             # Ours, but nobody knows its keys: it would refuse every deploy.
             await cloud.servers.delete_server(existing.id)
             raise TemporaryFailure(
@@ -581,6 +590,27 @@ class DomainReconciler:
             server = await cloud.servers.server(server.id)
         return server
 
+    async def forget_previous_key(self, cloud: Cloud) -> None:
+        """After a rotation, the previous key's object at Hetzner goes: Hetzner uses it
+        only to create servers, and new ones get the current key (existing servers keep
+        what they authorize, and are moved by ``ensure_operator_key``). Only this
+        installation's registration is removed; a failure is logged, not fatal."""
+        identity = cloud.identity
+        if identity.previous_ssh_key is None:
+            return
+        try:
+            removed = await cloud.servers.delete_ssh_key(
+                identity.previous_ssh_key.public, domains.managed_labels(identity.installation)
+            )
+        except ExternalError as error:
+            log.warning("the previous operator key stays at Hetzner: %s", error)
+            return
+        if removed:
+            log.info(
+                "removed the previous operator key %s from Hetzner",
+                identity.previous_ssh_key.fingerprint,
+            )
+
     def _server_status(self, server: ServerView) -> ServerStatus:
         previous = self.status.server or ServerStatus()
         return ServerStatus(
@@ -600,6 +630,7 @@ class DomainReconciler:
             host_key_fingerprint=previous.host_key_fingerprint
             or (fingerprint(previous.host_public_key) if previous.host_public_key else None),
             monthly_price=previous.monthly_price,
+            operator_key_fingerprint=previous.operator_key_fingerprint,
         )
 
     async def ensure_agent(self, cloud: Cloud, server: ServerView) -> Wait | None:
@@ -631,17 +662,28 @@ class DomainReconciler:
             **self.settings.agent_settings,
         }
         settings_hash = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:16]
-        if (
-            known.agent_sha256 == installer.bundle_sha256
-            and self.status.intake_key_hash == wanted
-            and known.host_key_rotated
-            and known.agent_settings_hash == settings_hash
-        ):
+
+        def installed() -> bool:
+            known = self.status.server or ServerStatus()
+            return (
+                known.agent_sha256 == installer.bundle_sha256
+                and self.status.intake_key_hash == wanted
+                and bool(known.host_key_rotated)
+                and known.agent_settings_hash == settings_hash
+            )
+
+        operator_key = cloud.identity.ssh_key.fingerprint
+        if installed() and known.operator_key_fingerprint == operator_key:
+            self._agent_installed()
             return None
         target = self.target(cloud, server)
         if known.next_host_public_key:  # a rotation whose end was not recorded
             await self.commit_rotation(cloud, target, known.next_host_public_key)
             target = self.target(cloud, server)
+        await self.ensure_operator_key(cloud, server, target)
+        if installed():
+            self._agent_installed()
+            return None
         # The hash first: the agent's reports are accepted as soon as it uses the key.
         # And say what is going on: an install waits for cloud-init, then uploads and
         # installs the bundle (seconds on an idle server, minutes on a busy one).
@@ -760,6 +802,45 @@ class DomainReconciler:
         state = certificates.CertificateState(issued.not_before, issued.not_after, leaf_serial)
         return max(1.0, certificates.seconds_until_due(state, self.uid, now))
 
+    def _agent_installed(self) -> None:
+        """The agent is installed as wanted: say so, unless the condition says it already
+        (a failure of an earlier pass, since healed, is replaced)."""
+        if is_true(self.status.conditions, ConditionType.AGENT_INSTALLED):
+            return
+        known = self.status.server or ServerStatus()
+        self.condition(
+            ConditionType.AGENT_INSTALLED,
+            "True",
+            Reason.INSTALLED,
+            f"agent {known.agent_version} installed (bundle {(known.agent_sha256 or '')[:12]}), "
+            f"host key {known.host_key_fingerprint}",
+        )
+
+    async def ensure_operator_key(self, cloud: Cloud, server: ServerView, target: Target) -> None:
+        """The server accepts the operator's current SSH key. Looked at (one connection)
+        only when the status does not record it: after the key in the Secret was rotated,
+        or for a server whose key nobody recorded. A server that accepts only the
+        previous key is moved to the current one over that connection (the installer
+        proves the new key before it removes the old). Neither key accepted
+        (``OperatorKeyRefused``): the condition, and its Warning Event, name the
+        fingerprints tried and what to do."""
+        assert self.installer is not None
+        known = self.status.server or ServerStatus()
+        if known.operator_key_fingerprint == cloud.identity.ssh_key.fingerprint:
+            return
+        check = await self.installer.ensure_operator_key(target)
+        known = self.status.server or ServerStatus()
+        known.operator_key_fingerprint = check.accepted
+        self.status.server = known
+        await self.flush()
+        if check.replaced is not None:
+            self.events.post(
+                "Normal",
+                "OperatorKeyRotated",
+                f"server {server.name} now authorizes the operator's key {check.accepted} "
+                f"in place of the previous key {check.replaced} (proven by a new connection)",
+            )
+
     def _certificate_ready(self, known: CertificateStatus) -> None:
         assert known.not_after is not None
         certificates.EXPIRY.labels(
@@ -801,6 +882,9 @@ class DomainReconciler:
             client_private_key=cloud.identity.ssh_key.private,
             username=DEPLOY_USER,
             server_id=server.id,
+            previous_client_private_key=(
+                cloud.identity.previous_ssh_key.private if cloud.identity.previous_ssh_key else None
+            ),
         )
 
     async def ensure_dns(self, cloud: Cloud, zone: ZoneView, server: ServerView) -> Wait | None:

@@ -43,6 +43,7 @@ class ExperimentReconciler:
         resources: Resources,
         deployer: Deployer,
         client_private_key: str | None,
+        previous_client_private_key: str | None = None,
         settings: OperatorSettings,
         writer: StatusWriter[ExperimentStatus],
         events: Events,
@@ -53,6 +54,7 @@ class ExperimentReconciler:
         self.resources = resources
         self.deployer = deployer
         self.client_private_key = client_private_key
+        self.previous_client_private_key = previous_client_private_key
         self.settings = settings
         self.writer = writer
         self.events = events
@@ -100,6 +102,7 @@ class ExperimentReconciler:
             self.namespace,
             self.settings.ssh_port,
             self.client_private_key,
+            self.previous_client_private_key,
         )
         if not isinstance(target, Target):
             self.condition(ConditionType.DEPLOYED, *target)
@@ -264,6 +267,7 @@ class ExperimentReconciler:
             self.namespace,
             self.settings.ssh_port,
             self.client_private_key,
+            self.previous_client_private_key,
         )
         if not isinstance(target, Target):
             return
