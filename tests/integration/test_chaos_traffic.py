@@ -61,6 +61,7 @@ class Chaos:
         self.agent_rng = random.Random(seed)  # noqa: S311 (replayable, not secret)
         self.intake_rng = random.Random(seed + 1)  # noqa: S311
         self.kills = 0
+        self.kills_while_starting = 0
         self.rotations = 0
         self.rotations_while_down = 0
         self.double_rotations = 0
@@ -93,6 +94,11 @@ class Chaos:
                     await self.rotate()
                     self.rotations_while_down += 1
                     await asyncio.sleep(rng.uniform(0.0, 0.3))
+                if rng.random() < 0.3:  # and again while it starts (restores its files)
+                    self.host.spawn()
+                    await asyncio.sleep(rng.uniform(0.0, 0.5))
+                    self.host.kill()
+                    self.kills_while_starting += 1
                 await self.host.start()
             elif action == "rotate":
                 await self.rotate()
@@ -125,7 +131,7 @@ async def chaos_host(tmp_path: Path, intake: IntakeRecorder) -> AsyncIterator[Ag
     # The truth is per day: finish before midnight UTC changes every visitor id.
     await clear_of_midnight(CHAOS_SECONDS + SETTLE_SECONDS + 60)
     # A small size limit makes the agent rotate the log itself too, between ours.
-    env = {"SMART_AGENT_LOG_MAX_BYTES": "300000"}
+    env = {"SMART_AGENT_LOG_MAX_BYTES": "150000"}
     async with AgentHost(tmp_path, intake_url=intake.url, env=env) as host:
         yield host
 
@@ -257,7 +263,8 @@ async def test_agent_and_intake_kills_with_rotations_during_traffic_lose_nothing
     self_rotations = host.log_tail(10_000_000).count("rotated the access log to")
     outages = ", ".join(f"{k} {n}" for k, n in sorted(chaos.outages.items()))
     print(
-        f"traffic chaos (seed {SEED}): {chaos.kills} agent kills, {chaos.rotations} rotations "
+        f"traffic chaos (seed {SEED}): {chaos.kills} agent kills (and "
+        f"{chaos.kills_while_starting} while it started), {chaos.rotations} rotations "
         f"({chaos.rotations_while_down} while the agent was down, "
         f"{chaos.double_rotations} twice in a row while it ran; the agent rotated "
         f"{self_rotations} itself), {sum(chaos.outages.values())} intake outages ({outages}; "

@@ -174,15 +174,20 @@ class AgentHost:
             check=check,
         )
 
-    async def start(self, wait: float = 30.0) -> AgentHost:
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start ``smart-agent run`` and return at once (``start`` also waits for it)."""
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "smart_agent", "run"],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self.process
+
+    async def start(self, wait: float = 30.0) -> AgentHost:
+        self.process = self.spawn()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
