@@ -80,7 +80,12 @@ class Counting:
                     if self.store.compact(before_day=yesterday):
                         log.info("forgot the visitor ids of days before %s", yesterday)
                     self.store.forget_log_files(keep_after=time.time() - 3 * 86400)
-            if result.caught_up:
+            # Always give the other loops (reports, heartbeats, the control socket) their
+            # turn: a rotated log waiting out its grace is no reason to poll without a
+            # pause, and even a backlog is read on only after they have run.
+            if result.more_to_read:
+                await asyncio.sleep(0)
+            else:
                 await pause(stop, self.settings.poll_seconds)
 
     async def _rotate_log(self) -> None:

@@ -141,7 +141,8 @@ class _Open:
 class PollResult:
     new_counts: int = 0
     lines: int = 0
-    caught_up: bool = True
+    caught_up: bool = True  # every file read to its end, none left draining
+    more_to_read: bool = False  # a file had more than one poll reads: poll again at once
     lag_seconds: float | None = None  # from nginx writing the last counted line to now
 
 
@@ -299,6 +300,7 @@ class LogFollower:
             if len(data) < CHUNK:
                 return
         result.caught_up = False  # more to read than one poll takes
+        result.more_to_read = True
 
     def _follow_path(self) -> None:
         """Start reading a new file at the log path; mark the one it replaced draining."""

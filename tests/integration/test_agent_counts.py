@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -26,26 +24,7 @@ from tests.waiting import eventually_async as eventually
 GOAL = "https://buy.stripe.com/test_acme"
 NAME = "homepage-headline"
 
-
-@pytest.fixture(autouse=True)
-async def same_day() -> None:
-    """Keep clear of midnight UTC, when the salt (and so every visitor id) changes."""
-    now = datetime.now(UTC)
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    if (midnight - now).total_seconds() < 90:  # wait for a clock time, not for a guess
-        await asyncio.sleep((midnight + timedelta(seconds=5) - now).total_seconds())
-
-
-@pytest.fixture
-async def intake() -> AsyncIterator[IntakeRecorder]:
-    async with IntakeRecorder() as recorder:
-        yield recorder
-
-
-@pytest.fixture
-async def host(tmp_path: Path, intake: IntakeRecorder) -> AsyncIterator[AgentHost]:
-    async with AgentHost(tmp_path, intake_url=intake.url) as agent_host:
-        yield agent_host
+pytestmark = pytest.mark.usefixtures("same_day")  # counts are per day
 
 
 def files_mentioning(root: Path, needles: list[bytes]) -> list[str]:

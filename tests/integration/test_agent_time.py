@@ -51,12 +51,6 @@ async def until(check: Callable[[], Awaitable[Any]], within: float = 20.0, what:
 
 
 @pytest.fixture
-async def intake() -> AsyncIterator[IntakeRecorder]:
-    async with IntakeRecorder() as recorder:
-        yield recorder
-
-
-@pytest.fixture
 def settings(tmp_path: Path, intake: IntakeRecorder) -> AgentSettings:
     address = loopback_address()
     return AgentSettings(

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from smart_agent import store as store_module
+from smart_agent.counting import Counting
 from smart_agent.deploy import ExperimentManifest, fragment_problem, install_revision, scan
 from smart_agent.logreader import _PLAIN_LINE, LOG_KEYS, classify, parse_line
 from smart_agent.nginx import ID_BUCKETS, Nginx, ServePlan, render_config, split_parts
@@ -262,6 +264,38 @@ def test_intake_answers_decide_between_retry_and_drop(tmp_path: Path) -> None:
         assert reporter._retry_delay(Outcome(refused), retry) is None
     delays = [reporter.backoff(n) for n in range(1, 12)]
     assert delays[0] <= settings.backoff_base_seconds and max(delays) <= 300
+
+
+async def test_the_count_loop_lets_the_other_loops_run_while_a_rotated_log_drains(
+    tmp_path: Path,
+) -> None:
+    """A rotated log is read on for the grace time; meanwhile reports, heartbeats and the
+    control socket (the same event loop) must go on, not wait for the grace to end."""
+    settings = AgentSettings(root=tmp_path, rotation_grace_seconds=2.0, poll_seconds=0.05)
+    settings.access_log.parent.mkdir(parents=True)
+    settings.access_log.write_bytes(b"")
+    store = Store(settings.db_path)
+    counting = Counting(settings, store, Nginx(settings), time.time)
+    counting.restore()
+    settings.access_log.rename(settings.access_log.with_name("access.log.1"))
+    settings.access_log.write_bytes(b"")  # nginx reopened: the old file drains now
+    stop = asyncio.Event()
+    loop = asyncio.create_task(counting.run(stop))
+    gaps = []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - before)
+        states = [f["state"] for f in counting.follower.describe()]
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+        counting.close()
+        store.close()
+    assert max(gaps) < 0.5, f"the event loop was held for {max(gaps):.2f} s"
+    assert "draining" in states  # still within the grace: what was measured
 
 
 async def test_nginx_accepts_the_rendered_configuration(tmp_path: Path) -> None:

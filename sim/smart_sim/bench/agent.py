@@ -174,15 +174,20 @@ class AgentHost:
             check=check,
         )
 
-    async def start(self, wait: float = 30.0) -> AgentHost:
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start ``smart-agent run`` and return at once (``start`` also waits for it)."""
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "smart_agent", "run"],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self.process
+
+    async def start(self, wait: float = 30.0) -> AgentHost:
+        self.process = self.spawn()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -270,6 +275,27 @@ class AgentHost:
         os.kill(pid, signal.SIGUSR1)  # = nginx -s reopen
         return target
 
+    async def logrotate(self, within: float = 10.0) -> Path:
+        """What logrotate does with numbered copies (no compression, none deleted): shift
+        ``access.log.N`` to ``N+1``, rename the log to ``access.log.1``, then reopen.
+
+        Waits (polling, up to ``within``) for nginx to have reopened the log of a rotation
+        just before, as logrotate would find it there on its next run.
+        """
+        deadline = time.monotonic() + within
+        while not self.access_log.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.access_log} did not come back within {within} s")
+            await asyncio.sleep(0.01)
+        numbered = []
+        for path in self.access_log.parent.glob("access.log.*"):
+            suffix = path.name.removeprefix("access.log.")
+            if suffix.isdigit():
+                numbered.append((int(suffix), path))
+        for number, path in sorted(numbered, reverse=True):
+            path.rename(self.access_log.with_name(f"access.log.{number + 1}"))
+        return self.rotate_log("1")
+
     def close(self) -> None:
         """Stop the agent, then make sure its nginx is gone too."""
         self.stop()
@@ -302,7 +328,16 @@ class AgentHost:
 
 
 class IntakeRecorder:
-    """A loopback intake that records reports and heartbeats; it can fail on purpose."""
+    """A loopback intake that records reports and heartbeats; it can fail on purpose.
+
+    Faults: ``fail_next`` answers 503 to that many result posts; ``outage(kind)`` until
+    ``recover()``: ``"down"`` (the process is gone: connections are refused), ``"error"``
+    (503 to every post) or ``"drop"`` (the report is stored, then the connection closes
+    without an answer, as when the intake dies right after its commit). What it has
+    recorded survives an outage, as the real intake's database does.
+    """
+
+    OUTAGES = ("down", "error", "drop")
 
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
@@ -310,6 +345,10 @@ class IntakeRecorder:
         self.authorizations: set[str] = set()
         self.fail_next = 0  # answer 503 to this many result posts first
         self.failed = 0
+        self.dropped = 0  # result posts stored whose answer was never sent
+        # Every result post that arrived, answered or not: (outcome, report).
+        self.attempts: list[tuple[str, dict[str, Any]]] = []
+        self.outage_kind: str | None = None
         self.port = free_port("127.0.0.1")
         self._runner: web.AppRunner | None = None
 
@@ -319,17 +358,26 @@ class IntakeRecorder:
 
     async def _results(self, request: web.Request) -> web.Response:
         self.authorizations.add(request.headers.get("Authorization", ""))
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            self.failed += 1
-            return web.json_response({"error": "unavailable"}, status=503)
         body = await request.json()
+        if self.fail_next > 0 or self.outage_kind == "error":
+            self.fail_next = max(0, self.fail_next - 1)
+            self.failed += 1
+            self.attempts.append(("503", body))
+            return web.json_response({"error": "unavailable"}, status=503)
         last = self.last_sequence(body["experiment"])
         self.results.append(body)
+        if self.outage_kind == "drop":
+            self.dropped += 1
+            self.attempts.append(("dropped", body))
+            assert request.transport is not None
+            request.transport.abort()  # stored, but the agent never hears so
+            return web.Response(status=204)
         if body["sequence"] <= last:
+            self.attempts.append(("stale", body))
             return web.json_response(
                 {"accepted": False, "reason": "stale sequence", "lastSequence": last}
             )
+        self.attempts.append(("accepted", body))
         return web.json_response(
             {"accepted": True, "experiment": body["experiment"], "sequence": body["sequence"]},
             status=202,
@@ -337,6 +385,8 @@ class IntakeRecorder:
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
         self.authorizations.add(request.headers.get("Authorization", ""))
+        if self.outage_kind == "error":
+            return web.json_response({"error": "unavailable"}, status=503)
         self.heartbeats.append(await request.json())
         return web.json_response({"accepted": True, "domain": "acme-example"}, status=202)
 
@@ -353,18 +403,41 @@ class IntakeRecorder:
         best = max(reports, key=lambda r: r["sequence"])
         return {v["name"]: (v["visitors"], v["conversions"]) for v in best["variants"]}
 
-    async def __aenter__(self) -> IntakeRecorder:
+    async def outage(self, kind: str) -> None:
+        """Fail every result post in the way ``kind`` says until ``recover``."""
+        if kind not in self.OUTAGES:
+            raise ValueError(f"no such outage: {kind}")
+        await self.recover()
+        self.outage_kind = kind
+        if kind == "down":
+            await self.stop()
+
+    async def recover(self) -> None:
+        if self.outage_kind == "down":
+            await self.start()
+        self.outage_kind = None
+
+    async def start(self) -> None:
+        """Listen on ``port`` (again, after ``stop``)."""
         app = web.Application()
         app.router.add_post("/v1/results", self._results)
         app.router.add_post("/v1/heartbeat", self._heartbeat)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        """Close the listener and every connection (what a killed intake leaves)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> IntakeRecorder:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop()
 
 
 # -- the benchmark ------------------------------------------------------------------
