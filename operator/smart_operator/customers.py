@@ -8,8 +8,8 @@ the plan, a read-only dashboard ServiceAccount with its Role and RoleBinding, an
 service-account token Secret that the dashboard signs customers in with. The namespace
 is the platform's only when it carries ``MANAGED_BY`` and the customer's label
 (``namespace_is_ours``): a namespace of that name that someone else made is never
-adopted (``namespace_taken_status``), and the chart's admission policy refuses the
-operator any namespace without those labels.
+adopted (``namespace_taken_status``), and an admission policy (manifests and chart)
+refuses the operator any namespace without those labels.
 """
 
 from __future__ import annotations
