@@ -6,11 +6,23 @@ made again."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from smart_operator import customers
+from smart_operator.ports import QuotaView
 from smart_operator.reconcile import customer as reconcile_customer
-from tests.unit.test_reconcile_customer_billing import NS, World
+from tests.unit.test_reconcile_customer_billing import NS, START, World
+
+HARD = {"count/domains.smartserver.ai": "1", "count/experiments.smartserver.ai": "3"}
+
+
+def counted(world: World) -> None:
+    """The quota controller counts the plan's quota (the starter plan's limits)."""
+    world.resources.quotas[(NS, customers.QUOTA_NAME)] = QuotaView(
+        hard=HARD, used={key: "0" for key in HARD}, created=START - timedelta(minutes=1)
+    )
 
 
 def foreign(world: World, **labels: str) -> None:
@@ -61,6 +73,7 @@ async def test_once_staff_hand_the_namespace_over_the_customer_is_provisioned() 
         **customers.MANAGED_BY,
         customers.CUSTOMER_LABEL: "acme",
     }
+    counted(world)
     assert await world.reconciler().apply() is None
     assert world.resources.applied[0]["kind"] == "Namespace"
     assert world.condition("QuotaApplied")["reason"] != "NamespaceTaken"
@@ -68,6 +81,7 @@ async def test_once_staff_hand_the_namespace_over_the_customer_is_provisioned() 
 
 async def test_the_customers_own_namespace_is_applied_and_deleted() -> None:
     world = World(stripe_on=False)
+    counted(world)
     assert await world.reconciler().apply() is None
     assert world.resources.namespace_labels_[NS] == {
         **customers.MANAGED_BY,
@@ -91,8 +105,22 @@ async def test_a_token_not_issued_yet_asks_for_another_pass(
     assert world.condition("Ready")["reason"] in ("QuotaPending", "TokenPending")
     assert world.status().dashboard_token_secret is None
     world.resources.secrets[(NS, customers.TOKEN_SECRET)] = {"token": "issued"}
+    counted(world)
     assert await world.reconciler().apply() is None
     assert world.status().dashboard_token_secret == customers.TOKEN_SECRET
+
+
+async def test_a_quota_not_counted_yet_asks_for_another_pass_before_the_timer() -> None:
+    """A quota the controller took in without counting is made anew by the pass that
+    finds it so after QUOTA_RECOUNT_SECONDS: the create pass asks to be made again in a
+    fraction of that, rather than leaving it to the (minutes long) refresh timer."""
+    world = World(stripe_on=False)
+    retry = await world.reconciler().apply()
+    assert retry is not None and "quota" in retry.why
+    assert retry.delay < reconcile_customer.QUOTA_RECOUNT_SECONDS
+    counted(world)
+    assert await world.reconciler().apply() is None
+    assert world.condition("Ready")["status"] == "True"
 
 
 def test_namespace_is_ours_needs_both_labels_for_this_customer() -> None:

@@ -1,8 +1,8 @@
 """kopf registrations for Customers: apply what a Customer owns on create, update and
-resume (made again shortly while its dashboard token is not issued yet); refresh its
-status on a timer and whenever the quota controller changes one of its quotas (watched
-through their labels), so counts and readiness follow the cluster; delete its namespace
-on deletion (``reconcile.customer``).
+resume (made again shortly while its dashboard token is not issued or its quota not
+counted yet); refresh its status on a timer and whenever the quota controller changes
+one of its quotas (watched through their labels), so counts and readiness follow the
+cluster; delete its namespace on deletion (``reconcile.customer``).
 
 No Secret is watched: kopf filters ``labels=`` in the process, over a watch of every
 object of the kind in the cluster, so a Secret handler would need (and stream) every

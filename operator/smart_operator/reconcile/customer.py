@@ -59,6 +59,7 @@ DEFAULT_GRACE_SECONDS = 3 * 24 * 3600.0
 TOKEN_WAIT_SECONDS = 5.0
 TOKEN_RETRY_SECONDS = 5.0
 NAMESPACE_RETRY_SECONDS = 60.0
+QUOTA_RETRY_SECONDS = QUOTA_RECOUNT_SECONDS / 3
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,9 @@ class CustomerReconciler:
     async def apply(self) -> Retry | None:
         """Apply what the Customer owns, bring its subscription in step, then write its
         status. A ``Retry`` when the pass must be made again: the token controller has
-        not filled in the dashboard token yet (soon), or the namespace is someone
-        else's (nothing is applied; tried again slowly, in case staff mend it)."""
+        not filled in the dashboard token yet or the quota controller not counted the
+        quota (soon), or the namespace is someone else's (nothing is applied; tried
+        again slowly, in case staff mend it)."""
         if await self.namespace_taken():
             await self.refuse()
             return Retry(
@@ -132,9 +134,18 @@ class CustomerReconciler:
             for obj in objects:
                 await self.resources.apply(obj)
             token_ready = await self.wait_for_token()
-        await self.refresh(sync=True)
+        status = await self.refresh(sync=True)
         if not token_ready:
             return Retry("waiting for the dashboard token to be issued", TOKEN_RETRY_SECONDS)
+        quota = get_condition(status.conditions, ConditionType.QUOTA_APPLIED) if status else None
+        if quota is not None and quota.reason == Reason.QUOTA_PENDING:
+            # The quota controller's updates refresh the status too; but a quota it
+            # took in without counting is made anew only by a pass that finds it so
+            # after QUOTA_RECOUNT_SECONDS, which must not wait for the timer.
+            return Retry(
+                "waiting for the quota controller to count the plan's quota",
+                QUOTA_RETRY_SECONDS,
+            )
         return None
 
     async def namespace_taken(self) -> bool:
@@ -161,17 +172,18 @@ class CustomerReconciler:
             await asyncio.sleep(0.25)
         return True
 
-    async def refresh(self, sync: bool = False) -> None:
-        """Write the status the Customer's objects call for, if it changed. ``sync``
-        reads (and mends) the subscription in Stripe even when nothing calls for it."""
+    async def refresh(self, sync: bool = False) -> CustomerStatus | None:
+        """Write the status the Customer's objects call for, if it changed, and return
+        it. ``sync`` reads (and mends) the subscription in Stripe even when nothing
+        calls for it."""
         if self.customer.metadata.deletion_timestamp:
-            return
+            return None
         async with self.lock:
             if self.billing is not None and not await self.read_again():
-                return
+                return None
             if await self.namespace_taken():
                 await self.refuse()
-                return
+                return None
             resolution = customers.resolve_plan(self.customer, self.plans)
             observed = (
                 await self.observe(resolution.limits)
@@ -180,7 +192,7 @@ class CustomerReconciler:
             )
             if resolution.plan is not None:
                 observed = replace(observed, billing=await self.bill(resolution.plan, sync))
-            await self.writer.write(
+            return await self.writer.write(
                 customers.compute_status(self.customer, self.plans, resolution, observed)
             )
 
