@@ -5,7 +5,11 @@ Nothing here talks to the API server or to Stripe.
 
 A customer owns, in its namespace ``customer-<name>``: a ResourceQuota that enforces
 the plan, a read-only dashboard ServiceAccount with its Role and RoleBinding, and a
-service-account token Secret that the dashboard signs customers in with.
+service-account token Secret that the dashboard signs customers in with. The namespace
+is the platform's only when it carries ``MANAGED_BY`` and the customer's label
+(``namespace_is_ours``): a namespace of that name that someone else made is never
+adopted (``namespace_taken_status``), and an admission policy (manifests and chart)
+refuses the operator any namespace without those labels.
 """
 
 from __future__ import annotations
@@ -38,6 +42,50 @@ CUSTOMER_LABEL = f"{GROUP}/customer"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "smart-operator"}
 DOMAINS_QUOTA = f"count/domains.{GROUP}"
 EXPERIMENTS_QUOTA = f"count/experiments.{GROUP}"
+
+
+def namespace_is_ours(labels: Mapping[str, str], customer_name: str) -> bool:
+    """Whether a namespace with these labels is the one the platform made for the
+    customer: what the admission policy ``smart-operator-namespaces`` checks too."""
+    return (
+        all(labels.get(key) == value for key, value in MANAGED_BY.items())
+        and labels.get(CUSTOMER_LABEL) == customer_name
+    )
+
+
+def namespace_taken_message(customer_name: str) -> str:
+    namespace = customer_namespace(customer_name)
+    wanted = ",".join(
+        f"{key}={value}" for key, value in {**MANAGED_BY, CUSTOMER_LABEL: customer_name}.items()
+    )
+    return (
+        f"namespace {namespace} exists and was not made by the platform (it lacks the labels "
+        f"{wanted}); nothing in it was changed. Delete or rename that namespace, or give this "
+        f"Customer another name; to hand the namespace to this Customer instead, label it "
+        f"(kubectl label namespace {namespace} {wanted.replace(',', ' ')}): deleting the "
+        "Customer then deletes it"
+    )
+
+
+def namespace_taken_status(customer: Customer) -> CustomerStatus:
+    """The status of a Customer whose namespace someone else made: Failed, with
+    conditions saying so and how to mend it; the rest of the status as it was."""
+    previous = customer.status or CustomerStatus()
+    generation = customer.metadata.generation
+    status = previous.model_copy(deep=True)
+    status.observed_generation = generation
+    status.namespace = None
+    status.counts = None
+    status.dashboard_token_secret = None
+    message = namespace_taken_message(customer.metadata.name)
+    conditions = previous.conditions
+    for type in (ConditionType.QUOTA_APPLIED, ConditionType.READY):
+        conditions = set_condition(
+            conditions, type, "False", Reason.NAMESPACE_TAKEN, message, generation
+        )
+    status.phase = "Failed"
+    status.conditions = conditions
+    return status
 
 
 def owner_reference(customer: Customer) -> dict[str, Any]:

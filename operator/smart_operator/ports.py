@@ -383,6 +383,10 @@ class Resources(Protocol):
 
     async def namespace_exists(self, name: str) -> bool: ...
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels; None when it does not exist."""
+        ...
+
     async def delete_namespace(self, name: str) -> None: ...
 
 

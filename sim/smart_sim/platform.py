@@ -1,6 +1,6 @@
 """Installs the platform's cluster-side pieces into a control plane: the CRDs, kopf's
 peering resources, and the namespace, accounts and least-privilege RBAC of the
-operator and the results intake,
+operator and the results intake, with the admission policies that narrow it,
 all from the same files a real installation uses (``crds/``, ``manifests/``)."""
 
 from __future__ import annotations
@@ -28,6 +28,26 @@ def install(plane: ControlPlane) -> None:
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     rendered = plane.kubectl("kustomize", str(MANIFESTS / "rbac"))
     plane.kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    wait_for_operator_policies(plane)
+
+
+def wait_for_operator_policies(plane: ControlPlane, timeout: float = 60) -> None:
+    """Wait until the API server enforces the operator's admission policies (it loads
+    new policies and bindings a moment after they are written), so the operator never
+    runs without them: a namespace the platform did not make is refused to its account
+    (a server-side dry run; nothing is created)."""
+    deadline = time.monotonic() + timeout
+    output = ""
+    while time.monotonic() < deadline:
+        output = plane.kubectl(
+            "create", "namespace", "smartserver-policy-probe", "--dry-run=server",
+            f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}",
+            check=False,
+        )  # fmt: skip
+        if "smart-operator-namespaces" in output:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the operator's admission policies are not enforced; last: {output}")
 
 
 def account_kubeconfig(

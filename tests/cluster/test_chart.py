@@ -48,6 +48,8 @@ CLUSTER_KINDS = {
     "ClusterRole",
     "ClusterRoleBinding",
     "ClusterKopfPeering",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
 
 
@@ -117,9 +119,15 @@ OPERATOR_KINDS = [
     "ClusterRoleBinding",
     "ConfigMap",  # the plan catalog
     "Pod",  # the `helm test` hook
+    "Role",  # the operator's own Secrets
+    "RoleBinding",
     "Service",  # the operator's metrics
     "ServiceAccount",
     "StatefulSet",
+    "ValidatingAdmissionPolicy",  # the operator's namespaces
+    "ValidatingAdmissionPolicy",  # and where it writes
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicyBinding",
 ]
 
 
@@ -140,6 +148,8 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "Deployment",  # the intake
         "Deployment",  # the dashboard
         "Pod",  # the `helm test` hook
+        "Role",  # the operator's own Secrets
+        "RoleBinding",
         "Secret",  # the dashboard's session key
         "Service",
         "Service",  # the intake's agents' API
@@ -149,6 +159,10 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "ServiceAccount",  # the intake's
         "ServiceAccount",  # the dashboard's
         "StatefulSet",
+        "ValidatingAdmissionPolicy",  # the operator's namespaces
+        "ValidatingAdmissionPolicy",  # and where it writes
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicyBinding",
     ]
     for doc in docs:
         if doc["kind"] not in CLUSTER_KINDS:
@@ -737,6 +751,41 @@ def test_a_disabled_component_is_not_installed(helm: Path, component: str) -> No
     # Both off: exactly what the chart installed before it had them.
     docs = render(helm, "--set", "intake.enabled=false", "--set", "dashboard.enabled=false")
     assert sorted(d["kind"] for d in docs) == OPERATOR_KINDS
+
+
+def test_the_operators_role_and_admission_policies_are_the_kustomize_ones(helm: Path) -> None:
+    """The operator's own-Secrets Role and its admission policies: the chart's are the
+    base's, for the release's account, namespace and names (proven on the real API
+    server in test_operator_runtime.py and test_operator_admission.py)."""
+    release, namespace = "other", "elsewhere"
+    docs = render(helm, namespace=namespace, release=release)
+    base = kustomize_objects(platform.MANIFESTS / "rbac" / "operator.yaml")
+    name = f"{release}-smartserver-operator"
+    role = find(docs, "Role", name)
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == find(base, "Role")["rules"]
+    binding = find(docs, "RoleBinding", name)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": name,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+
+    policies = kustomize_objects(platform.MANIFESTS / "rbac" / "operator-admission-policy.yaml")
+    ours = f"system:serviceaccount:{platform.OPERATOR_NAMESPACE}:{platform.OPERATOR_ACCOUNT}"
+    for policy in ("namespaces", "namespaced-writes"):
+        wanted = json.dumps(
+            find(policies, "ValidatingAdmissionPolicy", f"smart-operator-{policy}")["spec"]
+        )
+        wanted = wanted.replace(ours, f"system:serviceaccount:{namespace}:{name}").replace(
+            f"request.namespace == '{platform.OPERATOR_NAMESPACE}'",
+            f"request.namespace == '{namespace}'",
+        )
+        charted = find(docs, "ValidatingAdmissionPolicy", f"{name}-{policy}")
+        assert charted["spec"] == json.loads(wanted)
+        bound = find(docs, "ValidatingAdmissionPolicyBinding", f"{name}-{policy}")
+        assert bound["spec"] == {"policyName": f"{name}-{policy}", "validationActions": ["Deny"]}
 
 
 @pytest.mark.parametrize("component", ["intake", "dashboard"])

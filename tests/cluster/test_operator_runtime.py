@@ -24,6 +24,16 @@ def can(cluster: Cluster, who: str, *args: str) -> bool:
         ("watch", "customers.smartserver.ai", True),
         ("patch", "customers.smartserver.ai/status", True),
         ("create", "namespaces", True),
+        # Which namespaces: the admission policies (test_operator_admission.py).
+        ("delete", "namespaces", True),
+        ("list", "namespaces", False),
+        ("watch", "namespaces", False),
+        # No Secret is listed, watched or read but by name (test below).
+        ("list", "secrets", False),
+        ("watch", "secrets", False),
+        ("get", "secrets", False),
+        ("update", "secrets", False),
+        ("create", "secrets", True),
         ("create", "customers.smartserver.ai", False),
         ("delete", "customers.smartserver.ai", False),
         ("delete", "domains.smartserver.ai", False),
@@ -38,6 +48,34 @@ def test_operator_rbac_is_least_privilege(
     cluster: Cluster, verb: str, resource: str, allowed: bool
 ) -> None:
     assert can(cluster, OPERATOR, verb, resource, "--all-namespaces") is allowed
+
+
+@pytest.mark.parametrize(
+    ("verb", "secret", "namespace", "allowed"),
+    [
+        # The dashboard token of a customer namespace, by its name only.
+        ("get", "dashboard-token", "customer-acme", True),
+        ("patch", "dashboard-token", "customer-acme", True),
+        ("get", "other", "customer-acme", False),
+        ("delete", "dashboard-token", "customer-acme", False),
+        # Its own Secrets, in its own namespace only (a Role there).
+        ("get", "smart-operator-ssh", platform.OPERATOR_NAMESPACE, True),
+        ("get", "smart-operator-keys", platform.OPERATOR_NAMESPACE, True),
+        ("get", "smart-operator-ssh", "default", False),
+        ("patch", "smart-operator-ssh", platform.OPERATOR_NAMESPACE, False),
+        ("get", "smart-dashboard-env", platform.OPERATOR_NAMESPACE, False),
+    ],
+)
+def test_operator_reads_secrets_only_by_name(
+    cluster: Cluster, verb: str, secret: str, namespace: str, allowed: bool
+) -> None:
+    assert can(cluster, OPERATOR, verb, f"secrets/{secret}", "-n", namespace) is allowed
+
+
+def test_operator_lists_no_secrets_even_in_its_own_namespace(cluster: Cluster) -> None:
+    for verb in ("list", "watch"):
+        assert not can(cluster, OPERATOR, verb, "secrets", "-n", platform.OPERATOR_NAMESPACE)
+        assert not can(cluster, OPERATOR, verb, "secrets", "-n", "customer-acme")
 
 
 def test_dashboard_account_reads_only_its_own_namespace(

@@ -416,9 +416,13 @@ class FakeResources(Failing):
         self.patches: list[tuple[ObjectRef, dict[str, Any]]] = []
         self.applied: list[dict[str, Any]] = []
         self.namespaces: set[str] = set()
+        self.namespace_labels_: dict[str, dict[str, str]] = {}
+        """Labels of the namespaces in ``namespaces`` (none when absent here)."""
         self.quotas: dict[tuple[str, str], QuotaView] = {}
         self.deleted_quotas: list[tuple[str, str]] = []
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.token_controller = True
+        """Whether an applied service-account token Secret gets its token at once."""
 
     def put(self, ref: ObjectRef, body: dict[str, Any]) -> None:
         self.objects[ref] = copy.deepcopy(body)
@@ -454,6 +458,12 @@ class FakeResources(Failing):
         self.applied.append(copy.deepcopy(obj))
         if obj["kind"] == "Namespace":
             self.namespaces.add(obj["metadata"]["name"])
+            labels = self.namespace_labels_.setdefault(obj["metadata"]["name"], {})
+            labels.update(obj["metadata"].get("labels") or {})
+        if obj.get("type") == "kubernetes.io/service-account-token" and self.token_controller:
+            # What the token controller does at once with such a Secret.
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            self.secrets.setdefault(key, {})["token"] = "issued"
 
     async def read_quota(self, namespace: str, name: str) -> QuotaView | None:
         self._call("read_quota")
@@ -472,9 +482,16 @@ class FakeResources(Failing):
         self._call("namespace_exists")
         return name in self.namespaces
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        self._call("namespace_labels")
+        if name not in self.namespaces:
+            return None
+        return dict(self.namespace_labels_.get(name, {}))
+
     async def delete_namespace(self, name: str) -> None:
         self._call("delete_namespace")
         self.namespaces.discard(name)
+        self.namespace_labels_.pop(name, None)
 
 
 def _merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -180,6 +180,14 @@ class Kube:
         )
         return found is not None
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        found = await self._call(
+            f"get namespace {name}", self.core.read_namespace(name), missing=None
+        )
+        if found is None:
+            return None
+        return dict(found.metadata.labels or {})
+
     async def delete_namespace(self, name: str) -> None:
         try:
             await self.core.delete_namespace(name, propagation_policy="Foreground")

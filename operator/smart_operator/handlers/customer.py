@@ -1,7 +1,13 @@
 """kopf registrations for Customers: apply what a Customer owns on create, update and
-resume; refresh its status on a timer and whenever the quota or token controller
-changes one of its objects (watched through their labels), so counts and readiness
-follow the cluster; delete its namespace on deletion (``reconcile.customer``)."""
+resume (made again shortly while its dashboard token is not issued or its quota not
+counted yet); refresh its status on a timer and whenever the quota controller changes
+one of its quotas (watched through their labels), so counts and readiness follow the
+cluster; delete its namespace on deletion (``reconcile.customer``).
+
+No Secret is watched: kopf filters ``labels=`` in the process, over a watch of every
+object of the kind in the cluster, so a Secret handler would need (and stream) every
+Secret. The token's arrival is seen by the pass that made it (which waits for it, then
+tries again) and by the timer."""
 
 from __future__ import annotations
 
@@ -31,9 +37,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def reconcile_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         with reconciling("Customer"):
             try:
-                await context(memo).customer(dict(body)).apply()
+                retry = await context(memo).customer(dict(body)).apply()
             except ExternalError as error:
                 raise _retry(error) from error
+            if retry is not None:
+                raise kopf.TemporaryError(retry.why, delay=retry.delay)
 
     @kopf.timer(*CUSTOMERS, interval=settings.resync_seconds, registry=registry)
     async def resync_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -55,10 +63,6 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.event("v1", "resourcequotas", labels=managed, registry=registry)
     async def quota_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-        await refresh_owner(labels, memo)
-
-    @kopf.on.event("v1", "secrets", labels=managed, registry=registry)
-    async def token_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         await refresh_owner(labels, memo)
 
     @kopf.on.delete(*CUSTOMERS, registry=registry)

@@ -70,6 +70,9 @@ class Reason(StrEnum):
     QUOTA_PENDING = "QuotaPending"
     UNKNOWN_PLAN = "UnknownPlan"
     TOKEN_PENDING = "TokenPending"  # noqa: S105 (a reason, not a secret)
+    NAMESPACE_TAKEN = "NamespaceTaken"
+    """The namespace ``customer-<name>`` exists without the platform's labels: someone
+    else made it, so it is left alone and the Customer is not provisioned."""
     PROVISIONED = "Provisioned"
     SUSPENDED_BY_SPEC = "SuspendedBySpec"
     BILLING_NOT_CONFIGURED = "BillingNotConfigured"
@@ -150,6 +153,7 @@ WARNINGS = frozenset(
         Reason.PROVIDER_UNAVAILABLE,
         Reason.PROVIDER_REJECTED,
         Reason.UNKNOWN_PLAN,
+        Reason.NAMESPACE_TAKEN,
         Reason.PRICE_MISSING,
         Reason.PAYMENT_FAILED,
         Reason.PAYMENT_OVERDUE,

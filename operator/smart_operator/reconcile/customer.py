@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from smart_operator import billing, customers
@@ -54,6 +54,20 @@ NAMESPACE_GONE_SECONDS = 30.0
 # anew: the controller watches newly installed resources within 30 s of their install.
 QUOTA_RECOUNT_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 3 * 24 * 3600.0
+# How long a pass waits for the token controller to fill in the dashboard token before
+# the handler tries again (``handlers.customer``).
+TOKEN_WAIT_SECONDS = 5.0
+TOKEN_RETRY_SECONDS = 5.0
+NAMESPACE_RETRY_SECONDS = 60.0
+QUOTA_RETRY_SECONDS = QUOTA_RECOUNT_SECONDS / 3
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Why a pass over a Customer must be made again, and in how many seconds."""
+
+    why: str
+    delay: float
 
 
 class _Stopped(Exception):
@@ -100,26 +114,76 @@ class CustomerReconciler:
         self.namespace = customer_namespace(customer.metadata.name)
         self.uid = customer.metadata.uid or ""
 
-    async def apply(self) -> None:
+    async def apply(self) -> Retry | None:
         """Apply what the Customer owns, bring its subscription in step, then write its
-        status."""
+        status. A ``Retry`` when the pass must be made again: the token controller has
+        not filled in the dashboard token yet or the quota controller not counted the
+        quota (soon), or the namespace is someone else's (nothing is applied; tried
+        again slowly, in case staff mend it)."""
+        if await self.namespace_taken():
+            await self.refuse()
+            return Retry(
+                f"namespace {self.namespace} is not the platform's", NAMESPACE_RETRY_SECONDS
+            )
         resolution = customers.resolve_plan(self.customer, self.plans)
+        token_ready = True
         if resolution.limits is not None:
             objects = customers.desired_objects(
                 self.customer, self.customer.spec.plan, resolution.limits
             )
             for obj in objects:
                 await self.resources.apply(obj)
-        await self.refresh(sync=True)
+            token_ready = await self.wait_for_token()
+        status = await self.refresh(sync=True)
+        if not token_ready:
+            return Retry("waiting for the dashboard token to be issued", TOKEN_RETRY_SECONDS)
+        quota = get_condition(status.conditions, ConditionType.QUOTA_APPLIED) if status else None
+        if quota is not None and quota.reason == Reason.QUOTA_PENDING:
+            # The quota controller's updates refresh the status too; but a quota it
+            # took in without counting is made anew only by a pass that finds it so
+            # after QUOTA_RECOUNT_SECONDS, which must not wait for the timer.
+            return Retry(
+                "waiting for the quota controller to count the plan's quota",
+                QUOTA_RETRY_SECONDS,
+            )
+        return None
 
-    async def refresh(self, sync: bool = False) -> None:
-        """Write the status the Customer's objects call for, if it changed. ``sync``
-        reads (and mends) the subscription in Stripe even when nothing calls for it."""
+    async def namespace_taken(self) -> bool:
+        """Whether ``customer-<name>`` exists without the platform's labels for this
+        Customer: made by someone else, so never adopted, changed or deleted."""
+        labels = await self.resources.namespace_labels(self.namespace)
+        return labels is not None and not customers.namespace_is_ours(
+            labels, self.customer.metadata.name
+        )
+
+    async def refuse(self) -> None:
+        log.warning("namespace %s exists and is not the platform's: left alone", self.namespace)
+        await self.writer.write(customers.namespace_taken_status(self.customer))
+
+    async def wait_for_token(self) -> bool:
+        """Wait a little for the token controller to fill in the dashboard token (it
+        does within a second): the operator watches no Secrets, so the Customer's
+        status learns of the token from this wait, a retry or the next refresh."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TOKEN_WAIT_SECONDS
+        while not await self.resources.secret_has(self.namespace, customers.TOKEN_SECRET, "token"):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.25)
+        return True
+
+    async def refresh(self, sync: bool = False) -> CustomerStatus | None:
+        """Write the status the Customer's objects call for, if it changed, and return
+        it. ``sync`` reads (and mends) the subscription in Stripe even when nothing
+        calls for it."""
         if self.customer.metadata.deletion_timestamp:
-            return
+            return None
         async with self.lock:
             if self.billing is not None and not await self.read_again():
-                return
+                return None
+            if await self.namespace_taken():
+                await self.refuse()
+                return None
             resolution = customers.resolve_plan(self.customer, self.plans)
             observed = (
                 await self.observe(resolution.limits)
@@ -128,7 +192,7 @@ class CustomerReconciler:
             )
             if resolution.plan is not None:
                 observed = replace(observed, billing=await self.bill(resolution.plan, sync))
-            await self.writer.write(
+            return await self.writer.write(
                 customers.compute_status(self.customer, self.plans, resolution, observed)
             )
 
@@ -376,8 +440,12 @@ class CustomerReconciler:
 
     async def delete(self) -> bool:
         """Cancel the subscription, delete the namespace and wait (a while) until it
-        and everything in it are gone; False if it is still being deleted."""
+        and everything in it are gone; False if it is still being deleted. A namespace
+        of that name that is not the platform's is left as it is."""
         await self.cancel_subscription()
+        if await self.namespace_taken():
+            log.info("namespace %s is not the platform's: not deleted", self.namespace)
+            return True
         await self.resources.delete_namespace(self.namespace)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + NAMESPACE_GONE_SECONDS
