@@ -200,6 +200,16 @@ async def test_a_requester_that_goes_away_does_not_cancel_the_shared_get() -> No
         await first
 
 
+async def test_lookups_in_flight_are_cancelled_when_the_intake_stops() -> None:
+    clock, api = Clock(), Api(delay=10)
+    cache = synced(clock)
+    waiting = asyncio.create_task(cache.lookup(NS, "slow", api.get_experiment, "d"))
+    await asyncio.sleep(0.01)
+    await cache.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
 async def test_a_failed_get_reaches_every_requester_and_is_not_remembered() -> None:
     clock = Clock()
     calls = 0

@@ -124,6 +124,7 @@ def _intake(
             for task in watches:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await experiments.close()
             analysis.shutdown(wait=False, cancel_futures=True)
             await api.close()
 

@@ -192,6 +192,13 @@ class ExperimentCache:
         metrics.LOOKUPS.labels("missing" if view is None else "found").inc()
         return view
 
+    async def close(self) -> None:
+        """Cancel the lookups still in flight (when the intake stops)."""
+        tasks = list(self._lookups.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _looked_up(self, key: tuple[str, str], task: asyncio.Task[ExperimentView | None]) -> None:
         self._lookups.pop(key, None)
         if not task.cancelled():
