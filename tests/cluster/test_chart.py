@@ -49,7 +49,6 @@ CLUSTER_KINDS = {
     "ClusterRole",
     "ClusterRoleBinding",
     "ClusterKopfPeering",
-    # The intake's status policy (templates/intake/status-policy.yaml).
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 }
