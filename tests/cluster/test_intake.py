@@ -441,6 +441,27 @@ def test_the_intake_may_not_change_a_domains_pinned_host_key(
     set_key(cluster, ns, "policed", policed.keys["policed"])
 
 
+def test_the_intake_may_not_touch_more_than_status_even_if_its_rbac_grew(
+    cluster: Cluster, policed: Tenant, intake_kubeconfig: Path
+) -> None:
+    """Were its RBAC widened by mistake (here: impersonated with system:masters, which
+    bypasses RBAC), the policy still refuses the intake's account anything but a status
+    update: a spec change, a create, a delete."""
+    ns = policed.namespace
+    wait_for_policy(intake_kubeconfig, "Domain", "policed", ns)
+    widened = (f"--as={INTAKE}", "--as-group=system:masters")
+    output = cluster.try_kubectl(
+        "patch", "domain", "policed", "-n", ns, *widened, "--type=merge",
+        "-p", json.dumps({"spec": {"paused": False}}),
+    )  # fmt: skip
+    assert (
+        f"the results intake may only update the status of Domain {ns}/policed, not UPDATE domains"
+    ) in output, output
+    output = cluster.try_kubectl("delete", "domain", "policed", "-n", ns, *widened)
+    assert f"may only update the status of Domain {ns}/policed, not DELETE domains" in output
+    assert (cluster.get("domain", "policed", "-n", ns) or {})["spec"]["paused"] is True
+
+
 @pytest.mark.parametrize("kind", sorted(OPERATOR_SAMPLES))
 def test_the_intake_may_change_no_field_of_the_operators(
     cluster: Cluster, policed: Tenant, customer: str, intake_kubeconfig: Path, kind: str
