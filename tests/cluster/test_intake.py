@@ -457,6 +457,19 @@ def test_the_intake_may_not_touch_more_than_status_even_if_its_rbac_grew(
     assert (
         f"the results intake may only update the status of Domain {ns}/policed, not UPDATE domains"
     ) in output, output
+    experiment = {
+        "apiVersion": API,
+        "kind": "Experiment",
+        "metadata": {"name": "planted", "namespace": ns},
+        "spec": {
+            "domainRef": "policed",
+            "type": "landing_page",
+            "template": "saas_landing",
+            "variants": [{"name": "control"}, {"name": "bold"}],
+        },
+    }
+    output = cluster.try_kubectl("create", "-f", "-", *widened, input=json.dumps(experiment))
+    assert f"Experiment {ns}/planted, not CREATE experiments" in output, output
     output = cluster.try_kubectl("delete", "domain", "policed", "-n", ns, *widened)
     assert f"may only update the status of Domain {ns}/policed, not DELETE domains" in output
     assert (cluster.get("domain", "policed", "-n", ns) or {})["spec"]["paused"] is True
