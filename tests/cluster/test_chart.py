@@ -36,6 +36,7 @@ from smart_operator.settings import OperatorSettings
 from smart_sim import platform, stripemock
 from smart_sim.controlplane.binaries import ensure_helm
 from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
+from tests.cluster.admission import patch_status, refused, wait_for_policy
 from tests.conftest import Cluster, Operator
 from tests.waiting import eventually
 
@@ -161,6 +162,8 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "StatefulSet",
         "ValidatingAdmissionPolicy",  # the operator's namespaces
         "ValidatingAdmissionPolicy",  # and where it writes
+        "ValidatingAdmissionPolicy",  # the intake's status policy
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
@@ -1202,6 +1205,7 @@ def chart_accounts(
         for component in ("intake", "dashboard")
         for kind in ("serviceaccount", "clusterrole", "clusterrolebinding")
     ]
+    templates.append("templates/intake/status-policy.yaml")
     rendered = render_text(
         helm,
         *(arg for template in templates for arg in ("--show-only", template)),
@@ -1231,7 +1235,7 @@ def chart_accounts(
     finally:
         cluster.kubectl(
             "delete",
-            "clusterrole,clusterrolebinding",
+            "clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding",
             "-l",
             f"app.kubernetes.io/instance={release}",
             "--wait=false",
@@ -1288,6 +1292,36 @@ def test_chart_accounts_can_do_what_they_need_and_no_more(
 ) -> None:
     who = chart_accounts.user(component)
     assert can(cluster, who, verb, *resource.split(), "--all-namespaces") is allowed
+
+
+def test_the_charts_policy_holds_the_chart_account_to_the_intakes_part_of_a_status(
+    cluster: Cluster, chart_accounts: ChartAccounts, tmp_path: Path
+) -> None:
+    """As the chart's intake account, a change of a Domain's pinned host key is refused
+    by the chart's admission policy, naming the field; status.agent is written."""
+    namespace = chart_accounts.namespace
+    cluster.apply(
+        {
+            "apiVersion": "smartserver.ai/v1alpha1",
+            "kind": "Domain",
+            "metadata": {"name": "policed", "namespace": namespace},
+            "spec": {"domain": f"policed.{namespace}.example", "paused": True},
+        }
+    )
+    kubeconfig = platform.account_kubeconfig(
+        cluster.plane,
+        tmp_path / "intake.kubeconfig",
+        chart_accounts.name("intake"),
+        namespace=namespace,
+        hours=1,
+    )
+    wait_for_policy(kubeconfig, "Domain", "policed", namespace)
+    forged = {"server": {"hostPublicKey": "ssh-ed25519 AAAAforged"}}
+    answer = patch_status(kubeconfig, "Domain", "policed", namespace, forged)
+    policy = f"{chart_accounts.name('intake')}-status"
+    assert refused(answer, f"Domain {namespace}/policed", "status.agent", policy) == {"server"}
+    mine = {"agent": {"version": "0.4.1"}}
+    assert patch_status(kubeconfig, "Domain", "policed", namespace, mine) == (200, "")
 
 
 def test_the_processes_become_ready_as_the_chart_accounts_with_the_rendered_settings(

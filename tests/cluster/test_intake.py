@@ -21,8 +21,14 @@ from typing import Any
 import pytest
 
 from smart_operator.keys import hash_intake_key
+from smart_operator.models.common import StatusModel, Writer
+from smart_operator.models.customer import CustomerStatus
+from smart_operator.models.domain import DomainStatus
+from smart_operator.models.experiment import ExperimentStatus
 from smart_sim import platform
 from smart_sim.processes import IntakeProcess
+from tests.cluster.admission import INTAKE_POLICY as POLICY
+from tests.cluster.admission import patch_status, refused, wait_for_policy
 from tests.conftest import Cluster
 from tests.waiting import eventually
 
@@ -274,6 +280,241 @@ def test_malformed_and_oversized_bodies_are_refused_with_the_reason(
     code, body = post(url, unknown, key)
     assert (code, body["error"]) == (422, "unknown_variant")
     assert metric(intake, "smartserver_intake_rejected_total", reason="too_large") >= 1
+
+
+def test_made_up_experiment_names_cost_a_few_api_calls_then_429(
+    cluster: Cluster, intake: IntakeProcess, unique_module: str
+) -> None:
+    """A key's holder sending reports for random names makes the intake look up a few
+    (403) and answers the rest 429 with Retry-After, making no call for them."""
+    spam = make_tenant(cluster, f"intake-{unique_module}-spam", {"spammer": []})
+    key = spam.keys["spammer"]
+    try:
+        beat = {"version": "0.4.1", "startedAt": "2026-03-09T08:00:00Z"}
+        eventually(
+            lambda: post(f"{intake.url}/v1/heartbeat", beat, key)[0] == 202,
+            what="the intake to know the new Domain's key",
+        )
+        lookups = "smartserver_intake_experiment_lookups_total"
+        before = {o: metric(intake, lookups, outcome=o) for o in ("missing", "throttled")}
+        codes = [
+            post(f"{intake.url}/v1/results", report(f"made-up-{i}", 1), key) for i in range(30)
+        ]
+        throttled = [body["error"] for code, body in codes if code == 429]
+        assert sum(code == 403 for code, _ in codes) <= 6  # the burst, plus its refill
+        assert len(throttled) >= 24 and set(throttled) == {"lookup_throttled"}
+        assert metric(intake, lookups, outcome="missing") - before["missing"] <= 6
+        assert metric(intake, lookups, outcome="throttled") - before["throttled"] == len(throttled)
+    finally:
+        cluster.kubectl("delete", "namespace", spam.namespace, "--wait=false")
+
+
+# -- the intake's part of each status, enforced by the API server ----------------------
+
+FORGED_CONDITION = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Forged",
+    "message": "",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+}
+# A schema-valid value for each field of a status that is the operator's: the intake's
+# account may change none of them (test_operator_fields_have_a_sample keeps this whole).
+OPERATOR_SAMPLES: dict[str, dict[str, Any]] = {
+    "Domain": {
+        "certificate": {"serial": "0f0f", "issuer": "Forged CA"},
+        "conditions": [FORGED_CONDITION],
+        "dns": {"zoneId": "forged-zone", "zoneName": "attacker.example"},
+        "intakeKeyHash": "f" * 64,
+        "observedGeneration": 99,
+        "phase": "Failed",
+        "server": {"hostPublicKey": "ssh-ed25519 AAAAforged", "ipv4": "203.0.113.66"},
+        "verification": {"method": "txt"},
+    },
+    "Experiment": {
+        "conditions": [FORGED_CONDITION],
+        "deployedAt": "2026-01-01T00:00:00Z",
+        "deployedRevision": "forged",
+        "deployedServer": 66,
+        "observedGeneration": 99,
+        "phase": "Concluded",
+        "serving": ["bold"],
+    },
+    "Customer": {
+        "billing": {"state": "Suspended", "suspended": True},
+        "conditions": [FORGED_CONDITION],
+        "cost": {"planPrice": 0, "margin": 1},
+        "counts": {"domains": 999},
+        "dashboardTokenSecret": "forged",
+        "health": {"activeDomains": 999},
+        "limits": {"domains": 9999, "experiments": 9999},
+        "namespace": "kube-system",
+        "observedGeneration": 99,
+        "phase": "Suspended",
+        "plan": "scale",
+    },
+}
+STATUS_MODELS: dict[str, type[StatusModel]] = {
+    "Domain": DomainStatus,
+    "Experiment": ExperimentStatus,
+    "Customer": CustomerStatus,
+}
+
+
+def part_of(kind: str) -> str:
+    """The intake's part of ``kind``'s status, as the policy's message names it."""
+    model = STATUS_MODELS[kind]
+    return ", ".join(f"status.{f}" for f in sorted(model.fields_of(Writer.INTAKE)))
+
+
+@pytest.fixture(scope="module")
+def policed(cluster: Cluster, unique_module: str) -> Iterator[Tenant]:
+    """A Domain and an Experiment of their own, which no report touches."""
+    namespace = f"intake-{unique_module}-policy"
+    made = make_tenant(cluster, namespace, {"policed": ["policed"]})
+    try:
+        yield made
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def customer(cluster: Cluster, unique_module: str) -> Iterator[str]:
+    name = f"intake-policy-{unique_module}"
+    cluster.apply(
+        {
+            "apiVersion": API,
+            "kind": "Customer",
+            "metadata": {"name": name},
+            "spec": {"email": f"founder@{name}.example", "plan": "starter"},
+        }
+    )
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "customer", name, "--wait=false")
+
+
+def test_operator_fields_have_a_sample() -> None:
+    for kind, model in STATUS_MODELS.items():
+        assert set(OPERATOR_SAMPLES[kind]) == model.fields_of(Writer.OPERATOR), kind
+
+
+def test_the_policy_is_installed_with_the_intakes_rbac(cluster: Cluster) -> None:
+    """The fixtures install it from manifests/rbac, so every test that runs the intake
+    on this API server runs it under the policy."""
+    policy = cluster.get("validatingadmissionpolicy", POLICY) or {}
+    assert INTAKE in policy["spec"]["matchConditions"][0]["expression"]
+    binding = cluster.get("validatingadmissionpolicybinding", POLICY) or {}
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_the_intake_may_not_change_a_domains_pinned_host_key(
+    cluster: Cluster, policed: Tenant, intake_kubeconfig: Path
+) -> None:
+    """The API server refuses the intake's account a Domain's server, key hashes or
+    conditions, naming what it refused, and writes nothing of such a patch; its own
+    status.agent it may write."""
+    ns = policed.namespace
+    before = (cluster.get("domain", "policed", "-n", ns) or {})["status"]
+    forged = {"server": OPERATOR_SAMPLES["Domain"]["server"], "agent": {"version": "6.6.6"}}
+    wait_for_policy(intake_kubeconfig, "Domain", "policed", ns)
+    answer = patch_status(intake_kubeconfig, "Domain", "policed", ns, forged)
+    assert refused(answer, f"Domain {ns}/policed", "status.agent") == {"server"}
+    answer = patch_status(
+        intake_kubeconfig, "Domain", "policed", ns, {"intakeKeyHash": "0" * 64, "conditions": []}
+    )
+    assert refused(answer, f"Domain {ns}/policed", "status.agent") == {
+        "conditions",
+        "intakeKeyHash",
+    }
+    after = (cluster.get("domain", "policed", "-n", ns) or {})["status"]
+    assert after.get("server") == before.get("server")
+    assert after["intakeKeyHash"] == before["intakeKeyHash"]
+    assert (after.get("agent") or {}).get("version") != "6.6.6"
+
+    mine = {"agent": {"version": "0.4.1", "lastSeen": "2026-03-09T09:00:00Z"}}
+    assert patch_status(intake_kubeconfig, "Domain", "policed", ns, mine) == (200, "")
+    after = (cluster.get("domain", "policed", "-n", ns) or {})["status"]
+    assert after["agent"]["version"] == "0.4.1"
+    # Platform staff (and the operator) are not the intake: the policy leaves them alone.
+    set_key(cluster, ns, "policed", policed.keys["policed"])
+
+
+def test_the_intake_may_not_touch_more_than_status_even_if_its_rbac_grew(
+    cluster: Cluster, policed: Tenant, intake_kubeconfig: Path
+) -> None:
+    """Were its RBAC widened by mistake (here: impersonated with system:masters, which
+    bypasses RBAC), the policy still refuses the intake's account anything but a status
+    update: a spec change, a create, a delete."""
+    ns = policed.namespace
+    wait_for_policy(intake_kubeconfig, "Domain", "policed", ns)
+    widened = (f"--as={INTAKE}", "--as-group=system:masters")
+    output = cluster.try_kubectl(
+        "patch", "domain", "policed", "-n", ns, *widened, "--type=merge",
+        "-p", json.dumps({"spec": {"paused": False}}),
+    )  # fmt: skip
+    assert (
+        f"the results intake may only update the status of Domain {ns}/policed, not UPDATE domains"
+    ) in output, output
+    experiment = {
+        "apiVersion": API,
+        "kind": "Experiment",
+        "metadata": {"name": "planted", "namespace": ns},
+        "spec": {
+            "domainRef": "policed",
+            "type": "landing_page",
+            "template": "saas_landing",
+            "variants": [{"name": "control"}, {"name": "bold"}],
+        },
+    }
+    output = cluster.try_kubectl("create", "-f", "-", *widened, input=json.dumps(experiment))
+    assert f"Experiment {ns}/planted, not CREATE experiments" in output, output
+    output = cluster.try_kubectl("delete", "domain", "policed", "-n", ns, *widened)
+    assert f"may only update the status of Domain {ns}/policed, not DELETE domains" in output
+    assert (cluster.get("domain", "policed", "-n", ns) or {})["spec"]["paused"] is True
+
+
+@pytest.mark.parametrize("kind", sorted(OPERATOR_SAMPLES))
+def test_the_intake_may_change_no_field_of_the_operators(
+    cluster: Cluster, policed: Tenant, customer: str, intake_kubeconfig: Path, kind: str
+) -> None:
+    """Every field of each status that is the operator's, one by one (the samples cover
+    every field the models give the operator): refused, naming the field."""
+    name, namespace = {
+        "Domain": ("policed", policed.namespace),
+        "Experiment": ("policed", policed.namespace),
+        "Customer": (customer, None),
+    }[kind]
+    target = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+    wait_for_policy(intake_kubeconfig, kind, name, namespace)
+    for field, value in OPERATOR_SAMPLES[kind].items():
+        answer = patch_status(intake_kubeconfig, kind, name, namespace, {field: value})
+        assert refused(answer, target, part_of(kind)) == {field}
+
+
+def test_the_intake_may_write_its_part_of_an_experiment_and_a_customer(
+    cluster: Cluster, policed: Tenant, customer: str, intake_kubeconfig: Path
+) -> None:
+    results = {
+        "lastSequence": 3,
+        "lastReportAt": "2026-03-09T09:00:00Z",
+        "variants": [{"name": "control", "visitors": 30, "conversions": 3}],
+        "countsRestartedAt": "2026-03-09T08:00:00Z",
+    }
+    answer = patch_status(intake_kubeconfig, "Experiment", "policed", policed.namespace, results)
+    assert answer == (200, "")
+    payment = {
+        "state": "Paid",
+        "since": "2026-03-09T09:00:00Z",
+        "eventId": "evt_policy",
+        "eventType": "invoice.paid",
+        "eventCreated": "2026-03-09T09:00:00Z",
+    }
+    answer = patch_status(intake_kubeconfig, "Customer", customer, None, {"payment": payment})
+    assert answer == (200, "")
+    status = (cluster.get("customer", customer) or {})["status"]
+    assert status["payment"]["eventId"] == "evt_policy"
 
 
 # -- what is written ------------------------------------------------------------------

@@ -385,6 +385,48 @@ async def test_another_domains_experiment_is_403(
     assert api.status("experiments", "headline") == {}  # acme's own is untouched
 
 
+async def test_made_up_experiment_names_cost_few_api_calls_and_then_429(
+    api: FakeApiServer,
+) -> None:
+    """A key's holder sending reports for random names: the first few are looked up
+    (403), the rest are answered 429 with Retry-After and cost no call; a real
+    Experiment created meanwhile is taken as soon as the watch brings it."""
+    gets: list[str] = []
+    get_experiment = api.get_experiment
+
+    async def counted(namespace: str, name: str) -> dict[str, Any] | None:
+        gets.append(name)
+        return await get_experiment(namespace, name)
+
+    api.get_experiment = counted  # type: ignore[method-assign]
+    settings = SETTINGS.model_copy(
+        update={"miss_lookups_per_domain_burst": 3, "miss_lookups_per_domain_per_second": 0.01}
+    )
+    app = create_app(settings, store=api)
+    async with TestClient(TestServer(app)) as client:
+        await until(lambda: app[INTAKE].synced)
+        answers = [
+            await post(client, report(1, (1, 0), (1, 0), experiment=f"made-up-{i}"))
+            for i in range(40)
+        ]
+        assert [s for s, _ in answers] == [403] * 3 + [429] * 37
+        assert answers[-1][1]["error"] == "lookup_throttled"
+        assert len(gets) == 3
+        response = await client.post(
+            "/v1/results",
+            json=report(1, (1, 0), (1, 0), experiment="made-up-99"),
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+        # Another key has its own budget; an Experiment the watch brings costs nothing.
+        api.experiment("launch", "acme-example")
+        await until(lambda: app[INTAKE].experiments.get(NS, "launch"))
+        assert (await post(client, report(1, (1, 0), (1, 0), experiment="launch")))[0] == 202
+        status, _ = await post(client, report(1, (1, 0), (1, 0), experiment="x"), key=OTHER_KEY)
+        assert status == 403
+        assert len(gets) == 4
+
+
 async def test_oversized_bodies_are_413(client: TestClient[Any, Any]) -> None:
     big = report(1, (1, 0), (1, 0), revision="r" * 100)
     big["padding"] = "x" * 5000

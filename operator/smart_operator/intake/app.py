@@ -93,7 +93,7 @@ def _intake(
             customer_store: CustomerStore | None = customers or CustomerStatusApi(connection)
         else:
             api, customer_store = store, customers
-        keys, experiments = KeyCache(), ExperimentCache()
+        keys, experiments = KeyCache(), ExperimentCache(limits=settings.miss_limits)
         analysis = ThreadPoolExecutor(settings.analysis_threads, thread_name_prefix="analysis")
         intake = Intake(
             settings=settings,
@@ -124,6 +124,7 @@ def _intake(
             for task in watches:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await experiments.close()
             analysis.shutdown(wait=False, cancel_futures=True)
             await api.close()
 

@@ -3,14 +3,17 @@ so that checking a report (does the experiment exist, is it this Domain's, which
 variants does it have, which sequence is recorded) costs no API call.
 
 A miss (an experiment created a moment ago, before its watch event arrived) is
-looked up once with a GET; an experiment that does not exist is remembered as
-missing for a few seconds, so a misbehaving agent cannot turn its reports into API
-calls. The writers re-read the object before they write, so a stale entry can delay
-a write but never misdirect one.
+looked up with a GET, within bounds (``misses``): a name found missing is remembered
+for a few seconds, concurrent lookups of one name share one GET, and GETs are budgeted
+per Domain and overall, so an agent, or whoever holds its key, cannot turn reports for
+made-up names into API calls. The writers re-read the object before they write, so a
+stale entry can delay a write but never misdirect one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from smart_operator.intake import metrics
+from smart_operator.intake.misses import MissBudget, MissLimits, Throttled
 from smart_operator.models.common import CamelModel
 from smart_operator.models.experiment import (
     Decision,
@@ -31,8 +36,6 @@ from smart_operator.models.experiment import (
 )
 
 log = logging.getLogger(__name__)
-
-MISSING_SECONDS = 5.0
 
 
 class ResultsStatus(CamelModel):
@@ -107,11 +110,13 @@ def experiment_view(obj: dict[str, Any]) -> ExperimentView | None:
 
 
 class ExperimentCache:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, limits: MissLimits | None = None
+    ) -> None:
         self.synced = False
-        self._clock = clock
         self._views: dict[tuple[str, str], ExperimentView] = {}
-        self._missing: dict[tuple[str, str], float] = {}
+        self._misses = MissBudget(limits or MissLimits(), clock)
+        self._lookups: dict[tuple[str, str], asyncio.Task[ExperimentView | None]] = {}
 
     def __len__(self) -> int:
         return len(self._views)
@@ -128,14 +133,14 @@ class ExperimentCache:
         view = experiment_view(obj)
         if view is not None:
             self._views[view.key] = view
-            self._missing.pop(view.key, None)
+            self._misses.forget(view.key)
         return view
 
     def apply(self, kind: str, objects: list[dict[str, Any]]) -> None:
         """Apply one watch event (see ``KeyCache.apply``)."""
         if kind == "SYNC":
             self._views.clear()
-            self._missing.clear()
+            self._misses.clear()
             for obj in objects:
                 self.put(obj)
             self.synced = True
@@ -147,21 +152,54 @@ class ExperimentCache:
             for obj in objects:
                 self.put(obj)
 
-    async def lookup(self, namespace: str, name: str, fetch: Fetch) -> ExperimentView | None:
-        """The cached view, else one GET (remembering a miss for a few seconds)."""
-        view = self._views.get((namespace, name))
+    async def lookup(
+        self, namespace: str, name: str, fetch: Fetch, domain: str | None = None
+    ) -> ExperimentView | None:
+        """The cached view; else ``None`` for a name found missing moments ago; else one
+        GET, shared by concurrent lookups of the name and charged to ``domain`` (the
+        key's holder; the namespace when not given). Raises ``misses.Throttled``, making
+        no call, when a budget is spent."""
+        key = (namespace, name)
+        view = self._views.get(key)
         if view is not None:
             return view
-        key = (namespace, name)
-        now = self._clock()
-        if self._missing.get(key, -1e18) + MISSING_SECONDS > now:
+        if self._misses.known_missing(key):
+            metrics.LOOKUPS.labels("remembered").inc()
             return None
-        obj = await fetch(namespace, name)
-        if obj is None:
-            if len(self._missing) > 10_000:
-                self._missing = {
-                    k: t for k, t in self._missing.items() if t + MISSING_SECONDS > now
-                }
-            self._missing[key] = now
-            return None
-        return self.put(obj)
+        task = self._lookups.get(key)
+        if task is None:
+            try:
+                self._misses.take(domain or namespace)
+            except Throttled:
+                metrics.LOOKUPS.labels("throttled").inc()
+                raise
+            # A task of its own: a requester that goes away does not cancel the GET
+            # the others wait for.
+            task = asyncio.create_task(self._fetch(key, fetch), name=f"lookup {namespace}/{name}")
+            self._lookups[key] = task
+            task.add_done_callback(functools.partial(self._looked_up, key))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, key: tuple[str, str], fetch: Fetch) -> ExperimentView | None:
+        try:
+            obj = await fetch(*key)
+        except Exception:
+            metrics.LOOKUPS.labels("error").inc()
+            raise
+        view = self.put(obj) if obj is not None else None
+        if view is None:
+            self._misses.missing(key)
+        metrics.LOOKUPS.labels("missing" if view is None else "found").inc()
+        return view
+
+    async def close(self) -> None:
+        """Cancel the lookups still in flight (when the intake stops)."""
+        tasks = list(self._lookups.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _looked_up(self, key: tuple[str, str], task: asyncio.Task[ExperimentView | None]) -> None:
+        self._lookups.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every requester went away

@@ -3,7 +3,8 @@
 Requests by endpoint and outcome (accepted, stale, ignored, rejected), rejections by
 reason,
 status writes by kind and outcome with their latency, writes that were not needed
-(and why), the delay from a report's arrival to its status write, and the gauges
+(and why), the delay from a report's arrival to its status write, lookups of
+Experiments the cache did not hold, and the gauges
 that show whether the caches are filled and how much waits to be written.
 """
 
@@ -54,6 +55,13 @@ CACHED = Gauge(
     "smartserver_intake_cached_objects",
     "Objects in the watch-fed caches, by kind (domains with a key, experiments)",
     ["kind"],
+)
+LOOKUPS = Counter(
+    "smartserver_intake_experiment_lookups_total",
+    "Reports for Experiments the cache did not hold, by outcome: found or missing (one "
+    "GET each), remembered (found missing moments ago: no call), throttled (the lookup "
+    "budget was spent: 429, no call), error (the GET failed)",
+    ["outcome"],
 )
 SYNCED = Gauge(
     "smartserver_intake_synced",

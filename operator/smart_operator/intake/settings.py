@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from smart_operator.intake.misses import MissLimits
 from smart_operator.intake.status import HISTORY_POINTS, HISTORY_SECONDS, MIN_HISTORY_POINTS
 from smart_operator.models.experiment import HISTORY_MAX_POINTS
 
@@ -92,6 +93,41 @@ class IntakeSettings(BaseSettings):
         "max_visitors_per_second, for clocks of replicas and the age of the counts a report "
         "carries",
     )
+    missing_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="A report for an Experiment the watch-fed cache does not hold is looked "
+        "up with one GET; a name found missing is remembered this long and answered 403 "
+        "without another (an Experiment the watch brings meanwhile is found at once)",
+    )
+    miss_lookups_per_domain_burst: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="GETs for Experiments the cache does not hold that one Domain's key may "
+        "cause at once; beyond them (and the refill below) such reports are answered 429 "
+        "with Retry-After, which agents retry, and cost no call",
+    )
+    miss_lookups_per_domain_per_second: float = Field(
+        default=0.5,
+        gt=0,
+        le=1000,
+        description="How fast one Domain's budget of such GETs refills",
+    )
+    miss_lookups_overall_burst: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="GETs for Experiments the cache does not hold that all keys together "
+        "may cause at once",
+    )
+    miss_lookups_overall_per_second: float = Field(
+        default=10.0,
+        gt=0,
+        le=10_000,
+        description="How fast the overall budget of such GETs refills",
+    )
     analysis_threads: int = Field(
         default=2,
         ge=1,
@@ -134,3 +170,14 @@ class IntakeSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level; request bodies and keys are never logged"
     )
+
+    @property
+    def miss_limits(self) -> MissLimits:
+        """The bounds on lookups of Experiments the cache does not hold."""
+        return MissLimits(
+            missing_seconds=self.missing_seconds,
+            per_domain_burst=self.miss_lookups_per_domain_burst,
+            per_domain_per_second=self.miss_lookups_per_domain_per_second,
+            overall_burst=self.miss_lookups_overall_burst,
+            overall_per_second=self.miss_lookups_overall_per_second,
+        )

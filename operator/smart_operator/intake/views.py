@@ -4,7 +4,8 @@ and (when it has no port of its own) ``GET /metrics``.
 A handler checks, in this order, and answers the first failure with a 4xx whose
 JSON body says why (``Rejected``, turned into a response by the ``errors``
 middleware in ``app``): the key (401), the body's size and type (413, 415), its JSON
-and shape (400), the experiment's ownership (403), the variants (422), and then,
+and shape (400), the experiment's ownership (403; 429 when looking up an Experiment
+the cache does not hold is over its budget, ``misses``), the variants (422), and then,
 within the report's agent incarnation, its counts (409 when lower than before, 422
 when they grew faster than a server can count: ``status.admit``). An accepted report
 is queued for its writer and answered 202 at once; a replay is answered 200 with
@@ -27,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from smart_operator.analytics import platform_insights
 from smart_operator.intake import metrics
 from smart_operator.intake.keys import DomainRef
+from smart_operator.intake.misses import Throttled
 from smart_operator.intake.schema import BodyError, Heartbeat, ResultsReport, parse
 from smart_operator.intake.state import INTAKE, Intake
 from smart_operator.intake.status import (
@@ -190,9 +192,19 @@ async def post_results(request: web.Request) -> web.Response:
         ResultsReport, await read_body(request, intake.settings.max_body_bytes)
     )
     received_at, received = _now(), time.monotonic()
-    experiment = await intake.experiments.lookup(
-        domain.namespace, report.experiment, intake.api.get_experiment
-    )
+    try:
+        experiment = await intake.experiments.lookup(
+            domain.namespace, report.experiment, intake.api.get_experiment, str(domain)
+        )
+    except Throttled as throttled:
+        raise Rejected(
+            429,
+            "lookup_throttled",
+            f"Experiment {report.experiment!r} is not known to the intake yet, and too many "
+            f"unknown experiments were looked up ({throttled.scope} budget); retry in "
+            f"{throttled.retry_after_seconds} s",
+            headers={"Retry-After": str(throttled.retry_after_seconds)},
+        ) from None
     if experiment is None:
         raise Rejected(
             403,
