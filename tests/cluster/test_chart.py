@@ -284,6 +284,9 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         ("billing.existingSecret=Stripe_Keys", "at '/billing/existingSecret'"),
         ("billing.stripeEndpoint=api.stripe.com", "at '/billing/stripeEndpoint'"),
         ("billing.graceSeconds=-1", "at '/billing/graceSeconds': minimum: got -1, want 0"),
+        ("networkPolicy.apiServer.cidrs[0]=10.0.0.1", "at '/networkPolicy/apiServer/cidrs/0'"),
+        ("networkPolicy.operatorEgressPorts[0]=0", "at '/networkPolicy/operatorEgressPorts/0'"),
+        ("networkPolicy.metricsFrom[0].podSelecter.x=y", "at '/networkPolicy/metricsFrom/0'"),
     ],
 )
 def test_schema_refuses_bad_values_naming_the_value(helm: Path, setting: str, message: str) -> None:
@@ -791,6 +794,90 @@ def test_the_operators_role_and_admission_policies_are_the_kustomize_ones(helm: 
         assert bound["spec"] == {"policyName": f"{name}-{policy}", "validationActions": ["Deny"]}
 
 
+def pod_template(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    kind = "StatefulSet" if component == "operator" else "Deployment"
+    return find(docs, kind, f"{RELEASE}-{component}")["spec"]["template"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_network_policies_are_off_by_default(helm: Path) -> None:
+    assert not [d for d in render(helm) if d["kind"] == "NetworkPolicy"]
+
+
+def test_network_policies_let_each_component_take_and_open_only_what_it_needs(
+    helm: Path,
+) -> None:
+    """With networkPolicy.enabled, one policy per component selects exactly that
+    component's pods, isolates them both ways, admits only their named ports (and
+    /metrics only from the peers given), and lets them out only to DNS, the API server
+    and, for the operator alone, the providers and SSH."""
+    docs = render(
+        helm,
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.apiServer.cidrs[0]=10.96.0.1/32",
+        "--set",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+    )
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    components = ("operator", "intake", "dashboard")
+    assert set(policies) == {f"{RELEASE}-{c}" for c in components}
+    pods = {c: pod_template(docs, c) for c in components}
+    for component in components:
+        spec = policies[f"{RELEASE}-{component}"]["spec"]
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        selected = {
+            c for c in components if selects(spec["podSelector"], pods[c]["metadata"]["labels"])
+        }
+        assert selected == {component}
+        # Every port it admits is one its container listens on, by name.
+        (container,) = pods[component]["spec"]["containers"]
+        named = {p["name"] for p in container.get("ports", [])}
+        admitted = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+        assert admitted <= named, (component, admitted, named)
+        for rule in spec["ingress"]:
+            if rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]:
+                assert rule["from"] == [
+                    {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}
+                ]
+            else:  # the public port: agents, browsers
+                assert "from" not in rule
+        egress = {
+            (p["port"], p["protocol"], json.dumps(rule.get("to")))
+            for rule in spec["egress"]
+            for p in rule["ports"]
+        }
+        api = json.dumps([{"ipBlock": {"cidr": "10.96.0.1/32"}}])
+        expected = {
+            (53, "UDP", "null"),
+            (53, "TCP", "null"),
+            (443, "TCP", api),
+            (6443, "TCP", api),
+        }
+        if component == "operator":
+            expected |= {(22, "TCP", "null"), (443, "TCP", "null")}
+        assert egress == expected, component
+    assert {
+        p["port"] for r in policies[f"{RELEASE}-intake"]["spec"]["ingress"] for p in r["ports"]
+    } == {"http", "metrics"}
+    assert {
+        p["port"] for r in policies[f"{RELEASE}-dashboard"]["spec"]["ingress"] for p in r["ports"]
+    } == {"http"}
+    assert {
+        p["port"] for r in policies[f"{RELEASE}-operator"]["spec"]["ingress"] for p in r["ports"]
+    } == {"metrics"}
+    # Without metricsFrom, /metrics is open to pods in every namespace, not the world.
+    docs = render(helm, "--set", "networkPolicy.enabled=true", "--set", "dashboard.enabled=false")
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {f"{RELEASE}-operator", f"{RELEASE}-intake"}
+    (metrics,) = policies[f"{RELEASE}-operator"]["spec"]["ingress"]
+    assert metrics["from"] == [{"namespaceSelector": {}}]
+
+
 @pytest.mark.parametrize("component", ["intake", "dashboard"])
 def test_the_kustomize_base_runs_the_component_like_the_chart(
     helm: Path, component: str, monkeypatch: pytest.MonkeyPatch
@@ -1136,6 +1223,10 @@ def release_namespace(cluster: Cluster, unique: str) -> Iterator[str]:
                 "dashboard.sessionSecret=" + "k" * 32,
                 "--set",
                 "dashboard.replicas=2",
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "networkPolicy.apiServer.cidrs[0]=10.0.0.1/32",
                 *BILLING,
             ],
             id="everything-on",
