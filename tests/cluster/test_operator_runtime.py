@@ -120,7 +120,7 @@ def test_killing_the_operator_mid_creation_leaves_every_customer_ready_once(
             or {}
         )
         assert [q["metadata"]["name"] for q in quotas["items"]] == ["plan-limits"]
-        assert [s["metadata"]["name"] for s in secrets["items"]] == ["dashboard-token"]
+        assert secrets.get("items", []) == []  # dashboard tokens are requested, never stored
         customer = cluster.get("customer", name) or {}
         types = [c["type"] for c in customer["status"]["conditions"]]
         assert sorted(types) == sorted(set(types))

@@ -418,7 +418,8 @@ class FakeResources(Failing):
         self.namespaces: set[str] = set()
         self.quotas: dict[tuple[str, str], QuotaView] = {}
         self.deleted_quotas: list[tuple[str, str]] = []
-        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.accounts: dict[tuple[str, str], str] = {}
+        """ServiceAccounts by (namespace, name): their uids, made by ``apply``."""
 
     def put(self, ref: ObjectRef, body: dict[str, Any]) -> None:
         self.objects[ref] = copy.deepcopy(body)
@@ -454,6 +455,9 @@ class FakeResources(Failing):
         self.applied.append(copy.deepcopy(obj))
         if obj["kind"] == "Namespace":
             self.namespaces.add(obj["metadata"]["name"])
+        if obj["kind"] == "ServiceAccount":
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            self.accounts.setdefault(key, f"uid-{len(self.applied)}")
 
     async def read_quota(self, namespace: str, name: str) -> QuotaView | None:
         self._call("read_quota")
@@ -464,9 +468,9 @@ class FakeResources(Failing):
         self.quotas.pop((namespace, name), None)
         self.deleted_quotas.append((namespace, name))
 
-    async def secret_has(self, namespace: str, name: str, key: str) -> bool:
-        self._call("secret_has")
-        return key in self.secrets.get((namespace, name), {})
+    async def account_uid(self, namespace: str, name: str) -> str | None:
+        self._call("account_uid")
+        return self.accounts.get((namespace, name))
 
     async def namespace_exists(self, name: str) -> bool:
         self._call("namespace_exists")

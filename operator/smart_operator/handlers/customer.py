@@ -1,6 +1,6 @@
 """kopf registrations for Customers: apply what a Customer owns on create, update and
-resume; refresh its status on a timer and whenever the quota or token controller
-changes one of its objects (watched through their labels), so counts and readiness
+resume; refresh its status on a timer and whenever its quota or dashboard account
+changes (watched through their labels), so counts, readiness and the account's uid
 follow the cluster; delete its namespace on deletion (``reconcile.customer``)."""
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def quota_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         await refresh_owner(labels, memo)
 
-    @kopf.on.event("v1", "secrets", labels=managed, registry=registry)
-    async def token_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    @kopf.on.event("v1", "serviceaccounts", labels=managed, registry=registry)
+    async def account_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+        """A dashboard account deleted to revoke access is made anew at once, and its
+        new uid on the status ends the sessions of the old one."""
         await refresh_owner(labels, memo)
 
     @kopf.on.delete(*CUSTOMERS, registry=registry)

@@ -26,6 +26,7 @@ from smart_operator.conditions import Verdict, get_condition, now
 from smart_operator.errors import ExternalError, NotFound, TemporaryFailure
 from smart_operator.models.conditions import ConditionType, Reason
 from smart_operator.models.customer import (
+    DASHBOARD_ACCOUNT,
     BillingStatus,
     Customer,
     CustomerStatus,
@@ -105,12 +106,12 @@ class CustomerReconciler:
         status."""
         resolution = customers.resolve_plan(self.customer, self.plans)
         if resolution.limits is not None:
-            objects = customers.desired_objects(
-                self.customer, self.customer.spec.plan, resolution.limits
-            )
-            for obj in objects:
-                await self.resources.apply(obj)
+            await self.apply_objects(resolution.limits)
         await self.refresh(sync=True)
+
+    async def apply_objects(self, limits: Limits) -> None:
+        for obj in customers.desired_objects(self.customer, self.customer.spec.plan, limits):
+            await self.resources.apply(obj)
 
     async def refresh(self, sync: bool = False) -> None:
         """Write the status the Customer's objects call for, if it changed. ``sync``
@@ -157,14 +158,29 @@ class CustomerReconciler:
         return customers.Observed(
             quota_hard=quota.hard if quota else None,
             quota_used=quota.used if quota else None,
-            token_ready=await self.resources.secret_has(
-                self.namespace, customers.TOKEN_SECRET, "token"
-            ),
+            account_uid=await self.account_uid(limits),
             domains=tuple(Domain.model_validate(d) for d in domains),
             experiments=tuple(Experiment.model_validate(e) for e in experiments),
             server_prices=prices,
             eur_to_usd=self.eur_to_usd,
         )
+
+    async def account_uid(self, limits: Limits) -> str | None:
+        """The dashboard account's uid. An account staff deleted to revoke the customer's
+        dashboard tokens is made anew (with a new uid, which ends the sessions the old
+        one opened)."""
+        uid = await self.resources.account_uid(self.namespace, DASHBOARD_ACCOUNT)
+        if uid is None and await self.resources.namespace_exists(self.namespace):
+            await self.apply_objects(limits)
+            uid = await self.resources.account_uid(self.namespace, DASHBOARD_ACCOUNT)
+            if uid is not None and self.events is not None:
+                self.events.post(
+                    "Normal",
+                    "DashboardAccountCreated",
+                    f"dashboard ServiceAccount {self.namespace}/{DASHBOARD_ACCOUNT} made "
+                    "anew: tokens and dashboard sessions of the previous one no longer work",
+                )
+        return uid
 
     async def recount(self, quota: QuotaView, limits: Limits) -> bool:
         """Make the plan's quota anew when the quota controller took it in without
