@@ -8,12 +8,17 @@
 - Fan-out: every change is offered to the live streams whose scope it is in (a
   customer's namespace, or everything for staff) through a bounded queue per stream.
 - ``KubeApi``: the watches (``smart_operator.clients.kubeapi``: list, then follow) and
-  the TokenReview that sign-in verifies a customer's token with.
+  the TokenReview that sign-in verifies a customer's token with, for the dashboard's
+  audience only: a token the API server itself would accept is refused here, and a
+  dashboard token is refused by the API server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -41,6 +46,31 @@ def customer_of_username(username: str) -> str | None:
         return None
     namespace, account = parts[2], parts[3]
     return customer_of(namespace) if account == DASHBOARD_ACCOUNT else None
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    """Who a token authenticated as, for the dashboard's audience."""
+
+    username: str
+    uid: str
+    """The uid of the ServiceAccount the token belongs to."""
+    expires: float | None
+    """When the token expires (its ``exp`` claim), if it says."""
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without checking the signature: only for a
+    token the API server has just authenticated, to end its session with it."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    expires = claims.get("exp") if isinstance(claims, dict) else None
+    return float(expires) if isinstance(expires, int | float) else None
 
 
 @dataclass(frozen=True)
@@ -181,15 +211,25 @@ class KubeApi:
     async def close(self) -> None:
         await self.api.close()
 
-    async def review_token(self, token: str) -> str | None:
-        """The username the API server authenticates ``token`` as, or ``None``."""
-        body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token))
+    async def review_token(self, token: str, audience: str) -> Reviewed | None:
+        """Who the API server authenticates ``token`` as for ``audience``, or ``None``.
+        The answer must name the audience (kubernetes/kubernetes#62692: a client that
+        sets spec.audiences checks status.audiences); a legacy Secret-based token,
+        valid only for the API server's own audiences, is refused
+        (kubernetes/kubernetes#70157)."""
+        body = client.V1TokenReview(
+            spec=client.V1TokenReviewSpec(token=token, audiences=[audience])
+        )
         review = await self.auth.create_token_review(body, _request_timeout=10)
         status = review.status
         if status is None or not status.authenticated or status.user is None:
             return None
-        username = status.user.username
-        return str(username) if username else None
+        if audience not in (status.audiences or []):
+            return None
+        username, uid = status.user.username, status.user.uid
+        if not username or not uid:
+            return None
+        return Reviewed(str(username), str(uid), token_expiry(token))
 
     def watch(self, plural: Kind) -> AsyncIterator[WatchEvent]:
         """Every object of ``plural`` cluster-wide (one ``SYNC``), then its changes,

@@ -1,9 +1,12 @@
 """Signed session cookies, with the standard library only.
 
-A cookie is ``<payload>.<signature>``: the payload is base64url JSON ``{"sub", "exp"}``
-(``sub`` is ``customer:<name>`` or ``admin``, ``exp`` a Unix time) and the signature is
-base64url HMAC-SHA256 of the payload under the session secret. A cookie that is
-malformed, tampered with or past its expiry reads as no session at all.
+A cookie is ``<payload>.<signature>``: the payload is base64url JSON
+``{"sub", "exp", "cred"}`` (``sub`` is ``customer:<name>`` or ``admin``, ``exp`` a Unix
+time, ``cred`` the credential it was opened with: the uid of the customer's dashboard
+ServiceAccount, or a fingerprint of the staff token) and the signature is base64url
+HMAC-SHA256 of the payload under the session secret. A cookie that is malformed,
+tampered with or past its expiry reads as no session at all; the views end a session
+whose credential is no longer the current one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class Session:
 
     subject: str
     expires: float
+    credential: str
+    """The uid of the customer's dashboard account, or the staff token's fingerprint."""
 
     @property
     def is_admin(self) -> bool:
@@ -39,12 +44,14 @@ class Session:
         return None
 
     @staticmethod
-    def for_customer(name: str, lifetime: float, now: float | None = None) -> Session:
-        return Session(CUSTOMER_PREFIX + name, (now or time.time()) + lifetime)
+    def for_customer(
+        name: str, account_uid: str, lifetime: float, now: float | None = None
+    ) -> Session:
+        return Session(CUSTOMER_PREFIX + name, (now or time.time()) + lifetime, account_uid)
 
     @staticmethod
-    def for_admin(lifetime: float, now: float | None = None) -> Session:
-        return Session(ADMIN, (now or time.time()) + lifetime)
+    def for_admin(fingerprint: str, lifetime: float, now: float | None = None) -> Session:
+        return Session(ADMIN, (now or time.time()) + lifetime, fingerprint)
 
 
 def _b64(data: bytes) -> str:
@@ -66,9 +73,16 @@ class Signer:
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
+    def fingerprint(self, secret: str) -> str:
+        """A short keyed digest of a secret (the staff token): a staff session records
+        it, so a new staff token ends the sessions the old one opened, and a cookie
+        reveals nothing of the token."""
+        return self._mac("staff-token:" + _b64(secret.encode()))[:22]
+
     def dump(self, session: Session) -> str:
         body = json.dumps(
-            {"sub": session.subject, "exp": int(session.expires)}, separators=(",", ":")
+            {"sub": session.subject, "exp": int(session.expires), "cred": session.credential},
+            separators=(",", ":"),
         )
         payload = _b64(body.encode())
         return f"{payload}.{self._mac(payload)}"
@@ -87,9 +101,11 @@ class Signer:
             return None
         if not isinstance(data, dict):
             return None
-        subject, expires = data.get("sub"), data.get("exp")
+        subject, expires, credential = data.get("sub"), data.get("exp"), data.get("cred")
         if not isinstance(subject, str) or not isinstance(expires, int):
             return None
+        if not isinstance(credential, str) or not credential:
+            return None  # a cookie from before sessions named their credential
         if expires <= (now if now is not None else time.time()):
             return None
-        return Session(subject, float(expires))
+        return Session(subject, float(expires), credential)

@@ -34,6 +34,13 @@ class DashboardSettings(BaseSettings):
         description=f"Token that platform staff sign in with, at least {MIN_ADMIN_TOKEN} "
         "characters (for example `openssl rand -base64 32`); unset means no staff sign-in",
     )
+    token_audience: str = Field(
+        default="smartserver-dashboard",
+        min_length=1,
+        description="Audience of the customers' dashboard tokens (`kubectl create token "
+        "dashboard-viewer --audience <this>`); the API server refuses such tokens, and "
+        "sign-in refuses tokens for any other audience, the API server's included",
+    )
     session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a session lasts after sign-in"
     )

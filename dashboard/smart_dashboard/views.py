@@ -64,17 +64,32 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
 
 
 def current_session(request: web.Request) -> Session | None:
-    """The valid session of the request: signed, unexpired, and (for a customer) of
-    a customer that still exists."""
-    session = request.app[SIGNER].load(request.cookies.get(COOKIE))
+    """The valid session of the request: signed, unexpired, and opened with the
+    credential that is current: for staff the staff token the process has now, for a
+    customer the dashboard account the Customer's status names now (staff delete the
+    account to revoke its tokens; the operator makes a new one, with a new uid)."""
+    signer = request.app[SIGNER]
+    session = signer.load(request.cookies.get(COOKIE))
     if session is None:
         return None
     if session.is_admin:
-        return session
+        admin = request.app[SETTINGS].admin_token
+        if admin is None:
+            return None
+        current = signer.fingerprint(admin.get_secret_value())
+        return session if hmac.compare_digest(session.credential, current) else None
     name = session.customer
-    if name is None or request.app[CACHE].customer(name) is None:
+    if name is None or account_uid(request.app[CACHE].customer(name)) != session.credential:
         return None
     return session
+
+
+def account_uid(customer: dict[str, Any] | None) -> str | None:
+    """The uid of the customer's dashboard account, as its status says now."""
+    if customer is None:
+        return None
+    uid = (customer.get("status") or {}).get("dashboardAccountUid")
+    return uid if isinstance(uid, str) and uid else None
 
 
 def to_signin(request: web.Request) -> web.HTTPException:
@@ -174,24 +189,34 @@ async def _authenticate(request: web.Request, token: str) -> tuple[Session | Non
     lifetime = settings.session_hours * 3600
     admin = settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-        return Session.for_admin(lifetime), None
+        fingerprint = request.app[SIGNER].fingerprint(admin.get_secret_value())
+        return Session.for_admin(fingerprint, lifetime), None
     try:
         async with request.app[REVIEWS]:
-            username = await request.app[API].review_token(token)
+            reviewed = await request.app[API].review_token(token, settings.token_audience)
     except Exception:
         log.exception("token review failed")
         return None, "Sign-in is unavailable right now. Please try again in a minute."
-    customer = customer_of_username(username) if username else None
-    if customer is None or request.app[CACHE].customer(customer) is None:
+    customer = customer_of_username(reviewed.username) if reviewed else None
+    if (
+        reviewed is None
+        or customer is None
+        or account_uid(request.app[CACHE].customer(customer)) != reviewed.uid
+    ):
         log.info(
             "sign-in refused: %s",
-            "token not authenticated" if username is None else f"{username} is no customer's",
+            "token not authenticated for the dashboard's audience"
+            if reviewed is None
+            else f"{reviewed.username} ({reviewed.uid}) is no customer's current account",
         )
         return None, (
-            "That access token was not recognised. Copy it again from your welcome email "
-            "or ask us for a new one."
+            "That access token was not recognised: it may have expired or been revoked. "
+            "Ask us for a new one."
         )
-    return Session.for_customer(customer, lifetime), None
+    now = time.time()
+    if reviewed.expires is not None:  # the session ends with the token
+        lifetime = min(lifetime, reviewed.expires - now)
+    return Session.for_customer(customer, reviewed.uid, lifetime, now), None
 
 
 def _signed_in(request: web.Request, session: Session) -> web.Response:

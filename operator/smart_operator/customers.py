@@ -4,9 +4,12 @@ billing standing included, decided by ``billing``); the reconciler applies them.
 Nothing here talks to the API server or to Stripe.
 
 A customer owns, in its namespace ``customer-<name>``: a ResourceQuota that enforces
-the plan, a read-only dashboard ServiceAccount with its Role and RoleBinding, and a
-service-account token Secret that the dashboard signs customers in with. The namespace
-is the platform's only when it carries ``MANAGED_BY`` and the customer's label
+the plan, and a read-only dashboard ServiceAccount with its Role and RoleBinding. Staff
+give a customer a short-lived token of that account for the dashboard's audience
+(``kubectl create token --audience``, docs/operations.md), which the API server itself
+refuses; deleting the account revokes every such token, and the new account's uid on the
+status ends the dashboard sessions opened with the old one. The namespace is the
+platform's only when it carries ``MANAGED_BY`` and the customer's label
 (``namespace_is_ours``): a namespace of that name that someone else made is never
 adopted (``namespace_taken_status``), and an admission policy (manifests and chart)
 refuses the operator any namespace without those labels.
@@ -37,7 +40,6 @@ from smart_operator.models.experiment import Experiment
 from smart_operator.plans import Catalog, Plan, effective_limits
 
 QUOTA_NAME = "plan-limits"
-TOKEN_SECRET = "dashboard-token"  # noqa: S105 (a Secret's name, not a secret)
 CUSTOMER_LABEL = f"{GROUP}/customer"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "smart-operator"}
 DOMAINS_QUOTA = f"count/domains.{GROUP}"
@@ -76,7 +78,7 @@ def namespace_taken_status(customer: Customer) -> CustomerStatus:
     status.observed_generation = generation
     status.namespace = None
     status.counts = None
-    status.dashboard_token_secret = None
+    status.dashboard_account_uid = None
     message = namespace_taken_message(customer.metadata.name)
     conditions = previous.conditions
     for type in (ConditionType.QUOTA_APPLIED, ConditionType.READY):
@@ -170,15 +172,6 @@ def desired_objects(customer: Customer, plan_name: str, limits: Limits) -> list[
                 {"kind": "ServiceAccount", "name": DASHBOARD_ACCOUNT, "namespace": namespace}
             ],
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/service-account-token",
-            "metadata": meta(
-                TOKEN_SECRET,
-                annotations={"kubernetes.io/service-account.name": DASHBOARD_ACCOUNT},
-            ),
-        },
     ]
 
 
@@ -188,7 +181,8 @@ class Observed:
 
     quota_hard: Mapping[str, str] | None = None
     quota_used: Mapping[str, str] | None = None
-    token_ready: bool = False
+    account_uid: str | None = None
+    """The uid of the dashboard ServiceAccount; None while it does not exist."""
     domains: tuple[Domain, ...] = ()
     experiments: tuple[Experiment, ...] = ()
     server_prices: Mapping[tuple[str, str], float] = field(default_factory=dict)
@@ -303,8 +297,7 @@ def compute_status(
             "waiting for the quota controller to count the namespace's usage",
             generation,
         )
-    if observed.token_ready:
-        status.dashboard_token_secret = TOKEN_SECRET
+    status.dashboard_account_uid = observed.account_uid
     status.health = customer_health(observed.domains, observed.experiments)
     status.cost = customer_cost(
         observed.domains, plan.price_monthly, observed.server_prices, observed.eur_to_usd
@@ -313,8 +306,12 @@ def compute_status(
     ready: Verdict
     if not applied:
         ready = ("False", Reason.QUOTA_PENDING, "the plan's quota is not enforced yet")
-    elif not observed.token_ready:
-        ready = ("False", Reason.TOKEN_PENDING, "waiting for the dashboard token to be issued")
+    elif observed.account_uid is None:
+        ready = (
+            "False",
+            Reason.ACCOUNT_PENDING,
+            f"waiting for the dashboard ServiceAccount {DASHBOARD_ACCOUNT}",
+        )
     else:
         ready = (
             "True",

@@ -8,7 +8,6 @@ how to look around. Ctrl-C stops everything."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import secrets
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from smart_dashboard.settings import DashboardSettings
+from smart_operator.models.customer import DASHBOARD_ACCOUNT
 from smart_sim import platform
 from smart_sim.controlplane import ControlPlane, kube_version
 from smart_sim.processes import (
@@ -133,11 +134,16 @@ def run(dev_dir: Path = DEV_DIR) -> None:
             )
         )
         site = f"http://{domain['status']['server']['ipv4']}"
-        token = base64.b64decode(
-            plane.kubectl(
-                "get", "secret", "dashboard-token", "-n", namespace, "-o", "jsonpath={.data.token}"
-            )
-        ).decode()
+        # A customer's dashboard token, as staff make one (docs/operations.md).
+        token = plane.kubectl(
+            "create",
+            "token",
+            DASHBOARD_ACCOUNT,
+            "-n",
+            namespace,
+            f"--audience={DashboardSettings().token_audience}",
+            "--duration=24h",
+        ).strip()
         traffic = threading.Thread(
             target=_demo_traffic,
             args=(site, sample["spec"]["domain"], stop),

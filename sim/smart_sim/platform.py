@@ -62,9 +62,14 @@ def account_kubeconfig(
     token = plane.kubectl(
         "create", "token", account, "-n", namespace, f"--duration={hours}h"
     ).strip()
+    return token_kubeconfig(plane, path, token, account)
+
+
+def token_kubeconfig(plane: ControlPlane, path: Path, token: str, user: str = "token") -> Path:
+    """A kubeconfig for ``plane`` that presents the bearer ``token``."""
     admin = yaml.safe_load(plane.kubeconfig.read_text())
-    admin["users"] = [{"name": account, "user": {"token": token}}]
-    admin["contexts"][0]["context"]["user"] = account
+    admin["users"] = [{"name": user, "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = user
     path.write_text(yaml.safe_dump(admin, sort_keys=False))
     path.chmod(0o600)
     return path

@@ -68,8 +68,11 @@ def test_customer_gets_namespace_quota_and_dashboard_access(
         "count/domains.smartserver.ai": "5",
         "count/experiments.smartserver.ai": "20",
     }
-    secret = cluster.get("secret", status["dashboardTokenSecret"], "-n", f"customer-{name}")
-    assert secret is not None and secret["data"]["token"]
+    # The dashboard account, whose uid the status names, and no token Secret of it.
+    account = cluster.get("serviceaccount", "dashboard-viewer", "-n", f"customer-{name}")
+    assert account is not None and account["metadata"]["uid"] == status["dashboardAccountUid"]
+    secrets = cluster.get("secrets", "-n", f"customer-{name}") or {}
+    assert secrets.get("items", []) == []
 
     table = cluster.kubectl("get", "customers", name)
     assert table.split()[:5] == ["NAME", "READY", "PHASE", "PLAN", "DOMAINS"]

@@ -23,6 +23,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from smart_dashboard.sessions import COOKIE, Session, Signer
+from smart_dashboard.settings import DashboardSettings
+from smart_operator.models.customer import DASHBOARD_ACCOUNT
 from smart_sim import platform
 from smart_sim.processes import Clouds, DashboardProcess
 from tests.cluster.conftest import World, domain, heartbeat, wait_condition
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 ADMIN_TOKEN = "staff-" + uuid.uuid4().hex
 SESSION_SECRET = uuid.uuid4().hex + uuid.uuid4().hex
+AUDIENCE = DashboardSettings().token_audience
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -150,14 +153,19 @@ def history_point(
     }
 
 
-def token_of(cluster: Cluster, namespace: str) -> str:
-    encoded = eventually(
-        lambda: cluster.kubectl(
-            "get", "secret", "dashboard-token", "-n", namespace, "-o", "jsonpath={.data.token}"
-        ).strip(),
-        what=f"dashboard token in {namespace}",
-    )
-    return base64.b64decode(encoded).decode()
+def token_of(cluster: Cluster, namespace: str, *as_staff: str) -> str:
+    """A dashboard token of the customer's account, as staff make one
+    (docs/operations.md); ``as_staff``: kubectl's --as arguments."""
+    return cluster.kubectl(
+        "create",
+        "token",
+        DASHBOARD_ACCOUNT,
+        "-n",
+        namespace,
+        f"--audience={AUDIENCE}",
+        "--duration=2h",
+        *as_staff,
+    ).strip()
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +204,13 @@ def tenants(
         cluster.plane, workdir / "dashboard.kubeconfig", "smart-dashboard"
     )
     process = DashboardProcess(
-        kubeconfig, workdir, admin_token=ADMIN_TOKEN, session_secret=SESSION_SECRET
+        kubeconfig,
+        workdir,
+        admin_token=ADMIN_TOKEN,
+        session_secret=SESSION_SECRET,
+        # Every test signs in from 127.0.0.1: the per-client limit (10 at once, tested
+        # in tests/unit) would soon make them wait.
+        env={"SMART_DASHBOARD_SIGNIN_ATTEMPTS_PER_CLIENT": "100"},
     ).start()
     try:
         # Results arrive over time while the dashboard watches, each earlier report
@@ -282,6 +296,17 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         yield ctx
     finally:
         ctx.close()
+
+
+def refused_sign_in(page: Page, url: str, token: str) -> str:
+    """Sign in with a token the dashboard refuses; the message it shows."""
+    page.goto(f"{url}/signin")
+    page.get_by_label("Access token").fill(token)
+    with page.expect_response(f"{url}/signin") as answer:
+        page.get_by_role("button", name="Sign in").click()
+    assert answer.value.status == 401
+    assert page.url == f"{url}/signin"
+    return page.get_by_role("alert").inner_text()
 
 
 def sign_in(page: Page, url: str, token: str) -> None:
@@ -474,7 +499,7 @@ def test_bad_token_is_a_clear_sign_in_error(tenants: Tenants, context: BrowserCo
 
 
 def test_expired_or_tampered_cookie_goes_back_to_sign_in(
-    tenants: Tenants, context: BrowserContext
+    cluster: Cluster, tenants: Tenants, context: BrowserContext
 ) -> None:
     page = context.new_page()
     url = tenants.dashboard.url
@@ -482,8 +507,10 @@ def test_expired_or_tampered_cookie_goes_back_to_sign_in(
     (cookie,) = [c for c in context.cookies() if c["name"] == COOKIE]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     payload, mac = cookie["value"].split(".")
-    forged = Signer(SESSION_SECRET.encode()).dump(Session.for_customer(tenants.b, 3600))
-    expired = Signer(SESSION_SECRET.encode()).dump(Session.for_customer(tenants.a, -60))
+    signer = Signer(SESSION_SECRET.encode())
+    uid_b = (cluster.get("customer", tenants.b) or {})["status"]["dashboardAccountUid"]
+    forged = signer.dump(Session.for_customer(tenants.b, uid_b, 3600))
+    expired = signer.dump(Session.for_customer(tenants.a, "any", -60))
     for value in (
         f"{payload}.{mac[:-2]}xx",  # tampered signature
         f"{forged.split('.')[0]}.{mac}",  # another customer's payload, A's signature
@@ -520,3 +547,99 @@ def test_staff_see_the_platform(tenants: Tenants, context: BrowserContext) -> No
     assert tenants.fqdn_shop not in not_ready
     assert "Landing page" in text
     shoot(page, "platform")
+
+
+def test_dashboard_tokens_are_no_cluster_credentials_and_revoking_ends_sessions(
+    cluster: Cluster,
+    operator: Operator,
+    tenants: Tenants,
+    context: BrowserContext,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """A customer's dashboard token (for the dashboard's audience) signs in to the
+    dashboard and is refused by the API server; a token the API server accepts (a
+    legacy Secret-based one of the same account) is refused by the dashboard. Staff
+    revoke access by deleting the account: the operator makes a new one, the open
+    session ends, the old token no longer signs in, and a token of the new one does."""
+    name = f"initech-{unique}"
+    namespace = f"customer-{name}"
+    cluster.apply(customer(name, "starter"))
+    eventually(
+        lambda: (c := cluster.condition("customer", name, "Ready")) and c["status"] == "True",
+        what=f"customer {name} Ready",
+    )
+    # Staff with the editor role make tokens of dashboard accounts, and of nothing else.
+    staff = f"staff-{unique}"
+    cluster.kubectl(
+        "create", "clusterrolebinding", staff, "--clusterrole=smartserver-editor", f"--user={staff}"
+    )
+    as_staff = f"--as={staff}"
+    for other in (["default", "-n", namespace], ["smart-operator", "-n", "smartserver-system"]):
+        denied = cluster.try_kubectl("create", "token", *other, as_staff)
+        assert "forbidden" in denied, denied
+    denied = cluster.try_kubectl(
+        "delete", "serviceaccount", "default", "-n", namespace, "--dry-run=server", as_staff
+    )
+    assert "forbidden" in denied, denied
+    token = token_of(cluster, namespace, as_staff)
+    as_token = platform.token_kubeconfig(cluster.plane, tmp_path / "token.kubeconfig", token)
+    refused = cluster.try_kubectl("--kubeconfig", str(as_token), "get", "domains", "-n", namespace)
+    assert "Unauthorized" in refused or "must be logged in" in refused, refused
+
+    # A legacy token of the same account works against the API server...
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": "legacy",
+                "namespace": namespace,
+                "annotations": {"kubernetes.io/service-account.name": DASHBOARD_ACCOUNT},
+            },
+        }
+    )
+    encoded = eventually(
+        lambda: cluster.kubectl(
+            "get", "secret", "legacy", "-n", namespace, "-o", "jsonpath={.data.token}"
+        ).strip(),
+        what="the legacy token",
+    )
+    legacy = base64.b64decode(encoded).decode()
+    as_legacy = platform.token_kubeconfig(cluster.plane, tmp_path / "legacy.kubeconfig", legacy)
+    cluster.kubectl("--kubeconfig", str(as_legacy), "get", "domains", "-n", namespace)
+    # ... and so the dashboard refuses it.
+    page = context.new_page()
+    url = tenants.dashboard.url
+    assert "expired or been revoked" in refused_sign_in(page, url, legacy)
+
+    sign_in(page, url, token)
+    assert "Experiments" in page.locator("main").inner_text()
+    before = (cluster.get("customer", name) or {})["status"]["dashboardAccountUid"]
+    cluster.kubectl("delete", "serviceaccount", DASHBOARD_ACCOUNT, "-n", namespace, as_staff)
+    after = eventually(
+        lambda: (
+            uid
+            if (
+                uid := ((cluster.get("customer", name) or {}).get("status") or {}).get(
+                    "dashboardAccountUid"
+                )
+            )
+            and uid != before
+            else None
+        ),
+        timeout=60,
+        what="the new dashboard account's uid on the status",
+    )
+    account = cluster.get("serviceaccount", DASHBOARD_ACCOUNT, "-n", namespace) or {}
+    assert account["metadata"]["uid"] == after
+    eventually(
+        lambda: page.goto(f"{url}/") and page.url == f"{url}/signin",
+        what="the revoked session sent back to sign in",
+    )
+    assert "expired or been revoked" in refused_sign_in(page, url, token)
+    sign_in(page, url, token_of(cluster, namespace, as_staff))
+    assert page.url == f"{url}/"
+    cluster.kubectl("delete", "customer", name, "--wait=false")
+    cluster.kubectl("delete", "clusterrolebinding", staff)

@@ -420,9 +420,8 @@ class FakeResources(Failing):
         """Labels of the namespaces in ``namespaces`` (none when absent here)."""
         self.quotas: dict[tuple[str, str], QuotaView] = {}
         self.deleted_quotas: list[tuple[str, str]] = []
-        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
-        self.token_controller = True
-        """Whether an applied service-account token Secret gets its token at once."""
+        self.accounts: dict[tuple[str, str], str] = {}
+        """ServiceAccounts by (namespace, name): their uids, made by ``apply``."""
 
     def put(self, ref: ObjectRef, body: dict[str, Any]) -> None:
         self.objects[ref] = copy.deepcopy(body)
@@ -460,10 +459,9 @@ class FakeResources(Failing):
             self.namespaces.add(obj["metadata"]["name"])
             labels = self.namespace_labels_.setdefault(obj["metadata"]["name"], {})
             labels.update(obj["metadata"].get("labels") or {})
-        if obj.get("type") == "kubernetes.io/service-account-token" and self.token_controller:
-            # What the token controller does at once with such a Secret.
+        if obj["kind"] == "ServiceAccount":
             key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-            self.secrets.setdefault(key, {})["token"] = "issued"
+            self.accounts.setdefault(key, f"uid-{len(self.applied)}")
 
     async def read_quota(self, namespace: str, name: str) -> QuotaView | None:
         self._call("read_quota")
@@ -474,9 +472,9 @@ class FakeResources(Failing):
         self.quotas.pop((namespace, name), None)
         self.deleted_quotas.append((namespace, name))
 
-    async def secret_has(self, namespace: str, name: str, key: str) -> bool:
-        self._call("secret_has")
-        return key in self.secrets.get((namespace, name), {})
+    async def account_uid(self, namespace: str, name: str) -> str | None:
+        self._call("account_uid")
+        return self.accounts.get((namespace, name))
 
     async def namespace_exists(self, name: str) -> bool:
         self._call("namespace_exists")

@@ -66,7 +66,10 @@ def test_dashboard_role_is_read_only_on_the_resources() -> None:
     (rule,) = objects["Role"]["rules"]
     assert rule["verbs"] == ["get", "list", "watch"]
     assert set(rule["resources"]) == {"domains", "experiments"}
-    assert objects["Secret"]["type"] == "kubernetes.io/service-account-token"
+    # No token Secret: a legacy token would work against the API server too. Staff
+    # request short-lived dashboard-audience tokens of the account instead.
+    assert "Secret" not in objects
+    assert objects["ServiceAccount"]["automountServiceAccountToken"] is False
 
 
 def test_overrides_replace_only_what_they_set() -> None:
@@ -85,25 +88,29 @@ def test_unknown_plan_names_the_field_and_the_choices() -> None:
     assert status.phase == "Failed"
 
 
-def test_ready_once_quota_is_counted_and_token_issued() -> None:
+def test_ready_once_quota_is_counted_and_the_dashboard_account_exists() -> None:
     c = customer(plan="starter")
     resolved = customers.resolve_plan(c, DEFAULT_CATALOG)
     hard = {"count/domains.smartserver.ai": "1", "count/experiments.smartserver.ai": "3"}
     pending = customers.compute_status(c, DEFAULT_CATALOG, resolved, customers.Observed())
     assert get_condition(pending.conditions, "Ready").reason == "QuotaPending"  # type: ignore[union-attr]
     uncounted = customers.Observed(
-        quota_hard=hard, quota_used={"count/domains.smartserver.ai": "1"}, token_ready=True
+        quota_hard=hard, quota_used={"count/domains.smartserver.ai": "1"}, account_uid="u1"
     )
     not_yet = customers.compute_status(c, DEFAULT_CATALOG, resolved, uncounted)
     assert get_condition(not_yet.conditions, "QuotaApplied").status == "False"  # type: ignore[union-attr]
     used = {"count/domains.smartserver.ai": "1", "count/experiments.smartserver.ai": "0"}
-    observed = customers.Observed(quota_hard=hard, quota_used=used, token_ready=True)
+    no_account = customers.Observed(quota_hard=hard, quota_used=used)
+    waiting = customers.compute_status(c, DEFAULT_CATALOG, resolved, no_account)
+    assert get_condition(waiting.conditions, "Ready").reason == "AccountPending"  # type: ignore[union-attr]
+    assert waiting.dashboard_account_uid is None
+    observed = customers.Observed(quota_hard=hard, quota_used=used, account_uid="u1")
     status = customers.compute_status(c, DEFAULT_CATALOG, resolved, observed)
     ready = get_condition(status.conditions, "Ready")
     assert ready is not None and ready.status == "True"
     assert ready.observed_generation == 3
     assert status.counts is not None and status.counts.domains == 1
-    assert status.dashboard_token_secret == "dashboard-token"
+    assert status.dashboard_account_uid == "u1"
 
 
 def test_suspension_shows_in_phase_and_condition() -> None:
@@ -153,7 +160,7 @@ def test_quota_counts_as_the_api_server_writes_them_back() -> None:
             "count/experiments.smartserver.ai": "100",
         },
         quota_used={"count/domains.smartserver.ai": "0", "count/experiments.smartserver.ai": "0"},
-        token_ready=True,
+        account_uid="u1",
     )
     status = customers.compute_status(c, DEFAULT_CATALOG, resolved, observed)
     assert get_condition(status.conditions, "QuotaApplied").status == "True"  # type: ignore[union-attr]

@@ -7,34 +7,51 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from smart_dashboard.app import create_app
-from smart_dashboard.cluster import Cache
+from smart_dashboard.cluster import Cache, Reviewed
 from smart_dashboard.context import API, CACHE
 from smart_dashboard.sessions import COOKIE, Session, Signer
 from smart_dashboard.settings import DashboardSettings
 
 SECRET = "s" * 40
 ADMIN = "staff-token-0123456789abcdef0123456789"
+AUDIENCE = "smartserver-dashboard"
 TOKENS = {
-    "token-a": "system:serviceaccount:customer-acme:dashboard-viewer",
-    "token-b": "system:serviceaccount:customer-globex:dashboard-viewer",
-    "token-other": "system:serviceaccount:customer-acme:default",
+    "token-a": Reviewed("system:serviceaccount:customer-acme:dashboard-viewer", "uid-acme", None),
+    "token-b": Reviewed(
+        "system:serviceaccount:customer-globex:dashboard-viewer", "uid-globex", None
+    ),
+    "token-other": Reviewed("system:serviceaccount:customer-acme:default", "uid-default", None),
+    # A token of acme's previous dashboard account, deleted to revoke it (as far as the
+    # API server goes it would be refused; here it shows the uid check on its own).
+    "token-revoked": Reviewed(
+        "system:serviceaccount:customer-acme:dashboard-viewer", "uid-acme-old", None
+    ),
 }
 
 
 class FakeApi:
+    """TokenReview for the dashboard's audience: the tokens above, and a token that
+    ends in ``+<seconds>`` is ``token-a`` expiring that many seconds from now."""
+
     def __init__(self) -> None:
         self.reviews = 0
 
-    async def review_token(self, token: str) -> str | None:
+    async def review_token(self, token: str, audience: str) -> Reviewed | None:
         self.reviews += 1
+        assert audience == AUDIENCE
+        if token.startswith("token-a+"):
+            return replace(TOKENS["token-a"], expires=time.time() + float(token.split("+")[1]))
         return TOKENS.get(token)
 
     async def close(self) -> None:
@@ -66,6 +83,7 @@ def customer(name: str) -> dict[str, Any]:
             "counts": {"domains": 1, "experiments": 1},
             "health": {"activeDomains": 1, "experiments": 1, "averageImprovement": 0.12},
             "cost": {"planPrice": 99, "infrastructure": 4.51, "margin": 94.49},
+            "dashboardAccountUid": f"uid-{name}",
             "conditions": [cond("Ready", "True", "Provisioned")],
         },
     }
@@ -207,7 +225,7 @@ async def test_every_page_renders(client: TestClient[Any, Any]) -> None:
     assert "+38.0%" not in pricing  # no bare estimate before there is enough data
 
 
-@pytest.mark.parametrize("token", ["wrong", "token-other", ""])
+@pytest.mark.parametrize("token", ["wrong", "token-other", "token-revoked", ""])
 async def test_bad_tokens_get_a_clear_message(client: TestClient[Any, Any], token: str) -> None:
     response = await client.post("/signin", data={"token": token}, allow_redirects=False)
     text = await response.text()
@@ -283,11 +301,15 @@ async def test_staff_sign_in(client: TestClient[Any, Any]) -> None:
 
 async def test_tampered_and_expired_cookies_go_to_sign_in(client: TestClient[Any, Any]) -> None:
     signer = Signer(SECRET.encode())
-    good = signer.dump(Session.for_customer("acme", 600))
+    good = signer.dump(Session.for_customer("acme", "uid-acme", 600))
+    staff = signer.fingerprint(ADMIN)
     for value in (
         good[:-1] + ("A" if good[-1] != "A" else "B"),
-        signer.dump(Session.for_customer("acme", -5)),
-        Signer(b"x" * 40).dump(Session.for_admin(600)),
+        signer.dump(Session.for_customer("acme", "uid-acme", -5)),
+        Signer(b"x" * 40).dump(Session.for_admin(staff, 600)),
+        # Well signed, but opened with a credential that is not the current one.
+        signer.dump(Session.for_customer("acme", "uid-acme-old", 600)),
+        signer.dump(Session.for_admin(signer.fingerprint(ADMIN + "-old"), 600)),
     ):
         client.session.cookie_jar.update_cookies({COOKIE: value})
         response = await client.get("/experiments/hero", allow_redirects=False)
@@ -365,3 +387,57 @@ async def test_live_stream_carries_only_own_changes(client: TestClient[Any, Any]
     event = b"".join(lines).decode()
     assert "event: change" in event and "pricing" in event and "secret" not in event
     response.close()
+
+
+async def test_revoking_a_customers_account_ends_its_sessions_and_streams(
+    client: TestClient[Any, Any],
+) -> None:
+    """Staff delete the dashboard account; the operator makes a new one and the
+    Customer's status names its uid: pages and the live stream of the sessions the old
+    account's tokens opened end at once."""
+    await sign_in(client, "token-a")
+    assert client.app is not None
+    cache = client.app[CACHE]
+    stream = await client.get("/events")
+    assert (await stream.content.readline()).startswith(b"retry:")
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    renewed = customer("acme")
+    renewed["status"]["dashboardAccountUid"] = "uid-acme-new"
+    cache.apply("customers", "MODIFIED", [renewed])
+    response = await client.get("/", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/signin"
+    text = b""
+    while b"event: signout" not in text:  # the stream says so within a heartbeat
+        line = await asyncio.wait_for(stream.content.readline(), 5)
+        assert line, text
+        text += line
+    stream.close()
+    # And the old account's token no longer signs in (the API server would refuse it;
+    # the uid check refuses it even if a review still passed).
+    response = await client.post("/signin", data={"token": "token-a"}, allow_redirects=False)
+    assert response.status == 401 and "expired or been revoked" in await response.text()
+
+
+async def test_a_new_staff_token_ends_the_old_ones_sessions() -> None:
+    app = create_app(SETTINGS, api=FakeApi(), cache=filled_cache())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as old:
+        await sign_in(old, ADMIN)
+        cookie = old.session.cookie_jar.filter_cookies(old.make_url("/"))[COOKIE].value
+        assert (await old.get("/platform", allow_redirects=False)).status == 200
+    # The same session key, the staff token replaced (and the process restarted).
+    rotated = SETTINGS.model_copy(update={"admin_token": SecretStr(ADMIN + "-rotated")})
+    app = create_app(rotated, api=FakeApi(), cache=filled_cache())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as new:
+        new.session.cookie_jar.update_cookies({COOKIE: cookie})
+        response = await new.get("/platform", allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == "/signin"
+
+
+async def test_a_session_ends_when_its_token_expires(client: TestClient[Any, Any]) -> None:
+    response = await client.post("/signin", data={"token": "token-a+120"}, allow_redirects=False)
+    assert response.status == 303
+    max_age = int(response.cookies[COOKIE]["max-age"])
+    assert 100 <= max_age <= 120  # the token's two minutes, not the 12-hour session
+    signer = Signer(SECRET.encode())
+    session = signer.load(response.cookies[COOKIE].value)
+    assert session is not None and session.expires <= time.time() + 120

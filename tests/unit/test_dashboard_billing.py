@@ -21,7 +21,7 @@ SETTINGS = DashboardSettings(session_secret="s" * 40, admin_token=ADMIN, secure_
 
 
 class NoTokens:
-    async def review_token(self, token: str) -> str | None:
+    async def review_token(self, token: str, audience: str) -> None:
         return None
 
     async def close(self) -> None:

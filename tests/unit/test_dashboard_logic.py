@@ -4,6 +4,7 @@ customer mapping, the cache's scoped fan-out, the chart's points, and the words 
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime
 
 import pytest
@@ -19,14 +20,23 @@ KEY = b"k" * 32
 
 def test_session_round_trip_and_rejections() -> None:
     signer = Signer(KEY)
-    cookie = signer.dump(Session.for_customer("acme", 60, now=1000.0))
-    assert signer.load(cookie, now=1001.0) == Session("customer:acme", 1060.0)
+    cookie = signer.dump(Session.for_customer("acme", "uid-1", 60, now=1000.0))
+    assert signer.load(cookie, now=1001.0) == Session("customer:acme", 1060.0, "uid-1")
     assert signer.load(cookie, now=1061.0) is None  # expired
     payload, mac = cookie.split(".")
-    other = signer.dump(Session.for_admin(60, now=1000.0)).split(".")[0]
+    other = signer.dump(Session.for_admin(signer.fingerprint("t"), 60, now=1000.0)).split(".")[0]
     for bad in (f"{other}.{mac}", f"{payload}.{mac[:-1]}", "x", "", "a.b.c", f"{payload}."):
         assert signer.load(bad, now=1001.0) is None
     assert Signer(b"z" * 32).load(cookie, now=1001.0) is None
+    # A cookie from before sessions named their credential is no session.
+    legacy = base64.urlsafe_b64encode(b'{"sub":"customer:acme","exp":2000}').rstrip(b"=")
+    legacy_payload = legacy.decode()
+    assert signer.load(f"{legacy_payload}.{signer._mac(legacy_payload)}", now=1001.0) is None
+    # The staff token's fingerprint is keyed and short, and differs per token.
+    fingerprint = signer.fingerprint("staff-token")
+    assert "staff" not in fingerprint and len(fingerprint) == 22
+    assert fingerprint != signer.fingerprint("staff-token2")
+    assert fingerprint != Signer(b"z" * 32).fingerprint("staff-token")
     with pytest.raises(ValueError, match="32 bytes"):
         Signer(b"short")
 

@@ -1,8 +1,7 @@
 """A Customer's namespace is the platform's only when it carries the platform's labels
 for that Customer: a ``customer-<name>`` namespace that someone else made is never
-adopted, changed or deleted, and the Customer says so and how to mend it. The dashboard
-token is waited for without a watch of Secrets: a pass that does not see it asks to be
-made again."""
+adopted, changed or deleted, and the Customer says so and how to mend it. A quota not
+counted yet asks for another pass before the timer."""
 
 from __future__ import annotations
 
@@ -59,7 +58,7 @@ async def test_a_namespace_the_platform_did_not_make_is_not_adopted(
     await world.refresh()
     assert world.condition("Ready")["reason"] == "NamespaceTaken"
     assert world.resources.calls["read_quota"] == 0
-    assert world.resources.calls["secret_has"] == 0
+    assert world.resources.calls["account_uid"] == 0
     # Deleting the Customer leaves the namespace alone.
     assert await world.reconciler().delete() is True
     assert NS in world.resources.namespaces
@@ -91,23 +90,6 @@ async def test_the_customers_own_namespace_is_applied_and_deleted() -> None:
     assert world.condition("Ready")["reason"] != "NamespaceTaken"
     assert await world.reconciler().delete() is True
     assert NS not in world.resources.namespaces
-
-
-async def test_a_token_not_issued_yet_asks_for_another_pass(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(reconcile_customer, "TOKEN_WAIT_SECONDS", 0.3)
-    world = World(stripe_on=False)
-    world.resources.token_controller = False
-    retry = await world.reconciler().apply()
-    assert retry is not None and "dashboard token" in retry.why
-    assert retry.delay <= 10
-    assert world.condition("Ready")["reason"] in ("QuotaPending", "TokenPending")
-    assert world.status().dashboard_token_secret is None
-    world.resources.secrets[(NS, customers.TOKEN_SECRET)] = {"token": "issued"}
-    counted(world)
-    assert await world.reconciler().apply() is None
-    assert world.status().dashboard_token_secret == customers.TOKEN_SECRET
 
 
 async def test_a_quota_not_counted_yet_asks_for_another_pass_before_the_timer() -> None:

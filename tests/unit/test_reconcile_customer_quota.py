@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from smart_operator import customers
+from smart_operator.models.customer import DASHBOARD_ACCOUNT
 from smart_operator.ports import QuotaView
 from smart_operator.reconcile.customer import QUOTA_RECOUNT_SECONDS
 from tests.unit.test_reconcile_customer_billing import NS, START, World
@@ -52,3 +53,25 @@ async def test_a_counted_quota_or_one_not_yet_taken_in_is_left_alone() -> None:
     world.resources.quotas[KEY] = QuotaView(hard={}, used={}, created=old)
     await world.refresh()
     assert world.resources.deleted_quotas == []
+
+
+async def test_a_deleted_dashboard_account_is_made_anew_with_a_new_uid() -> None:
+    """Staff revoke a customer's dashboard tokens by deleting its account: the next pass
+    makes it anew, and the status names the new uid (which ends the old sessions)."""
+    world = World(stripe_on=False)
+    counted = {key: "0" for key in HARD}
+    world.resources.quotas[KEY] = QuotaView(hard=HARD, used=counted, created=START)
+    await world.apply()
+    first = world.status().dashboard_account_uid
+    assert first is not None
+    assert world.condition("Ready")["status"] == "True"
+    await world.refresh()
+    assert world.status().dashboard_account_uid == first  # nothing changed, nothing made
+    assert "DashboardAccountCreated" not in world.events.reasons("Normal")
+
+    del world.resources.accounts[(NS, DASHBOARD_ACCOUNT)]
+    await world.refresh()
+    second = world.status().dashboard_account_uid
+    assert second is not None and second != first
+    assert world.condition("Ready")["status"] == "True"
+    assert "DashboardAccountCreated" in world.events.reasons("Normal")

@@ -166,13 +166,13 @@ class Kube:
             missing=None,
         )
 
-    async def secret_has(self, namespace: str, name: str, key: str) -> bool:
-        secret = await self._call(
-            f"get secret {namespace}/{name}",
-            self.core.read_namespaced_secret(name, namespace),
+    async def account_uid(self, namespace: str, name: str) -> str | None:
+        account = await self._call(
+            f"get serviceaccount {namespace}/{name}",
+            self.core.read_namespaced_service_account(name, namespace),
             missing=None,
         )
-        return bool(secret is not None and secret.data and secret.data.get(key))
+        return str(account.metadata.uid) if account is not None else None
 
     async def namespace_exists(self, name: str) -> bool:
         found = await self._call(

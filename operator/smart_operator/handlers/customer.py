@@ -1,13 +1,13 @@
 """kopf registrations for Customers: apply what a Customer owns on create, update and
-resume (made again shortly while its dashboard token is not issued or its quota not
-counted yet); refresh its status on a timer and whenever the quota controller changes
-one of its quotas (watched through their labels), so counts and readiness follow the
-cluster; delete its namespace on deletion (``reconcile.customer``).
+resume (made again shortly while its quota is not counted yet); refresh its status on a
+timer and whenever its quota or dashboard account changes (watched through their
+labels), so counts, readiness and the account's uid follow the cluster; delete its
+namespace on deletion (``reconcile.customer``).
 
-No Secret is watched: kopf filters ``labels=`` in the process, over a watch of every
-object of the kind in the cluster, so a Secret handler would need (and stream) every
-Secret. The token's arrival is seen by the pass that made it (which waits for it, then
-tries again) and by the timer."""
+No Secret is watched, nor read: the dashboard signs customers in with tokens of their
+account for its own audience, which the operator never holds. kopf filters ``labels=``
+in the process, over a watch of every object of the kind, so the ServiceAccount and
+ResourceQuota handlers stream those kinds cluster-wide; neither holds a secret."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.event("v1", "resourcequotas", labels=managed, registry=registry)
     async def quota_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+        await refresh_owner(labels, memo)
+
+    @kopf.on.event("v1", "serviceaccounts", labels=managed, registry=registry)
+    async def account_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+        """A dashboard account deleted to revoke access is made anew at once, and its
+        new uid on the status ends the sessions of the old one."""
         await refresh_owner(labels, memo)
 
     @kopf.on.delete(*CUSTOMERS, registry=registry)

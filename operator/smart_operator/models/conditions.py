@@ -69,7 +69,7 @@ class Reason(StrEnum):
     QUOTA_ENFORCED = "QuotaEnforced"
     QUOTA_PENDING = "QuotaPending"
     UNKNOWN_PLAN = "UnknownPlan"
-    TOKEN_PENDING = "TokenPending"  # noqa: S105 (a reason, not a secret)
+    ACCOUNT_PENDING = "AccountPending"
     NAMESPACE_TAKEN = "NamespaceTaken"
     """The namespace ``customer-<name>`` exists without the platform's labels: someone
     else made it, so it is left alone and the Customer is not provisioned."""
@@ -186,7 +186,7 @@ QUIET = frozenset(
         Reason.ACTIVE,
         Reason.VALID,
         Reason.QUOTA_PENDING,
-        Reason.TOKEN_PENDING,
+        Reason.ACCOUNT_PENDING,
         Reason.BILLING_NOT_CONFIGURED,
         Reason.SUBSCRIPTION_PENDING,
         Reason.WAITING_FOR_SERVER,

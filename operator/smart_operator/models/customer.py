@@ -208,8 +208,10 @@ class CustomerStatus(StatusModel):
     plan: str | None = None
     limits: Limits | None = None
     counts: Counts | None = None
-    dashboard_token_secret: str | None = Field(
-        default=None, description="Secret in the customer's namespace holding the dashboard token"
+    dashboard_account_uid: str | None = Field(
+        default=None,
+        description="uid of the dashboard ServiceAccount: dashboard sessions opened with a "
+        "token of another account (one deleted to revoke access) end",
     )
     health: Health | None = None
     cost: Cost | None = None

@@ -26,6 +26,7 @@ from smart_operator.conditions import Verdict, get_condition, now
 from smart_operator.errors import ExternalError, NotFound, TemporaryFailure
 from smart_operator.models.conditions import ConditionType, Reason
 from smart_operator.models.customer import (
+    DASHBOARD_ACCOUNT,
     BillingStatus,
     Customer,
     CustomerStatus,
@@ -54,10 +55,6 @@ NAMESPACE_GONE_SECONDS = 30.0
 # anew: the controller watches newly installed resources within 30 s of their install.
 QUOTA_RECOUNT_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 3 * 24 * 3600.0
-# How long a pass waits for the token controller to fill in the dashboard token before
-# the handler tries again (``handlers.customer``).
-TOKEN_WAIT_SECONDS = 5.0
-TOKEN_RETRY_SECONDS = 5.0
 NAMESPACE_RETRY_SECONDS = 60.0
 QUOTA_RETRY_SECONDS = QUOTA_RECOUNT_SECONDS / 3
 
@@ -116,27 +113,18 @@ class CustomerReconciler:
 
     async def apply(self) -> Retry | None:
         """Apply what the Customer owns, bring its subscription in step, then write its
-        status. A ``Retry`` when the pass must be made again: the token controller has
-        not filled in the dashboard token yet or the quota controller not counted the
-        quota (soon), or the namespace is someone else's (nothing is applied; tried
-        again slowly, in case staff mend it)."""
+        status. A ``Retry`` when the pass must be made again: the quota controller has
+        not counted the quota yet (soon), or the namespace is someone else's (nothing is
+        applied; tried again slowly, in case staff mend it)."""
         if await self.namespace_taken():
             await self.refuse()
             return Retry(
                 f"namespace {self.namespace} is not the platform's", NAMESPACE_RETRY_SECONDS
             )
         resolution = customers.resolve_plan(self.customer, self.plans)
-        token_ready = True
         if resolution.limits is not None:
-            objects = customers.desired_objects(
-                self.customer, self.customer.spec.plan, resolution.limits
-            )
-            for obj in objects:
-                await self.resources.apply(obj)
-            token_ready = await self.wait_for_token()
+            await self.apply_objects(resolution.limits)
         status = await self.refresh(sync=True)
-        if not token_ready:
-            return Retry("waiting for the dashboard token to be issued", TOKEN_RETRY_SECONDS)
         quota = get_condition(status.conditions, ConditionType.QUOTA_APPLIED) if status else None
         if quota is not None and quota.reason == Reason.QUOTA_PENDING:
             # The quota controller's updates refresh the status too; but a quota it
@@ -147,6 +135,10 @@ class CustomerReconciler:
                 QUOTA_RETRY_SECONDS,
             )
         return None
+
+    async def apply_objects(self, limits: Limits) -> None:
+        for obj in customers.desired_objects(self.customer, self.customer.spec.plan, limits):
+            await self.resources.apply(obj)
 
     async def namespace_taken(self) -> bool:
         """Whether ``customer-<name>`` exists without the platform's labels for this
@@ -159,18 +151,6 @@ class CustomerReconciler:
     async def refuse(self) -> None:
         log.warning("namespace %s exists and is not the platform's: left alone", self.namespace)
         await self.writer.write(customers.namespace_taken_status(self.customer))
-
-    async def wait_for_token(self) -> bool:
-        """Wait a little for the token controller to fill in the dashboard token (it
-        does within a second): the operator watches no Secrets, so the Customer's
-        status learns of the token from this wait, a retry or the next refresh."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + TOKEN_WAIT_SECONDS
-        while not await self.resources.secret_has(self.namespace, customers.TOKEN_SECRET, "token"):
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.25)
-        return True
 
     async def refresh(self, sync: bool = False) -> CustomerStatus | None:
         """Write the status the Customer's objects call for, if it changed, and return
@@ -221,14 +201,29 @@ class CustomerReconciler:
         return customers.Observed(
             quota_hard=quota.hard if quota else None,
             quota_used=quota.used if quota else None,
-            token_ready=await self.resources.secret_has(
-                self.namespace, customers.TOKEN_SECRET, "token"
-            ),
+            account_uid=await self.account_uid(limits),
             domains=tuple(Domain.model_validate(d) for d in domains),
             experiments=tuple(Experiment.model_validate(e) for e in experiments),
             server_prices=prices,
             eur_to_usd=self.eur_to_usd,
         )
+
+    async def account_uid(self, limits: Limits) -> str | None:
+        """The dashboard account's uid. An account staff deleted to revoke the customer's
+        dashboard tokens is made anew (with a new uid, which ends the sessions the old
+        one opened)."""
+        uid = await self.resources.account_uid(self.namespace, DASHBOARD_ACCOUNT)
+        if uid is None and await self.resources.namespace_exists(self.namespace):
+            await self.apply_objects(limits)
+            uid = await self.resources.account_uid(self.namespace, DASHBOARD_ACCOUNT)
+            if uid is not None and self.events is not None:
+                self.events.post(
+                    "Normal",
+                    "DashboardAccountCreated",
+                    f"dashboard ServiceAccount {self.namespace}/{DASHBOARD_ACCOUNT} made "
+                    "anew: tokens and dashboard sessions of the previous one no longer work",
+                )
+        return uid
 
     async def recount(self, quota: QuotaView, limits: Limits) -> bool:
         """Make the plan's quota anew when the quota controller took it in without

@@ -33,6 +33,7 @@ CLIENTS = 1_000
 ROUNDS = 10
 CUSTOMER = "bench"
 NAMESPACE = f"customer-{CUSTOMER}"
+ACCOUNT_UID = "bench-dashboard-account"
 MERGE: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 
 
@@ -67,6 +68,16 @@ def _setup(plane: ControlPlane) -> None:
     ]
     for obj in objects:
         plane.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    # What the operator would write: the dashboard account the sessions are bound to.
+    plane.kubectl(
+        "patch",
+        "customer",
+        CUSTOMER,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"dashboardAccountUid": ACCOUNT_UID}}),
+    )
 
 
 async def _stream(
@@ -90,7 +101,7 @@ async def _stream(
 
 
 async def _bench(plane: ControlPlane, dashboard: DashboardProcess, signer: Signer) -> None:
-    cookie = signer.dump(Session.for_customer(CUSTOMER, 3600))
+    cookie = signer.dump(Session.for_customer(CUSTOMER, ACCOUNT_UID, 3600))
     configuration = client.Configuration()
     await config.load_kube_config(
         config_file=str(plane.kubeconfig), client_configuration=configuration
