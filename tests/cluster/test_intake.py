@@ -345,7 +345,7 @@ OPERATOR_SAMPLES: dict[str, dict[str, Any]] = {
         "conditions": [FORGED_CONDITION],
         "cost": {"planPrice": 0, "margin": 1},
         "counts": {"domains": 999},
-        "dashboardTokenSecret": "forged",
+        "dashboardAccountUid": "forged",
         "health": {"activeDomains": 999},
         "limits": {"domains": 9999, "experiments": 9999},
         "namespace": "kube-system",
