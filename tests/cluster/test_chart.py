@@ -273,6 +273,7 @@ def test_service_monitor_only_when_enabled(helm: Path) -> None:
         ("intake.logLevel=TRACE", "at '/intake/logLevel': value must be one of"),
         ("intake.ports.http=0", "at '/intake/ports/http': minimum: got 0, want 1"),
         ("intake.publicUrl=intake.example.com", "at '/intake/publicUrl': 'intake.example.com'"),
+        ("intake.service.nodePort=-1", "at '/intake/service/nodePort': minimum: got -1"),
         ("dashboard.replicas=two", "at '/dashboard/replicas': got string, want integer"),
         ("dashboard.service.type=Ingress", "at '/dashboard/service/type': value must be one of"),
         ("dashboard.sessionHours=0", "at '/dashboard/sessionHours'"),
@@ -332,6 +333,10 @@ def test_schema_does_not_echo_a_refused_session_secret(helm: Path) -> None:
         (
             ["billing.enabled=true", "intake.enabled=false"],
             "billing.enabled needs billing.existingSecret",
+        ),
+        (
+            ["intake.service.nodePort=30088"],
+            "intake.service.nodePort needs intake.service.type NodePort or LoadBalancer",
         ),
         (
             ["dashboard.serviceAccount.create=false"],
@@ -514,6 +519,25 @@ def test_intake_defaults(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, operator = pod_and_container(find(docs, "StatefulSet"))
     assert "SMART_INTAKE_URL" not in {e["name"] for e in operator["env"]}
     assert not [d for d in docs if d["kind"] == "Secret" and "intake" in d["metadata"]["name"]]
+
+
+def test_intake_service_type_and_node_port(helm: Path) -> None:
+    """A NodePort Service with a fixed port: the agents' URL (intake.publicUrl) can name
+    it before the install. By default the Service is ClusterIP, with no node port."""
+    name = f"{RELEASE}-intake"
+    (default,) = find(render(helm), "Service", name)["spec"]["ports"]
+    assert "nodePort" not in default
+    docs = render(
+        helm, "--set", "intake.service.type=NodePort", "--set", "intake.service.nodePort=30088"
+    )
+    service = find(docs, "Service", name)
+    assert service["spec"]["type"] == "NodePort"
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["nodePort"], port["targetPort"]) == ("http", 30088, "http")
+    # Only the agents' API: the metrics stay inside the cluster.
+    assert find(docs, "Service", f"{name}-metrics")["spec"]["type"] == "ClusterIP"
+    picked = find(render(helm, "--set", "intake.service.type=NodePort"), "Service", name)
+    assert "nodePort" not in picked["spec"]["ports"][0]
 
 
 def test_intake_public_url_and_admin_token(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:

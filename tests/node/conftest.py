@@ -13,6 +13,7 @@ with that reason.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from smart_sim.boot.network import spare_addresses
 from smart_sim.controlplane import ControlPlane
 from smart_sim.controlplane.binaries import ensure_binaries, ensure_helm, ensure_node_binaries
 from smart_sim.controlplane.cluster import KubectlError
@@ -145,22 +147,57 @@ def local_cluster(
         yield LocalCluster(plane, node, link, helm, image)
 
 
+@dataclass
+class PodClouds:
+    """The provider simulators as the platform's pods see them, and the node's place
+    on the booted servers' provider network."""
+
+    clouds: Clouds
+    address: str
+    """The node's address on the provider network: pods reach the servers from it
+    (masqueraded), and the servers reach the node's NodePorts on it."""
+
+    @property
+    def gateway(self) -> str:
+        """The host's address on the provider network (where the tests send visitors from)."""
+        return self.clouds.gateway
+
+    def operator_env(self) -> dict[str, str]:
+        """The simulators' settings for the operator in its pod: it connects to the
+        servers from the node's provider address, and delivers the agent bundle its
+        image carries (the image's own SMART_AGENT_BUNDLE, not a path of this host)."""
+        env = self.clouds.operator_env()
+        env.pop("SMART_AGENT_BUNDLE")
+        env["SMART_SSH_SOURCES"] = json.dumps([f"{self.address}/32"])
+        return env
+
+
 @pytest.fixture(scope="session")
 def pod_clouds(
     local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Clouds]:
+) -> Iterator[PodClouds]:
     """The Hetzner Cloud and Cloudflare simulators on the node link's host address,
-    where pods reach them. Servers do not boot: pods cannot reach the booted servers'
-    provider network (no route joins the two test networks)."""
+    where pods reach them. Every server they make boots Debian on a provider network
+    of this session (``smart_sim.boot``), and the node joins that network with an
+    address no server gets (a second veth, a port of the run's bridge; no forwarding on
+    the host): the in-pod operator reaches the servers over SSH from it, and the
+    servers' agents reach the intake's NodePort on it. The node leaves the network
+    before the simulators stop (and with it, every server)."""
     with Clouds(
         tmp_path_factory.mktemp("pod-clouds"),
         ["--time-scale", "5"],
         # New zones count as delegated: Cloudflare's own first check activates them.
         ["--time-scale", "5", "--delegate-new-zones"],
-        booted=False,
         host=local_cluster.link.host_address,
     ) as clouds:
-        yield clouds
+        network = ipaddress.IPv4Network(clouds.network["cidr"])
+        (address,) = spare_addresses(network, 1)
+        link = local_cluster.link
+        link.join_provider_network(clouds.network["bridge"], address, network.prefixlen)
+        try:
+            yield PodClouds(clouds, address)
+        finally:
+            link.leave_provider_network()
 
 
 def delete_and_wait(cluster: LocalCluster, kind: str, name: str, timeout: float = 60) -> None:

@@ -1,8 +1,17 @@
 """The platform installed with Helm, as a user installs it, on a node that runs its
 pods: ``helm install --wait`` of the unmodified chart with the platform's image, then
-``helm test``, the in-pod operator at work (against the provider simulators, which the
-pods reach on the node link), the standby operator taking over, ``helm upgrade`` and
-``helm rollback``, and ``helm uninstall`` leaving nothing behind.
+``helm test``, the whole flow with the platform in its pods, the standby operator
+taking over, ``helm upgrade`` and ``helm rollback``, and ``helm uninstall`` leaving
+nothing behind.
+
+In the flow, the in-pod operator provisions a Domain through the provider simulators
+(which the pods reach on the node link's host address): a booted Debian server on the
+session's provider network, which the node joins (``pod_clouds``), its DNS records, and
+its agent, delivered over SSH from the bundle the image carries. The agent reports to
+the in-pod intake through the intake Service's NodePort on the node's provider address
+(``intake.publicUrl``), so its heartbeat makes the Domain Ready; an Experiment is
+deployed, visitors are sent to the server, and the intake writes their exact counts on
+the Experiment's status.
 
 The tests of this module share one release and run in the order written: each leaves
 the release as the next expects it (installed, upgraded, rolled back, uninstalled).
@@ -10,21 +19,25 @@ the release as the next expects it (installed, upgraded, rolled back, uninstalle
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
 from smart_sim.image import spec
 from smart_sim.node import NODE_NAME
 from smart_sim.platform import ROOT
-from smart_sim.processes import Clouds
-from tests.node.conftest import NAMESPACE, LocalCluster, ready, wait_all_ready
+from smart_sim.processes import CLOUD_TOKEN
+from smart_sim.traffic import TrafficPlan, send_traffic
+from tests.node.conftest import NAMESPACE, LocalCluster, PodClouds, ready, wait_all_ready
 from tests.waiting import eventually
 
 CHART = ROOT / "charts" / "smartserver"
@@ -33,6 +46,8 @@ INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 # How many pods of each component the chart runs by default.
 COMPONENTS = {"operator": 2, "intake": 2, "dashboard": 1}
 CLOUD_SECRET = "smartserver-cloud"
+# The intake Service's node port, where the servers' agents report (intake.publicUrl).
+INTAKE_NODE_PORT = 30088
 
 
 def selector(component: str) -> str:
@@ -42,7 +57,7 @@ def selector(component: str) -> str:
 @dataclass
 class Release:
     cluster: LocalCluster
-    clouds: Clouds
+    clouds: PodClouds
     values: Path
 
     def helm(self, *args: str) -> str:
@@ -76,10 +91,11 @@ def condition(obj: dict[str, Any] | None, type: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def release(
-    local_cluster: LocalCluster, pod_clouds: Clouds, tmp_path_factory: pytest.TempPathFactory
+    local_cluster: LocalCluster, pod_clouds: PodClouds, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     """The chart installed with the default values, plus what a real installation
-    adds: the cloud credentials in a Secret (here pointing at the simulators) and
+    adds: the cloud credentials in a Secret (here pointing at the simulators), the
+    intake exposed to the servers (here a NodePort on the node's provider address) and
     shorter intervals, so the tests need not wait for production timings."""
     cluster = local_cluster
     cluster.kubectl("create", "namespace", NAMESPACE)
@@ -90,6 +106,16 @@ def release(
         "stringData": pod_clouds.operator_env(),
     }
     cluster.apply(secret)
+    # The agents report and beat every second instead of every minute, and take the
+    # visitor's address from X-Forwarded-For when the request comes from the host (the
+    # traffic generator, standing in for a proxy such as Cloudflare's).
+    agent_settings = {
+        "REPORT_SECONDS": "1",
+        "HEARTBEAT_SECONDS": "1",
+        "DEPLOY_POLL_SECONDS": "0.5",
+        "LOG_FLUSH_SECONDS": "0.2",
+        "REAL_IP_FROM": f"{pod_clouds.gateway}/32",
+    }
     values = tmp_path_factory.mktemp("values") / "values.yaml"
     values.write_text(
         yaml.safe_dump(
@@ -101,14 +127,19 @@ def release(
                     # replicas waits for each one's readiness in turn.
                     "readinessProbe": {"periodSeconds": 2},
                     # No ACME CA here (the chart's SMART_TLS would win over the Secret's):
-                    # the pods' servers never get an agent, so there is nothing to certify.
+                    # the sites are served over plain HTTP.
                     "tls": {"enabled": False},
                     "extraEnv": [
                         {"name": "SMART_VERIFY_SECONDS", "value": "1"},
                         {"name": "SMART_DRIFT_SECONDS", "value": "2"},
+                        {"name": "SMART_DEPLOY_CHECK_SECONDS", "value": "2"},
+                        {"name": "SMART_AGENT_SETTINGS", "value": json.dumps(agent_settings)},
                     ],
                 },
-                "intake": {"publicUrl": f"http://{cluster.link.host_address}:8088"},
+                "intake": {
+                    "service": {"type": "NodePort", "nodePort": INTAKE_NODE_PORT},
+                    "publicUrl": f"http://{pod_clouds.address}:{INTAKE_NODE_PORT}",
+                },
             }
         )
     )
@@ -184,13 +215,14 @@ def test_the_operator_in_its_pod_makes_a_customer_ready(release: Release) -> Non
     assert cluster.get("resourcequota", "plan-limits", "-n", f"customer-{name}") is not None
 
 
-def test_the_operator_in_its_pod_provisions_a_domain_through_the_simulators(
+def test_the_platform_in_its_pods_runs_an_experiment_on_a_booted_server(
     release: Release,
 ) -> None:
-    """The pods reach the Hetzner and Cloudflare simulators on the node link's host
-    address: a Domain gets its zone (which the customer has delegated), its server and
-    its DNS records. (Its agent never reports: pods cannot reach the booted servers'
-    network; see the module docstring.)"""
+    """The whole flow with the platform in its pods: the operator makes the Domain's
+    server and DNS records through the simulators and delivers the agent over SSH from
+    the node's provider address; the agent's heartbeat reaches the intake through its
+    NodePort and makes the Domain Ready; the Experiment is deployed, and the visitors'
+    exact counts reach its status through the intake."""
     cluster = release.cluster
     name = f"dom-{uuid.uuid4().hex[:6]}"
     cluster.apply(customer(name))
@@ -205,15 +237,119 @@ def test_the_operator_in_its_pod_provisions_a_domain_through_the_simulators(
             "spec": {"domain": fqdn},
         }
     )
-    eventually(
-        lambda: condition(cluster.get("domain", "site", "-n", namespace), "DNSReady") == "True",
-        90,
-        "the Domain's server and DNS records, made by the operator in its pod",
-    )
+    wait_domain(cluster, namespace, "DNSReady", 90)
+    # The server boots, runs cloud-init, and gets its agent over SSH from the pod.
+    wait_domain(cluster, namespace, "AgentInstalled", 240)
+    connected = wait_domain(cluster, namespace, "AgentConnected", 60)
+    assert connected["reason"] == "Heartbeat", connected
+    wait_domain(cluster, namespace, "Ready", 60)
     domain = cluster.get("domain", "site", "-n", namespace) or {}
     server = domain["status"]["server"]
     assert server["id"] and server["ipv4"]
+    assert domain["status"]["agent"]["version"]
+
+    cluster.apply(experiment("flow", namespace, "site"))
+    wait_experiment(cluster, namespace, "flow", "Deployed", 90)
+    base = f"http://{server['ipv4']}"
+    eventually(lambda: asyncio.run(served(base)), 30, "the agent serves the experiment")
+    plan = TrafficPlan(
+        visitors=300,
+        conversion_rates={"control": 0.05, "bold": 0.15},
+        host=fqdn,
+        goal_url=STRIPE_LINK,
+        bots=10,
+        seed=7,
+    )
+    truth = asyncio.run(send_traffic(base, plan))
+    assert not truth.errors and not truth.uncertain
+    expected = truth.counts()
+
+    def status_counts() -> dict[str, tuple[int, int]] | None:
+        status = (cluster.get("experiment", "flow", "-n", namespace) or {}).get("status", {})
+        counts = {v["name"]: (v["visitors"], v["conversions"]) for v in status.get("variants", [])}
+        return counts if counts == expected else None
+
+    eventually(status_counts, 60, f"the Experiment's status shows exactly {expected}")
+    status = (cluster.get("experiment", "flow", "-n", namespace) or {})["status"]
+    assert status["lastSequence"] >= 1
+    assert status["decision"]["outcome"] in ("pending", "winner", "no_difference")
+
+    # Removing the Domain removes its server: the node tier leaves no server running.
+    cluster.kubectl("delete", "experiment", "flow", "-n", namespace, "--timeout=60s")
     cluster.kubectl("delete", "domain", "site", "-n", namespace, "--timeout=90s")
+    eventually(
+        lambda: not server_names(release.clouds),
+        60,
+        "the Domain's server deleted in the Hetzner simulator",
+    )
+
+
+STRIPE_LINK = "https://buy.stripe.com/test_1"
+
+
+def wait_domain(cluster: LocalCluster, namespace: str, type: str, timeout: float) -> dict[str, Any]:
+    return wait_for(cluster, "domain", namespace, "site", type, timeout)
+
+
+def wait_experiment(
+    cluster: LocalCluster, namespace: str, name: str, type: str, timeout: float
+) -> dict[str, Any]:
+    return wait_for(cluster, "experiment", namespace, name, type, timeout)
+
+
+def wait_for(
+    cluster: LocalCluster, kind: str, namespace: str, name: str, type: str, timeout: float
+) -> dict[str, Any]:
+    """Wait for a condition to be True; a failure shows the object's conditions."""
+    seen: list[Any] = [None]
+
+    def check() -> dict[str, Any] | None:
+        obj = cluster.get(kind, name, "-n", namespace) or {}
+        conditions = seen[0] = obj.get("status", {}).get("conditions", [])
+        found = next((c for c in conditions if c["type"] == type), None)
+        return dict(found) if found and found["status"] == "True" else None
+
+    try:
+        return eventually(check, timeout, f"{kind} {name} {type}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; its conditions: {json.dumps(seen[0])}") from None
+
+
+def experiment(name: str, namespace: str, domain_ref: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "domainRef": domain_ref,
+            "type": "landing_page",
+            "template": "saas_landing",
+            "templateConfig": {"brand": "Acme", "stripeLink": STRIPE_LINK},
+            "variants": [
+                {"name": "control", "weight": 50},
+                {"name": "bold", "weight": 50, "values": {"headline": "Ship pages that sell"}},
+            ],
+        },
+    }
+
+
+async def served(base: str) -> bool:
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(base + "/", timeout=aiohttp.ClientTimeout(total=5)) as reply:
+                return reply.status == 200 and "/_smart/convert?v=" in await reply.text()
+        except aiohttp.ClientError:
+            return False
+
+
+def server_names(clouds: PodClouds) -> list[str]:
+    """The servers the Hetzner simulator holds (its API, with the simulators' token)."""
+    request = urllib.request.Request(  # noqa: S310 (the simulator, on the node link)
+        f"{clouds.clouds.hetzner.url}/servers",
+        headers={"Authorization": f"Bearer {CLOUD_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return [server["name"] for server in json.load(response)["servers"]]
 
 
 def peers(cluster: LocalCluster) -> dict[str, Any]:

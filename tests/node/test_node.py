@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from smart_sim.boot.network import ProviderNetwork
 from smart_sim.controlplane import ControlPlane
 from smart_sim.node import Node, NodeLink
 from smart_sim.node.config import KUBELET_SYSCTLS
-from smart_sim.node.link import NETNS_DIR, REGISTRY
+from smart_sim.node.link import NETNS_DIR, REGISTRY, LinkError
 from smart_sim.node.pause import ensure_pause_image
 from tests.waiting import eventually
 
@@ -128,3 +131,45 @@ def test_a_node_whose_owner_died_is_removed_by_the_next_one(tmp_path: Path) -> N
         stale.cgroups.kill_all()
         stale.cgroups.remove()
         stale.delete()
+
+
+def test_a_node_joins_a_provider_network_and_leaves_it_without_a_trace() -> None:
+    """The node's port on a booted servers' provider network: from its address there,
+    the node reaches the bridge (here the host's gateway address) directly, with no
+    forwarding on the host; the port goes when the node leaves the network, and with
+    the node's namespace when the link is removed without leaving."""
+    settings_before = host_settings()
+    network = ProviderNetwork().up()
+    try:
+        (address,) = network.spare_addresses(1)
+        with NodeLink.create() as link, socket.create_server((network.gateway, 0)) as server:
+            with pytest.raises(LinkError, match="not a provider network's bridge"):
+                link.join_provider_network("eth0", address, 24)
+            link.join_provider_network(network.bridge, address, 24)
+            assert link.provider_veth in ports_of(network.bridge)
+            port = server.getsockname()[1]
+            connect = f"import socket; socket.create_connection(('{network.gateway}', {port}), 5)"
+            subprocess.run(
+                ["ip", "netns", "exec", link.name, sys.executable, "-c", connect],
+                check=True,
+                timeout=30,
+            )
+            server.settimeout(5)
+            accepted, (source, _) = server.accept()
+            accepted.close()
+            assert source == address, "the node does not speak from its provider address"
+            link.leave_provider_network()
+            assert link.provider_veth not in interfaces()
+            link.join_provider_network(network.bridge, address, 24)
+        assert link.provider_veth not in interfaces()
+        assert ports_of(network.bridge) == set()
+    finally:
+        network.close()
+    assert host_settings() == settings_before
+
+
+def ports_of(bridge: str) -> set[str]:
+    output = subprocess.run(
+        ["ip", "-j", "link", "show", "master", bridge], capture_output=True, text=True, check=True
+    )
+    return {link["ifname"] for link in json.loads(output.stdout or "[]")}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from smart_sim.boot.network import PROVIDER_RANGE
 from smart_sim.controlplane import binaries
 from smart_sim.node import config, node
 from smart_sim.node.link import NODE_NETWORK, slot_addresses, slot_count
@@ -59,6 +60,15 @@ def test_kube_proxy_leaves_the_kernel_wide_conntrack_settings_alone() -> None:
     proxy = config.kube_proxy_config(Path("kp.kubeconfig"), "node", "198.19.0.2")
     assert proxy["clusterCIDR"] == config.POD_CIDR
     assert all(value in (0, "0s") for value in proxy["conntrack"].values())
+
+
+def test_kube_proxy_serves_node_ports_on_the_link_and_a_provider_network_only() -> None:
+    proxy = config.kube_proxy_config(Path("kp.kubeconfig"), "node", "198.19.0.2")
+    networks = [ipaddress.ip_network(n) for n in proxy["nodePortAddresses"]]
+    # The booted servers reach the intake's NodePort on the node's provider address.
+    assert ipaddress.ip_network(config.PROVIDER_NETWORKS) == PROVIDER_RANGE
+    assert networks == [ipaddress.ip_network("198.19.0.2/32"), PROVIDER_RANGE]
+    assert not any(n.overlaps(ipaddress.ip_network("127.0.0.0/8")) for n in networks)
 
 
 def test_coredns_answers_the_cluster_and_forwards_nothing() -> None:

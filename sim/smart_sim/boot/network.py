@@ -37,7 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROVIDER_RANGE", "NetworkError", "ProviderNetwork", "ServerLink", "sweep_stale_runs"]
+__all__ = [
+    "PROVIDER_RANGE",
+    "NetworkError",
+    "ProviderNetwork",
+    "ServerLink",
+    "spare_addresses",
+    "sweep_stale_runs",
+]
 
 PROVIDER_RANGE = ipaddress.IPv4Network("198.18.0.0/16")
 STATE_DIR = Path("/run/smartserver/boot")
@@ -97,6 +104,15 @@ def _used_networks() -> set[ipaddress.IPv4Network]:
     return used
 
 
+def spare_addresses(subnet: ipaddress.IPv4Network, count: int = 1) -> list[str]:
+    """The first ``count`` addresses of a run's /24 that no server gets (just above the
+    gateway; the servers' pool is the upper half): for a host process in another
+    network namespace, such as a local node, that joins the bridge."""
+    if not 0 < count <= 100:
+        raise ValueError("at most 100 spare addresses")
+    return [str(subnet.network_address + 2 + i) for i in range(count)]
+
+
 class ProviderNetwork:
     """A run's bridge, gateway and per-server links; ``close`` removes all of it."""
 
@@ -147,9 +163,7 @@ class ProviderNetwork:
         """Addresses of the run's /24 that no server gets (just above the gateway): a
         test adds one to the bridge to connect from somewhere other than the gateway."""
         assert self.subnet is not None
-        if not 0 < count <= 100:
-            raise ValueError("at most 100 spare addresses")
-        return [str(self.subnet.network_address + 2 + i) for i in range(count)]
+        return spare_addresses(self.subnet, count)
 
     def server_pool(self) -> str:
         """The range the Hetzner simulator hands servers' addresses from: the upper half

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 CLUSTER_DOMAIN = "cluster.local"
+# The booted servers' provider networks (smart_sim.boot.network.PROVIDER_RANGE).
+PROVIDER_NETWORKS = "198.18.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 # The node's share of the pod network: the bridge's addresses come from here.
 NODE_POD_SUBNET = "10.244.0.0/24"
@@ -282,7 +284,10 @@ def kube_proxy_config(kubeconfig: Path, node_name: str, node_address: str) -> di
             "udpTimeout": "0s",
             "udpStreamTimeout": "0s",
         },
-        "nodePortAddresses": [f"{node_address}/32"],
+        # NodePorts on the node's link address, and on the address it may hold on a
+        # booted servers' provider network (198.18.0.0/16, NodeLink.join_provider_network),
+        # where the servers' agents reach the intake; never on loopback.
+        "nodePortAddresses": [f"{node_address}/32", PROVIDER_NETWORKS],
     }
 
 

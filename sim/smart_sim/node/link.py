@@ -4,10 +4,15 @@ pair, one /30 of 198.19.0.0/24 per node (the first: host side 198.19.0.1, node
 
 The host side is where the API server and the services pods must reach (the
 simulators, the intake) listen. Nothing is routed beyond the pair: no forwarding or NAT
-on the host, no host setting changed. Each link is registered under
-``/run/smartserver-node`` with the PID of the process that owns it; a link whose owner
-died (a killed test session) is removed, with its node's processes and cgroups, the
-next time a link is made.
+on the host, no host setting changed. A node can also join a run's provider network
+(:meth:`NodeLink.join_provider_network`): a second veth pair, ``eth1`` in the node with
+an address of the run's /24, the other end a port of the run's bridge, so booted
+servers and pods reach each other directly (pods leave masqueraded to that address,
+servers reach NodePorts on it), again without any forwarding on the host.
+
+Each link is registered under ``/run/smartserver-node`` with the PID of the process
+that owns it; a link whose owner died (a killed test session) is removed, with its
+node's processes, cgroups and veth pairs, the next time a link is made.
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ class NodeLink:
     def cgroups(self) -> CgroupTree:
         return CgroupTree(f"smartserver-{self.name}")
 
+    @property
+    def provider_veth(self) -> str:
+        """The host end of the node's port on a provider network (at most 15 characters)."""
+        return f"{self.name}p"
+
     @classmethod
     def create(cls) -> NodeLink:
         """Make a namespace and a veth pair on the first free slot."""
@@ -108,8 +118,30 @@ class NodeLink:
         _ip("-n", self.name, "link", "set", "eth0", "up")
         _ip("-n", self.name, "link", "set", "lo", "up")
 
+    def join_provider_network(self, bridge: str, address: str, prefix: int) -> None:
+        """Plug the node into a booted servers' provider network (``smart_sim.boot``):
+        a veth pair whose host end is a port of ``bridge`` and whose node end is
+        ``eth1`` with ``address``/``prefix``, an address no server gets. Undone by
+        :meth:`leave_provider_network`, and with the namespace by :meth:`delete`."""
+        if not bridge.startswith("ssb-"):
+            raise LinkError(f"{bridge} is not a provider network's bridge (ssb-*)")
+        try:
+            _ip("link", "add", self.provider_veth, "type", "veth",
+                "peer", "name", "eth1", "netns", self.name)  # fmt: skip
+            _ip("link", "set", self.provider_veth, "master", bridge, "up")
+            _ip("-n", self.name, "addr", "add", f"{address}/{prefix}", "dev", "eth1")
+            _ip("-n", self.name, "link", "set", "eth1", "up")
+        except BaseException:
+            self.leave_provider_network()
+            raise
+
+    def leave_provider_network(self) -> None:
+        """Remove the node's port on a provider network, if it has one (idempotent)."""
+        _ip("link", "del", self.provider_veth, check=False)
+
     def delete(self) -> None:
-        """Remove the veth pair, the namespace and the registration (idempotent)."""
+        """Remove the veth pairs, the namespace and the registration (idempotent)."""
+        self.leave_provider_network()
         _ip("link", "del", self.name, check=False)
         _ip("netns", "del", self.name, check=False)
         (REGISTRY / f"{self.name}.json").unlink(missing_ok=True)
