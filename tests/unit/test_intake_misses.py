@@ -186,13 +186,22 @@ async def test_concurrent_lookups_of_one_name_share_one_get() -> None:
     assert api.gets == [(NS, "popular")]
 
 
+async def until_asked(api: Api, within: float = 5.0) -> None:
+    """Wait, with a deadline, until the cache has sent its GET to the API."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not api.gets:
+        assert loop.time() < deadline, "the cache never asked the API"
+        await asyncio.sleep(0)
+
+
 async def test_a_requester_that_goes_away_does_not_cancel_the_shared_get() -> None:
     clock, api = Clock(), Api(delay=0.05)
     cache = synced(clock)
     api.objects[(NS, "slow")] = experiment("slow")
     first = asyncio.create_task(cache.lookup(NS, "slow", api.get_experiment, "d"))
     second = asyncio.create_task(cache.lookup(NS, "slow", api.get_experiment, "d"))
-    await asyncio.sleep(0.01)
+    await until_asked(api)
     first.cancel()
     view = await second
     assert view is not None and len(api.gets) == 1
@@ -204,7 +213,7 @@ async def test_lookups_in_flight_are_cancelled_when_the_intake_stops() -> None:
     clock, api = Clock(), Api(delay=10)
     cache = synced(clock)
     waiting = asyncio.create_task(cache.lookup(NS, "slow", api.get_experiment, "d"))
-    await asyncio.sleep(0.01)
+    await until_asked(api)
     await cache.close()
     with pytest.raises(asyncio.CancelledError):
         await waiting
