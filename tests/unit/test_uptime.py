@@ -182,14 +182,11 @@ async def site_server(status: int) -> tuple[web.AppRunner, int, list[dict[str, s
     return runner, port, seen
 
 
-async def test_the_probe_resolves_through_the_configured_server_and_times_each_stage(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_the_probe_resolves_through_the_configured_server_and_times_each_stage() -> None:
     runner, port, seen = await site_server(200)
     transport, server = await dns_server({"shop.example": "127.0.0.1"})
-    monkeypatch.setattr("smart_operator.clients.probe.HTTP_PORT", port)
     try:
-        probe = HttpSiteProbe(5, resolver=server)
+        probe = HttpSiteProbe(5, resolver=server, http_port=port)
         checked = await probe.check(Site("shop.example", None, https=False))
         assert checked.ok and checked.stage == "ok" and checked.address == "127.0.0.1"
         assert checked.latency_ms is not None and checked.latency_ms > 0
@@ -205,23 +202,20 @@ async def test_the_probe_resolves_through_the_configured_server_and_times_each_s
         await runner.cleanup()
 
 
-async def test_the_probe_tells_which_stage_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_probe_tells_which_stage_failed() -> None:
     failing, port, _ = await site_server(502)
     missing, other, _ = await site_server(404)
-    monkeypatch.setattr("smart_operator.clients.probe.HTTP_PORT", port)
+    site = Site("shop.example", "127.0.0.1", https=False)
     try:
-        probe = HttpSiteProbe(5, resolver="status")
-        bad = await probe.check(Site("shop.example", "127.0.0.1", https=False))
+        probe = HttpSiteProbe(5, resolver="status", http_port=port, https_port=port)
+        bad = await probe.check(site)
         assert not bad.ok and bad.stage == "http" and bad.detail.startswith("HTTP: HTTP 502")
         assert "server address on the status" in bad.resolved_by
         # A 4xx is the site answering (no experiment yet answers 404 at /).
-        monkeypatch.setattr("smart_operator.clients.probe.HTTP_PORT", other)
-        assert (await probe.check(Site("shop.example", "127.0.0.1", https=False))).ok
-        monkeypatch.setattr("smart_operator.clients.probe.HTTP_PORT", free_port())
-        closed = await probe.check(Site("shop.example", "127.0.0.1", https=False))
+        assert (await HttpSiteProbe(5, resolver="status", http_port=other).check(site)).ok
+        closed = await HttpSiteProbe(5, resolver="status", http_port=free_port()).check(site)
         assert not closed.ok and closed.stage == "tcp" and closed.detail.startswith("TCP: ")
         # TLS to a plain HTTP server: the handshake fails, and the result says so.
-        monkeypatch.setattr("smart_operator.clients.probe.HTTPS_PORT", port)
         tls = await probe.check(Site("shop.example", "127.0.0.1", https=True))
         assert not tls.ok and tls.stage in ("tls", "timeout")
         nothing = await probe.check(Site("shop.example", None, https=False))
@@ -231,20 +225,16 @@ async def test_the_probe_tells_which_stage_failed(monkeypatch: pytest.MonkeyPatc
         await missing.cleanup()
 
 
-async def test_a_silent_server_is_a_timeout_within_the_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_silent_server_is_a_timeout_within_the_bound() -> None:
     held: list[asyncio.StreamWriter] = []
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)  # answers nothing, closes nothing: the test does
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    monkeypatch.setattr(
-        "smart_operator.clients.probe.HTTP_PORT", server.sockets[0].getsockname()[1]
-    )
+    port = server.sockets[0].getsockname()[1]
     try:
-        checked = await HttpSiteProbe(0.3, resolver="status").check(
+        checked = await HttpSiteProbe(0.3, resolver="status", http_port=port).check(
             Site("shop.example", "127.0.0.1", https=False)
         )
         assert not checked.ok and checked.stage == "timeout"

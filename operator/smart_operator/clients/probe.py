@@ -34,8 +34,6 @@ from smart_operator.uptime import USER_AGENT, CheckResult
 
 PAGE_LIMIT = 4 * 1024 * 1024
 """Read at most this much of a page (a larger one still counts as served)."""
-HTTP_PORT = 80
-HTTPS_PORT = 443
 RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
@@ -134,8 +132,13 @@ class HttpSiteProbe:
         resolver: str = "",
         ca_bundle: Path | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        http_port: int = 80,
+        https_port: int = 443,
     ) -> None:
+        """``http_port``, ``https_port``: where visitors connect (other ports only in
+        tests and benchmarks)."""
         self.timeout = timeout
+        self.http_port, self.https_port = http_port, https_port
         self.resolver = resolver
         self.clock = clock
         self.trust = ssl.create_default_context()
@@ -180,7 +183,7 @@ class HttpSiteProbe:
             state["address"] = address
             moment = mark("DNS", started)
             state["stage"] = "tcp"
-            port = HTTPS_PORT if site.https else HTTP_PORT
+            port = self.https_port if site.https else self.http_port
             try:
                 reader, writer = await asyncio.open_connection(address, port)
             except OSError as error:
