@@ -224,7 +224,7 @@ class OperatorSettings(BaseSettings):
 
     uptime_checks: bool = Field(
         default=True,
-        description="Check every Ready Domain's site from outside, as a visitor reaches it "
+        description="Check every set-up Domain's site from outside, as a visitor reaches it "
         "(DNS, TCP, TLS once it has a certificate, HTTP); false turns the checks off (no "
         "availability on the status, no Available condition)",
     )

@@ -9,6 +9,7 @@ import asyncio
 import json
 import socket
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -16,7 +17,9 @@ from dnslib import QTYPE, RR, A, DNSRecord
 
 from smart_operator import uptime
 from smart_operator.clients.probe import HttpSiteProbe, StageError, ask, dns_query, parse_answer
-from smart_operator.models.domain import AvailabilityStatus
+from smart_operator.errors import TemporaryFailure
+from smart_operator.handlers.domain import check_site
+from smart_operator.models.domain import AvailabilityStatus, Domain, DomainPhase, DomainStatus
 from smart_operator.ports import ObjectRef, Site
 from smart_operator.reconcile.uptime import SITES, UptimeChecker
 from smart_operator.settings import OperatorSettings
@@ -378,3 +381,52 @@ def test_the_settings_and_their_bounds() -> None:
         assert OperatorSettings(uptime_resolver=good).uptime_resolver == good
     with pytest.raises(ValueError, match="uptime_resolver"):
         OperatorSettings(uptime_resolver="dns.google")
+
+
+async def test_a_change_whose_write_failed_is_written_and_announced_at_the_next_check() -> None:
+    probe, resources, woken, clock = FakeProbe(), FakeResources(), [], [1000.0]
+    check = checker(probe, resources, woken, clock)
+    check.watch("u1", REF, Site("shop.example", "192.0.2.10", True), None)
+    watched = check.sites["u1"]
+    await check.check("u1", watched)
+    probe.ok = False
+    await check.check("u1", watched)
+    resources.fail("patch_status", TemporaryFailure("kubernetes", "503", 1))
+    await check.check("u1", watched)  # down, but the write fails
+    assert woken == [] and check.latest("u1") is not None
+    clock[0] += 1
+    await check.check("u1", watched)
+    assert resources.patches[-1][1]["availability"]["up"] is False and woken == ["u1"]
+
+
+def test_a_site_is_checked_once_set_up_whatever_its_agents_heartbeat_says() -> None:
+    check = checker(FakeProbe(), FakeResources(), [], [1000.0])
+    ctx = SimpleNamespace(uptime=check)
+    domain = Domain.model_validate(
+        {
+            "metadata": {"name": "shop", "namespace": "customer-acme", "uid": "u1"},
+            "spec": {"domain": "shop.example"},
+        }
+    )
+
+    def status(**conditions: str) -> DomainStatus:
+        return DomainStatus.model_validate(
+            {
+                "phase": "Provisioning",
+                "server": {"ipv4": "192.0.2.10"},
+                "certificate": {"notAfter": "2027-01-01T00:00:00Z"},
+                "conditions": [
+                    {"type": t, "status": s, "reason": "X", "lastTransitionTime": T0}
+                    for t, s in conditions.items()
+                ],
+            }
+        )
+
+    check_site("u1", domain, status(AgentInstalled="False"), ctx)  # type: ignore[arg-type]
+    assert "u1" not in check.sites
+    silent = status(AgentInstalled="True", AgentConnected="False")
+    check_site("u1", domain, silent, ctx)  # type: ignore[arg-type]
+    assert check.sites["u1"].site == Site("shop.example", "192.0.2.10", https=True)
+    gone = silent.model_copy(update={"phase": DomainPhase.DELETING})
+    check_site("u1", domain, gone, ctx)  # type: ignore[arg-type]
+    assert "u1" not in check.sites

@@ -70,7 +70,7 @@ class Context:
     authority: CertificateAuthority | None = None
     """The ACME CA of the sites' certificates; None with SMART_TLS=false."""
     uptime: UptimeChecker | None = None
-    """Checks the Ready Domains' sites from outside; None with SMART_UPTIME_CHECKS=false."""
+    """Checks the set-up Domains' sites from outside; None with SMART_UPTIME_CHECKS=false."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)

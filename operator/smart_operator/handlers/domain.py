@@ -8,10 +8,12 @@ from typing import Any
 import kopf
 
 from smart_operator import domains
+from smart_operator.conditions import is_true
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers.context import Context, context, run_daemon, wake
 from smart_operator.handlers.metrics import DOMAIN_CENSUS, STALE_READS, reconciling
 from smart_operator.models.common import GROUP, VERSION
+from smart_operator.models.conditions import ConditionType
 from smart_operator.models.domain import Domain, DomainPhase, DomainStatus
 from smart_operator.ports import ObjectRef, Site
 from smart_operator.settings import OperatorSettings
@@ -78,19 +80,27 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
 
 def check_site(uid: str, domain: Domain, status: DomainStatus, ctx: Context) -> None:
-    """A Ready Domain's site is checked from outside (over HTTPS once it has its
-    certificate); any other is not."""
+    """A Domain's site is checked from outside once it is set up (its agent, which runs
+    nginx, installed on a server its records point at), whatever the agent's heartbeat
+    says: a site whose agent died is one to watch. Over HTTPS once it has its
+    certificate."""
     checker = ctx.uptime
     if checker is None:
         return
-    if status.phase is not DomainPhase.READY or not status.server:
+    server = status.server
+    if (
+        status.phase is DomainPhase.DELETING
+        or server is None
+        or not server.ipv4
+        or not is_true(status.conditions, ConditionType.AGENT_INSTALLED)
+    ):
         checker.forget(uid)
         return
     meta = domain.metadata
     certificate = status.certificate
     site = Site(
         name=domain.spec.domain,
-        address=status.server.ipv4,
+        address=server.ipv4,
         https=bool(certificate and certificate.not_after),
     )
     checker.watch(uid, ObjectRef("domains", meta.name, meta.namespace), site, status.availability)

@@ -174,7 +174,12 @@ class DomainReconciler:
         """``Available`` from the uptime checker's ``status.availability`` (none before
         the first check, or with the checks off)."""
         availability = self.status.availability
-        if availability is None or not self.settings.uptime_checks:
+        if not self.settings.uptime_checks:  # turned off: no stale verdict stays
+            self.status.conditions = [
+                c for c in self.status.conditions if c.type != ConditionType.AVAILABLE
+            ]
+            return
+        if availability is None:
             return
         self.condition(
             ConditionType.AVAILABLE, *uptime.verdict(availability, self.settings.uptime_seconds)

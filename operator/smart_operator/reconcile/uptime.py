@@ -1,8 +1,8 @@
-"""The uptime checker: every Ready Domain's site checked from the platform side at a
+"""The uptime checker: every set-up Domain's site checked from the platform side at a
 steady interval, spread over time, with a bound on the checks in flight.
 
-The Domain daemons tell it which sites exist (``watch`` after each pass, ``forget``
-when a Domain stops being Ready, is deleted, or its daemon stops); ``run`` checks each
+The Domain daemons tell it which sites exist (``watch`` after each pass once its agent is
+installed, ``forget`` when it is deleted or its daemon stops); ``run`` checks each
 at its own offset inside ``SMART_UPTIME_SECONDS`` (``uptime.next_due``), through the
 ``SiteProbe`` port. Each result is folded into the Domain's ``status.availability``
 (``uptime.record``), which this checker alone writes: at once when the site goes down
@@ -54,6 +54,8 @@ class Watched:
     due: float
     written_at: float = float("-inf")
     running: bool = False
+    flipped: bool = False
+    """The site went down or came back, and that is not written yet."""
 
 
 class UptimeChecker:
@@ -163,13 +165,15 @@ class UptimeChecker:
             after = uptime.record(before, result, self.failures)
             watched.availability = after
             SITES.record(uid, watched.ref, after)
-            flipped = uptime.changed(before, after)
+            if uptime.changed(before, after):
+                watched.flipped = True  # until written: a failed write is tried again
             now = self.clock()
-            if flipped or now - watched.written_at >= self.write_seconds:
+            if watched.flipped or now - watched.written_at >= self.write_seconds:
                 payload = after.model_dump(mode="json", by_alias=True, exclude_none=True)
                 await self.resources.patch_status(watched.ref, {"availability": payload})
                 watched.written_at = now
-            if flipped:
+            if watched.flipped:
+                watched.flipped = False
                 log.log(
                     logging.WARNING if not after.up else logging.INFO,
                     "%s/%s: site %s: %s",
