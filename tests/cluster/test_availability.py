@@ -90,7 +90,7 @@ def test_a_stopped_nginx_turns_available_false_within_the_documented_time_and_ba
     print(f"Available turned False {took:.1f} s after nginx stopped")
     assert down["reason"] == "SiteDown"
     assert re.search(r"\(\d+ checks in a row failed\)", down["message"]), down["message"]
-    assert "TCP" in down["message"] and address in down["message"]
+    assert f"TCP: {address}:443: Connection refused" in down["message"]
     assert availability(cluster, namespace, "up")["up"] is False
     eventually(lambda: events(cluster, namespace, "SiteDown"), 30, "a SiteDown Event")
     assert events(cluster, namespace, "SiteDown")[0]["type"] == "Warning"

@@ -217,7 +217,8 @@ async def test_the_probe_tells_which_stage_failed() -> None:
         # A 4xx is the site answering (no experiment yet answers 404 at /).
         assert (await HttpSiteProbe(5, resolver="status", http_port=other).check(site)).ok
         closed = await HttpSiteProbe(5, resolver="status", http_port=free_port()).check(site)
-        assert not closed.ok and closed.stage == "tcp" and closed.detail.startswith("TCP: ")
+        assert not closed.ok and closed.stage == "tcp"
+        assert closed.detail.startswith("TCP: 127.0.0.1:") and "Connection refused" in closed.detail
         # TLS to a plain HTTP server: the handshake fails, and the result says so.
         tls = await probe.check(Site("shop.example", "127.0.0.1", https=True))
         assert not tls.ok and tls.stage in ("tls", "timeout")

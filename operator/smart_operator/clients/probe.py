@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
 import ssl
@@ -35,6 +36,11 @@ from smart_operator.uptime import USER_AGENT, CheckResult
 PAGE_LIMIT = 4 * 1024 * 1024
 """Read at most this much of a page (a larger one still counts as served)."""
 RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def _reason(error: OSError) -> str:
+    """ "Connection refused", not asyncio's "Connect call failed ('192.0.2.1', 443)"."""
+    return os.strerror(error.errno) if error.errno else str(error)
 
 
 class StageError(Exception):
@@ -187,7 +193,7 @@ class HttpSiteProbe:
             try:
                 reader, writer = await asyncio.open_connection(address, port)
             except OSError as error:
-                raise StageError("tcp", f"{address}:{port}: {error.strerror or error}") from None
+                raise StageError("tcp", f"{address}:{port}: {_reason(error)}") from None
             try:
                 moment = mark("TCP", moment)
                 if site.https:
@@ -237,7 +243,7 @@ class HttpSiteProbe:
             return self._result(False, None, "timeout", detail, marks, state["address"])
         except OSError as error:  # a connection reset while reading, say
             stage = state["stage"] or "http"
-            detail = f"{error.strerror or error}"
+            detail = _reason(error)
             return self._result(False, None, stage, detail, marks, state["address"])
         elapsed = 1000 * (self.clock() - started)
         return self._result(True, elapsed, "ok", outcome, marks, state["address"])
