@@ -144,6 +144,11 @@ def operator(
         "SMART_DNS_SWEEP_SECONDS": "10",
         "SMART_SWEEP_GRACE_SECONDS": "3",
         "SMART_DEPLOY_CHECK_SECONDS": "2",
+        # Each site checked from outside every second, down after 3 failures in a row,
+        # its figures written every 5 s (a change at once).
+        "SMART_UPTIME_SECONDS": "1",
+        "SMART_UPTIME_TIMEOUT_SECONDS": "2",
+        "SMART_UPTIME_WRITE_SECONDS": "5",
         # The agents report and beat every second instead of every minute; and they
         # take the visitor's address from X-Forwarded-For when the request comes from
         # the host (the traffic generator, standing in for a proxy such as Cloudflare's).

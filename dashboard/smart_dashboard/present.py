@@ -358,6 +358,46 @@ def _outcome(outcome: str, decision: object, more: int, control: str | None) -> 
     return Badge("Undecided", "info"), reason or "No variant is clearly better yet."
 
 
+def availability_pct(value: float | None) -> str:
+    """ "99.93%": truncated, never rounded up, so a site that missed checks never shows
+    100%; "—" without checks."""
+    if value is None:
+        return "\u2014"
+    if value >= 100:
+        return "100%"
+    return f"{math.floor(value * 100) / 100:.2f}%"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """The site as visitors reach it, measured from the platform (``status.availability``)."""
+
+    day: str
+    month: str
+    latency: str
+    up: bool
+    note: str
+
+
+def availability(domain: Domain, now: datetime) -> Availability | None:
+    """The card's availability figures; None before the first outside check."""
+    measured = domain.status.availability if domain.status else None
+    if measured is None:
+        return None
+    if measured.up:
+        note = f"checked {ago(measured.checked_at, now)}"
+    else:
+        note = f"down since {ago(measured.since, now)}: {measured.last_result}"
+    latency = f"{measured.latency_ms:,.0f} ms" if measured.latency_ms is not None else "\u2014"
+    return Availability(
+        day=availability_pct(measured.percent24h),
+        month=availability_pct(measured.percent30d),
+        latency=latency,
+        up=measured.up,
+        note=note,
+    )
+
+
 @dataclass(frozen=True)
 class DomainCard:
     domain: Domain
@@ -365,7 +405,7 @@ class DomainCard:
     ready: bool
     why: list[Condition]
     last_seen: str
-    uptime: str | None
+    availability: Availability | None
     experiments: int
     best: Estimate | None
     best_label: str | None
@@ -377,9 +417,6 @@ def domain_card(domain: Domain, summaries: list[ExperimentSummary], now: datetim
     ready_condition = condition(conditions, "Ready")
     ready = bool(ready_condition and ready_condition.status == "True")
     agent = status.agent if status else None
-    uptime = (
-        duration((now - agent.started_at).total_seconds()) if agent and agent.started_at else None
-    )
     mine = [s for s in summaries if s.experiment.spec.domain_ref == domain.metadata.name]
     best: Estimate | None = None
     best_label: str | None = None
@@ -397,7 +434,7 @@ def domain_card(domain: Domain, summaries: list[ExperimentSummary], now: datetim
         ready=ready,
         why=problems(conditions) if not ready else [],
         last_seen=ago(agent.last_seen if agent else None, now),
-        uptime=uptime,
+        availability=availability(domain, now),
         experiments=len(mine),
         best=best,
         best_label=best_label,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from smart_operator.keys import SSHKeyPair
+from smart_operator.uptime import CheckResult
 
 # -- views of provider objects ----------------------------------------------------------
 
@@ -399,6 +400,29 @@ class Events(Protocol):
     """Kubernetes Events about one object."""
 
     def post(self, type: EventType, reason: str, message: str) -> None: ...
+
+
+# -- outside checks of the sites -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Site:
+    """A Domain's site as a visitor reaches it."""
+
+    name: str
+    """The name visitors type (``spec.domain``)."""
+    address: str | None
+    """The server's address on the status (used only when DNS is not checked)."""
+    https: bool
+    """Whether the site has its certificate: checked over HTTPS, else plain HTTP."""
+
+
+class SiteProbe(Protocol):
+    """One check of a site, from the platform side: DNS, TCP, TLS, HTTP."""
+
+    async def check(self, site: Site) -> CheckResult:
+        """Never raises for what it finds: a failure is a ``CheckResult`` saying where."""
+        ...
 
 
 # -- billing ----------------------------------------------------------------------------

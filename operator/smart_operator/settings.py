@@ -222,6 +222,53 @@ class OperatorSettings(BaseSettings):
         "customer may use elsewhere",
     )
 
+    uptime_checks: bool = Field(
+        default=True,
+        description="Check every set-up Domain's site from outside, as a visitor reaches it "
+        "(DNS, TCP, TLS once it has a certificate, HTTP); false turns the checks off (no "
+        "availability on the status, no Available condition)",
+    )
+    uptime_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often each Domain's site is checked; every Domain has its own "
+        "offset inside the interval, so the checks are spread over time",
+    )
+    uptime_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Failed checks in a row after which a site counts as down (Available "
+        "False, a Warning Event, smartserver_site_up 0)",
+    )
+    uptime_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="The longest one check may take, DNS to last byte"
+    )
+    uptime_concurrency: int = Field(
+        default=100,
+        ge=1,
+        description="Most checks in flight at once: with every site timing out, the checker "
+        "keeps up with concurrency / timeout checks a second (10 a second by default)",
+    )
+    uptime_write_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often a Domain's availability figures are written to its status "
+        "while nothing changes; a site going down or coming back is written at once",
+    )
+    uptime_resolver: str = Field(
+        default="",
+        pattern=r"^(|status|[0-9a-fA-F.:\[\]]+:[0-9]{1,5})$",
+        description="How the checks resolve a Domain's name: empty means the system "
+        "resolver, as visitors do; host:port asks that DNS server directly (for example a "
+        "test world's nameserver); 'status' skips DNS and connects to the server address "
+        "on the status (said so in the condition)",
+    )
+    uptime_ca_bundle: Path | None = Field(
+        default=None,
+        description="Extra CA certificates the checks trust for the sites' HTTPS (a test "
+        "CA such as Pebble's root); the system's trust store is always used too",
+    )
+
     @property
     def acme_directory(self) -> str:
         """The ACME directory in use."""

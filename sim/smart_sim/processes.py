@@ -410,6 +410,18 @@ class Clouds:
             env["SMART_ACME_CA_BUNDLE"] = str(self.pebble.api_ca)
             # The zone DNS server answers at once: nothing to wait for.
             env["SMART_ACME_PROPAGATION_SECONDS"] = "0"
+            # The outside checks resolve the sites' names where the world's resolvers
+            # would learn them (the zone DNS server: this world has no public resolver),
+            # and trust Pebble's root as browsers trust Let's Encrypt's.
+            env["SMART_UPTIME_RESOLVER"] = f"{self.host}:{self.dns_port}"
+            env["SMART_UPTIME_CA_BUNDLE"] = str(self.pebble.root_file)
+        elif self.booted:
+            # No DNS server answers for the zones here: the checks connect to the server
+            # address on the status, and say so.
+            env["SMART_UPTIME_RESOLVER"] = "status"
+        if not self.booted:
+            # API objects only: their addresses serve nothing to check.
+            env["SMART_UPTIME_CHECKS"] = "false"
         if self.booted:
             # The operator reaches servers from the gateway, over their port 22.
             env["SMART_SSH_SOURCES"] = json.dumps([f"{self.gateway}/32"])

@@ -883,7 +883,7 @@ def test_network_policies_let_each_component_take_and_open_only_what_it_needs(
             (6443, "TCP", api),
         }
         if component == "operator":
-            expected |= {(22, "TCP", "null"), (443, "TCP", "null")}
+            expected |= {(22, "TCP", "null"), (80, "TCP", "null"), (443, "TCP", "null")}
         assert egress == expected, component
     assert {
         p["port"] for r in policies[f"{RELEASE}-intake"]["spec"]["ingress"] for p in r["ports"]

@@ -204,6 +204,7 @@ CACHED = "smartserver_intake_cached_objects"
 WRITES = "smartserver_intake_writes_total"
 DELAY = "smartserver_intake_report_delay_seconds_bucket"
 SYNCED = "smartserver_intake_synced"
+SITE_UP = "smartserver_site_up"
 
 ALERT_CASES = {
     "reconcile errors fire": AlertCase(
@@ -459,6 +460,32 @@ ALERT_CASES = {
             )
         ],
     ),
+    "a site down for visitors fires": AlertCase(
+        "SmartServerSiteDown",
+        [
+            series(
+                SITE_UP, "1 1 0x10", domain_namespace="customer-acme", domain="shop", pod="op-1"
+            ),
+            series(SITE_UP, "1x12", domain_namespace="customer-acme", domain="blog", pod="op-1"),
+        ],
+        "6m",
+        [
+            fired(
+                {"severity": "critical", "domain_namespace": "customer-acme", "domain": "shop"},
+                "customer-acme/shop is down for visitors",
+                "The platform's outside checks of the site have failed several times in a row "
+                "for more than 2 minutes. kubectl describe domain shop -n customer-acme: the "
+                "Available condition names the stage that fails (DNS, TCP, TLS or HTTP) and "
+                "what it saw.",
+            )
+        ],
+    ),
+    "a site that comes back within two minutes is quiet": AlertCase(
+        "SmartServerSiteDown",
+        [series(SITE_UP, "1 0 0 1x10", domain_namespace="customer-acme", domain="shop")],
+        "3m",
+        [],
+    ),
     "an intake that syncs after a restart is quiet": AlertCase(
         "SmartServerIntakeNotSynced", [series(SYNCED, "0 0 1x13", pod="in-1")], "12m", []
     ),
@@ -505,7 +532,7 @@ def exported_metrics() -> set[str]:
     """Every sample name the operator and the intake export, read from their
     prometheus_client definitions."""
     names: set[str] = set()
-    pattern = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"(smartserver_\w+)\"")
+    pattern = re.compile(r"\b(Counter|Gauge|Histogram|GaugeMetricFamily)\(\s*\"(smartserver_\w+)\"")
     for source in (ROOT / "operator").rglob("*.py"):
         for kind, name in pattern.findall(source.read_text()):
             if kind == "Counter":

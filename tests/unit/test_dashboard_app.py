@@ -106,9 +106,25 @@ def domain(ns: str, name: str, fqdn: str, ready: bool) -> dict[str, Any]:
             "phase": "Ready" if ready else "Verifying",
             "server": {"ipv4": "10.1.2.3", "ipv6": "2a01:4f8::1"},
             "agent": {"version": "1.0", "lastSeen": NOW, "startedAt": NOW},
+            **({"availability": AVAILABILITY} if ready else {}),
             "conditions": conditions,
         },
     }
+
+
+AVAILABILITY = {
+    "up": True,
+    "since": NOW,
+    "checkedAt": NOW,
+    "latencyMs": 84.4,
+    "consecutiveFailures": 0,
+    "lastResult": "HTTPS 200 (DNS 1 ms, TCP 1 ms, TLS 9 ms, first byte 70 ms, page 3 ms)",
+    "resolvedBy": "name resolved by the system resolver",
+    "percent24h": 99.93,
+    "percent30d": 99.999,
+    "hourly": [],
+    "daily": [],
+}
 
 
 def experiment(
@@ -220,6 +236,12 @@ async def test_every_page_renders(client: TestClient[Any, Any]) -> None:
         text = await response.text()
         assert response.status == 200, (path, text[-2000:])
         assert "Content-Security-Policy" in response.headers
+    # Availability measured from outside, on the domain card: never rounded up to 100%.
+    home = await (await client.get("/")).text()
+    assert '<span data-testid="availability-24h">99.93%</span>' in home
+    assert '<span data-testid="availability-30d">99.99%</span>' in home
+    assert "84 ms" in home and "Not checked yet" in home  # blog: no check yet
+    assert "Agent uptime" not in home
     pricing = await (await client.get("/experiments/pricing")).text()
     assert "Not enough data yet: about 1,740 more visitors" in pricing
     assert "+38.0%" not in pricing  # no bare estimate before there is enough data

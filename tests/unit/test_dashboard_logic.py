@@ -178,3 +178,35 @@ def test_an_uplift_the_data_cannot_yet_bound_from_above_says_so() -> None:
     del status["variants"][1]["upliftHigh"]
     row = summarize(Experiment.model_validate({"kind": "Experiment", **raw})).rows[1]
     assert row.uplift.interval == "+10.0% to over +1,000%"
+
+
+def test_the_availability_on_a_domain_card_says_when_a_site_is_down_and_why() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from smart_dashboard.present import availability, availability_pct
+    from smart_operator.models import Domain
+
+    assert availability_pct(None) == "\u2014" and availability_pct(100) == "100%"
+    assert availability_pct(99.999) == "99.99%" and availability_pct(50) == "50.00%"
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    body = {
+        "metadata": {"name": "shop", "namespace": "customer-acme"},
+        "spec": {"domain": "shop.example"},
+        "status": {
+            "availability": {
+                "up": False,
+                "since": (now - timedelta(minutes=5)).isoformat(),
+                "checkedAt": now.isoformat(),
+                "consecutiveFailures": 7,
+                "lastResult": "TCP: 192.0.2.1:443: Connection refused",
+                "percent24h": 97.5,
+                "percent30d": 99.9,
+            }
+        },
+    }
+    shown = availability(Domain.model_validate(body), now)
+    assert shown is not None and not shown.up
+    assert (shown.day, shown.month, shown.latency) == ("97.50%", "99.90%", "\u2014")
+    assert shown.note == "down since 5 min ago: TCP: 192.0.2.1:443: Connection refused"
+    del body["status"]
+    assert availability(Domain.model_validate(body), now) is None

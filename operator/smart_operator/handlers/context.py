@@ -38,6 +38,7 @@ from smart_operator.reconcile.customer import CustomerReconciler
 from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.experiment import ExperimentReconciler
 from smart_operator.reconcile.status import StatusWriter
+from smart_operator.reconcile.uptime import UptimeChecker
 from smart_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Context:
     """Stripe; None when billing is off (no key configured)."""
     authority: CertificateAuthority | None = None
     """The ACME CA of the sites' certificates; None with SMART_TLS=false."""
+    uptime: UptimeChecker | None = None
+    """Checks the set-up Domains' sites from outside; None with SMART_UPTIME_CHECKS=false."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)

@@ -8,12 +8,14 @@ from typing import Any
 import kopf
 
 from smart_operator import domains
+from smart_operator.conditions import is_true
 from smart_operator.errors import ExternalError, TemporaryFailure
-from smart_operator.handlers.context import context, run_daemon, wake
+from smart_operator.handlers.context import Context, context, run_daemon, wake
 from smart_operator.handlers.metrics import DOMAIN_CENSUS, STALE_READS, reconciling
 from smart_operator.models.common import GROUP, VERSION
-from smart_operator.models.domain import Domain
-from smart_operator.ports import ObjectRef
+from smart_operator.models.conditions import ConditionType
+from smart_operator.models.domain import Domain, DomainPhase, DomainStatus
+from smart_operator.ports import ObjectRef, Site
 from smart_operator.settings import OperatorSettings
 
 DOMAINS = (GROUP, VERSION, "domains")
@@ -28,6 +30,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
         async def one_pass() -> float:
             current = dict(body)
+            if ctx.uptime is not None:
+                current = ctx.uptime.overlay(uid, current)
             if domains.watched_behind(Domain.model_validate(current), ctx.steady_at.get(uid)):
                 STALE_READS.inc()
                 meta = current["metadata"]
@@ -38,13 +42,18 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             reconciler = ctx.domain(current, stopping=stopped.is_set)
             delay = await reconciler.run()
             DOMAIN_CENSUS.record(uid, reconciler.domain, reconciler.status)
+            check_site(uid, reconciler.domain, reconciler.status, ctx)
             if domains.is_steady(reconciler.status, reconciler.generation):
                 ctx.steady_at[uid] = reconciler.generation
             else:
                 ctx.steady_at.pop(uid, None)
             return delay
 
-        await run_daemon(ctx, uid, stopped, "Domain", one_pass)
+        try:
+            await run_daemon(ctx, uid, stopped, "Domain", one_pass)
+        finally:  # deleted, or this replica stopped being the active one
+            if ctx.uptime is not None:
+                ctx.uptime.forget(uid)
 
     @kopf.on.update(*DOMAINS, field="spec", registry=registry)
     async def domain_changed(uid: str, memo: kopf.Memo, **_: Any) -> None:
@@ -56,6 +65,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     ) -> None:
         ctx = context(memo)
         DOMAIN_CENSUS.forget(uid)
+        if ctx.uptime is not None:
+            ctx.uptime.forget(uid)
         ctx.steady_at.pop(uid, None)
         with reconciling("Domain"):
             try:
@@ -66,3 +77,30 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             except ExternalError as error:
                 raise kopf.TemporaryError(f"{error}; retrying", delay=30) from error
         logger.info("removed the server, firewall and DNS records of %s", body["spec"]["domain"])
+
+
+def check_site(uid: str, domain: Domain, status: DomainStatus, ctx: Context) -> None:
+    """A Domain's site is checked from outside once it is set up (its agent, which runs
+    nginx, installed on a server its records point at), whatever the agent's heartbeat
+    says: a site whose agent died is one to watch. Over HTTPS once it has its
+    certificate."""
+    checker = ctx.uptime
+    if checker is None:
+        return
+    server = status.server
+    if (
+        status.phase is DomainPhase.DELETING
+        or server is None
+        or not server.ipv4
+        or not is_true(status.conditions, ConditionType.AGENT_INSTALLED)
+    ):
+        checker.forget(uid)
+        return
+    meta = domain.metadata
+    certificate = status.certificate
+    site = Site(
+        name=domain.spec.domain,
+        address=server.ipv4,
+        https=bool(certificate and certificate.not_after),
+    )
+    checker.watch(uid, ObjectRef("domains", meta.name, meta.namespace), site, status.availability)

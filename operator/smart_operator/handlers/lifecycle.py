@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -18,14 +20,16 @@ from smart_operator.clients.hetzner import Hetzner
 from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.clients.kube import Kube
 from smart_operator.clients.kubeapi import connect
+from smart_operator.clients.probe import HttpSiteProbe
 from smart_operator.clients.ssh import SSHDeployer
 from smart_operator.clients.stripe import StripeBilling
-from smart_operator.handlers.context import Context
+from smart_operator.handlers.context import Context, wake
 from smart_operator.keys import SSHKeyPair, generate_ssh_key, same_key, stored_key_pair
 from smart_operator.models.common import GROUP
 from smart_operator.plans import load_catalog
 from smart_operator.ports import Cloud, Identity
 from smart_operator.reconcile.domain import DnsCheckSchedule
+from smart_operator.reconcile.uptime import UptimeChecker
 from smart_operator.settings import OperatorSettings
 
 SSH_SECRET = "smart-operator-ssh"  # noqa: S105 (a Secret's name)
@@ -100,6 +104,24 @@ def ssh_keys(data: dict[str, str], where: str) -> tuple[SSHKeyPair, SSHKeyPair |
 Closer = Callable[[], Awaitable[None]]
 
 
+def uptime_checker(ctx: Context) -> UptimeChecker:
+    """The outside checks of the sites, from this process; a site going down or coming
+    back wakes its Domain's daemon, whose pass turns it into the Available condition."""
+    settings = ctx.settings
+    probe = HttpSiteProbe(
+        settings.uptime_timeout_seconds, settings.uptime_resolver, settings.uptime_ca_bundle
+    )
+    return UptimeChecker(
+        probe,
+        ctx.kube,
+        interval=settings.uptime_seconds,
+        failures=settings.uptime_failures,
+        concurrency=settings.uptime_concurrency,
+        write_seconds=settings.uptime_write_seconds,
+        on_change=lambda uid: wake(ctx, uid),
+    )
+
+
 async def connect_cloud(kube: Kube, settings: OperatorSettings) -> tuple[Cloud, Closer] | None:
     """The providers' clients and shared views, and how to close them; None without
     credentials."""
@@ -155,6 +177,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             deployer=SSHDeployer(),
             dns_schedule=DnsCheckSchedule(operator_settings.dns_drift_seconds, allowance.try_take),
         )
+        if operator_settings.uptime_checks:
+            memo.context.uptime = uptime_checker(memo.context)
+            memo.uptime_task = asyncio.create_task(memo.context.uptime.run(), name="uptime")
         if operator_settings.agent_bundle is not None:
             bundle = AgentBundle.load(operator_settings.agent_bundle)
             memo.context.installer = BundleInstaller(bundle)
@@ -203,6 +228,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        task = getattr(memo, "uptime_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if getattr(memo, "context", None) is not None:
             if getattr(memo, "close_cloud", None) is not None:
                 await memo.close_cloud()

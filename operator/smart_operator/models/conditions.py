@@ -32,6 +32,9 @@ class ConditionType(StrEnum):
     PAUSED = "Paused"
     CERTIFICATE_READY = "CertificateReady"
     """The site's TLS certificate is issued, installed and not close to expiry."""
+    AVAILABLE = "Available"
+    """Visitors reach the site: the platform's outside checks pass (``uptime``). Not part
+    of Ready, which says the platform has done its part."""
     # Experiment
     CONFIG_VALID = "ConfigValid"
     DEPLOYED = "Deployed"
@@ -136,6 +139,10 @@ class Reason(StrEnum):
     RENEWAL_FAILED = "RenewalFailed"
     """An issuance or renewal failed; retried with backoff (also a Warning and a metric)."""
     ACME_NOT_CONFIGURED = "AcmeNotConfigured"
+    # -- Domain availability ---------------------------------------------------------------
+    SITE_REACHABLE = "SiteReachable"
+    SITE_DOWN = "SiteDown"
+    """Several outside checks in a row failed (also a Warning and an alert)."""
 
 
 def as_reason(text: str) -> Reason:
@@ -176,6 +183,7 @@ WARNINGS = frozenset(
         Reason.HOST_KEY_MISMATCH,
         Reason.UNREACHABLE,
         Reason.REVISION_REFUSED,
+        Reason.SITE_DOWN,
     }
 )
 """Reasons reported as Warning Events; every other reason change is a Normal Event."""
@@ -191,6 +199,7 @@ QUIET = frozenset(
         Reason.SUBSCRIPTION_PENDING,
         Reason.WAITING_FOR_SERVER,
         Reason.WAITING_FOR_AGENT,
+        Reason.SITE_REACHABLE,
     }
 )
 """Reasons that post no Event when a condition first appears with them: the expected

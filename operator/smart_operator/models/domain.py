@@ -225,9 +225,74 @@ class CertificateStatus(CamelModel):
     last_attempt: datetime | None = Field(default=None, description="The latest attempt")
 
 
+class AvailabilityBucket(CamelModel):
+    """The outside checks of one hour or one day: how many there were, how many passed."""
+
+    start: datetime = Field(description="Start of the hour or day (UTC)")
+    ok: int = Field(ge=0, description="Checks that passed")
+    total: int = Field(ge=0, description="Checks made")
+
+
+class AvailabilityStatus(CamelModel):
+    """The site as a visitor reaches it, checked from the platform (docs/operations.md,
+    "Availability"): the name resolved, a TCP connection, TLS once the site has its
+    certificate, and an HTTP request answered with a status below 500. Written by the
+    operator's uptime checker (``reconcile.uptime``) only; the Available condition is
+    derived from it."""
+
+    up: bool = Field(
+        description="False once the configured number of checks in a row failed "
+        "(SMART_UPTIME_FAILURES), true again at the first check that passes"
+    )
+    since: datetime = Field(description="When the site last went up or down")
+    checked_at: datetime = Field(description="When the latest check ended")
+    latency_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="The latest check's time from the DNS query to the last byte of the "
+        "page, in milliseconds (absent when it failed)",
+    )
+    consecutive_failures: int = Field(default=0, ge=0, description="Failed checks in a row")
+    last_result: str = Field(
+        default="", max_length=400, description="What the latest check saw, stage by stage"
+    )
+    address: str | None = Field(default=None, description="The address the latest check reached")
+    resolved_by: str = Field(
+        default="",
+        max_length=120,
+        description="How the name was resolved: the system resolver (as visitors do), a "
+        "configured DNS server, or the server address on this status (DNS not checked)",
+    )
+    percent24h: float | None = Field(
+        default=None,
+        alias="percent24h",
+        ge=0,
+        le=100,
+        description="Checks passed over the last 24 hours (%)",
+    )
+    percent30d: float | None = Field(
+        default=None,
+        alias="percent30d",
+        ge=0,
+        le=100,
+        description="Checks passed over the last 30 days (%)",
+    )
+    hourly: list[AvailabilityBucket] = Field(
+        default_factory=list,
+        max_length=24,
+        description="This hour and the 23 before it: the 24-hour figure",
+    )
+    daily: list[AvailabilityBucket] = Field(
+        default_factory=list,
+        max_length=30,
+        description="This day and the 29 before it: the 30-day figure",
+    )
+
+
 class DomainStatus(StatusModel):
     """The operator writes everything but ``agent``, which the intake writes from the
-    agent's heartbeats."""
+    agent's heartbeats. Inside the operator, ``availability`` is written by the uptime
+    checker alone (the reconciler copies it through untouched)."""
 
     WRITERS: ClassVar[Mapping[str, Writer]] = {"agent": Writer.INTAKE}
 
@@ -238,6 +303,7 @@ class DomainStatus(StatusModel):
     dns: DNSStatus | None = None
     agent: AgentStatus | None = None
     certificate: CertificateStatus | None = None
+    availability: AvailabilityStatus | None = None
     intake_key_hash: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -260,6 +326,7 @@ class Domain(Resource):
             READY_COLUMN,
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("IPv4", ".status.server.ipv4"),
+            PrinterColumn("Up-24h", ".status.availability.percent24h", type="number"),
             PrinterColumn("Cert-Expiry", ".status.certificate.notAfter", type="date"),
             PrinterColumn("Server", ".status.server.name", priority=1),
             PrinterColumn("Type", ".spec.server.type", priority=1),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from smart_operator import certificates, domains
+from smart_operator import certificates, domains, uptime
 from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import is_true, now, set_condition
@@ -166,8 +166,24 @@ class DomainReconciler:
 
     async def run(self) -> float:
         delay = await self._pass()
+        self.availability_condition()
         await self.flush()
         return delay
+
+    def availability_condition(self) -> None:
+        """``Available`` from the uptime checker's ``status.availability`` (none before
+        the first check, or with the checks off)."""
+        availability = self.status.availability
+        if not self.settings.uptime_checks:  # turned off: no stale verdict stays
+            self.status.conditions = [
+                c for c in self.status.conditions if c.type != ConditionType.AVAILABLE
+            ]
+            return
+        if availability is None:
+            return
+        self.condition(
+            ConditionType.AVAILABLE, *uptime.verdict(availability, self.settings.uptime_seconds)
+        )
 
     async def _pass(self) -> float:
         cloud = self.cloud

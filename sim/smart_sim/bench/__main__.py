@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from smart_sim.bench import agent, boot, controlplane, dashboard, domains, intake, node, tls
+from smart_sim.bench import (
+    agent,
+    boot,
+    controlplane,
+    dashboard,
+    domains,
+    intake,
+    node,
+    tls,
+    uptime,
+)
 
 BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
@@ -16,6 +26,7 @@ BENCHMARKS: dict[str, Callable[..., None]] = {
     "dashboard": dashboard.run,
     "boot": boot.run,
     "node": node.run,
+    "uptime": uptime.run,
 }
 
 
