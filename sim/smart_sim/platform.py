@@ -1,7 +1,8 @@
 """Installs the platform's cluster-side pieces into a control plane: the CRDs, the
-template catalogue, kopf's peering resources, and the namespace, accounts and least-privilege RBAC of the
-operator and the results intake, with the admission policies that narrow it,
-all from the same files a real installation uses (``crds/``, ``manifests/``)."""
+template catalogue, kopf's peering resources, and the namespace, accounts and
+least-privilege RBAC of the operator and the results intake, with the admission
+policies that narrow it, all from the same files a real installation uses (``crds/``,
+``manifests/``)."""
 
 from __future__ import annotations
 
