@@ -524,6 +524,8 @@ class FakeDeployer(Failing):
         super().__init__()
         self.current: dict[tuple[str, str], str] = {}
         self.uploads = 0
+        self.files: dict[str, bytes] = {}
+        """The files of the last revision deployed."""
 
     async def deploy(
         self, target: Target, experiment: str, revision: str, files: dict[str, bytes]
@@ -533,6 +535,7 @@ class FakeDeployer(Failing):
         uploaded = self.current.get(key) != revision
         self.uploads += int(uploaded)
         self.current[key] = revision
+        self.files = dict(files)
         return DeployResult(uploaded, uploaded, revision)
 
     async def remove(self, target: Target, experiment: str) -> None:

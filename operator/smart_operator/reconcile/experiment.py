@@ -29,7 +29,13 @@ from smart_operator.models.experiment import Experiment, ExperimentPhase, Experi
 from smart_operator.ports import Deployer, Events, ObjectRef, Resources, Target
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
-from smart_operator.templates import ConfigError, Template, resolve, validate_config
+from smart_operator.templates import (
+    ConfigError,
+    InvalidTemplateConfig,
+    Template,
+    resolve,
+    validate_config,
+)
 
 RETRY_SECONDS = 5.0
 # A heartbeat received this long after a deploy names what the agent serves since.
@@ -87,7 +93,6 @@ class ExperimentReconciler:
         errors = validate_config(spec, template.spec)
         if errors:
             return self.invalid(errors, Reason.INVALID_TEMPLATE_CONFIG)
-        self.status.template = template.pin()
         self.condition(
             ConditionType.CONFIG_VALID,
             "True",
@@ -218,7 +223,18 @@ class ExperimentReconciler:
             domain_paused=domain is not None and domain.spec.paused,
             customer_suspended=await self.customer_suspended(),
         )
-        revision = revisions.build_revision(self.experiment, serving, template.spec)
+        try:
+            revision = revisions.build_revision(self.experiment, serving, template.spec)
+        except InvalidTemplateConfig as error:
+            return self.invalid(
+                [
+                    ConfigError(f"{template.kind} {template.object}: {e.path}", e.message)
+                    for e in error.errors
+                ],
+                Reason.TEMPLATE_UNAVAILABLE,
+            )
+        # Pinned from the first deployment on: a newer version changes nothing here.
+        self.status.template = template.pin()
         names = [v.name for v in self.experiment.spec.variants]
         previous = self.read.deployed_revision
         if self.read.deployed_server != target.server_id:

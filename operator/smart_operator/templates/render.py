@@ -3,7 +3,9 @@
 ``render_variant(spec, template, variant)`` returns a ``RenderedVariant``: the files of
 that variant's document root (relative path -> bytes) and, for performance templates,
 its nginx fragment (see ``smart_operator.templates.nginx``).
-``render_experiment(spec, template)`` renders them all. ``template`` is the
+``render_experiment(spec, template)`` renders them all. A page the template cannot
+render (an undefined name, an operation the sandbox refuses) raises
+``InvalidTemplateConfig`` naming the file. ``template`` is the
 ``TemplateSpec`` of the resource the Experiment names (``templates.resolve``); its
 ``files`` are rendered by a sandboxed Jinja2 (a customer's private template is code
 the operator runs: the sandbox allows no attribute access to Python internals, and
@@ -50,7 +52,7 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple, get_args
 from urllib.parse import urlencode, urlsplit
 
-from jinja2 import DictLoader, StrictUndefined, TemplateSyntaxError
+from jinja2 import DictLoader, StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from smart_operator.models.experiment import ExperimentSpec, Variant
@@ -230,7 +232,11 @@ def _render(
             "is_last": index == len(steps) - 1,
             "next_page": steps[index + 1].page if index + 1 < len(steps) else None,
         }
-        files[step.page] = env.get_template(step.source).render(context).encode()
+        try:
+            files[step.page] = env.get_template(step.source).render(context).encode()
+        except TemplateError as exc:  # a template's own mistake, or what the sandbox refused
+            problem = ConfigError(f"spec.files[{step.source}]", f"does not render: {exc}")
+            raise InvalidTemplateConfig([problem]) from exc
     if "site.css" in meta.files:
         files["assets/site.css"] = meta.files["site.css"].encode()
     if "favicon.svg.j2" in meta.files:
