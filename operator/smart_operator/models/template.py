@@ -295,11 +295,11 @@ class TemplateSpec(_Frozen):
                 "every page's source must be a file of spec.files",
             ),
             (
-                "self.components.all(c, c in self.sections)",
+                "self.components.all(c, has(self.sections) && c in self.sections)",
                 "every entry of spec.components needs its labels in spec.sections",
             ),
             (
-                "self.preview.values.all(k, k in self.values)",
+                "!has(self.preview.values) || self.preview.values.all(k, k in self.values)",
                 "spec.preview.values may set only keys of spec.values",
             ),
             (
