@@ -172,7 +172,13 @@ def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster) -> None:
 def test_short_names_and_category(cluster: Cluster) -> None:
     resources = cluster.kubectl("api-resources", "--api-group=smartserver.ai", "-o", "wide")
     rows = {line.split()[0]: line for line in resources.splitlines()[1:]}
-    for plural, short in (("customers", "cust"), ("domains", "dom"), ("experiments", "exp")):
+    for plural, short in (
+        ("customers", "cust"),
+        ("domains", "dom"),
+        ("experiments", "exp"),
+        ("clusterexperimenttemplates", "cxt"),
+        ("experimenttemplates", "xt"),
+    ):
         assert short in rows[plural].split()
         assert "smartserver" in rows[plural]
 
