@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from smart_dashboard.sessions import COOKIE, Session, Signer
@@ -398,52 +397,6 @@ def test_customer_sees_only_their_own(tenants: Tenants, context: BrowserContext)
     main = page.locator("main").inner_text()
     assert "Not enough data yet: about 1,740 more visitors" in main
     shoot(page, "experiment-collecting")
-
-
-def private_template(namespace: str, name: str, title: str) -> dict[str, Any]:
-    body: dict[str, Any] = yaml.safe_load(
-        (platform.SAMPLES / "experimenttemplate.yaml").read_text()
-    )
-    body["metadata"] = {"name": name, "namespace": namespace}
-    body["spec"]["title"] = title
-    return body
-
-
-def test_the_template_gallery_shows_previews_and_only_own_private_templates(
-    cluster: Cluster, tenants: Tenants, context: BrowserContext
-) -> None:
-    """The catalogue the platform installed, A's private template and not B's, each
-    with its page rendered by the platform in a frame that runs no script."""
-    cluster.apply(private_template(tenants.ns_a, "launch-v1", "Acme launch page"))
-    cluster.apply(private_template(tenants.ns_b, "secret-v1", "Globex secret page"))
-    catalogue = json.loads(cluster.kubectl("get", "clusterexperimenttemplates", "-o", "json"))
-    titles = sorted(item["spec"]["title"] for item in catalogue["items"])
-    assert len(titles) >= 7
-    page = context.new_page()
-    url = tenants.dashboard.url
-    sign_in(page, url, tenants.token_a)
-
-    def listed() -> bool:
-        page.goto(f"{url}/templates")
-        return "Acme launch page" in page.locator("main").inner_text()
-
-    eventually(listed, 30, "A's private template in the gallery")
-    main = page.locator("main").inner_text()
-    assert all(title in main for title in titles), main
-    assert "Globex secret page" not in main
-    frames = page.locator("iframe")
-    assert frames.count() == len(titles) + 1
-    for index in range(frames.count()):
-        title = frames.nth(index).get_attribute("title")
-        heading = page.frame_locator(f"iframe[title='{title}']").locator("h1")
-        heading.wait_for(state="attached")
-        assert heading.count() == 1, title
-    acme = page.frame_locator("iframe[title='Preview of Acme launch page']")
-    assert acme.locator("h1").inner_text() == "Know which page sells"
-    shoot(page, "templates")
-
-    response = page.goto(f"{url}/templates/private/secret-v1/preview/")
-    assert response is not None and response.status == 404
 
 
 def test_another_dashboard_replica_draws_the_same_chart(
