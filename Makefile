@@ -52,8 +52,9 @@ lint: venv ## ruff and the import-linter boundaries
 typecheck: venv ## mypy --strict on the product code
 	$(BIN)/mypy
 
-crds: venv ## Regenerate crds/*.yaml from the pydantic models
+crds: venv ## Regenerate crds/*.yaml from the pydantic models, and manifests/catalog/ from the built-in templates
 	$(BIN)/python -m smart_operator.crdgen
+	$(BIN)/python -m smart_operator.templates.catalog manifests/catalog
 
 unit: venv ## Only the fast tests that need no control plane
 	$(BIN)/pytest tests/unit -q
@@ -65,9 +66,11 @@ chaos: system binaries ## The chaos suite at 12 booted Domains and 12 agent kill
 bench: system binaries ## Run the benchmarks and print their figures
 	$(BIN)/python -m smart_sim.bench
 
-chart: venv ## Copy crds/ into the Helm chart, then lint and render it (builds helm once)
-	rm -f charts/smartserver/crds/*.yaml
+chart: venv ## Copy crds/ and manifests/catalog/ into the Helm chart, then lint and render it (builds helm once)
+	rm -f charts/smartserver/crds/*.yaml charts/smartserver/catalog/*.yaml
 	cp $(filter-out crds/kustomization.yaml,$(wildcard crds/*.yaml)) charts/smartserver/crds/
+	mkdir -p charts/smartserver/catalog
+	cp $(filter-out manifests/catalog/kustomization.yaml,$(wildcard manifests/catalog/*.yaml)) charts/smartserver/catalog/
 	@helm=$$($(BIN)/python -c 'from smart_sim.controlplane.binaries import ensure_helm; print(ensure_helm())') && \
 	  $$helm lint --strict charts/smartserver && \
 	  $$helm template smartserver charts/smartserver -n smartserver-system >/dev/null && \

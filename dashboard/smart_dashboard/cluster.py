@@ -1,6 +1,7 @@
 """Everything the dashboard knows of the cluster, and the only module that talks to it.
 
-- ``Cache``: every Customer, Domain and Experiment, kept by one watch per kind
+- ``Cache``: every Customer, Domain, Experiment and template (the catalogue's
+  ClusterExperimentTemplates, customers' ExperimentTemplates), kept by one watch per kind
   cluster-wide with the dashboard's own account. Pages read only this cache, so
   browsers never cause a request to the API server; an Experiment's chart is drawn
   from its ``status.history``, which the intake keeps, so every replica (and a freshly
@@ -32,8 +33,16 @@ from smart_operator.models.customer import DASHBOARD_ACCOUNT, customer_namespace
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["customers", "domains", "experiments"]
-KINDS: tuple[Kind, ...] = ("customers", "domains", "experiments")
+Kind = Literal[
+    "customers", "domains", "experiments", "clusterexperimenttemplates", "experimenttemplates"
+]
+KINDS: tuple[Kind, ...] = (
+    "customers",
+    "domains",
+    "experiments",
+    "clusterexperimenttemplates",
+    "experimenttemplates",
+)
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
 
@@ -201,7 +210,7 @@ class _suppress_full:
 
 
 class KubeApi:
-    """The dashboard's requests: three watches and TokenReviews. Nothing else."""
+    """The dashboard's requests: one watch per kind and TokenReviews. Nothing else."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api

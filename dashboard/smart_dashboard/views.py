@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import ValidationError
 
+from smart_dashboard import gallery
 from smart_dashboard.charts import chart_points, rate_chart
 from smart_dashboard.cluster import Cache, Change, customer_of_username
 from smart_dashboard.context import (
@@ -381,6 +382,62 @@ async def experiment_page(request: web.Request, customer: str) -> web.StreamResp
         chart=chart,
         title=name,
     )
+
+
+@routes.get("/templates")
+@customer_page
+async def templates_page(request: web.Request, customer: str) -> web.StreamResponse:
+    cache = request.app[CACHE]
+    namespace = customer_namespace(customer)
+    cards = gallery.cards(
+        cache.in_namespace("clusterexperimenttemplates", None),
+        cache.in_namespace("experimenttemplates", namespace),
+        _all(Experiment, cache.in_namespace("experiments", None)),
+        _all(Experiment, cache.in_namespace("experiments", namespace)),
+    )
+    return render(request, "templates.html", customer=customer, cards=cards, title="Templates")
+
+
+PREVIEW_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+# The preview runs no script and submits no form, even when opened on its own; the
+# gallery frames it (same origin, so its stylesheet is fetched with the session).
+PREVIEW_POLICY = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
+
+
+@routes.get("/templates/{scope}/{object}/preview/{path:.*}")
+@customer_page
+async def template_preview(request: web.Request, customer: str) -> web.StreamResponse:
+    """A file of a template's preview: only the catalogue's and the customer's own."""
+    cache = request.app[CACHE]
+    scope, name = request.match_info["scope"], request.match_info["object"]
+    if scope == "catalogue":
+        raw = cache.get("clusterexperimenttemplates", "", name)
+    elif scope == "private":
+        raw = cache.get("experimenttemplates", customer_namespace(customer), name)
+    else:
+        raw = None
+    found = gallery.latest([raw]) if raw else {}
+    if not found:
+        raise web.HTTPNotFound()
+    ((_, spec),) = found.values()
+    files = gallery.preview_files(spec)
+    path = request.match_info["path"] or "index.html"
+    data = files.get(path) if files else None
+    kind = next((t for ext, t in PREVIEW_TYPES.items() if path.endswith(ext)), None)
+    if data is None or kind is None:
+        raise web.HTTPNotFound()
+    response = web.Response(body=data, headers={"Content-Type": kind})
+    response.headers["Content-Security-Policy"] = PREVIEW_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response
 
 
 # -- staff page -----------------------------------------------------------------------

@@ -16,10 +16,22 @@ from typing import Any
 
 import yaml
 
-from smart_operator.models import Customer, Domain, Experiment
+from smart_operator.models import (
+    ClusterExperimentTemplate,
+    Customer,
+    Domain,
+    Experiment,
+    ExperimentTemplate,
+)
 from smart_operator.models.common import GROUP, VERSION, Resource
 
-KINDS: tuple[type[Resource], ...] = (Customer, Domain, Experiment)
+KINDS: tuple[type[Resource], ...] = (
+    Customer,
+    Domain,
+    Experiment,
+    ClusterExperimentTemplate,
+    ExperimentTemplate,
+)
 _DROPPED_KEYS = {"title", "$defs"}
 
 
@@ -76,7 +88,14 @@ def openapi_schema(model: type[Resource]) -> dict[str, Any]:
     rules = model.KIND.extra.get("spec_validations")
     if rules:
         spec["x-kubernetes-validations"] = rules
-    status = _part_schema(model, "status")
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec,
+    }
+    if _has_status(model):
+        properties["status"] = _part_schema(model, "status")
     root: dict[str, Any] = {}
     if model.KIND.extra.get("validations"):
         root["x-kubernetes-validations"] = model.KIND.extra["validations"]
@@ -84,14 +103,13 @@ def openapi_schema(model: type[Resource]) -> dict[str, Any]:
         **root,
         "type": "object",
         "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
+        "properties": properties,
     }
+
+
+def _has_status(model: type[Resource]) -> bool:
+    """Whether the kind has a status (written through the status subresource)."""
+    return "status" in model.model_fields
 
 
 def crd(model: type[Resource]) -> dict[str, Any]:
@@ -123,7 +141,7 @@ def crd(model: type[Resource]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if _has_status(model) else {}),
                     "additionalPrinterColumns": [
                         {
                             "name": c.name,

@@ -362,6 +362,10 @@ class Resources(Protocol):
 
     async def list_namespaced(self, plural: str, namespace: str) -> list[dict[str, Any]]: ...
 
+    async def list_cluster(self, plural: str) -> list[dict[str, Any]]:
+        """Every object of a cluster-scoped kind."""
+        ...
+
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
         """Merge-patch the status subresource; an object that is gone is left alone."""
         ...

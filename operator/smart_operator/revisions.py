@@ -6,7 +6,7 @@ The layout is the agent's (``docs/agent.md``)::
     variants/<variant>/...          one document root per variant
     nginx/<variant>.conf            a performance variant's nginx settings
 
-The same spec, serving mode and templates always give the same revision id, so
+The same spec, serving mode and template version always give the same revision id, so
 deploying an unchanged experiment uploads nothing. Pure: rendering only.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smart_operator.models.experiment import Experiment, ExperimentPhase
+from smart_operator.models.template import TemplateSpec
 from smart_operator.templates import goal_for, render_experiment
 
 ServingMode = Literal["split", "control", "winner"]
@@ -94,15 +95,16 @@ class Revision:
     """Paths relative to the revision folder."""
 
 
-def build_revision(experiment: Experiment, serving: Serving) -> Revision:
+def build_revision(experiment: Experiment, serving: Serving, template: TemplateSpec) -> Revision:
+    """The revision of ``experiment`` rendered from the template version ``template``."""
     spec = experiment.spec
     files: dict[str, bytes] = {}
-    for name, rendered in render_experiment(spec).items():
+    for name, rendered in render_experiment(spec, template).items():
         for path, data in rendered.files.items():
             files[f"variants/{name}/{path}"] = data
         if rendered.nginx_conf:
             files[f"nginx/{name}.conf"] = rendered.nginx_conf.encode()
-    goal = goal_for(spec)
+    goal = goal_for(spec, template)
     manifest: dict[str, Any] = {
         "schema": 1,
         "name": experiment.metadata.name,

@@ -1,7 +1,8 @@
-"""Installs the platform's cluster-side pieces into a control plane: the CRDs, kopf's
-peering resources, and the namespace, accounts and least-privilege RBAC of the
-operator and the results intake, with the admission policies that narrow it,
-all from the same files a real installation uses (``crds/``, ``manifests/``)."""
+"""Installs the platform's cluster-side pieces into a control plane: the CRDs, the
+template catalogue, kopf's peering resources, and the namespace, accounts and
+least-privilege RBAC of the operator and the results intake, with the admission
+policies that narrow it, all from the same files a real installation uses (``crds/``,
+``manifests/``)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ INTAKE_ACCOUNT = "smart-intake"
 
 
 def install(plane: ControlPlane) -> None:
-    """Apply the CRDs and the operator's RBAC, and wait until the CRDs are served."""
+    """Apply the CRDs, wait until they are served, then the template catalogue and the
+    operator's RBAC."""
     plane.kubectl("apply", "--server-side", "-k", str(CRDS))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    plane.kubectl("apply", "--server-side", "-k", str(MANIFESTS / "catalog"))
     rendered = plane.kubectl("kustomize", str(MANIFESTS / "rbac"))
     plane.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     wait_for_operator_policies(plane)

@@ -37,6 +37,7 @@ from smart_operator.errors import HostKeyMismatch, InstallFailed, OperatorKeyRef
 from smart_operator.keys import generate_intake_key, generate_ssh_key
 from smart_operator.models.experiment import Experiment
 from smart_operator.revisions import Serving, build_revision
+from smart_operator.templates.catalog import TemplateName, builtin
 from smart_sim.boot.bundle import ensure_bundle
 from smart_sim.boot.network import run
 from smart_sim.boot.server import ExecResult
@@ -222,7 +223,7 @@ async def test_a_deployed_experiment_is_served_counted_and_reported(world: Boote
             },
         }
     )
-    revision = build_revision(experiment, Serving())
+    revision = build_revision(experiment, Serving(), builtin(TemplateName.SAAS_LANDING))
     # The operator's own deploy client, as the deploy user: SFTP, switch, reload (no root).
     result = await ssh.deploy(world.target(), EXPERIMENT, revision.id, revision.files)
     assert result.uploaded and result.switched

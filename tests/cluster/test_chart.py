@@ -33,6 +33,7 @@ from smart_operator.intake import views as intake_views
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog, Plan, load_catalog
 from smart_operator.settings import OperatorSettings
+from smart_operator.templates.catalog import TemplateName
 from smart_sim import platform, stripemock
 from smart_sim.controlplane.binaries import ensure_helm
 from smart_sim.processes import DashboardProcess, IntakeProcess, http_ok
@@ -46,6 +47,7 @@ NAMESPACE = "smartserver-system"
 # What the chart renders without a namespace.
 CLUSTER_KINDS = {
     "CustomResourceDefinition",
+    "ClusterExperimentTemplate",
     "ClusterRole",
     "ClusterRoleBinding",
     "ClusterKopfPeering",
@@ -112,7 +114,9 @@ def test_chart_lints_strictly(helm: Path) -> None:
 
 
 # What the chart installs for the operator alone, with the intake and the dashboard off.
+BUILTIN_TEMPLATES = ["ClusterExperimentTemplate"] * len(TemplateName)  # the catalogue
 OPERATOR_KINDS = [
+    *BUILTIN_TEMPLATES,
     "ClusterKopfPeering",  # the replicas' peering object
     "ClusterRole",  # the operator's
     "ClusterRole",  # staff: editor
@@ -136,6 +140,7 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
+        *BUILTIN_TEMPLATES,
         "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRole",

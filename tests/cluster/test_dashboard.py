@@ -336,7 +336,13 @@ def test_dashboard_account_is_read_only(cluster: Cluster) -> None:
         out = cluster.try_kubectl("auth", "can-i", *args, f"--as={account}").strip()
         return out.startswith("yes")
 
-    for kind in ("customers", "domains", "experiments"):
+    for kind in (
+        "customers",
+        "domains",
+        "experiments",
+        "clusterexperimenttemplates",
+        "experimenttemplates",
+    ):
         for verb in ("get", "list", "watch"):
             assert can(verb, f"{kind}.smartserver.ai", "-A")
         for verb in ("create", "update", "patch", "delete"):

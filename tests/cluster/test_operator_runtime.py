@@ -37,6 +37,11 @@ def can(cluster: Cluster, who: str, *args: str) -> bool:
         ("create", "customers.smartserver.ai", False),
         ("delete", "customers.smartserver.ai", False),
         ("delete", "domains.smartserver.ai", False),
+        # Templates: read to render Experiments, never written.
+        ("get", "clusterexperimenttemplates.smartserver.ai", True),
+        ("list", "experimenttemplates.smartserver.ai", True),
+        ("patch", "clusterexperimenttemplates.smartserver.ai", False),
+        ("create", "experimenttemplates.smartserver.ai", False),
         ("create", "pods", False),
         ("create", "deployments.apps", False),
         ("create", "clusterrolebindings", False),

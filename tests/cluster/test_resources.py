@@ -3,11 +3,13 @@ with a message that names the field."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import yaml
 
+from smart_operator.templates.catalog import TemplateName
 from smart_sim import platform
 from tests.conftest import Cluster
 
@@ -37,6 +39,16 @@ def experiment(**changes: Any) -> dict[str, Any]:
     }
 
 
+def template(**changes: Any) -> dict[str, Any]:
+    """The sample private template with ``changes`` to its spec."""
+    body: dict[str, Any] = yaml.safe_load(
+        (platform.SAMPLES / "experimenttemplate.yaml").read_text()
+    )
+    body["metadata"] = {"name": "bad", "namespace": "default"}
+    body["spec"].update(changes)
+    return body
+
+
 def customer(name: str = "bad", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "smartserver.ai/v1alpha1",
@@ -61,9 +73,33 @@ INVALID = {
         experiment(variants=[{"name": "control", "weight": -1}, {"name": "b"}]),
         ["spec.variants[0].weight", "greater than or equal to 0"],
     ),
-    "template of another type": (
-        experiment(template="nginx_optimization"),
-        ["spec.template", "template does not fit type landing_page"],
+    "template name unfit": (
+        experiment(template="Saas Landing"),
+        ["spec.template", "should match"],
+    ),
+    "template version zero": (
+        experiment(templateVersion=0),
+        ["spec.templateVersion", "greater than or equal to 1"],
+    ),
+    "template enum default not allowed": (
+        template(
+            values={
+                "tone": {"type": "enum", "allowed": ["calm"], "default": "loud", "description": "x"}
+            }
+        ),
+        ["spec.values[tone]", "its default must be one of them"],
+    ),
+    "template page without its file": (
+        template(files={"other.html.j2": "<h1>x</h1>"}),
+        ["spec", "every page's source must be a file of spec.files"],
+    ),
+    "template latency goal without probe": (
+        template(goal={"metrics": ["p95_latency"], "event": "latency", "description": "x"}),
+        ["spec.goal", "a latency goal needs a probe"],
+    ),
+    "template of an unknown type": (
+        template(type="banner"),
+        ["spec.type", "Unsupported value"],
     ),
     "duplicate variant names": (
         experiment(variants=[{"name": "a"}, {"name": "a"}]),
@@ -103,6 +139,23 @@ def test_every_sample_applies(cluster: Cluster) -> None:
         assert "(server dry run)" in output, output
 
 
+def test_the_catalogue_is_installed_and_a_published_version_keeps_its_name(
+    cluster: Cluster,
+) -> None:
+    """The seven built-ins are ClusterExperimentTemplates; an object's spec.name and
+    spec.version cannot change (a new version is a new object)."""
+    listed = json.loads(cluster.kubectl("get", "clusterexperimenttemplates", "-o", "json"))
+    names = {item["spec"]["name"] for item in listed["items"]}
+    assert {t.value for t in TemplateName} <= names
+    cluster.try_kubectl("create", "namespace", "templates")
+    body = template()
+    body["metadata"] = {"name": "versioned", "namespace": "templates"}
+    cluster.apply(body)
+    body["spec"]["version"] = 2
+    output = cluster.try_kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    assert "spec.name and spec.version cannot change" in output, output
+
+
 def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster) -> None:
     cluster.try_kubectl("create", "namespace", "defaults")
     obj = experiment()
@@ -119,7 +172,13 @@ def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster) -> None:
 def test_short_names_and_category(cluster: Cluster) -> None:
     resources = cluster.kubectl("api-resources", "--api-group=smartserver.ai", "-o", "wide")
     rows = {line.split()[0]: line for line in resources.splitlines()[1:]}
-    for plural, short in (("customers", "cust"), ("domains", "dom"), ("experiments", "exp")):
+    for plural, short in (
+        ("customers", "cust"),
+        ("domains", "dom"),
+        ("experiments", "exp"),
+        ("clusterexperimenttemplates", "cxt"),
+        ("experimenttemplates", "xt"),
+    ):
         assert short in rows[plural].split()
         assert "smartserver" in rows[plural]
 

@@ -167,6 +167,7 @@ async def test_performance_windows_alternate_settings_and_the_probe_measures_eac
     settings: AgentSettings, intake: IntakeRecorder
 ) -> None:
     from smart_operator.models.experiment import ExperimentSpec
+    from smart_operator.templates.catalog import TemplateName, builtin
     from smart_operator.templates.render import goal_for, render_experiment
 
     spec = ExperimentSpec.model_validate(
@@ -181,7 +182,7 @@ async def test_performance_windows_alternate_settings_and_the_probe_measures_eac
             ],
         }
     )
-    rendered = render_experiment(spec)
+    rendered = render_experiment(spec, builtin(TemplateName.NGINX_OPTIMIZATION))
     window = 3600
     manifest = ExperimentManifest.model_validate(
         {
@@ -191,7 +192,9 @@ async def test_performance_windows_alternate_settings_and_the_probe_measures_eac
             "variants": [{"name": v.name, "weight": v.weight} for v in spec.variants],
             "performance": {
                 "windowSeconds": window,
-                "probePaths": list(goal_for(spec).probe_paths),
+                "probePaths": list(
+                    goal_for(spec, builtin(TemplateName.NGINX_OPTIMIZATION)).probe_paths
+                ),
                 "probeSeconds": 0.1,
             },
         }

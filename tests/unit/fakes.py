@@ -52,6 +52,7 @@ from smart_operator.ports import (
     Target,
     ZoneView,
 )
+from smart_operator.templates.catalog import all_builtins, catalog_object
 
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -422,6 +423,9 @@ class FakeResources(Failing):
         self.deleted_quotas: list[tuple[str, str]] = []
         self.accounts: dict[tuple[str, str], str] = {}
         """ServiceAccounts by (namespace, name): their uids, made by ``apply``."""
+        for spec in all_builtins():  # the catalogue the chart installs
+            body = catalog_object(spec)
+            self.put(ObjectRef("clusterexperimenttemplates", body["metadata"]["name"]), body)
 
     def put(self, ref: ObjectRef, body: dict[str, Any]) -> None:
         self.objects[ref] = copy.deepcopy(body)
@@ -437,6 +441,14 @@ class FakeResources(Failing):
             copy.deepcopy(body)
             for ref, body in self.objects.items()
             if ref.plural == plural and ref.namespace == namespace
+        ]
+
+    async def list_cluster(self, plural: str) -> list[dict[str, Any]]:
+        self._call("list_cluster")
+        return [
+            copy.deepcopy(body)
+            for ref, body in self.objects.items()
+            if ref.plural == plural and ref.namespace is None
         ]
 
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
@@ -512,6 +524,8 @@ class FakeDeployer(Failing):
         super().__init__()
         self.current: dict[tuple[str, str], str] = {}
         self.uploads = 0
+        self.files: dict[str, bytes] = {}
+        """The files of the last revision deployed."""
 
     async def deploy(
         self, target: Target, experiment: str, revision: str, files: dict[str, bytes]
@@ -521,6 +535,7 @@ class FakeDeployer(Failing):
         uploaded = self.current.get(key) != revision
         self.uploads += int(uploaded)
         self.current[key] = revision
+        self.files = dict(files)
         return DeployResult(uploaded, uploaded, revision)
 
     async def remove(self, target: Target, experiment: str) -> None:

@@ -60,6 +60,7 @@ def test_a_manifest_that_could_break_nginx_is_refused(
 
 def test_fragments_from_the_operator_pass_and_dangerous_ones_do_not() -> None:
     from smart_operator.models.experiment import ExperimentSpec
+    from smart_operator.templates.catalog import TemplateName, builtin
     from smart_operator.templates.render import render_experiment
 
     spec = ExperimentSpec.model_validate(
@@ -71,7 +72,7 @@ def test_fragments_from_the_operator_pass_and_dangerous_ones_do_not() -> None:
             "variants": [{"name": "control"}, {"name": "b"}],
         }
     )
-    for rendered in render_experiment(spec).values():
+    for rendered in render_experiment(spec, builtin(TemplateName.CACHE_OPTIMIZATION)).values():
         assert rendered.nginx_conf and fragment_problem(rendered.nginx_conf) is None
     assert fragment_problem("include /etc/shadow;") is not None
     assert fragment_problem("location /_smart/convert { }") is not None

@@ -8,10 +8,25 @@ import pytest
 import yaml
 
 from smart_operator import crdgen
-from smart_operator.models import Customer, Domain, Experiment
+from smart_operator.models import (
+    ClusterExperimentTemplate,
+    Customer,
+    Domain,
+    Experiment,
+    ExperimentTemplate,
+)
+from smart_operator.templates import check_template
+from smart_operator.templates.catalog import main as catalog_main
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = {"Customer": Customer, "Domain": Domain, "Experiment": Experiment}
+CATALOG = ROOT / "manifests" / "catalog"
+SAMPLES = {
+    "Customer": Customer,
+    "Domain": Domain,
+    "Experiment": Experiment,
+    "ExperimentTemplate": ExperimentTemplate,
+    "ClusterExperimentTemplate": ClusterExperimentTemplate,
+}
 
 
 def test_committed_crds_match_the_models() -> None:
@@ -30,11 +45,33 @@ def test_samples_parse_with_the_models(sample: Path) -> None:
     assert model.metadata.name == obj["metadata"]["name"]
 
 
+def catalogue() -> list[Path]:
+    return sorted(p for p in CATALOG.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
 def test_every_kind_has_a_sample() -> None:
+    """The catalogue's objects are the ClusterExperimentTemplate samples."""
     kinds = {
-        yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "crds" / "samples").glob("*.yaml")
+        yaml.safe_load(p.read_text())["kind"]
+        for p in [*(ROOT / "crds" / "samples").glob("*.yaml"), *catalogue()]
     }
     assert kinds == set(SAMPLES)
+
+
+def test_committed_catalogue_matches_the_template_sources() -> None:
+    assert catalog_main(["--check", str(CATALOG)]) == 0, "run `make crds` and commit the result"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*catalogue(), ROOT / "crds" / "samples" / "experimenttemplate.yaml"],
+    ids=lambda p: p.name,
+)
+def test_template_objects_are_valid_templates(path: Path) -> None:
+    obj = yaml.safe_load(path.read_text())
+    template = SAMPLES[obj["kind"]].model_validate(obj)
+    assert isinstance(template, ClusterExperimentTemplate | ExperimentTemplate)
+    assert check_template(template.spec) == []
 
 
 def test_schemas_are_structural() -> None:
@@ -47,7 +84,11 @@ def test_schemas_are_structural() -> None:
             if "properties" in node:
                 assert node.get("type") == "object", f"untyped object at {path}"
             for key, value in node.items():
-                walk(value, f"{path}.{key}")
+                if key == "properties":  # field names (a template has a `title` field)
+                    for name, sub in value.items():
+                        walk(sub, f"{path}.properties.{name}")
+                else:
+                    walk(value, f"{path}.{key}")
         elif isinstance(node, list):
             for index, item in enumerate(node):
                 walk(item, f"{path}[{index}]")

@@ -14,36 +14,31 @@ from typing import Any
 
 import pytest
 
-from smart_operator.models.experiment import (
-    TEMPLATES_BY_TYPE,
-    ExperimentSpec,
-    ExperimentType,
-    TemplateConfig,
-    TemplateName,
-    Variant,
-)
+from smart_operator.models.experiment import ExperimentSpec, ExperimentType, TemplateConfig, Variant
+from smart_operator.models.template import TemplateSpec
 from smart_operator.templates import (
     CONVERT_PATH,
+    ConfigError,
+    GoalContract,
     InvalidTemplateConfig,
     RenderedVariant,
-    all_templates,
     effective_values,
     goal_for,
-    load_meta,
     render_experiment,
     render_variant,
     sample_values,
     validate_config,
 )
+from smart_operator.templates.catalog import TemplateName, all_builtins, builtin
 from smart_operator.templates.nginx import nginx_fragment
 from smart_operator.templates.render import ACCENT_COLORS
 
 STRIPE = "https://buy.stripe.com/test_28o5kK1cX"
 ALL_SECTIONS = ["hero", "problem", "solution", "proof", "features", "pricing", "faq", "cta"]
-TYPE_OF = {t: kind for kind, names in TEMPLATES_BY_TYPE.items() for t in names}
-LANDING = TEMPLATES_BY_TYPE[ExperimentType.LANDING_PAGE]
-PERFORMANCE = TEMPLATES_BY_TYPE[ExperimentType.PERFORMANCE]
-FUNNELS = TEMPLATES_BY_TYPE[ExperimentType.CONVERSION]
+TYPE_OF = {TemplateName(meta.name): meta.type for meta in all_builtins()}
+LANDING = tuple(t for t in TemplateName if TYPE_OF[t] is ExperimentType.LANDING_PAGE)
+PERFORMANCE = tuple(t for t in TemplateName if TYPE_OF[t] is ExperimentType.PERFORMANCE)
+FUNNELS = tuple(t for t in TemplateName if TYPE_OF[t] is ExperimentType.CONVERSION)
 FATHOM_SNIPPET = (
     '<script src="https://cdn.usefathom.com/script.js" data-site="UQBOCDXH" defer></script>'
 )
@@ -76,8 +71,29 @@ def variants_for(template: TemplateName) -> list[dict[str, Any]]:
     return [{"name": "control"}, {"name": "b", "values": b}]
 
 
+def meta_of(spec: ExperimentSpec) -> TemplateSpec:
+    """The built-in ``spec`` names, as its ClusterExperimentTemplate carries it."""
+    return builtin(TemplateName(spec.template))
+
+
+def validate(spec: ExperimentSpec) -> list[ConfigError]:
+    return validate_config(spec, meta_of(spec))
+
+
+def render_all(spec: ExperimentSpec) -> dict[str, RenderedVariant]:
+    return render_experiment(spec, meta_of(spec))
+
+
+def render_one(spec: ExperimentSpec, variant: Variant) -> RenderedVariant:
+    return render_variant(spec, meta_of(spec), variant)
+
+
+def goal_of(spec: ExperimentSpec) -> GoalContract:
+    return goal_for(spec, meta_of(spec))
+
+
 def error_paths(spec: ExperimentSpec) -> list[str]:
-    return [e.path for e in validate_config(spec)]
+    return [e.path for e in validate(spec)]
 
 
 def html(rendered: RenderedVariant, page: str = "index.html") -> str:
@@ -163,17 +179,17 @@ def parse(page: str) -> _Page:
 
 
 def test_every_template_has_metadata_that_fits_its_type() -> None:
-    metas = all_templates()
+    metas = all_builtins()
     assert [m.name for m in metas] == list(TemplateName)
     for meta in metas:
-        assert meta.name in TEMPLATES_BY_TYPE[meta.type]
+        assert meta.version == 1 and TYPE_OF[TemplateName(meta.name)] is meta.type
         assert meta.goal.metrics
         if meta.type is ExperimentType.PERFORMANCE:
             assert meta.nginx and meta.goal.probe is not None
         else:
             assert meta.requires_stripe_link and meta.goal.event == "convert"
     for name in LANDING:
-        assert load_meta(name).components == tuple(ALL_SECTIONS)
+        assert builtin(name).components == tuple(ALL_SECTIONS)
 
 
 def test_accent_colours_keep_white_text_readable_and_match_the_css() -> None:
@@ -182,9 +198,9 @@ def test_accent_colours_keep_white_text_readable_and_match_the_css() -> None:
         linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
         return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
-    css = render_variant(make_spec(TemplateName.SAAS_LANDING), Variant(name="control"))
+    css = render_one(make_spec(TemplateName.SAAS_LANDING), Variant(name="control"))
     stylesheet = css.files["assets/site.css"].decode()
-    assert set(ACCENT_COLORS) == set(load_meta(TemplateName.SAAS_LANDING).values["accent"].allowed)
+    assert set(ACCENT_COLORS) == set(builtin(TemplateName.SAAS_LANDING).values["accent"].allowed)
     for name, colour in ACCENT_COLORS.items():
         assert (1.05) / (luminance(colour) + 0.05) >= 4.5, name
         assert f'[data-accent="{name}"] {{ --accent: {colour};' in stylesheet
@@ -197,13 +213,13 @@ def test_accent_colours_keep_white_text_readable_and_match_the_css() -> None:
 def test_every_template_renders_every_variant_into_a_self_contained_root(
     template: TemplateName,
 ) -> None:
-    components = ALL_SECTIONS if load_meta(template).components else None
+    components = ALL_SECTIONS if builtin(template).components else None
     config: dict[str, Any] = {"stripeLink": STRIPE, "fathomSiteId": "UQBOCDXH"}
     if components:
         config["components"] = components
     spec = make_spec(template, templateConfig=config, variants=variants_for(template))
-    assert validate_config(spec) == []
-    rendered = render_experiment(spec)
+    assert validate(spec) == []
+    rendered = render_all(spec)
     assert list(rendered) == ["control", "b"]
     for name, variant in rendered.items():
         assert variant.variant == name and variant.template == template
@@ -220,7 +236,7 @@ def test_every_template_renders_every_variant_into_a_self_contained_root(
 
 def _check_page(name: str, page: str, variant: RenderedVariant) -> None:
     parsed = parse(page)
-    where = f"{variant.template.value}/{variant.variant}/{name}"
+    where = f"{variant.template}/{variant.variant}/{name}"
     assert parsed.problems == [] and parsed.stack == [], where
     assert page.startswith('<!doctype html>\n<html lang="en"'), where
     assert len(parsed.ids) == len(set(parsed.ids)), f"{where}: duplicate ids"
@@ -249,13 +265,13 @@ def test_landing_calls_to_action_post_to_the_conversion_endpoint() -> None:
     spec = make_spec(
         TemplateName.SAAS_LANDING, templateConfig={"stripeLink": STRIPE, "components": ALL_SECTIONS}
     )
-    page = html(render_variant(spec, spec.variants[1]))
+    page = html(render_one(spec, spec.variants[1]))
     forms = re.findall(r'<form class="convert-form" action="([^"]*)" method="post"><button', page)
     assert sorted(forms) == sorted(
         f"/_smart/convert?v=b&amp;via={via}" for via in ("header", "hero", "pricing", "cta")
     )
     assert page.count("/_smart/convert") == 4 and 'href="/_smart/convert' not in page
-    goal = goal_for(spec)
+    goal = goal_of(spec)
     assert (goal.event, goal.convert_path, goal.redirect_url) == ("convert", CONVERT_PATH, STRIPE)
     assert goal.metric == "conversion_rate"
 
@@ -272,7 +288,7 @@ def test_funnel_steps_lead_to_the_goal_on_the_last_step(
     template: TemplateName, pages: tuple[str, ...], via: str
 ) -> None:
     spec = make_spec(template, variants=variants_for(template))
-    long_flow, short_flow = (render_variant(spec, v) for v in spec.variants)
+    long_flow, short_flow = (render_one(spec, v) for v in spec.variants)
     assert long_flow.pages == pages
     assert short_flow.pages == (pages[0], pages[-1] if via == "finish" else "/details.html")
     for flow in (long_flow, short_flow):
@@ -290,7 +306,7 @@ def test_sections_follow_the_configured_components() -> None:
         TemplateName.AGENCY_LANDING,
         templateConfig={"stripeLink": STRIPE, "components": ["hero", "faq", "proof"]},
     )
-    page = html(render_variant(spec, spec.variants[0]))
+    page = html(render_one(spec, spec.variants[0]))
     assert page.index('id="hero"') < page.index('id="faq"') < page.index('id="proof"')
     for absent in ("problem", "solution", "features", "pricing", "cta"):
         assert f'id="{absent}"' not in page
@@ -318,7 +334,7 @@ def test_text_is_escaped_everywhere_it_is_printed() -> None:
             },
         ],
     )
-    rendered = render_variant(spec, spec.variants[1])
+    rendered = render_one(spec, spec.variants[1])
     for page in (html(rendered), rendered.files["assets/favicon.svg"].decode()):
         assert "<script>alert" not in page
         assert "<img src=x" not in page
@@ -332,9 +348,9 @@ def test_text_is_escaped_everywhere_it_is_printed() -> None:
 def test_fathom_snippet_only_with_a_site_id(template: TemplateName) -> None:
     without = make_spec(template)
     with_id = make_spec(template, templateConfig={"stripeLink": STRIPE, "fathomSiteId": "UQBOCDXH"})
-    for variant in render_experiment(without).values():
+    for variant in render_all(without).values():
         assert all(b"usefathom" not in data for data in variant.files.values())
-    for variant in render_experiment(with_id).values():
+    for variant in render_all(with_id).values():
         for page in variant.pages:
             assert FATHOM_SNIPPET in html(variant, page.lstrip("/") or "index.html")
 
@@ -347,18 +363,18 @@ def test_variants_inherit_the_control_and_override_it() -> None:
             {"name": "b", "values": {"headline": "Variant headline"}},
         ],
     )
-    values = effective_values(spec, spec.variants[1])
+    values = effective_values(spec, meta_of(spec), spec.variants[1])
     assert values["headline"] == "Variant headline"
     assert values["accent"] == "sky"
-    assert values["cta_label"] == load_meta(TemplateName.SAAS_LANDING).values["cta_label"].default
-    page = html(render_variant(spec, spec.variants[1]))
+    assert values["cta_label"] == builtin(TemplateName.SAAS_LANDING).values["cta_label"].default
+    page = html(render_one(spec, spec.variants[1]))
     assert "Variant headline" in page and "Control headline" not in page
     assert 'data-accent="sky"' in page
 
 
 def test_rendering_is_deterministic() -> None:
     spec = make_spec(TemplateName.CHECKOUT_FLOW, variants=variants_for(TemplateName.CHECKOUT_FLOW))
-    first, second = render_experiment(spec), render_experiment(spec)
+    first, second = render_all(spec), render_all(spec)
     assert {k: v.digest for k, v in first.items()} == {k: v.digest for k, v in second.items()}
     assert dict(first["b"].files) == dict(second["b"].files)
 
@@ -366,16 +382,18 @@ def test_rendering_is_deterministic() -> None:
 def test_render_refuses_an_invalid_spec_and_an_unknown_variant() -> None:
     spec = make_spec(TemplateName.SAAS_LANDING, templateConfig={})
     with pytest.raises(InvalidTemplateConfig) as caught:
-        render_experiment(spec)
+        render_all(spec)
     assert [e.path for e in caught.value.errors] == ["spec.templateConfig.stripeLink"]
     assert "spec.templateConfig.stripeLink" in str(caught.value)
     with pytest.raises(ValueError, match="not one of the spec's variants"):
-        render_variant(make_spec(TemplateName.SAAS_LANDING), Variant(name="stranger"))
+        render_one(make_spec(TemplateName.SAAS_LANDING), Variant(name="stranger"))
 
 
 def test_sample_copy_is_reported_until_it_is_replaced() -> None:
     spec = make_spec(TemplateName.SAAS_LANDING)
-    assert "proof_quote" in sample_values(spec) and "hero_badge" in sample_values(spec)
+    assert "proof_quote" in sample_values(spec, meta_of(spec)) and "hero_badge" in sample_values(
+        spec, meta_of(spec)
+    )
     own = {
         "hero_badge": "",
         "proof_quote": "Ours.",
@@ -387,13 +405,13 @@ def test_sample_copy_is_reported_until_it_is_replaced() -> None:
     spec = make_spec(
         TemplateName.SAAS_LANDING, variants=[{"name": "control", "values": own}, {"name": "b"}]
     )
-    assert sample_values(spec) == []
+    assert sample_values(spec, meta_of(spec)) == []
     no_proof = make_spec(
         TemplateName.SAAS_LANDING,
         templateConfig={"stripeLink": STRIPE, "components": ["hero", "cta"]},
         variants=[{"name": "control", "values": {"hero_badge": ""}}, {"name": "b"}],
     )
-    assert sample_values(no_proof) == []
+    assert sample_values(no_proof, meta_of(no_proof)) == []
 
 
 # ---------- validation ----------
@@ -401,19 +419,19 @@ def test_sample_copy_is_reported_until_it_is_replaced() -> None:
 
 def test_a_valid_spec_has_no_errors() -> None:
     for template in TemplateName:
-        assert validate_config(make_spec(template, variants=variants_for(template))) == []
+        assert validate(make_spec(template, variants=variants_for(template))) == []
 
 
 def test_landing_pages_and_funnels_need_a_stripe_link_performance_does_not() -> None:
     for template in (*LANDING, *FUNNELS):
-        errors = validate_config(make_spec(template, templateConfig={}))
+        errors = validate(make_spec(template, templateConfig={}))
         assert [e.path for e in errors] == ["spec.templateConfig.stripeLink"]
         assert "https" in errors[0].message and template.value in errors[0].message
     for template in PERFORMANCE:
         spec = make_spec(template, templateConfig={})
-        assert validate_config(spec) == []
-        assert goal_for(spec).convert_path is None
-        assert CONVERT_PATH not in html(render_variant(spec, spec.variants[0]))
+        assert validate(spec) == []
+        assert goal_of(spec).convert_path is None
+        assert CONVERT_PATH not in html(render_one(spec, spec.variants[0]))
 
 
 @pytest.mark.parametrize(
@@ -433,7 +451,7 @@ def test_the_stripe_link_must_be_a_plain_https_url(link: str, hint: str) -> None
     spec.template_config = TemplateConfig.model_construct(
         stripe_link=link, components=list(spec.template_config.components)
     )
-    errors = validate_config(spec)
+    errors = validate(spec)
     assert [e.path for e in errors] == ["spec.templateConfig.stripeLink"]
     assert hint in errors[0].message
 
@@ -445,7 +463,7 @@ def test_the_fathom_site_id_must_match_the_pattern() -> None:
         fathom_site_id="abc123",
         components=list(spec.template_config.components),
     )
-    (error,) = validate_config(spec)
+    (error,) = validate(spec)
     assert error.path == "spec.templateConfig.fathomSiteId"
     assert "eight capital letters" in error.message and "'abc123'" in error.message
     assert str(error).startswith("spec.templateConfig.fathomSiteId: ")
@@ -456,7 +474,7 @@ def test_components_must_be_known_unique_and_include_the_hero() -> None:
     spec.template_config = TemplateConfig.model_construct(
         stripe_link=STRIPE, components=["problem", "testimonials", "problem"]
     )
-    errors = {e.path: e.message for e in validate_config(spec)}
+    errors = {e.path: e.message for e in validate(spec)}
     assert (
         "'testimonials' is not a section of saas_landing; allowed: hero, problem"
         in errors["spec.templateConfig.components[1]"]
@@ -466,11 +484,11 @@ def test_components_must_be_known_unique_and_include_the_hero() -> None:
 
 
 def test_funnels_ignore_the_default_components_and_reject_others() -> None:
-    assert validate_config(make_spec(TemplateName.CHECKOUT_FLOW)) == []
+    assert validate(make_spec(TemplateName.CHECKOUT_FLOW)) == []
     spec = make_spec(
         TemplateName.SIGNUP_FLOW, templateConfig={"stripeLink": STRIPE, "components": ["hero"]}
     )
-    (error,) = validate_config(spec)
+    (error,) = validate(spec)
     assert error.path == "spec.templateConfig.components"
     assert "fixed pages" in error.message
 
@@ -493,7 +511,7 @@ def test_values_are_checked_per_template_with_the_field_path() -> None:
             },
         ],
     )
-    errors = {e.path: e.message for e in validate_config(spec)}
+    errors = {e.path: e.message for e in validate(spec)}
     assert set(errors) == {
         "spec.variants[1].values.gzip",
         "spec.variants[1].values.gzp_comp_level",
@@ -520,7 +538,7 @@ def test_text_values_have_limits() -> None:
             },
         ],
     )
-    errors = {e.path: e.message for e in validate_config(spec)}
+    errors = {e.path: e.message for e in validate(spec)}
     assert "is 121 characters long" in errors["spec.variants[0].values.headline"]
     assert "must not be empty" in errors["spec.variants[0].values.cta_label"]
     assert "has 5 lines; expected up to 4 lines" in errors["spec.variants[1].values.problem_points"]
@@ -529,7 +547,7 @@ def test_text_values_have_limits() -> None:
 
 def test_goal_metric_and_variant_names_are_checked() -> None:
     perf = make_spec(TemplateName.CACHE_OPTIMIZATION, goal={"metric": "conversion_rate"})
-    (error,) = validate_config(perf)
+    (error,) = validate(perf)
     assert error.path == "spec.goal.metric"
     assert "p95_latency or p50_latency" in error.message
     twice = make_spec(TemplateName.SAAS_LANDING)
@@ -582,7 +600,7 @@ def test_performance_variants_produce_distinct_valid_fragments(template: Templat
             },
         ],
     )
-    rendered = render_experiment(spec)
+    rendered = render_all(spec)
     fragments = {name: r.nginx_conf for name, r in rendered.items()}
     assert all(fragments.values()) and len(set(fragments.values())) == 3
     for fragment in fragments.values():
@@ -598,7 +616,7 @@ def test_performance_variants_produce_distinct_valid_fragments(template: Templat
     assert '    add_header Cache-Control "immutable";' in tuned
     # The pages are the same in every window; only the settings differ.
     assert len({r.files["index.html"] for r in rendered.values()}) == 1
-    goal = goal_for(spec)
+    goal = goal_of(spec)
     assert goal.event == "latency" and goal.probe_paths
     for path in goal.probe_paths:
         assert (path.lstrip("/") or "index.html") in rendered["control"].files
@@ -622,16 +640,16 @@ def test_nginx_values_reject_injection(key: str, value: str) -> None:
     )
     assert error_paths(spec) == [f"spec.variants[1].values.{key}"]
     with pytest.raises(InvalidTemplateConfig):
-        render_experiment(spec)
+        render_all(spec)
     # The builder checks again on its own, in case it is ever called without validation.
     with pytest.raises(ValueError, match=key):
-        nginx_fragment(load_meta(TemplateName.NGINX_OPTIMIZATION), "b", {key: value})
+        nginx_fragment(builtin(TemplateName.NGINX_OPTIMIZATION), "b", {key: value})
 
 
 def test_landing_pages_and_funnels_have_no_nginx_fragment() -> None:
     for template in (*LANDING, *FUNNELS):
         spec = make_spec(template)
-        assert render_variant(spec, spec.variants[0]).nginx_conf is None
+        assert render_one(spec, spec.variants[0]).nginx_conf is None
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
@@ -653,7 +671,7 @@ def test_nginx_accepts_the_fragments(tmp_path: Path) -> None:
         ],
     )
     mime_types = Path("/etc/nginx/mime.types")
-    for name, rendered in render_experiment(spec).items():
+    for name, rendered in render_all(spec).items():
         (tmp_path / f"{name}.conf").write_text(rendered.nginx_conf or "")
         root = tmp_path / name
         root.mkdir()

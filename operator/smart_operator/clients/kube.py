@@ -94,6 +94,12 @@ class Kube:
         )
         return list(listing.get("items", []))
 
+    async def list_cluster(self, plural: str) -> list[dict[str, Any]]:
+        listing = await self._call(
+            f"list {plural}", self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        )
+        return list(listing.get("items", []))
+
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
         """Merge-patch the status subresource (lists such as conditions are replaced);
         an object deleted meanwhile has nothing to report on."""

@@ -16,12 +16,18 @@ from smart_operator.models.experiment import (
     ExperimentType,
     HistoryCounts,
     HistoryPoint,
-    TemplateName,
+)
+from smart_operator.models.template import (
+    ClusterExperimentTemplate,
+    ExperimentTemplate,
+    TemplateSpec,
+    ValueSpec,
 )
 
 __all__ = [
     "GROUP",
     "VERSION",
+    "ClusterExperimentTemplate",
     "Condition",
     "ConditionStatus",
     "Customer",
@@ -35,8 +41,10 @@ __all__ = [
     "ExperimentPhase",
     "ExperimentSpec",
     "ExperimentStatus",
+    "ExperimentTemplate",
     "ExperimentType",
     "HistoryCounts",
     "HistoryPoint",
-    "TemplateName",
+    "TemplateSpec",
+    "ValueSpec",
 ]

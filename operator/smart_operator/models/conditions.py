@@ -125,6 +125,8 @@ class Reason(StrEnum):
     # -- Experiment ------------------------------------------------------------------------
     VALID = "Valid"
     INVALID_TEMPLATE_CONFIG = "InvalidTemplateConfig"
+    TEMPLATE_UNAVAILABLE = "TemplateUnavailable"
+    """The template (version) it names is not there, is invalid, or was edited in place."""
     DOMAIN_NOT_FOUND = "DomainNotFound"
     WAITING_FOR_SERVER = "WaitingForServer"
     DOMAIN_BUSY = "DomainBusy"
@@ -178,6 +180,7 @@ WARNINGS = frozenset(
         Reason.OWNERSHIP_CHALLENGE,
         Reason.AGENT_SILENT,
         Reason.INVALID_TEMPLATE_CONFIG,
+        Reason.TEMPLATE_UNAVAILABLE,
         Reason.DOMAIN_NOT_FOUND,
         Reason.DOMAIN_BUSY,
         Reason.HOST_KEY_MISMATCH,

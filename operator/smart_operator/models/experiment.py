@@ -31,30 +31,6 @@ class ExperimentType(StrEnum):
     CONVERSION = "conversion"
 
 
-class TemplateName(StrEnum):
-    SAAS_LANDING = "saas_landing"
-    ECOMMERCE_LANDING = "ecommerce_landing"
-    AGENCY_LANDING = "agency_landing"
-    NGINX_OPTIMIZATION = "nginx_optimization"
-    CACHE_OPTIMIZATION = "cache_optimization"
-    CHECKOUT_FLOW = "checkout_flow"
-    SIGNUP_FLOW = "signup_flow"
-
-
-# Which templates each experiment type may use; the CRD enforces it with CEL.
-TEMPLATES_BY_TYPE: dict[ExperimentType, tuple[TemplateName, ...]] = {
-    ExperimentType.LANDING_PAGE: (
-        TemplateName.SAAS_LANDING,
-        TemplateName.ECOMMERCE_LANDING,
-        TemplateName.AGENCY_LANDING,
-    ),
-    ExperimentType.PERFORMANCE: (
-        TemplateName.NGINX_OPTIMIZATION,
-        TemplateName.CACHE_OPTIMIZATION,
-    ),
-    ExperimentType.CONVERSION: (TemplateName.CHECKOUT_FLOW, TemplateName.SIGNUP_FLOW),
-}
-
 Component = Literal["hero", "problem", "solution", "proof", "features", "pricing", "faq", "cta"]
 
 
@@ -129,7 +105,18 @@ class ExperimentSpec(CamelModel):
         pattern=NAME_PATTERN, max_length=253, description="Name of a Domain in this namespace"
     )
     type: ExperimentType
-    template: TemplateName
+    template: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,62}$",
+        max_length=63,
+        description="The template's spec.name: an ExperimentTemplate of this namespace "
+        "(a private template) or else a ClusterExperimentTemplate (the platform's catalogue)",
+    )
+    template_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The template version to render; without it, the version in "
+        "status.template once deployed, else the latest",
+    )
     template_config: TemplateConfig = TemplateConfig()
     variants: list[Variant] = Field(
         min_length=2,
@@ -253,6 +240,19 @@ class IncarnationCounts(CamelModel):
     )
 
 
+class TemplatePin(CamelModel):
+    """The template version an Experiment renders from, recorded when first rendered:
+    a newer version does not change what it serves until spec.templateVersion asks."""
+
+    kind: Literal["ClusterExperimentTemplate", "ExperimentTemplate"]
+    object: str = Field(max_length=253, description="The template object's metadata.name")
+    name: str = Field(max_length=63)
+    version: int = Field(ge=1)
+    digest: str = Field(
+        max_length=80, description="sha256 of the template's spec: an edit in place is noticed"
+    )
+
+
 class ExperimentStatus(StatusModel):
     """The operator writes the deployment (``phase``, ``deployedRevision``,
     ``serving``, conditions); the intake writes the results from the agent's reports,
@@ -286,6 +286,7 @@ class ExperimentStatus(StatusModel):
         "after it must name it, or it is deployed again",
     )
     serving: list[str] = Field(default_factory=list, description="Variants being served")
+    template: TemplatePin | None = None
     last_sequence: int | None = Field(default=None, ge=0)
     last_report_at: datetime | None = None
     variants: list[VariantResult] = Field(default_factory=list)
@@ -323,20 +324,6 @@ class ExperimentStatus(StatusModel):
     conditions: list[Condition] = conditions_field()
 
 
-_TYPE_RULES = [
-    {
-        "rule": f"self.type != '{kind.value}' || self.template in "
-        + "["
-        + ", ".join(f"'{t.value}'" for t in names)
-        + "]",
-        "message": f"template does not fit type {kind.value}; allowed: "
-        + ", ".join(t.value for t in names),
-        "fieldPath": ".template",
-    }
-    for kind, names in TEMPLATES_BY_TYPE.items()
-]
-
-
 class Experiment(Resource):
     """An experiment on one Domain: what to serve, to whom, and what decides it."""
 
@@ -352,12 +339,12 @@ class Experiment(Resource):
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Decision", ".status.decision.outcome"),
             PrinterColumn("Winner", ".status.decision.winner", priority=1),
+            PrinterColumn("Version", ".status.template.version", type="integer", priority=1),
             PrinterColumn("Revision", ".status.deployedRevision", priority=1),
             AGE_COLUMN,
         ),
         extra={
             "spec_validations": [
-                *_TYPE_RULES,
                 {
                     "rule": "self.domainRef == oldSelf.domainRef",
                     "message": "spec.domainRef cannot change: the experiment's counts belong to "

@@ -1,4 +1,6 @@
-"""The Experiment reconciler: validate the template config, render every variant into
+"""The Experiment reconciler: find the template version it names (``ExperimentTemplate``
+of its namespace, else ``ClusterExperimentTemplate``; pinned in ``status.template``),
+validate the template config against it, render every variant into
 an immutable revision named by its content, deploy it to the Domain's server (pinned
 host key only), switch atomically; and take it off the server on deletion.
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from smart_operator import experiments, revisions
 from smart_operator.conditions import set_condition
@@ -26,7 +29,13 @@ from smart_operator.models.experiment import Experiment, ExperimentPhase, Experi
 from smart_operator.ports import Deployer, Events, ObjectRef, Resources, Target
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.settings import OperatorSettings
-from smart_operator.templates import validate_config
+from smart_operator.templates import (
+    ConfigError,
+    InvalidTemplateConfig,
+    Template,
+    resolve,
+    validate_config,
+)
 
 RETRY_SECONDS = 5.0
 # A heartbeat received this long after a deploy names what the agent serves since.
@@ -78,22 +87,18 @@ class ExperimentReconciler:
 
     async def _pass(self) -> float:
         spec = self.experiment.spec
-        errors = validate_config(spec)
+        template = await self.template()
+        if not isinstance(template, Template):
+            return self.invalid(template, Reason.TEMPLATE_UNAVAILABLE)
+        errors = validate_config(spec, template.spec)
         if errors:
-            message = "; ".join(f"{e.path}: {e.message}" for e in errors)
-            self.condition(
-                ConditionType.CONFIG_VALID, "False", Reason.INVALID_TEMPLATE_CONFIG, message
-            )
-            self.condition(
-                ConditionType.DEPLOYED,
-                "False",
-                Reason.INVALID_TEMPLATE_CONFIG,
-                "nothing was uploaded",
-            )
-            self.status.phase = ExperimentPhase.FAILED
-            return self.settings.deploy_check_seconds
+            return self.invalid(errors, Reason.INVALID_TEMPLATE_CONFIG)
         self.condition(
-            ConditionType.CONFIG_VALID, "True", Reason.VALID, "the template config is valid"
+            ConditionType.CONFIG_VALID,
+            "True",
+            Reason.VALID,
+            f"the template config is valid for {template.kind} {template.object} "
+            f"(version {template.spec.version})",
         )
         domain = await self.domain()
         target = experiments.deploy_target(
@@ -112,7 +117,52 @@ class ExperimentReconciler:
         if holder is not None:
             await self.wait_for_domain(target, holder)
             return RETRY_SECONDS
-        return await self.deploy(target, domain)
+        return await self.deploy(target, domain, template)
+
+    def invalid(self, errors: list[ConfigError], reason: Reason) -> float:
+        """Say what to fix, field by field; upload nothing (what was deployed stays)."""
+        message = "; ".join(f"{e.path}: {e.message}" for e in errors)
+        self.condition(ConditionType.CONFIG_VALID, "False", reason, message)
+        serving = self.read.deployed_revision
+        self.condition(
+            ConditionType.DEPLOYED,
+            "False",
+            reason,
+            "nothing was uploaded" + (f"; revision {serving} keeps serving" if serving else ""),
+        )
+        self.status.phase = ExperimentPhase.FAILED
+        return self.settings.deploy_check_seconds
+
+    async def template(self) -> Template | list[ConfigError]:
+        """The template version to render from. A pinned version is read by its object
+        name (one get); a first render, or a spec that asks for another template or
+        version, lists this namespace's private templates and the catalogue."""
+        spec = self.experiment.spec
+        pin = self.read.template
+        private: list[dict[str, Any]] = []
+        catalogue: list[dict[str, Any]] = []
+        if (
+            pin is not None
+            and pin.name == spec.template
+            and spec.template_version
+            in (
+                None,
+                pin.version,
+            )
+        ):
+            namespaced = pin.kind == "ExperimentTemplate"
+            ref = ObjectRef(
+                "experimenttemplates" if namespaced else "clusterexperimenttemplates",
+                pin.object,
+                self.namespace if namespaced else None,
+            )
+            body = await self.resources.get(ref)
+            if body is not None:
+                (private if namespaced else catalogue).append(body)
+        if not private and not catalogue:
+            private = await self.resources.list_namespaced("experimenttemplates", self.namespace)
+            catalogue = await self.resources.list_cluster("clusterexperimenttemplates")
+        return resolve(spec, pin, private, catalogue, self.namespace)
 
     async def domain(self) -> Domain | None:
         ref = ObjectRef("domains", self.experiment.spec.domain_ref, self.namespace)
@@ -167,13 +217,24 @@ class ExperimentReconciler:
         # Staff's spec.suspended, or billing's status.billing.suspended.
         return body is not None and Customer.model_validate(body).is_suspended()
 
-    async def deploy(self, target: Target, domain: Domain | None) -> float:
+    async def deploy(self, target: Target, domain: Domain | None, template: Template) -> float:
         serving, why = revisions.decide_serving(
             self.experiment,
             domain_paused=domain is not None and domain.spec.paused,
             customer_suspended=await self.customer_suspended(),
         )
-        revision = revisions.build_revision(self.experiment, serving)
+        try:
+            revision = revisions.build_revision(self.experiment, serving, template.spec)
+        except InvalidTemplateConfig as error:
+            return self.invalid(
+                [
+                    ConfigError(f"{template.kind} {template.object}: {e.path}", e.message)
+                    for e in error.errors
+                ],
+                Reason.TEMPLATE_UNAVAILABLE,
+            )
+        # Pinned from the first deployment on: a newer version changes nothing here.
+        self.status.template = template.pin()
         names = [v.name for v in self.experiment.spec.variants]
         previous = self.read.deployed_revision
         if self.read.deployed_server != target.server_id:

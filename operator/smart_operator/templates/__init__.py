@@ -1,37 +1,43 @@
-"""Experiment templates: packaged Jinja2 pages, their metadata, validation and rendering.
+"""Experiment templates: rendering, validation and the built-ins' sources.
 
-Each template is a folder here with ``meta.yaml`` (title, experiment type, page
-sections, the ``values`` a variant may set with their types and defaults, the pages,
-the goal) and its Jinja2 files; ``_shared/`` holds the layout, the components, the
-CSS and the value sets several templates include. Seven templates: landing pages
-``saas_landing``, ``ecommerce_landing``, ``agency_landing``; performance
-``nginx_optimization``, ``cache_optimization``; funnels ``checkout_flow``,
-``signup_flow``.
+An Experiment renders from a template *resource* (``ClusterExperimentTemplate`` in the
+platform's catalogue, ``ExperimentTemplate`` private to a namespace; the models are in
+``smart_operator.models.template``). Modules, inside out:
 
-Modules, inside out:
-
-- ``catalog``: reads ``meta.yaml`` into ``TemplateMeta`` and checks value strings.
-- ``validate``: ``validate_config(spec)`` lists every ``ConfigError`` by field path.
+- ``validate``: ``validate_config(spec, template)`` lists every ``ConfigError`` by field
+  path; ``template_digest`` names a template version by its content.
 - ``nginx``: the nginx fragment of a performance variant, from checked values only.
-- ``render``: ``render_variant``/``render_experiment`` produce document roots; its
-  docstring is the contract with the agent (pages, ``/_smart/convert``, the fragment).
+- ``render``: ``render_variant``/``render_experiment`` produce document roots in a
+  Jinja2 sandbox; its docstring is the contract with the agent.
+- ``resolve``: which template object and version an Experiment renders from.
+- ``catalog``: the seven built-ins' sources (``meta.yaml`` and Jinja2 files in the
+  folders here, shared parts in ``_shared/``), turned into the catalogue objects the
+  chart installs. Landing pages ``saas_landing``, ``ecommerce_landing``,
+  ``agency_landing``; performance ``nginx_optimization``, ``cache_optimization``;
+  funnels ``checkout_flow``, ``signup_flow``.
 
-Pure code: the only I/O is reading these packaged files.
+Pure code: the only I/O is ``catalog`` reading its packaged files.
 """
 
-from smart_operator.templates.catalog import TemplateMeta, ValueSpec, all_templates, load_meta
 from smart_operator.templates.render import (
     CONVERT_PATH,
     PLACEMENTS,
     GoalContract,
     InvalidTemplateConfig,
     RenderedVariant,
+    check_template,
     effective_values,
     goal_for,
     render_experiment,
     render_variant,
 )
-from smart_operator.templates.validate import ConfigError, sample_values, validate_config
+from smart_operator.templates.resolve import Template, resolve
+from smart_operator.templates.validate import (
+    ConfigError,
+    sample_values,
+    template_digest,
+    validate_config,
+)
 
 __all__ = [
     "CONVERT_PATH",
@@ -40,14 +46,14 @@ __all__ = [
     "GoalContract",
     "InvalidTemplateConfig",
     "RenderedVariant",
-    "TemplateMeta",
-    "ValueSpec",
-    "all_templates",
+    "Template",
+    "check_template",
     "effective_values",
     "goal_for",
-    "load_meta",
     "render_experiment",
     "render_variant",
+    "resolve",
     "sample_values",
+    "template_digest",
     "validate_config",
 ]

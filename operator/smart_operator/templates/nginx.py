@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from smart_operator.templates.catalog import TemplateMeta, canonical_duration
+from smart_operator.models.template import TemplateSpec, canonical_duration
 
 # Compressible types besides text/html, which nginx always compresses when gzip is on.
 GZIP_TYPES = (
@@ -35,15 +35,15 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_.=/+-]+$")
 _VARIANT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def nginx_fragment(meta: TemplateMeta, variant: str, values: Mapping[str, str]) -> str:
+def nginx_fragment(meta: TemplateSpec, variant: str, values: Mapping[str, str]) -> str:
     """The nginx directives of one variant of a performance template."""
     if not meta.nginx:
-        raise ValueError(f"{meta.name.value} has no nginx settings")
+        raise ValueError(f"{meta.name} has no nginx settings")
     if not _VARIANT.match(variant):
         raise ValueError(f"variant name {variant!r} is not a DNS label")
     v = _Checked(meta, values)
     lines = [
-        f"# Smart Server {meta.name.value}, variant {variant}: nginx settings.",
+        f"# Smart Server {meta.name}, variant {variant}: nginx settings.",
         "# Include inside the location that serves this variant's document root.",
         f"sendfile {v.word('sendfile')};",
         f"tcp_nopush {v.word('tcp_nopush')};",
@@ -86,11 +86,11 @@ def nginx_fragment(meta: TemplateMeta, variant: str, values: Mapping[str, str]) 
 class _Checked:
     """Typed access to values that have passed their spec, written back canonically."""
 
-    def __init__(self, meta: TemplateMeta, values: Mapping[str, str]) -> None:
+    def __init__(self, meta: TemplateSpec, values: Mapping[str, str]) -> None:
         for key, raw in values.items():
             spec = meta.values.get(key)
             if spec is None:
-                raise ValueError(f"{key} is not a value of {meta.name.value}")
+                raise ValueError(f"{key} is not a value of {meta.name}")
             problem = spec.problem(raw)
             if problem is not None:
                 raise ValueError(f"{key} {problem}")

@@ -1,9 +1,15 @@
 """Renders an Experiment's variants into document roots (and nginx fragments).
 
-``render_variant(spec, variant)`` returns a ``RenderedVariant``: the files of that
-variant's document root (relative path -> bytes) and, for performance templates, its
-nginx fragment (see ``smart_operator.templates.nginx``). ``render_experiment(spec)``
-renders them all. Both validate first and raise ``InvalidTemplateConfig`` (carrying
+``render_variant(spec, template, variant)`` returns a ``RenderedVariant``: the files of
+that variant's document root (relative path -> bytes) and, for performance templates,
+its nginx fragment (see ``smart_operator.templates.nginx``).
+``render_experiment(spec, template)`` renders them all. A page the template cannot
+render (an undefined name, an operation the sandbox refuses) raises
+``InvalidTemplateConfig`` naming the file. ``template`` is the
+``TemplateSpec`` of the resource the Experiment names (``templates.resolve``); its
+``files`` are rendered by a sandboxed Jinja2 (a customer's private template is code
+the operator runs: the sandbox allows no attribute access to Python internals, and
+``range`` is bounded). Both validate first and raise ``InvalidTemplateConfig`` (carrying
 the ``ConfigError`` list) rather than render a bad spec. Rendering is pure and
 deterministic: the same spec gives the same bytes, so ``RenderedVariant.digest`` can
 name an immutable revision.
@@ -42,24 +48,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from types import MappingProxyType
 from typing import Literal, NamedTuple, get_args
 from urllib.parse import urlencode, urlsplit
 
-from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
+from jinja2 import DictLoader, StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from smart_operator.models.experiment import ExperimentSpec, TemplateName, Variant
-from smart_operator.templates.catalog import (
-    PACKAGE,
-    SHARED,
-    PageSpec,
-    load_meta,
-    read_shared,
-    split_lines,
-)
+from smart_operator.models.experiment import ExperimentSpec, Variant
+from smart_operator.models.template import PageSpec, TemplateSpec, split_lines
 from smart_operator.templates.nginx import nginx_fragment
-from smart_operator.templates.validate import ConfigError, validate_config
+from smart_operator.templates.validate import ConfigError, template_digest, validate_config
 
 CONVERT_PATH = "/_smart/convert"
 # Where on a page a call to action sits; the ``via`` parameter of the convert link.
@@ -89,7 +88,7 @@ class InvalidTemplateConfig(ValueError):
 class RenderedVariant:
     """One variant, ready to upload: its document root and, if any, its nginx settings."""
 
-    template: TemplateName
+    template: str
     variant: str
     files: Mapping[str, bytes]
     pages: tuple[str, ...]
@@ -127,9 +126,8 @@ class Item(NamedTuple):
     body: str
 
 
-def goal_for(spec: ExperimentSpec) -> GoalContract:
+def goal_for(spec: ExperimentSpec, meta: TemplateSpec) -> GoalContract:
     """The goal of ``spec`` as the agent measures it (see the module docstring)."""
-    meta = load_meta(spec.template)
     probe = meta.goal.probe
     has_cta = spec.template_config.stripe_link is not None
     return GoalContract(
@@ -142,41 +140,63 @@ def goal_for(spec: ExperimentSpec) -> GoalContract:
     )
 
 
-def effective_values(spec: ExperimentSpec, variant: Variant) -> dict[str, str]:
+def effective_values(spec: ExperimentSpec, meta: TemplateSpec, variant: Variant) -> dict[str, str]:
     """Template defaults, then the control's values, then the variant's own."""
-    meta = load_meta(spec.template)
     values = {key: value_spec.default for key, value_spec in meta.values.items()}
     values.update(spec.variants[0].values)
     values.update(variant.values)
     return values
 
 
-def render_experiment(spec: ExperimentSpec) -> dict[str, RenderedVariant]:
+def render_experiment(spec: ExperimentSpec, meta: TemplateSpec) -> dict[str, RenderedVariant]:
     """Every variant of ``spec``, by name, in the spec's order."""
-    _raise_if_invalid(spec)
-    return {v.name: _render(spec, v) for v in spec.variants}
+    env = _checked(spec, meta)
+    return {v.name: _render(spec, meta, env, v) for v in spec.variants}
 
 
-def render_variant(spec: ExperimentSpec, variant: Variant) -> RenderedVariant:
+def render_variant(spec: ExperimentSpec, meta: TemplateSpec, variant: Variant) -> RenderedVariant:
     """The document root (and nginx fragment) of one variant of ``spec``."""
     if not any(v.name == variant.name for v in spec.variants):
         raise ValueError(f"variant {variant.name!r} is not one of the spec's variants")
-    _raise_if_invalid(spec)
-    return _render(spec, variant)
+    return _render(spec, meta, _checked(spec, meta), variant)
 
 
-def _raise_if_invalid(spec: ExperimentSpec) -> None:
-    errors = validate_config(spec)
+def check_template(meta: TemplateSpec) -> list[ConfigError]:
+    """Problems of the template itself that its schema cannot see: a Jinja2 file that
+    does not compile, an nginx template whose values cannot make a fragment. Paths are
+    in the template object (``spec.files[index.html.j2]``)."""
+    errors: list[ConfigError] = []
+    env = _environment(meta)
+    for path in sorted(meta.files):
+        if path.endswith(".j2"):
+            try:
+                env.get_template(path)
+            except TemplateSyntaxError as exc:
+                errors.append(ConfigError(f"spec.files[{path}]", f"line {exc.lineno}: {exc}"))
+    if meta.nginx:
+        defaults = {key: value.default for key, value in meta.values.items()}
+        try:
+            nginx_fragment(meta, "control", defaults)
+        except (KeyError, ValueError) as exc:
+            errors.append(
+                ConfigError("spec.values", f"nginx templates need the nginx value set: {exc}")
+            )
+    return errors
+
+
+def _checked(spec: ExperimentSpec, meta: TemplateSpec) -> ImmutableSandboxedEnvironment:
+    errors = validate_config(spec, meta)
     if errors:
         raise InvalidTemplateConfig(errors)
+    return _environment(meta)
 
 
-def _render(spec: ExperimentSpec, variant: Variant) -> RenderedVariant:
-    meta = load_meta(spec.template)
-    values = effective_values(spec, variant)
+def _render(
+    spec: ExperimentSpec, meta: TemplateSpec, env: ImmutableSandboxedEnvironment, variant: Variant
+) -> RenderedVariant:
+    values = effective_values(spec, meta, variant)
     layout = values[meta.layout_value] if meta.layout_value else "default"
     steps = meta.layouts[layout]
-    env = _environment(spec.template)
     config = spec.template_config
     link = config.stripe_link
 
@@ -212,12 +232,17 @@ def _render(spec: ExperimentSpec, variant: Variant) -> RenderedVariant:
             "is_last": index == len(steps) - 1,
             "next_page": steps[index + 1].page if index + 1 < len(steps) else None,
         }
-        files[step.page] = env.get_template(step.source).render(context).encode()
-    files["assets/site.css"] = read_shared("site.css").encode()
-    favicon = env.get_template("favicon.svg.j2").render(
-        initial=brand[:1].upper(), color=ACCENT_COLORS[values["accent"]]
-    )
-    files["assets/favicon.svg"] = favicon.encode()
+        try:
+            files[step.page] = env.get_template(step.source).render(context).encode()
+        except TemplateError as exc:  # a template's own mistake, or what the sandbox refused
+            problem = ConfigError(f"spec.files[{step.source}]", f"does not render: {exc}")
+            raise InvalidTemplateConfig([problem]) from exc
+    if "site.css" in meta.files:
+        files["assets/site.css"] = meta.files["site.css"].encode()
+    if "favicon.svg.j2" in meta.files:
+        color = ACCENT_COLORS.get(values.get("accent", ""), ACCENT_COLORS["indigo"])
+        favicon = env.get_template("favicon.svg.j2").render(initial=brand[:1].upper(), color=color)
+        files["assets/favicon.svg"] = favicon.encode()
     return RenderedVariant(
         template=spec.template,
         variant=variant.name,
@@ -249,11 +274,26 @@ def _initials(name: str) -> str:
     return "".join(word[0] for word in name.split()[:2]).upper()
 
 
-@cache
-def _environment(name: TemplateName) -> Environment:
-    """Jinja2 environment that finds a template's own files first, then ``_shared``."""
-    env = Environment(
-        loader=ChoiceLoader([PackageLoader(PACKAGE, name.value), PackageLoader(PACKAGE, SHARED)]),
+_ENVIRONMENTS: dict[str, ImmutableSandboxedEnvironment] = {}
+_ENVIRONMENTS_KEPT = 32
+
+
+def _environment(meta: TemplateSpec) -> ImmutableSandboxedEnvironment:
+    """The sandboxed Jinja2 environment of one template version, kept by its digest (the
+    most recently made ``_ENVIRONMENTS_KEPT``), so its compiled pages are reused."""
+    key = template_digest(meta)
+    env = _ENVIRONMENTS.get(key)
+    if env is None:
+        env = _new_environment(meta)
+        if len(_ENVIRONMENTS) >= _ENVIRONMENTS_KEPT:
+            _ENVIRONMENTS.pop(next(iter(_ENVIRONMENTS)))
+        _ENVIRONMENTS[key] = env
+    return env
+
+
+def _new_environment(meta: TemplateSpec) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=DictLoader(dict(meta.files)),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,

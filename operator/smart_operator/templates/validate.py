@@ -1,6 +1,6 @@
 """Checks an Experiment's template configuration against the template's metadata.
 
-``validate_config(spec)`` returns every problem at once, each naming the field by its
+``validate_config(spec, template)`` returns every problem at once, each naming the field by its
 path in the resource as the user wrote it (``spec.templateConfig.stripeLink``,
 ``spec.variants[1].values.gzip``) and saying what is allowed, so the operator can put
 the list in a status condition verbatim. It repeats some checks the CRD schema already
@@ -20,22 +20,21 @@ Rules worth knowing:
 - Values marked ``control_only`` (the page copy of performance templates) may be set
   on the control only, since those variants must differ in nginx settings alone.
 
-It performs no I/O besides reading packaged metadata.
+``template_digest`` names one template version by its content (an Experiment records it
+so that a template edited in place is noticed). Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from smart_operator.models.experiment import (
-    TEMPLATES_BY_TYPE,
-    ExperimentSpec,
-    TemplateConfig,
-)
-from smart_operator.templates.catalog import TemplateMeta, load_meta
+from smart_operator.models.experiment import ExperimentSpec, TemplateConfig
+from smart_operator.models.template import TemplateSpec
 
 FATHOM_SITE_ID = re.compile(r"^[A-Z]{8}$")
 _DEFAULT_COMPONENTS: list[str] = list(TemplateConfig().components)
@@ -54,24 +53,29 @@ class ConfigError:
         return f"{self.path}: {self.message}"
 
 
-def validate_config(spec: ExperimentSpec) -> list[ConfigError]:
-    """Every problem with the template configuration of ``spec``; empty when it is fine."""
-    meta = load_meta(spec.template)
+def template_digest(meta: TemplateSpec) -> str:
+    """``sha256:<hex>`` of the template version's whole spec, defaults filled in."""
+    canonical = json.dumps(meta.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_config(spec: ExperimentSpec, meta: TemplateSpec) -> list[ConfigError]:
+    """Every problem with the template configuration of ``spec`` against the template
+    version ``meta`` (its values schema); empty when it is fine."""
     errors: list[ConfigError] = []
-    allowed_templates = TEMPLATES_BY_TYPE[spec.type]
-    if spec.template not in allowed_templates:
+    if spec.type != meta.type:
         errors.append(
             ConfigError(
                 "spec.template",
-                f"{spec.template.value} is not a {spec.type.value} template; allowed: "
-                + ", ".join(t.value for t in allowed_templates),
+                f"{meta.name} is a {meta.type.value} template, not a {spec.type.value} one; "
+                "pick a template of that type or change spec.type",
             )
         )
     if spec.goal.metric not in meta.goal.metrics:
         errors.append(
             ConfigError(
                 "spec.goal.metric",
-                f"{spec.template.value} is decided by "
+                f"{meta.name} is decided by "
                 + " or ".join(meta.goal.metrics)
                 + f", not {spec.goal.metric}",
             )
@@ -81,11 +85,10 @@ def validate_config(spec: ExperimentSpec) -> list[ConfigError]:
     return errors
 
 
-def sample_values(spec: ExperimentSpec) -> list[str]:
+def sample_values(spec: ExperimentSpec, meta: TemplateSpec) -> list[str]:
     """Value keys whose made-up sample default (a testimonial, statistics, customer
     names) some variant would show. Not an error, but the page would put invented
     claims on a real domain: the operator should say so until the copy is set."""
-    meta = load_meta(spec.template)
     shown = set(spec.template_config.components) if meta.components else None
     control = spec.variants[0].values if spec.variants else {}
     found: set[str] = set()
@@ -100,7 +103,7 @@ def sample_values(spec: ExperimentSpec) -> list[str]:
     return sorted(found)
 
 
-def _check_template_config(config: TemplateConfig, meta: TemplateMeta) -> list[ConfigError]:
+def _check_template_config(config: TemplateConfig, meta: TemplateSpec) -> list[ConfigError]:
     errors: list[ConfigError] = []
     base = "spec.templateConfig"
     if config.fathom_site_id is not None and not FATHOM_SITE_ID.match(config.fathom_site_id):
@@ -116,7 +119,7 @@ def _check_template_config(config: TemplateConfig, meta: TemplateMeta) -> list[C
             errors.append(
                 ConfigError(
                     f"{base}.stripeLink",
-                    f"{meta.name.value} needs the call to action's target: an https "
+                    f"{meta.name} needs the call to action's target: an https "
                     "payment link such as https://buy.stripe.com/...",
                 )
             )
@@ -152,7 +155,7 @@ def link_problem(link: str) -> str | None:
     return None
 
 
-def _check_components(components: list[str], meta: TemplateMeta) -> list[ConfigError]:
+def _check_components(components: list[str], meta: TemplateSpec) -> list[ConfigError]:
     path = "spec.templateConfig.components"
     if not meta.components:
         if components == _DEFAULT_COMPONENTS:
@@ -160,7 +163,7 @@ def _check_components(components: list[str], meta: TemplateMeta) -> list[ConfigE
         return [
             ConfigError(
                 path,
-                f"{meta.name.value} has fixed pages, not sections; remove components",
+                f"{meta.name} has fixed pages, not sections; remove components",
             )
         ]
     errors: list[ConfigError] = []
@@ -170,7 +173,7 @@ def _check_components(components: list[str], meta: TemplateMeta) -> list[ConfigE
             errors.append(
                 ConfigError(
                     f"{path}[{i}]",
-                    f"{name!r} is not a section of {meta.name.value}; allowed: "
+                    f"{name!r} is not a section of {meta.name}; allowed: "
                     + ", ".join(meta.components),
                 )
             )
@@ -184,7 +187,7 @@ def _check_components(components: list[str], meta: TemplateMeta) -> list[ConfigE
     return errors
 
 
-def _check_variants(spec: ExperimentSpec, meta: TemplateMeta) -> list[ConfigError]:
+def _check_variants(spec: ExperimentSpec, meta: TemplateSpec) -> list[ConfigError]:
     errors: list[ConfigError] = []
     names: set[str] = set()
     for i, variant in enumerate(spec.variants):
@@ -202,7 +205,7 @@ def _check_variants(spec: ExperimentSpec, meta: TemplateMeta) -> list[ConfigErro
                 errors.append(
                     ConfigError(
                         path,
-                        f"{meta.name.value} variants differ in nginx settings only; set "
+                        f"{meta.name} variants differ in nginx settings only; set "
                         "page copy on the control (spec.variants[0])",
                     )
                 )
@@ -214,11 +217,11 @@ def _check_variants(spec: ExperimentSpec, meta: TemplateMeta) -> list[ConfigErro
     return errors
 
 
-def _unknown_key(key: str, meta: TemplateMeta) -> str:
+def _unknown_key(key: str, meta: TemplateSpec) -> str:
     known = sorted(meta.values)
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    return f"{meta.name.value} has no value {key!r}; {hint}allowed: " + ", ".join(known)
+    return f"{meta.name} has no value {key!r}; {hint}allowed: " + ", ".join(known)
 
 
 def _shown(raw: str) -> str:

@@ -69,6 +69,7 @@ def landing_experiment(
 ) -> tuple[ExperimentManifest, dict[str, dict[str, bytes]]]:
     """A ``saas_landing`` experiment rendered by the operator's templates."""
     from smart_operator.models.experiment import ExperimentSpec
+    from smart_operator.templates.catalog import TemplateName, builtin
     from smart_operator.templates.render import render_experiment
 
     weights = dict(weights or {"control": 50, "outcome-headline": 50})
@@ -85,7 +86,7 @@ def landing_experiment(
             "variants": variants,
         }
     )
-    rendered = render_experiment(spec)
+    rendered = render_experiment(spec, builtin(TemplateName.SAAS_LANDING))
     files = {variant: dict(r.files) for variant, r in rendered.items()}
     parsed = ExperimentManifest.model_validate(
         {
