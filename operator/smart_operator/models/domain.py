@@ -298,6 +298,13 @@ class DomainStatus(StatusModel):
 
     observed_generation: int | None = None
     phase: DomainPhase | None = None
+    account: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The provider account (Hetzner project and Cloudflare account of the "
+        "pool) the Domain was placed on before anything was made for it; every call for it "
+        "uses this account",
+    )
     verification: VerificationStatus | None = None
     server: ServerStatus | None = None
     dns: DNSStatus | None = None
