@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from smart_operator.accounts import AccountLoad, Placed, Unplaced, place
+from smart_operator.accounts import (
+    ACCOUNT_LABEL,
+    DRAINED_LABEL,
+    AccountLoad,
+    Placed,
+    Unplaced,
+    place,
+)
+from smart_operator.clients.accounts import parse_secret
+from smart_operator.clients.kube import SecretView
 from smart_operator.models.customer import CustomerSpec
 
 
@@ -89,3 +98,45 @@ def test_a_pin_must_be_an_account_name() -> None:
         CustomerSpec.model_validate({"email": "a@example.com", "providerAccount": "Not_OK"})
     spec = CustomerSpec.model_validate({"email": "a@example.com", "providerAccount": "eu-2"})
     assert spec.provider_account == "eu-2"
+
+
+def secret(labels: dict[str, str] | None = None, **data: str) -> SecretView:
+    base = {
+        "hetzner-token": "h",
+        "cloudflare-token": "c",
+        "cloudflare-account-id": "acc",
+    }
+    return SecretView("provider-eu-2", labels or {}, {**base, **data})
+
+
+def test_an_account_secret_names_its_account_and_limits() -> None:
+    spec = parse_secret(
+        secret(
+            {ACCOUNT_LABEL: "eu-2", DRAINED_LABEL: "true"},
+            **{"server-quota": "25", "hetzner-requests-per-hour": "7200"},
+        )
+    )
+    assert (spec.name, spec.server_quota, spec.hetzner_per_hour, spec.drained) == (
+        "eu-2",
+        25,
+        7200,
+        True,
+    )
+    assert spec.cloudflare_per_5_minutes == 1200
+    # Without the label, the Secret's own name names the account.
+    assert parse_secret(secret()).name == "provider-eu-2"
+    assert parse_secret(secret()).drained is False
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (secret(**{"cloudflare-token": " "}), "the keys cloudflare-token are missing or empty"),
+        (secret(**{"server-quota": "ten"}), "server-quota must be a whole number above 0"),
+        (secret(**{"server-quota": "0"}), "server-quota must be a whole number above 0"),
+        (secret({ACCOUNT_LABEL: "EU_2"}), "is not an account name"),
+    ],
+)
+def test_a_wrong_account_secret_says_what_is_wrong(bad: SecretView, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_secret(bad)

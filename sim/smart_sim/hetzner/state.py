@@ -477,11 +477,17 @@ class HetznerState:
         self.firewalls: dict[int, Firewall] = {}
         self.actions: dict[int, Action] = {}
         self._pending: list[Action] = []
-        self._server_ids = ids_of._server_ids if ids_of else itertools.count(60_000_001)
-        self._key_ids = ids_of._key_ids if ids_of else itertools.count(20_000_001)
-        self._firewall_ids = ids_of._firewall_ids if ids_of else itertools.count(1_700_001)
-        self._action_ids = ids_of._action_ids if ids_of else itertools.count(400_000_001)
-        self._ip_ids = ids_of._ip_ids if ids_of else itertools.count(80_000_001)
+        self._server_ids: Iterator[int] = (
+            ids_of._server_ids if ids_of else itertools.count(60_000_001)
+        )
+        self._key_ids: Iterator[int] = ids_of._key_ids if ids_of else itertools.count(20_000_001)
+        self._firewall_ids: Iterator[int] = (
+            ids_of._firewall_ids if ids_of else itertools.count(1_700_001)
+        )
+        self._action_ids: Iterator[int] = (
+            ids_of._action_ids if ids_of else itertools.count(400_000_001)
+        )
+        self._ip_ids: Iterator[int] = ids_of._ip_ids if ids_of else itertools.count(80_000_001)
         self._ipv4 = _ipv4_pool(ipv4_network)
         self._ipv6 = itertools.count(1)
         self.fail_actions: tuple[str, str] | None = None
