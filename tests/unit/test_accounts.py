@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from smart_operator.accounts import (
@@ -14,6 +15,7 @@ from smart_operator.accounts import (
     place,
 )
 from smart_operator.clients.accounts import parse_secret
+from smart_operator.clients.budget import RequestBudget
 from smart_operator.clients.kube import SecretView
 from smart_operator.models.customer import CustomerSpec
 
@@ -140,3 +142,20 @@ def test_an_account_secret_names_its_account_and_limits() -> None:
 def test_a_wrong_account_secret_says_what_is_wrong(bad: SecretView, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_secret(bad)
+
+
+def test_each_accounts_budget_has_its_own_share_and_gauge() -> None:
+    now = [0.0]
+    eu2 = RequestBudget("hetzner", 100, 1.0, clock=lambda: now[0], account="eu-2")
+    eu3 = RequestBudget("hetzner", 100, 1.0, clock=lambda: now[0], account="eu-3")
+    for _ in range(75):
+        assert eu2.try_take()
+    eu2.observe(remaining=25, reset_in=75.0, limit=100)
+    assert eu2.share() == pytest.approx(0.25)
+    assert eu3.share() == 1.0
+    gauge = REGISTRY.get_sample_value
+    labels = {"provider": "hetzner"}
+    assert gauge("smartserver_account_budget_remaining", {**labels, "account": "eu-2"}) == 25
+    assert gauge("smartserver_account_budget_remaining", {**labels, "account": "eu-3"}) == 100
+    now[0] = 25.0  # refills at the rate the headers imply
+    assert eu2.share() == pytest.approx(0.5)

@@ -81,7 +81,7 @@ class RequestBudget:
         self._report(limit)
 
     def _report(self, remaining: float) -> None:
-        self._report(remaining)
+        BUDGET_REMAINING.labels(self.provider).set(remaining)
         ACCOUNT_BUDGET_REMAINING.labels(self.account, self.provider).set(remaining)
 
     def share(self) -> float:
