@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -261,6 +262,10 @@ class AccountPool:
         project (one shared listing, at most every ``drift_seconds``) and those placed on
         it that have none yet; a refused create counts it full until it is listed anew."""
         max_age = self.settings.drift_seconds
+        if account.hetzner.budget.wait_time() > 0:
+            # Its budget is spent: count from the last listing rather than hold every
+            # placement (they take turns) until it refills.
+            max_age = math.inf
         listed = await account.fleet.uids(max_age)
         servers = len(listed | self._members.get(account.spec.name, set()))
         if time.monotonic() - account.exhausted_at < max(max_age, self.refresh_seconds):

@@ -336,6 +336,7 @@ class Domain(Resource):
             PrinterColumn("Up-24h", ".status.availability.percent24h", type="number"),
             PrinterColumn("Cert-Expiry", ".status.certificate.notAfter", type="date"),
             PrinterColumn("Server", ".status.server.name", priority=1),
+            PrinterColumn("Account", ".status.account", priority=1),
             PrinterColumn("Type", ".spec.server.type", priority=1),
             PrinterColumn("Agent", ".status.agent.lastSeen", type="date", priority=1),
             AGE_COLUMN,
