@@ -272,8 +272,8 @@ class Pool(Protocol):
         ...
 
     def exhausted(self, name: str) -> None:
-        """The provider refused a server for the account's limit: count it full until
-        its servers are listed again."""
+        """The provider refused a server for the account's limit: count it full for a
+        while (its servers are listed again meanwhile)."""
         ...
 
 

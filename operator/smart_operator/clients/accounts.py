@@ -259,16 +259,14 @@ class AccountPool:
 
     async def load(self, account: Account) -> AccountLoad:
         """One account as placement sees it: its Domains are those with a server in its
-        project (one shared listing, at most every ``drift_seconds``) and those placed on
-        it that have none yet; a refused create counts it full until it is listed anew."""
-        max_age = self.settings.drift_seconds
-        if account.hetzner.budget.wait_time() > 0:
-            # Its budget is spent: count from the last listing rather than hold every
-            # placement (they take turns) until it refills.
-            max_age = math.inf
-        listed = await account.fleet.uids(max_age)
+        project and those placed on it that have none yet. The servers are the shared
+        fleet listing: listed here only the first time (placements take turns, and one
+        waiting on a busy account's budget would hold them all); afterwards the steady
+        Domains' drift checks keep it fresh. A refused create counts the account full
+        for a while."""
+        listed = await account.fleet.uids(math.inf if account.fleet.listed else 0)
         servers = len(listed | self._members.get(account.spec.name, set()))
-        if time.monotonic() - account.exhausted_at < max(max_age, self.refresh_seconds):
+        if time.monotonic() - account.exhausted_at < self.refresh_seconds:
             servers = max(servers, account.spec.server_quota)
         ACCOUNT_SERVERS.labels(account.spec.name).set(servers)
         budget = min(account.hetzner.budget.share(), account.cloudflare.budget.share())

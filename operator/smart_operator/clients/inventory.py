@@ -82,6 +82,11 @@ class Fleet:
         self._listed_at = float("-inf")
         self._lock = asyncio.Lock()
 
+    @property
+    def listed(self) -> bool:
+        """Whether the servers were listed at least once."""
+        return self._listed_at > float("-inf")
+
     async def _refresh(self, max_age: float) -> None:
         async with self._lock:
             if time.monotonic() - self._listed_at > max_age:

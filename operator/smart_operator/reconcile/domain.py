@@ -634,7 +634,7 @@ class DomainReconciler:
         except PermanentFailure as error:
             if error.code == "resource_limit_exceeded" and cloud.pool is not None:
                 # The project's limit is lower than its server-quota says: the next
-                # Domains go elsewhere until its servers are listed again.
+                # Domains go elsewhere for a while.
                 cloud.pool.exhausted(cloud.account)
             raise
         except Conflict:
