@@ -10,6 +10,7 @@ A Domain is placed once, before anything is made for it, and stays on that accou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,8 +79,8 @@ def place(accounts: Sequence[AccountLoad], pin: str | None = None) -> Placed | U
     """The account a new Domain goes to: the pinned one (a Customer's
     ``spec.providerAccount``) or else the open account with the most room, as the
     lower of its free share of the server quota and its share of request budget left
-    (so new Domains spread evenly, and away from an account that is busy now); ties go
-    to the most free servers, then the name."""
+    (in steps of 5%; so new Domains spread evenly, and away from an account that is
+    busy now); ties go to the most free servers, then the name."""
     if pin is not None:
         pinned = next((a for a in accounts if a.name == pin), None)
         if pinned is None:
@@ -112,9 +113,15 @@ def place(accounts: Sequence[AccountLoad], pin: str | None = None) -> Placed | U
         )
     best = max(
         candidates,
-        key=lambda a: (min(a.free / a.server_quota, max(0.0, a.budget)), a.free, _desc(a.name)),
+        key=lambda a: (min(a.free / a.server_quota, _steps(a.budget)), a.free, _desc(a.name)),
     )
     return Placed(best.name)
+
+
+def _steps(budget: float) -> float:
+    """The budget share in steps of 5%: a request or two spent a moment ago is no
+    reason to prefer another account."""
+    return math.floor(max(0.0, min(1.0, budget)) * 20) / 20
 
 
 def _desc(name: str) -> tuple[int, ...]:

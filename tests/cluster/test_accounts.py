@@ -145,8 +145,8 @@ def test_a_full_account_sends_the_next_domain_elsewhere_and_a_pinned_customer_st
     assert server["id"] == first["status"]["server"]["id"]
     assert zones(clouds, "alpha") == ["first-pinned.example"]
 
-    # alpha is full: another Customer's Domain goes to beta (alpha would win a tie by
-    # name), never to the drained default account.
+    # alpha is full: another Customer's Domain goes to beta, never to the drained
+    # default account.
     cluster.apply(domain("shop", free, "shop-free.example"))
     shop = ready_server(cluster, free, "shop")
     assert shop["status"]["account"] == "beta"

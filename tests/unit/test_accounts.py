@@ -159,3 +159,8 @@ def test_each_accounts_budget_has_its_own_share_and_gauge() -> None:
     assert gauge("smartserver_account_budget_remaining", {**labels, "account": "eu-3"}) == 100
     now[0] = 25.0  # refills at the rate the headers imply
     assert eu2.share() == pytest.approx(0.5)
+
+
+def test_a_request_or_two_of_budget_does_not_decide() -> None:
+    accounts = [AccountLoad("b", 0, 10, budget=1.0), AccountLoad("a", 0, 10, budget=0.999)]
+    assert place(accounts) == Placed("a")

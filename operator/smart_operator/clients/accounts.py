@@ -14,6 +14,7 @@ restart picks it up).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -37,6 +38,7 @@ from smart_operator.clients.cloudflare import Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.clients.kube import Kube, SecretView
+from smart_operator.errors import ExternalError
 from smart_operator.ports import Cloud, Identity
 from smart_operator.settings import OperatorSettings
 
@@ -187,6 +189,7 @@ class AccountPool:
     _where: dict[str, str] = field(default_factory=dict)
     _read_at: float = float("-inf")
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refreshing: asyncio.Task[None] | None = None
 
     @property
     def default(self) -> str:
@@ -274,10 +277,25 @@ class AccountPool:
             account.spec.name, servers, account.spec.server_quota, budget, account.spec.drained
         )
 
+    def _refresh_soon(self) -> None:
+        """Read the Secrets again in the background when they are due: placements
+        never wait for the API server's answers (they take turns)."""
+        if time.monotonic() - self._read_at < self.refresh_seconds:
+            return
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        self._read_at = time.monotonic()
+        self._refreshing = asyncio.create_task(self._refresh_logged(), name="account secrets")
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except ExternalError as error:  # the last good reading stays
+            log.warning("reading the provider account Secrets failed: %s", error)
+
     async def place(self, uid: str, pin: str | None) -> Placed | Unplaced:
+        self._refresh_soon()
         async with self._lock:  # one placement at a time: each sees the ones before
-            if time.monotonic() - self._read_at >= self.refresh_seconds:
-                await self.refresh()
             loads = [await self.load(self.accounts[name]) for name in sorted(self.accounts)]
             result = place(loads, pin)
             if isinstance(result, Placed):
@@ -285,6 +303,10 @@ class AccountPool:
             return result
 
     async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
         for account in self.accounts.values():
             await account.close()
 
