@@ -10,7 +10,6 @@ A Domain is placed once, before anything is made for it, and stays on that accou
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,7 +120,7 @@ def place(accounts: Sequence[AccountLoad], pin: str | None = None) -> Placed | U
 def _steps(budget: float) -> float:
     """The budget share in steps of 5%: a request or two spent a moment ago is no
     reason to prefer another account."""
-    return math.floor(max(0.0, min(1.0, budget)) * 20) / 20
+    return round(max(0.0, min(1.0, budget)) * 20) / 20
 
 
 def _desc(name: str) -> tuple[int, ...]:
