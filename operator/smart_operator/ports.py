@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from smart_operator.accounts import Placed, Unplaced
 from smart_operator.keys import SSHKeyPair
 from smart_operator.uptime import CheckResult
 
@@ -224,7 +225,8 @@ class Identity:
 
 @dataclass
 class Cloud:
-    """The providers, and the shared views that keep calls flat as Domains grow."""
+    """The providers of one provider account (a Hetzner project and a Cloudflare
+    account), and the shared views that keep calls flat as Domains grow."""
 
     servers: Servers
     dns: Dns
@@ -234,6 +236,45 @@ class Cloud:
     identity: Identity
     ssh_key_id: int | None = None
     """The operator's key at the provider, once known."""
+    account: str = "default"
+    """The name of the provider account these clients act in."""
+    pool: Pool | None = None
+    """Every provider account of the operator (``smart_operator.accounts``); None with
+    one account and no placement (the unit tests' fakes)."""
+
+
+class Pool(Protocol):
+    """The provider accounts: where a new Domain goes, and each account's clients."""
+
+    @property
+    def default(self) -> str:
+        """The account of Domains made before the pool (nothing on their status)."""
+        ...
+
+    def cloud(self, name: str) -> Cloud | None:
+        """The clients of one account; None when the pool has no such account."""
+        ...
+
+    def clouds(self) -> list[Cloud]:
+        """Every account's clients."""
+        ...
+
+    async def place(self, uid: str, pin: str | None) -> Placed | Unplaced:
+        """Choose the account of a new Domain (``accounts.place``) and count it there."""
+        ...
+
+    def note(self, uid: str, name: str) -> None:
+        """The Domain ``uid`` is on the account ``name`` (counted in its load)."""
+        ...
+
+    def forget(self, uid: str) -> None:
+        """The Domain ``uid`` is gone: it no longer counts on its account."""
+        ...
+
+    def exhausted(self, name: str) -> None:
+        """The provider refused a server for the account's limit: count it full for a
+        while (its servers are listed again meanwhile)."""
+        ...
 
 
 # -- servers over SSH -------------------------------------------------------------------
@@ -376,6 +417,10 @@ class Resources(Protocol):
 
     async def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one object of a kind the operator owns."""
+        ...
+
+    async def label(self, ref: ObjectRef, labels: dict[str, str]) -> None:
+        """Merge labels into an object's metadata; an object that is gone is left alone."""
         ...
 
     async def read_quota(self, namespace: str, name: str) -> QuotaView | None: ...

@@ -63,6 +63,31 @@ class OperatorSettings(BaseSettings):
     cloudflare_account_id: str = Field(
         default="", description="Cloudflare account that new zones are created in"
     )
+    account_secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of the Secrets in the operator's namespace that each hold one "
+        "more provider account of the pool (a Hetzner project and a Cloudflare account; "
+        'keys in docs/operations.md), as a JSON list, for example ["provider-eu-2"]. The '
+        "operator may read only these (Helm: providerAccounts)",
+    )
+    default_account_server_quota: int = Field(
+        default=100,
+        ge=1,
+        description="The most servers the Hetzner project of the operator's own tokens (the "
+        "provider account 'default') may hold: its limit in the Hetzner Console (Limits). "
+        "New Domains go to another account of the pool once it is reached",
+    )
+    default_account_drained: bool = Field(
+        default=False,
+        description="The provider account 'default' (the operator's own tokens) takes no "
+        "new Domains; those on it stay. Further accounts: Secrets (docs/operations.md)",
+    )
+    account_refresh_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often, at most, the provider account Secrets are read again when "
+        "a Domain is placed (server-quota, the drained label, a Secret made after start)",
+    )
     installation_id: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$",

@@ -101,3 +101,54 @@ def wait_for(plane: ControlPlane, args: list[str], expect: str, timeout: float =
             return output
         time.sleep(0.2)
     raise TimeoutError(f"kubectl get {' '.join(args)} did not show {expect!r}; last: {output}")
+
+
+def add_provider_accounts(plane: ControlPlane, accounts: dict[str, dict[str, str]]) -> None:
+    """Provider account Secrets in the operator's namespace (``{secret name: data}``, the
+    keys of docs/operations.md), and what the chart's Role grants the operator with
+    ``operator.providerAccounts`` set to their names: ``get`` on them, by name. The
+    operator reads them with ``SMART_ACCOUNT_SECRETS`` set to the same names."""
+    names = sorted(accounts)
+    documents: list[dict[str, object]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+            "type": "Opaque",
+            "stringData": accounts[name],
+        }
+        for name in names
+    ]
+    documents += [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "smart-operator-accounts", "namespace": OPERATOR_NAMESPACE},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": names,
+                    "verbs": ["get"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "smart-operator-accounts", "namespace": OPERATOR_NAMESPACE},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "smart-operator-accounts",
+            },
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": OPERATOR_ACCOUNT,
+                    "namespace": OPERATOR_NAMESPACE,
+                }
+            ],
+        },
+    ]
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))

@@ -464,6 +464,12 @@ class FakeResources(Failing):
             body["metadata"]["uid"] for ref, body in self.objects.items() if ref.plural == "domains"
         }
 
+    async def label(self, ref: ObjectRef, labels: dict[str, str]) -> None:
+        self._call("label")
+        body = self.objects.get(ref)
+        if body is not None:
+            body.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+
     async def apply(self, obj: dict[str, Any]) -> None:
         self._call("apply")
         self.applied.append(copy.deepcopy(obj))

@@ -89,3 +89,21 @@ async def test_the_sweep_survives_an_api_server_error_and_any_other() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await loop
     assert RETRIES.labels("test sweep")._value.get() - before == 3
+
+
+async def test_the_sweep_visits_every_account_of_the_pool() -> None:
+    from tests.unit.test_reconcile_domain_accounts import FakePool
+
+    pool = FakePool({"a": 10, "b": 10})
+    resources = FakeResources()
+    resources.put(ObjectRef("domains", "shop", "customer-acme"), {"metadata": {"uid": "alive"}})
+    _, in_a, _ = pool.fakes["a"]
+    _, in_b, _ = pool.fakes["b"]
+    in_a.add_server("ss-gone-a", domains.cloud_labels("gone-a", "inst-1"), LONG_AGO)
+    in_b.add_server("ss-gone-b", domains.cloud_labels("gone-b", "inst-1"), LONG_AGO)
+    # A live Domain's server in another account than the default one is its own.
+    alive = in_b.add_server("ss-alive", domains.cloud_labels("alive", "inst-1"), LONG_AGO)
+    removed = await sweep_once(pool.clouds()[0], resources, datetime.now(UTC), 600, records=False)
+    assert removed["server"] == 2
+    assert in_a.servers_by_id == {}
+    assert set(in_b.servers_by_id) == {alive}

@@ -31,6 +31,16 @@ PROVIDER_CALLS = Counter(
     "Calls to outside providers by provider, verb and outcome",
     ["provider", "verb", "outcome"],
 )
+ACCOUNT_BUDGET_REMAINING = Gauge(
+    "smartserver_account_budget_remaining",
+    "Requests a provider account of the pool still allows before its limit, as last reported",
+    ["account", "provider"],
+)
+ACCOUNT_CALLS = Counter(
+    "smartserver_account_calls_total",
+    "Calls to outside providers by provider account of the pool and provider",
+    ["account", "provider"],
+)
 BUDGET_WAITS = Counter(
     "smartserver_provider_budget_waits_total",
     "Calls that had to wait for the provider's budget (after a 429: until its reset)",
@@ -53,8 +63,12 @@ class RequestBudget:
         per_second: float,
         shape: Literal["bucket", "window"] = "bucket",
         clock: Callable[[], float] = time.monotonic,
+        account: str = "default",
     ) -> None:
+        """``account``: the provider account of the pool whose budget this is (each has
+        its own)."""
         self.provider = provider
+        self.account = account
         self.limit = limit
         self.per_second = per_second
         self.shape = shape
@@ -64,7 +78,16 @@ class RequestBudget:
         self._window_resets_at: float | None = None
         self._blocked_until = 0.0
         self._lock = asyncio.Lock()
-        BUDGET_REMAINING.labels(provider).set(limit)
+        self._report(limit)
+
+    def _report(self, remaining: float) -> None:
+        BUDGET_REMAINING.labels(self.provider).set(remaining)
+        ACCOUNT_BUDGET_REMAINING.labels(self.account, self.provider).set(remaining)
+
+    def share(self) -> float:
+        """The share of the budget left now, 0 to 1."""
+        self._refill()
+        return max(0.0, min(1.0, self.remaining / self.limit)) if self.limit else 0.0
 
     def _refill(self) -> None:
         now = self._clock()
@@ -123,7 +146,7 @@ class RequestBudget:
                 self.per_second = (self.limit - remaining) / reset_in
             elif self.shape == "window":
                 self._window_resets_at = self._clock() + reset_in
-        BUDGET_REMAINING.labels(self.provider).set(remaining)
+        self._report(remaining)
 
     def block(self, seconds: float) -> None:
         """The provider refused with 429: spend nothing more for ``seconds``."""
@@ -132,4 +155,4 @@ class RequestBudget:
         self._blocked_until = max(self._blocked_until, self._clock() + seconds)
         if self.shape == "window":
             self._window_resets_at = self._clock() + seconds
-        BUDGET_REMAINING.labels(self.provider).set(0)
+        self._report(0)

@@ -17,7 +17,7 @@ import cloudflare
 import httpx
 from cloudflare import AsyncCloudflare
 
-from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
+from smart_operator.clients.budget import ACCOUNT_CALLS, PROVIDER_CALLS, RequestBudget
 from smart_operator.domains import zone_candidates
 from smart_operator.errors import (
     Conflict,
@@ -78,9 +78,14 @@ class Cloudflare:
         account_id: str,
         budget: RequestBudget | None = None,
         timeout: float = 30.0,
+        account: str = "default",
     ) -> None:
+        """``account``: the provider account of the pool this Cloudflare account is in."""
         self.account_id = account_id
-        self.budget = budget or RequestBudget(PROVIDER, limit=1200, per_second=4.0, shape="window")
+        self.account = account
+        self.budget = budget or RequestBudget(
+            PROVIDER, limit=1200, per_second=4.0, shape="window", account=account
+        )
         # Every HTTP request pays its way, also the pages the SDK fetches by itself.
         self._http = httpx.AsyncClient(
             timeout=timeout,
@@ -161,6 +166,7 @@ class Cloudflare:
             raise TemporaryFailure(PROVIDER, f"{verb}: {error}", jittered(5)) from error
         finally:
             PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
+            ACCOUNT_CALLS.labels(self.account, PROVIDER).inc()
 
     # -- zones ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from hcloud.server_types import ServerType
 from hcloud.servers import Server
 from hcloud.ssh_keys import SSHKey
 
-from smart_operator.clients.budget import PROVIDER_CALLS, RequestBudget
+from smart_operator.clients.budget import ACCOUNT_CALLS, PROVIDER_CALLS, RequestBudget
 from smart_operator.errors import (
     Conflict,
     ExternalError,
@@ -99,8 +99,11 @@ class Hetzner:
         budget: RequestBudget | None = None,
         threads: int = 8,
         timeout: float = 30.0,
+        account: str = "default",
     ) -> None:
-        self.budget = budget or RequestBudget(PROVIDER, limit=3600, per_second=1.0)
+        """``account``: the provider account of the pool this project belongs to."""
+        self.account = account
+        self.budget = budget or RequestBudget(PROVIDER, limit=3600, per_second=1.0, account=account)
         self._client = Client(token=token, api_endpoint=endpoint, timeout=timeout)
         base = self._client._client
         # The SDK would retry 429s and timeouts with blocking sleeps in our threads;
@@ -156,6 +159,7 @@ class Hetzner:
             ) from error
         finally:
             PROVIDER_CALLS.labels(PROVIDER, verb, outcome).inc()
+            ACCOUNT_CALLS.labels(self.account, PROVIDER).inc()
 
     def _classify(self, error: APIException) -> ExternalError:
         """The error an API answer means (codes and statuses: the Hetzner Cloud API's

@@ -82,7 +82,12 @@ class Fleet:
         self._listed_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    async def servers(self, uid: str, max_age: float) -> list[ServerView]:
+    @property
+    def listed(self) -> bool:
+        """Whether the servers were listed at least once."""
+        return self._listed_at > float("-inf")
+
+    async def _refresh(self, max_age: float) -> None:
         async with self._lock:
             if time.monotonic() - self._listed_at > max_age:
                 listed = await self._hetzner.servers(managed_labels())
@@ -91,7 +96,15 @@ class Fleet:
                     by_uid[server.labels.get(UID_LABEL, "")].append(server)
                 self._by_uid = dict(by_uid)
                 self._listed_at = time.monotonic()
+
+    async def servers(self, uid: str, max_age: float) -> list[ServerView]:
+        await self._refresh(max_age)
         return list(self._by_uid.get(uid, []))
+
+    async def uids(self, max_age: float) -> set[str]:
+        """The Domains with a server in this project (from the same shared listing)."""
+        await self._refresh(max_age)
+        return {uid for uid, servers in self._by_uid.items() if uid and servers}
 
     def remember(self, uid: str, server: ServerView) -> None:
         known = [s for s in self._by_uid.get(uid, []) if s.id != server.id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -33,6 +34,13 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 MERGE_PATCH: dict[str, Any] = {"_content_type": MERGE}
 APPLY_PATCH: dict[str, Any] = {"_content_type": APPLY, "force": True}
+
+
+@dataclass(frozen=True)
+class SecretView:
+    name: str
+    labels: dict[str, str]
+    data: dict[str, str]
 
 
 def api_error(error: ApiException, what: str) -> ExternalError:
@@ -113,6 +121,20 @@ class Kube:
                 GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
             )
         await self._call(f"patch {ref} status", call, missing=None)
+
+    async def label(self, ref: ObjectRef, labels: dict[str, str]) -> None:
+        """Merge labels into an object's metadata; an object deleted meanwhile is left
+        alone."""
+        body = {"metadata": {"labels": labels}}
+        if ref.namespace is None:
+            call = self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH
+            )
+        else:
+            call = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
+            )
+        await self._call(f"label {ref}", call, missing=None)
 
     async def domain_uids(self) -> set[str]:
         """The uids of every Domain in the cluster (one list call per 500)."""
@@ -234,6 +256,21 @@ class Kube:
         if secret is None:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    async def secret(self, namespace: str, name: str) -> SecretView | None:
+        """A Secret's labels and data (decoded); None when it does not exist."""
+        secret = await self._call(
+            f"get secret {namespace}/{name}",
+            self.core.read_namespaced_secret(name, namespace),
+            missing=None,
+        )
+        if secret is None:
+            return None
+        return SecretView(
+            name=name,
+            labels=dict(secret.metadata.labels or {}),
+            data={k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()},
+        )
 
     async def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> bool:
         """Create a Secret; False when one of that name already exists (left as it is)."""

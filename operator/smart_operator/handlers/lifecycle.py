@@ -12,12 +12,10 @@ from typing import Any
 import kopf
 
 from smart_operator.agentbundle import AgentBundle
+from smart_operator.clients.accounts import connect_pool
 from smart_operator.clients.acme import AcmeIssuer
 from smart_operator.clients.agent_install import BundleInstaller
 from smart_operator.clients.budget import RequestBudget
-from smart_operator.clients.cloudflare import Cloudflare
-from smart_operator.clients.hetzner import Hetzner
-from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.clients.kube import Kube
 from smart_operator.clients.kubeapi import connect
 from smart_operator.clients.probe import HttpSiteProbe
@@ -123,32 +121,15 @@ def uptime_checker(ctx: Context) -> UptimeChecker:
 
 
 async def connect_cloud(kube: Kube, settings: OperatorSettings) -> tuple[Cloud, Closer] | None:
-    """The providers' clients and shared views, and how to close them; None without
-    credentials."""
-    if settings.hetzner_token is None or settings.cloudflare_token is None:
+    """The providers' clients and shared views of every provider account (the pool:
+    ``clients.accounts``), and how to close them; None without any account. The
+    returned Cloud is the default account's, with the pool on it."""
+    pool = await connect_pool(kube, settings, lambda: operator_identity(kube, settings))
+    if pool is None:
         return None
-    hetzner = Hetzner(settings.hetzner_token.get_secret_value(), settings.hetzner_endpoint)
-    cloudflare = Cloudflare(
-        settings.cloudflare_token.get_secret_value(),
-        settings.cloudflare_endpoint,
-        settings.cloudflare_account_id,
-    )
-    actions = ActionWatcher(hetzner)
-
-    async def close() -> None:
-        await actions.close()
-        await cloudflare.close()
-        hetzner.close()
-
-    cloud = Cloud(
-        servers=hetzner,
-        dns=cloudflare,
-        identity=await operator_identity(kube, settings),
-        actions=actions,
-        fleet=Fleet(hetzner),
-        catalog=Catalog(hetzner),
-    )
-    return cloud, close
+    cloud = pool.cloud(pool.default)
+    assert cloud is not None
+    return cloud, pool.close
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -200,8 +181,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
                 logger.info("certificates from %s", operator_settings.acme_directory)
         else:
             logger.warning(
-                "SMART_HETZNER_TOKEN or SMART_CLOUDFLARE_TOKEN is not set: Domains will wait "
-                "with an OperatorNotConfigured condition"
+                "SMART_HETZNER_TOKEN or SMART_CLOUDFLARE_TOKEN is not set and no provider "
+                "account Secret is there: Domains will wait with an OperatorNotConfigured "
+                "condition"
             )
         if operator_settings.stripe_api_key is not None:
             memo.stripe = StripeBilling(

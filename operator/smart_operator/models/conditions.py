@@ -106,6 +106,9 @@ class Reason(StrEnum):
     """The provider has no capacity for the type in the location now."""
     QUOTA_EXCEEDED = "QuotaExceeded"
     """The provider account's limit (servers, cores...) is reached."""
+    NO_PROVIDER_ACCOUNT = "NoProviderAccount"
+    """No provider account of the pool may take the Domain (all drained or full, or the
+    Customer's pinned one cannot), or its recorded account is gone from the pool."""
     STARTING = "Starting"
     RUNNING = "Running"
     RECORDS_POINT_AT_SERVER = "RecordsPointAtServer"
@@ -172,6 +175,7 @@ WARNINGS = frozenset(
         Reason.CREATE_FAILED,
         Reason.CAPACITY_UNAVAILABLE,
         Reason.QUOTA_EXCEEDED,
+        Reason.NO_PROVIDER_ACCOUNT,
         Reason.RECORD_CONFLICT,
         Reason.INSTALL_FAILED,
         Reason.NO_AGENT_BUNDLE,

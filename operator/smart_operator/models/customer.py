@@ -42,6 +42,9 @@ def customer_of(namespace: str) -> str | None:
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PLAN_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+ACCOUNT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""A provider account's name (``smart_operator.accounts``): a label value, since the
+Domains placed on it carry it as one."""
 
 
 class LimitOverrides(CamelModel):
@@ -70,6 +73,15 @@ class CustomerSpec(CamelModel):
     suspended: bool = Field(
         default=False,
         description="Suspended customers keep their resources but serve only control variants",
+    )
+    provider_account: str | None = Field(
+        default=None,
+        pattern=ACCOUNT_NAME_PATTERN,
+        max_length=63,
+        description="Pin the customer's new Domains to this provider account of the pool "
+        "(the smartserver.ai/provider-account label of its Secret); unset lets the operator "
+        "place each new Domain on the account with the most room. Domains placed already "
+        "stay where they are",
     )
 
 

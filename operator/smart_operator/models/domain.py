@@ -298,6 +298,13 @@ class DomainStatus(StatusModel):
 
     observed_generation: int | None = None
     phase: DomainPhase | None = None
+    account: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The provider account (Hetzner project and Cloudflare account of the "
+        "pool) the Domain was placed on before anything was made for it; every call for it "
+        "uses this account",
+    )
     verification: VerificationStatus | None = None
     server: ServerStatus | None = None
     dns: DNSStatus | None = None
@@ -329,6 +336,7 @@ class Domain(Resource):
             PrinterColumn("Up-24h", ".status.availability.percent24h", type="number"),
             PrinterColumn("Cert-Expiry", ".status.certificate.notAfter", type="date"),
             PrinterColumn("Server", ".status.server.name", priority=1),
+            PrinterColumn("Account", ".status.account", priority=1),
             PrinterColumn("Type", ".spec.server.type", priority=1),
             PrinterColumn("Agent", ".status.agent.lastSeen", type="date", priority=1),
             AGE_COLUMN,

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from smart_operator import certificates, domains, uptime
+from smart_operator.accounts import ACCOUNT_LABEL, Unplaced
 from smart_operator.agentbundle import DEPLOY_USER
 from smart_operator.cloudinit import UserDataInput, render_user_data
 from smart_operator.conditions import is_true, now, set_condition
@@ -208,6 +209,10 @@ class DomainReconciler:
         self.condition(
             ConditionType.PAUSED, "False", Reason.ACTIVE, "reconciled and repaired as usual"
         )
+        placed = await self._step(ConditionType.SERVER_READY, self.account(cloud))
+        if isinstance(placed, Wait):
+            return placed.seconds
+        cloud = placed
         shape = await self._step(ConditionType.SERVER_READY, self.check_shape(cloud))
         if isinstance(shape, Wait):
             return shape.seconds
@@ -251,6 +256,62 @@ class DomainReconciler:
             return Wait(failure.retry_seconds)
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _made_anything(self) -> bool:
+        """Whether an earlier pass (maybe of a version before the pool) made or found
+        anything in a provider account for this Domain."""
+        server, dns = self.status.server, self.status.dns
+        return bool(
+            (server and (server.id or server.firewall_id or server.create_attempt))
+            or (dns and dns.zone_id)
+        )
+
+    async def account(self, cloud: Cloud) -> Cloud | Wait:
+        """The provider account this Domain lives in: chosen once, before anything is
+        made for it (by the pool's placement, or the Customer's pin), recorded on its
+        status and labels, and used for every later call. A Domain that has things in
+        an account from before the pool is on the pool's default account."""
+        pool = cloud.pool
+        if pool is None:
+            return cloud
+        name = self.status.account
+        if name is None:
+            if self._made_anything():
+                name = pool.default
+            else:
+                customer = await self.customer()
+                pin = ((customer or {}).get("spec") or {}).get("providerAccount")
+                result = await pool.place(self.uid, str(pin) if pin else None)
+                if isinstance(result, Unplaced):
+                    self.condition(
+                        ConditionType.SERVER_READY,
+                        "False",
+                        Reason.NO_PROVIDER_ACCOUNT,
+                        f"{result.message}; tried again every {self.settings.drift_seconds:.0f} s",
+                    )
+                    return Wait(self.settings.drift_seconds)
+                name = result.account
+                self.events.post("Normal", "AccountChosen", f"placed on provider account {name}")
+            self.status.account = name
+            await self.flush()  # recorded before anything is made in it
+        meta = self.domain.metadata
+        if meta.labels.get(ACCOUNT_LABEL) != name:
+            await self.resources.label(
+                ObjectRef("domains", meta.name, meta.namespace), {ACCOUNT_LABEL: name}
+            )
+        chosen = pool.cloud(name)
+        if chosen is None:
+            self.condition(
+                ConditionType.SERVER_READY,
+                "False",
+                Reason.NO_PROVIDER_ACCOUNT,
+                f"the Domain is on provider account {name} (status.account), which the "
+                f"operator no longer has: restore its Secret (label {ACCOUNT_LABEL}={name} "
+                "in the operator's namespace); its server and records are there",
+            )
+            return Wait(self.settings.drift_seconds)
+        pool.note(self.uid, name)
+        return chosen
 
     async def check_shape(self, cloud: Cloud) -> Wait | None:
         """Server type and location against the provider's catalogue."""
@@ -327,13 +388,16 @@ class DomainReconciler:
         )
         return zone
 
-    async def customer_uid(self) -> str | None:
-        """The uid of the Customer whose namespace the Domain is in; None outside one."""
+    async def customer(self) -> dict[str, Any] | None:
+        """The Customer whose namespace the Domain is in; None outside one."""
         customer = customer_of(self.domain.metadata.namespace or "")
         if customer is None:
             return None
-        body = await self.resources.get(ObjectRef("customers", customer))
-        uid = (body or {}).get("metadata", {}).get("uid")
+        return await self.resources.get(ObjectRef("customers", customer))
+
+    async def customer_uid(self) -> str | None:
+        """The uid of the Customer whose namespace the Domain is in; None outside one."""
+        uid = ((await self.customer()) or {}).get("metadata", {}).get("uid")
         return str(uid) if uid else None
 
     async def claim(self, cloud: Cloud, zone: ZoneView, customer: str, made: bool) -> Wait | None:
@@ -567,6 +631,12 @@ class DomainReconciler:
                 ssh_key_ids=[cloud.ssh_key_id],
                 firewall_ids=[firewall],
             )
+        except PermanentFailure as error:
+            if error.code == "resource_limit_exceeded" and cloud.pool is not None:
+                # The project's limit is lower than its server-quota says: the next
+                # Domains go elsewhere for a while.
+                cloud.pool.exhausted(cloud.account)
+            raise
         except Conflict:
             existing = await cloud.servers.server_by_name(name)
             if existing is None or existing.labels.get(domains.UID_LABEL) != self.uid:
@@ -1008,6 +1078,19 @@ class DomainReconciler:
         cloud = self.cloud
         if cloud is None:
             return
+        if cloud.pool is not None:
+            pool = cloud.pool
+            name = self.status.account or pool.default
+            chosen = pool.cloud(name)
+            if chosen is None:
+                raise TemporaryFailure(
+                    "operator",
+                    f"the Domain's server and records are in provider account {name}, which "
+                    f"the operator no longer has: restore its Secret (label {ACCOUNT_LABEL}="
+                    f"{name}) so they can be removed",
+                    60,
+                )
+            cloud = chosen
         labels = domains.domain_labels(self.uid)
         dns = self.status.dns or DNSStatus()
         zone_id = dns.zone_id
@@ -1022,6 +1105,8 @@ class DomainReconciler:
         self.dns_schedule.forget(self.uid)
         for firewall in await cloud.servers.firewalls(labels):
             await cloud.servers.delete_firewall(firewall.id)
+        if cloud.pool is not None:
+            cloud.pool.forget(self.uid)
 
 
 def _serial(fullchain_pem: str) -> str:

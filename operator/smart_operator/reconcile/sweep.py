@@ -60,6 +60,18 @@ async def sweep_once(
         frozenset(await resources.domain_uids()), now - timedelta(seconds=grace_seconds)
     )
     removed = {"server": 0, "firewall": 0, "record": 0}
+    for account in cloud.pool.clouds() if cloud.pool is not None else [cloud]:
+        await _sweep_account(account, rule, removed, records)
+    for kind, count in removed.items():
+        SWEPT.labels(kind).inc(count)
+    return removed
+
+
+async def _sweep_account(
+    cloud: Cloud, rule: OrphanRule, removed: dict[str, int], records: bool
+) -> None:
+    """One provider account's share of the sweep (the Domains' uids are the cluster's:
+    a Domain's objects in another account are its own, never swept here)."""
     mine = domains.managed_labels(cloud.identity.installation)
     for server in await cloud.servers.servers(mine):
         if rule.labelled(server.labels, server.created):
@@ -82,6 +94,3 @@ async def sweep_once(
                 log.warning("sweeping %s record %s: no Domain owns it", record.type, record.name)
                 await cloud.dns.delete_record(zone.id, record.id)
                 removed["record"] += 1
-    for kind, count in removed.items():
-        SWEPT.labels(kind).inc(count)
-    return removed

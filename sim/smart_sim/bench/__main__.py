@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from smart_sim.bench import (
+    accounts,
     agent,
     boot,
     controlplane,
@@ -20,6 +21,7 @@ from smart_sim.bench import (
 BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
     "domains": domains.run,
+    "accounts": accounts.run,
     "intake": intake.run,
     "agent": agent.run,
     "tls": tls.run,

@@ -13,7 +13,7 @@ import contextlib
 import signal
 
 from smart_sim.acme import ZoneDns
-from smart_sim.cloudflare.app import CloudflareConfig
+from smart_sim.cloudflare.app import AccountConfig, CloudflareConfig
 from smart_sim.cloudflare.runner import CloudflareSimulator
 
 
@@ -24,6 +24,15 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--time-scale", type=float, default=1.0, help="simulated s per real s")
     parser.add_argument("--rate-limit", type=int, default=1200, help="requests per window")
     parser.add_argument("--token", default=None, help="the only accepted API token")
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        type=AccountConfig.parse,
+        metavar="TOKEN:ACCOUNT_ID[:RATE_LIMIT]",
+        help="another account, reached with its own token, with its own zones and request "
+        "budget (1200 per 5 minutes unless given); repeatable",
+    )
     parser.add_argument(
         "--delegate-new-zones",
         action="store_true",
@@ -49,6 +58,7 @@ async def _serve(args: argparse.Namespace) -> None:
         time_scale=args.time_scale,
         rate_limit=args.rate_limit,
         token=args.token,
+        accounts=tuple(args.account),
         delegate_new_zones=args.delegate_new_zones,
         default_plan=args.zone_plan,
     )

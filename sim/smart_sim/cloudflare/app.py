@@ -39,7 +39,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiohttp import web
@@ -65,7 +65,14 @@ from smart_sim.faults import (
 )
 from smart_sim.ratelimit import SimClock, WindowLimiter
 
-__all__ = ["CONTEXT", "CloudflareConfig", "CloudflareContext", "create_app"]
+__all__ = [
+    "CONTEXT",
+    "Account",
+    "AccountConfig",
+    "CloudflareConfig",
+    "CloudflareContext",
+    "create_app",
+]
 
 JSON = dict[str, object]
 
@@ -93,8 +100,31 @@ class CloudflareConfig:
     """Whether new zones count as delegated, so Cloudflare's first check activates them."""
     default_plan: str = "free"
     """The plan of new zones (API-created zones are on Free for real)."""
+    accounts: tuple[AccountConfig, ...] = ()
+    """More accounts, each reached with its own token (``--account``)."""
     fault_seed: int = 0
     """Seed for probabilistic faults."""
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """Another Cloudflare account with its own user's token: its own zones, and its own
+    request budget ("The global rate limit for the Cloudflare API is 1,200 requests per
+    five minutes per user", the API's rate-limits page: a budget follows the user, so a
+    further account of the pool comes with a user, and a token, of its own)."""
+
+    token: str
+    account_id: str
+    rate_limit: int = 1200
+
+    @classmethod
+    def parse(cls, text: str) -> AccountConfig:
+        """``TOKEN:ACCOUNT_ID[:RATE_LIMIT]`` (the command line's ``--account``)."""
+        token, _, rest = text.partition(":")
+        account_id, _, limit = rest.partition(":")
+        if not token or not account_id:
+            raise ValueError(f"--account {text!r}: expected TOKEN:ACCOUNT_ID[:RATE_LIMIT]")
+        return cls(token, account_id, int(limit) if limit else 1200)
 
 
 @dataclass
@@ -106,9 +136,28 @@ class CloudflareContext:
     state: CloudflareState
     limiter: WindowLimiter
     faults: FaultInjector
+    accounts: dict[str, Account] = field(default_factory=dict)
+    """The further accounts by token (``CloudflareConfig.accounts``)."""
+
+
+@dataclass
+class Account:
+    """One further account: its zones and its user's request budget."""
+
+    state: CloudflareState
+    limiter: WindowLimiter
 
 
 CONTEXT = web.AppKey("smart_sim.cloudflare", CloudflareContext)
+_ACCOUNT = web.RequestKey("smart_sim.cloudflare.account", Account)
+"""The request's account (set by ``_edge`` for a further account's token)."""
+
+
+def _state(request: web.Request) -> CloudflareState:
+    """The zones of the account the request's token belongs to."""
+    account: Account | None = request.get(_ACCOUNT)
+    return request.app[CONTEXT].state if account is None else account.state
+
 
 routes = web.RouteTableDef()
 
@@ -204,9 +253,15 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     response: web.StreamResponse
     retry_after = None
+    _, _, given = request.headers.get("Authorization", "").partition(" ")
+    account = ctx.accounts.get(given)
+    limiter = ctx.limiter if account is None else account.limiter
     try:
-        _authenticate(request, ctx.config.token)
-        if not ctx.limiter.try_acquire():
+        if account is None:
+            _authenticate(request, ctx.config.token)
+        else:
+            request[_ACCOUNT] = account
+        if not limiter.try_acquire():
             raise _rate_limited()
         response = await handler(request)
     except CloudflareError as exc:
@@ -218,11 +273,11 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         else:
             message = f"Method {request.method} not available for that URI."
             response = _fail(CloudflareError(7001, message, status=exc.status))
-    status = ctx.limiter.status()
+    status = limiter.status()
     scale = ctx.clock.time_scale
     reset = math.ceil(status.reset_in / scale)
     response.headers["Ratelimit"] = f'"default";r={status.remaining};t={reset}'
-    window = math.ceil(ctx.limiter.window / scale)
+    window = math.ceil(limiter.window / scale)
     response.headers["Ratelimit-Policy"] = f'"default";q={status.limit};w={window}'
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after / scale)))
@@ -355,10 +410,10 @@ def record_json(record: DnsRecord) -> JSON:
     return body
 
 
-def _account_json(config: CloudflareConfig) -> JSON:
+def _account_json(state: CloudflareState) -> JSON:
     return {
-        "id": config.account_id,
-        "name": config.account_name,
+        "id": state.account_id,
+        "name": state.account_name,
         "type": "standard",
         "settings": {"enforce_twofactor": False, "abuse_contact_email": None},
         "created_on": "2024-01-01T00:00:00.000000Z",
@@ -370,17 +425,15 @@ def _account_json(config: CloudflareConfig) -> JSON:
 
 @routes.get(f"{BASE}/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    return _page(
-        request, [_account_json(request.app[CONTEXT].config)], default_per_page=20, max_per_page=50
-    )
+    return _page(request, [_account_json(_state(request))], default_per_page=20, max_per_page=50)
 
 
 @routes.get(BASE + "/accounts/{account_id}")
 async def get_account(request: web.Request) -> web.Response:
-    config = request.app[CONTEXT].config
-    if request.match_info["account_id"] != config.account_id:
+    state = _state(request)
+    if request.match_info["account_id"] != state.account_id:
         raise CloudflareError(9109, "Unauthorized to access requested resource", status=403)
-    return _ok(_account_json(config))
+    return _ok(_account_json(state))
 
 
 @routes.get(f"{BASE}/user/tokens/verify")
@@ -429,7 +482,7 @@ def _zone_filters(query: MultiMapping[str]) -> list[Callable[[Zone], bool]]:
 
 @routes.get(f"{BASE}/zones")
 async def list_zones(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     state.settle()
     filters = _zone_filters(request.query)
     mode = request.query.get("match", "all")
@@ -459,34 +512,33 @@ async def list_zones(request: web.Request) -> web.Response:
 
 @routes.post(f"{BASE}/zones")
 async def create_zone(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
     body = await _body(request)
     account = body.get("account")
     account_id = account.get("id") if isinstance(account, dict) else None
     if not isinstance(account_id, str):
         raise CloudflareError(1002, "account.id is required")
-    if account_id != ctx.config.account_id:
+    if account_id != _state(request).account_id:
         raise CloudflareError(9109, "Unauthorized to access requested resource", status=403)
     if body.get("type", "full") != "full":
         raise CloudflareError(1004, "the simulator has full zones only")
-    return _ok(zone_json(ctx.state.add_zone(body.get("name"))))
+    return _ok(zone_json(_state(request).add_zone(body.get("name"))))
 
 
 @routes.get(BASE + "/zones/{zone_id}")
 async def get_zone(request: web.Request) -> web.Response:
-    zone = request.app[CONTEXT].state.get_zone(request.match_info["zone_id"])
+    zone = _state(request).get_zone(request.match_info["zone_id"])
     return _ok(zone_json(zone))
 
 
 @routes.delete(BASE + "/zones/{zone_id}")
 async def delete_zone(request: web.Request) -> web.Response:
-    zone = request.app[CONTEXT].state.delete_zone(request.match_info["zone_id"])
+    zone = _state(request).delete_zone(request.match_info["zone_id"])
     return _ok({"id": zone.id})
 
 
 @routes.put(BASE + "/zones/{zone_id}/activation_check")
 async def activation_check(request: web.Request) -> web.Response:
-    zone = request.app[CONTEXT].state.activation_check(request.match_info["zone_id"])
+    zone = _state(request).activation_check(request.match_info["zone_id"])
     return _ok({"id": zone.id})
 
 
@@ -576,7 +628,7 @@ def _order_key(value: object) -> tuple[int, float, str]:
 
 @routes.get(BASE + "/zones/{zone_id}/dns_records")
 async def list_records(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     records = state.find_records(request.match_info["zone_id"], _record_filter(request.query))
     order = request.query.get("order")
     if order is not None:
@@ -593,7 +645,7 @@ async def list_records(request: web.Request) -> web.Response:
 
 @routes.post(BASE + "/zones/{zone_id}/dns_records/batch")
 async def batch_records(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     body = await _body(request)
     done = state.batch(
         request.match_info["zone_id"],
@@ -607,14 +659,14 @@ async def batch_records(request: web.Request) -> web.Response:
 
 @routes.post(BASE + "/zones/{zone_id}/dns_records")
 async def create_record(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     record = state.create_record(request.match_info["zone_id"], await _body(request))
     return _ok(record_json(record))
 
 
 @routes.get(BASE + "/zones/{zone_id}/dns_records/{record_id}")
 async def get_record(request: web.Request) -> web.Response:
-    record = request.app[CONTEXT].state.get_record(
+    record = _state(request).get_record(
         request.match_info["zone_id"], request.match_info["record_id"]
     )
     return _ok(record_json(record))
@@ -622,7 +674,7 @@ async def get_record(request: web.Request) -> web.Response:
 
 @routes.put(BASE + "/zones/{zone_id}/dns_records/{record_id}")
 async def replace_record(request: web.Request) -> web.Response:
-    record = request.app[CONTEXT].state.replace_record(
+    record = _state(request).replace_record(
         request.match_info["zone_id"], request.match_info["record_id"], await _body(request)
     )
     return _ok(record_json(record))
@@ -630,7 +682,7 @@ async def replace_record(request: web.Request) -> web.Response:
 
 @routes.patch(BASE + "/zones/{zone_id}/dns_records/{record_id}")
 async def patch_record(request: web.Request) -> web.Response:
-    record = request.app[CONTEXT].state.patch_record(
+    record = _state(request).patch_record(
         request.match_info["zone_id"], request.match_info["record_id"], await _body(request)
     )
     return _ok(record_json(record))
@@ -638,7 +690,7 @@ async def patch_record(request: web.Request) -> web.Response:
 
 @routes.delete(BASE + "/zones/{zone_id}/dns_records/{record_id}")
 async def delete_record(request: web.Request) -> web.Response:
-    record = request.app[CONTEXT].state.delete_record(
+    record = _state(request).delete_record(
         request.match_info["zone_id"], request.match_info["record_id"]
     )
     return _ok({"id": record.id})
@@ -653,7 +705,7 @@ def _control_error(error: CloudflareError) -> web.Response:
 
 @routes.get("/_sim/zones")
 async def sim_zones(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     state.settle()
     zones = state.zones.values()
     return web.json_response({"zones": [{**zone_json(z), "delegated": z.delegated} for z in zones]})
@@ -669,7 +721,7 @@ async def sim_add_zone(request: web.Request) -> web.Response:
             {"error": 'expected {"name": str, "status"?: str, "delegated"?: bool, "plan"?: str}'},
             status=400,
         )
-    state = request.app[CONTEXT].state
+    state = _state(request)
     try:
         plan = state.plan(body["plan"]) if "plan" in body else None
         zone = state.add_zone(body.get("name"), status=status, delegated=delegated, plan=plan)
@@ -680,7 +732,7 @@ async def sim_add_zone(request: web.Request) -> web.Response:
 
 @routes.post("/_sim/zones/{reference}/{change:activate|delegate|move}")
 async def sim_change_zone(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     try:
         zone = state.zone_by_reference(request.match_info["reference"])
     except CloudflareError as exc:
@@ -697,7 +749,7 @@ async def sim_change_zone(request: web.Request) -> web.Response:
 
 @routes.put("/_sim/zones/{reference}/plan")
 async def sim_zone_plan(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     body = await read_control_body(request)
     try:
         zone = state.zone_by_reference(request.match_info["reference"])
@@ -730,6 +782,24 @@ def create_app(config: CloudflareConfig | None = None) -> web.Application:
         ),
         limiter=limiter,
         faults=faults,
+        accounts={
+            account.token: Account(
+                CloudflareState(
+                    clock,
+                    account_id=account.account_id,
+                    account_name=f"Smart Server {account.account_id[:8]}",
+                    delegate_new_zones=config.delegate_new_zones,
+                    default_plan=config.default_plan,
+                ),
+                WindowLimiter(
+                    clock,
+                    limit=account.rate_limit,
+                    window=config.window_seconds,
+                    lockout=config.lockout_seconds,
+                ),
+            )
+            for account in config.accounts
+        },
     )
     injected = fault_middleware(
         faults,

@@ -12,7 +12,7 @@ import contextlib
 import signal
 from pathlib import Path
 
-from smart_sim.hetzner.app import HetznerConfig
+from smart_sim.hetzner.app import HetznerConfig, ProjectConfig
 from smart_sim.hetzner.hooks import ServerHooks
 from smart_sim.hetzner.runner import HetznerSimulator
 
@@ -25,6 +25,18 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rate-limit", type=int, default=3600, help="request budget")
     parser.add_argument("--refill", type=float, default=1.0, help="requests back per second")
     parser.add_argument("--token", default=None, help="the only accepted API token")
+    parser.add_argument(
+        "--server-quota", type=int, default=None, help="the project's server limit (none)"
+    )
+    parser.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        type=ProjectConfig.parse,
+        metavar="TOKEN[:QUOTA[:RATE_LIMIT]]",
+        help="another project, reached with its own token, with its own objects, server "
+        "limit and request budget (3600 an hour unless given); repeatable",
+    )
     parser.add_argument(
         "--ipv4-network",
         default="127.10.0.0/16",
@@ -59,6 +71,8 @@ async def _serve(args: argparse.Namespace) -> None:
             rate_limit=args.rate_limit,
             refill_per_second=args.refill,
             token=args.token,
+            server_quota=args.server_quota,
+            projects=tuple(args.project),
             ipv4_network=network,
         )
         sim = await stack.enter_async_context(

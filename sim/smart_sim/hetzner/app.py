@@ -65,7 +65,14 @@ from smart_sim.hetzner.state import (
 )
 from smart_sim.ratelimit import SimClock, TokenBucket
 
-__all__ = ["CONTEXT", "HetznerConfig", "HetznerContext", "create_app"]
+__all__ = [
+    "CONTEXT",
+    "HetznerConfig",
+    "HetznerContext",
+    "Project",
+    "ProjectConfig",
+    "create_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +96,37 @@ class HetznerConfig:
     booted servers (the pool their provider network gives, ``smart_sim.boot``)."""
     token: str | None = None
     """The only accepted API token; None accepts any non-empty token."""
+    server_quota: int | None = None
+    """The most servers the project may hold (Hetzner's per-project limit); None: no
+    limit but the address pool."""
+    projects: tuple[ProjectConfig, ...] = ()
+    """More projects, each reached with its own token, with its own servers, firewalls,
+    keys, request budget and server quota (``--project``)."""
     fault_seed: int = 0
     """Seed for probabilistic faults."""
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Another Hetzner Cloud project in the same simulator: everything in a project is
+    its own (the API acts inside one project, the token's), and so is its request budget
+    ("The default limit is 3600 requests per hour and per Project", Rate Limiting in the
+    specification) and its server limit."""
+
+    token: str
+    rate_limit: int = 3600
+    refill_per_second: float = 1.0
+    server_quota: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ProjectConfig:
+        """``TOKEN[:QUOTA[:RATE_LIMIT]]`` (the command line's ``--project``)."""
+        token, *rest = text.split(":")
+        if not token:
+            raise ValueError(f"--project {text!r}: the token is empty")
+        quota = int(rest[0]) if rest and rest[0] else None
+        limit = int(rest[1]) if len(rest) > 1 and rest[1] else 3600
+        return cls(token, rate_limit=limit, refill_per_second=limit / 3600, server_quota=quota)
 
 
 @dataclass
@@ -103,9 +139,28 @@ class HetznerContext:
     limiter: TokenBucket
     faults: FaultInjector
     hooks: ServerHooks | None
+    projects: dict[str, Project] = field(default_factory=dict)
+    """The further projects by token (``HetznerConfig.projects``)."""
+
+
+@dataclass
+class Project:
+    """One further project: its objects and its request budget."""
+
+    state: HetznerState
+    limiter: TokenBucket
 
 
 CONTEXT = web.AppKey("smart_sim.hetzner", HetznerContext)
+_PROJECT = web.RequestKey("smart_sim.hetzner.project", Project)
+"""The request's project (set by ``_edge`` for a further project's token)."""
+
+
+def _state(request: web.Request) -> HetznerState:
+    """The objects of the project the request's token belongs to."""
+    project: Project | None = request.get(_PROJECT)
+    return request.app[CONTEXT].state if project is None else project.state
+
 
 routes = web.RouteTableDef()
 
@@ -161,7 +216,7 @@ async def _failing_actions(request: web.Request, handler: Handler) -> web.Stream
     fault = request.get(FAILING_ACTIONS)
     if fault is None:
         return await handler(request)
-    state = request.app[CONTEXT].state
+    state = _state(request)
     # The specification's example of a failed action.
     state.fail_actions = (str(fault.code), fault.message or "Action failed")
     try:
@@ -177,10 +232,16 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     ctx = request.app[CONTEXT]
     response: web.StreamResponse
+    _, _, given = request.headers.get("Authorization", "").partition(" ")
+    project = ctx.projects.get(given)
+    limiter = ctx.limiter if project is None else project.limiter
     try:
-        _authenticate(request, ctx.config.token)
-        if not ctx.limiter.try_acquire():
-            raise _rate_limited(ctx.limiter.limit)
+        if project is None:
+            _authenticate(request, ctx.config.token)
+        else:
+            request[_PROJECT] = project
+        if not limiter.try_acquire():
+            raise _rate_limited(limiter.limit)
         response = await handler(request)
     except HcloudError as exc:
         response = _error_response(exc)
@@ -191,7 +252,7 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             code, f"{request.method} {request.path}: {exc.reason}", status=exc.status
         )
         response = _error_response(error)
-    status = ctx.limiter.status()
+    status = limiter.status()
     response.headers["RateLimit-Limit"] = str(status.limit)
     response.headers["RateLimit-Remaining"] = str(status.remaining)
     reset = ctx.clock.wall_seconds(ctx.clock.now() + status.reset_in)
@@ -392,13 +453,12 @@ async def _notify(
 
 @routes.get("/v1/servers")
 async def list_servers(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    servers = ctx.state.find_servers(
+    servers = _state(request).find_servers(
         name=request.query.get("name"),
         label_selector=request.query.get("label_selector"),
         statuses=request.query.getall("status", []),
     )
-    rendered = [schema.server_json(ctx.state, s) for s in servers]
+    rendered = [schema.server_json(_state(request), s) for s in servers]
     return _page(request, "servers", _sorted(request, rendered, ("id", "name", "created")))
 
 
@@ -425,7 +485,7 @@ async def create_server(request: web.Request) -> web.Response:
     if public_net.get("ipv4") is not None or public_net.get("ipv6") is not None:
         raise invalid_input("public_net", "the simulator assigns primary IPs itself")
     location = body.get("location")
-    server, action, next_actions, password = ctx.state.create_server(
+    server, action, next_actions, password = _state(request).create_server(
         name=_str(body, "name"),
         server_type=_ref(body.get("server_type"), "server_type"),
         image=_ref(body.get("image"), "image"),
@@ -438,10 +498,11 @@ async def create_server(request: web.Request) -> web.Response:
         enable_ipv4=_bool(public_net, "enable_ipv4", True),
         enable_ipv6=_bool(public_net, "enable_ipv6", True),
     )
-    await _notify(ctx, "created", server.info())
+    if _state(request) is ctx.state:  # only the main project's servers boot
+        await _notify(ctx, "created", server.info())
     return web.json_response(
         {
-            "server": schema.server_json(ctx.state, server),
+            "server": schema.server_json(_state(request), server),
             "action": schema.action_json(ctx.clock, action),
             "next_actions": [schema.action_json(ctx.clock, a) for a in next_actions],
             "root_password": password,
@@ -452,32 +513,31 @@ async def create_server(request: web.Request) -> web.Response:
 
 @routes.get(r"/v1/servers/{id:\d+}")
 async def get_server(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    server = ctx.state.get_server(_path_id(request))
-    return web.json_response({"server": schema.server_json(ctx.state, server)})
+    server = _state(request).get_server(_path_id(request))
+    return web.json_response({"server": schema.server_json(_state(request), server)})
 
 
 @routes.put(r"/v1/servers/{id:\d+}")
 async def update_server(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
     body = await _body(request)
-    server = ctx.state.update_server(
+    server = _state(request).update_server(
         _path_id(request), name=_optional_str(body, "name"), labels=body.get("labels")
     )
-    return web.json_response({"server": schema.server_json(ctx.state, server)})
+    return web.json_response({"server": schema.server_json(_state(request), server)})
 
 
 @routes.delete(r"/v1/servers/{id:\d+}")
 async def delete_server(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    server, action = ctx.state.delete_server(_path_id(request))
-    await _notify(ctx, "deleted", server.info())
+    server, action = _state(request).delete_server(_path_id(request))
+    if _state(request) is ctx.state:
+        await _notify(ctx, "deleted", server.info())
     return _action(request, action)
 
 
 @routes.post(r"/v1/servers/{id:\d+}/actions/{op:poweron|poweroff|shutdown|reboot|reset}")
 async def power_server(request: web.Request) -> web.Response:
-    action = request.app[CONTEXT].state.power(_path_id(request), request.match_info["op"])
+    action = _state(request).power(_path_id(request), request.match_info["op"])
     response = _action(request, action)
     response.set_status(201)
     return response
@@ -485,7 +545,7 @@ async def power_server(request: web.Request) -> web.Response:
 
 @routes.get(r"/v1/servers/{id:\d+}/actions")
 async def list_server_actions(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     server_id = _path_id(request)
     state.get_server(server_id)
     return _actions_page(request, state.find_actions(resource_type="server", resource_id=server_id))
@@ -493,7 +553,7 @@ async def list_server_actions(request: web.Request) -> web.Response:
 
 @routes.get(r"/v1/servers/{id:\d+}/actions/{action_id:\d+}")
 async def get_server_action(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     action = state.get_action(_path_id(request, "action_id"))
     if not action.involves("server", _path_id(request)):
         raise not_found("action", action.id)
@@ -508,22 +568,22 @@ async def list_actions(request: web.Request) -> web.Response:
     ids = _query_ids(request)
     if not ids:
         raise invalid_input("id", "list actions by ID, e.g. /actions?id=1&id=2")
-    return _actions_page(request, request.app[CONTEXT].state.find_actions(ids=ids))
+    return _actions_page(request, _state(request).find_actions(ids=ids))
 
 
 @routes.get(r"/v1/actions/{id:\d+}")
 async def get_action(request: web.Request) -> web.Response:
-    return _action(request, request.app[CONTEXT].state.get_action(_path_id(request)))
+    return _action(request, _state(request).get_action(_path_id(request)))
 
 
 def _resource_action_routes(resource: str, resource_type: str) -> None:
     async def list_resource_actions(request: web.Request) -> web.Response:
         ids = _query_ids(request) or None
-        found = request.app[CONTEXT].state.find_actions(ids=ids, resource_type=resource_type)
+        found = _state(request).find_actions(ids=ids, resource_type=resource_type)
         return _actions_page(request, found)
 
     async def get_resource_action(request: web.Request) -> web.Response:
-        state = request.app[CONTEXT].state
+        state = _state(request)
         return _action(request, state.get_action(_path_id(request), resource_type))
 
     routes.get(f"/v1/{resource}/actions")(list_resource_actions)
@@ -539,7 +599,7 @@ _resource_action_routes("firewalls", "firewall")
 
 @routes.get("/v1/ssh_keys")
 async def list_ssh_keys(request: web.Request) -> web.Response:
-    keys = request.app[CONTEXT].state.find_ssh_keys(
+    keys = _state(request).find_ssh_keys(
         name=request.query.get("name"),
         fingerprint=request.query.get("fingerprint"),
         label_selector=request.query.get("label_selector"),
@@ -551,7 +611,7 @@ async def list_ssh_keys(request: web.Request) -> web.Response:
 @routes.post("/v1/ssh_keys")
 async def create_ssh_key(request: web.Request) -> web.Response:
     body = await _body(request)
-    key = request.app[CONTEXT].state.create_ssh_key(
+    key = _state(request).create_ssh_key(
         name=_str(body, "name"), public_key=_str(body, "public_key"), labels=body.get("labels")
     )
     return web.json_response({"ssh_key": schema.ssh_key_json(key)}, status=201)
@@ -559,14 +619,14 @@ async def create_ssh_key(request: web.Request) -> web.Response:
 
 @routes.get(r"/v1/ssh_keys/{id:\d+}")
 async def get_ssh_key(request: web.Request) -> web.Response:
-    key = request.app[CONTEXT].state.get_ssh_key(_path_id(request))
+    key = _state(request).get_ssh_key(_path_id(request))
     return web.json_response({"ssh_key": schema.ssh_key_json(key)})
 
 
 @routes.put(r"/v1/ssh_keys/{id:\d+}")
 async def update_ssh_key(request: web.Request) -> web.Response:
     body = await _body(request)
-    key = request.app[CONTEXT].state.update_ssh_key(
+    key = _state(request).update_ssh_key(
         _path_id(request), name=_optional_str(body, "name"), labels=body.get("labels")
     )
     return web.json_response({"ssh_key": schema.ssh_key_json(key)})
@@ -574,7 +634,7 @@ async def update_ssh_key(request: web.Request) -> web.Response:
 
 @routes.delete(r"/v1/ssh_keys/{id:\d+}")
 async def delete_ssh_key(request: web.Request) -> web.Response:
-    request.app[CONTEXT].state.delete_ssh_key(_path_id(request))
+    _state(request).delete_ssh_key(_path_id(request))
     return web.Response(status=204)
 
 
@@ -583,7 +643,7 @@ async def delete_ssh_key(request: web.Request) -> web.Response:
 
 @routes.get("/v1/firewalls")
 async def list_firewalls(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     firewalls = state.find_firewalls(
         name=request.query.get("name"), label_selector=request.query.get("label_selector")
     )
@@ -595,7 +655,7 @@ async def list_firewalls(request: web.Request) -> web.Response:
 async def create_firewall(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     body = await _body(request)
-    firewall, actions = ctx.state.create_firewall(
+    firewall, actions = _state(request).create_firewall(
         name=_str(body, "name"),
         labels=body.get("labels"),
         rules=parse_rules(_list(body, "rules")),
@@ -603,7 +663,7 @@ async def create_firewall(request: web.Request) -> web.Response:
     )
     return web.json_response(
         {
-            "firewall": schema.firewall_json(ctx.state, firewall),
+            "firewall": schema.firewall_json(_state(request), firewall),
             "actions": [schema.action_json(ctx.clock, a) for a in actions],
         },
         status=201,
@@ -612,14 +672,14 @@ async def create_firewall(request: web.Request) -> web.Response:
 
 @routes.get(r"/v1/firewalls/{id:\d+}")
 async def get_firewall(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     firewall = state.get_firewall(_path_id(request))
     return web.json_response({"firewall": schema.firewall_json(state, firewall)})
 
 
 @routes.put(r"/v1/firewalls/{id:\d+}")
 async def update_firewall(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     body = await _body(request)
     firewall = state.update_firewall(
         _path_id(request), name=_optional_str(body, "name"), labels=body.get("labels")
@@ -629,7 +689,7 @@ async def update_firewall(request: web.Request) -> web.Response:
 
 @routes.delete(r"/v1/firewalls/{id:\d+}")
 async def delete_firewall(request: web.Request) -> web.Response:
-    request.app[CONTEXT].state.delete_firewall(_path_id(request))
+    _state(request).delete_firewall(_path_id(request))
     return web.Response(status=204)
 
 
@@ -637,27 +697,27 @@ async def delete_firewall(request: web.Request) -> web.Response:
 async def apply_firewall(request: web.Request) -> web.Response:
     body = await _body(request)
     targets = _targets(_list(body, "apply_to"), "apply_to")
-    return _actions(request, request.app[CONTEXT].state.apply_firewall(_path_id(request), targets))
+    return _actions(request, _state(request).apply_firewall(_path_id(request), targets))
 
 
 @routes.post(r"/v1/firewalls/{id:\d+}/actions/remove_from_resources")
 async def remove_firewall(request: web.Request) -> web.Response:
     body = await _body(request)
     targets = _targets(_list(body, "remove_from"), "remove_from")
-    state = request.app[CONTEXT].state
+    state = _state(request)
     return _actions(request, state.remove_firewall(_path_id(request), targets))
 
 
 @routes.post(r"/v1/firewalls/{id:\d+}/actions/set_rules")
 async def set_firewall_rules(request: web.Request) -> web.Response:
     rules = parse_rules(_list(await _body(request), "rules"))
-    state = request.app[CONTEXT].state
+    state = _state(request)
     return _actions(request, state.set_firewall_rules(_path_id(request), rules))
 
 
 @routes.get(r"/v1/firewalls/{id:\d+}/actions")
 async def list_firewall_actions(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     firewall_id = _path_id(request)
     state.get_firewall(firewall_id)
     found = state.find_actions(resource_type="firewall", resource_id=firewall_id)
@@ -669,7 +729,7 @@ async def list_firewall_actions(request: web.Request) -> web.Response:
 
 @routes.get("/v1/server_types")
 async def list_server_types(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     name = request.query.get("name")
     found = [
         schema.server_type_json(state, t)
@@ -685,7 +745,7 @@ async def get_server_type(request: web.Request) -> web.Response:
     found = next((t for t in SERVER_TYPES if t.id == server_type_id), None)
     if found is None:
         raise not_found("server_type", server_type_id)
-    state = request.app[CONTEXT].state
+    state = _state(request)
     return web.json_response({"server_type": schema.server_type_json(state, found)})
 
 
@@ -737,7 +797,7 @@ async def get_image(request: web.Request) -> web.Response:
 
 @routes.get("/v1/pricing")
 async def get_pricing(request: web.Request) -> web.Response:
-    return web.json_response({"pricing": schema.pricing_json(request.app[CONTEXT].state)})
+    return web.json_response({"pricing": schema.pricing_json(_state(request))})
 
 
 # -- control ---------------------------------------------------------------------------
@@ -746,7 +806,7 @@ async def get_pricing(request: web.Request) -> web.Response:
 @routes.get("/_sim/servers")
 async def sim_servers(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    servers = ctx.state.find_servers()
+    servers = _state(request).find_servers()
     hosts = ctx.hooks if isinstance(ctx.hooks, HostStatusSource) else None
     return web.json_response(
         {
@@ -773,7 +833,7 @@ async def sim_servers(request: web.Request) -> web.Response:
 
 @routes.post("/_sim/server_types/{name}/stock")
 async def sim_stock(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT].state
+    state = _state(request)
     body = await read_control_body(request)
     available = body.get("available")
     location = body.get("location")
@@ -810,15 +870,35 @@ def create_app(
         kinds=COMMON_KINDS | {FaultKind.ACTION_ERROR},
         error_status=_error_status,
     )
+    state = HetznerState(
+        clock,
+        action_seconds=config.action_seconds,
+        ipv4_network=config.ipv4_network,
+        server_quota=config.server_quota,
+    )
     context = HetznerContext(
         config=config,
         clock=clock,
-        state=HetznerState(
-            clock, action_seconds=config.action_seconds, ipv4_network=config.ipv4_network
-        ),
+        state=state,
         limiter=limiter,
         faults=faults,
         hooks=hooks,
+        projects={
+            project.token: Project(
+                HetznerState(
+                    clock,
+                    action_seconds=config.action_seconds,
+                    # Addresses unique across projects, as Hetzner's are.
+                    ipv4_network=f"127.{11 + number}.0.0/16",
+                    server_quota=project.server_quota,
+                    ids_of=state,
+                ),
+                TokenBucket(
+                    clock, limit=project.rate_limit, refill_per_second=project.refill_per_second
+                ),
+            )
+            for number, project in enumerate(config.projects)
+        },
     )
     injected = fault_middleware(
         faults,

@@ -464,19 +464,30 @@ class HetznerState:
         *,
         action_seconds: Mapping[str, float] | None = None,
         ipv4_network: str = "127.10.0.0/16",
+        server_quota: int | None = None,
+        ids_of: HetznerState | None = None,
     ) -> None:
+        """``ids_of``: another project of the same simulator, whose id sequences this one
+        shares (Hetzner's ids are unique across projects)."""
         self.clock = clock
+        self.server_quota = server_quota
         self.action_seconds = {**DEFAULT_ACTION_SECONDS, **(action_seconds or {})}
         self.servers: dict[int, Server] = {}
         self.ssh_keys: dict[int, SSHKey] = {}
         self.firewalls: dict[int, Firewall] = {}
         self.actions: dict[int, Action] = {}
         self._pending: list[Action] = []
-        self._server_ids = itertools.count(60_000_001)
-        self._key_ids = itertools.count(20_000_001)
-        self._firewall_ids = itertools.count(1_700_001)
-        self._action_ids = itertools.count(400_000_001)
-        self._ip_ids = itertools.count(80_000_001)
+        self._server_ids: Iterator[int] = (
+            ids_of._server_ids if ids_of else itertools.count(60_000_001)
+        )
+        self._key_ids: Iterator[int] = ids_of._key_ids if ids_of else itertools.count(20_000_001)
+        self._firewall_ids: Iterator[int] = (
+            ids_of._firewall_ids if ids_of else itertools.count(1_700_001)
+        )
+        self._action_ids: Iterator[int] = (
+            ids_of._action_ids if ids_of else itertools.count(400_000_001)
+        )
+        self._ip_ids: Iterator[int] = ids_of._ip_ids if ids_of else itertools.count(80_000_001)
         self._ipv4 = _ipv4_pool(ipv4_network)
         self._ipv6 = itertools.count(1)
         self.fail_actions: tuple[str, str] | None = None
@@ -695,6 +706,17 @@ class HetznerState:
         checked_labels = _labels({} if labels is None else labels)
         if any(s.name == name for s in self.servers.values()):
             raise _uniqueness("server", "name")
+        if self.server_quota is not None and len(self.servers) >= self.server_quota:
+            # The project's server limit: ``resource_limit_exceeded`` (403, the error
+            # table), "server limit exceeded" as the API words it (hcloud provider output
+            # in mysticaltech/terraform-hcloud-kube-hetzner#760 and
+            # hetzneronline/community-content#933); the details name the limit in the
+            # specification's shape ({"limits": [{"name": ...}]}).
+            raise HcloudError(
+                "resource_limit_exceeded",
+                "server limit exceeded",
+                {"limits": [{"name": "server_limit"}]},
+            )
         if not self.available(stype, loc.name):
             raise HcloudError(
                 "resource_unavailable",
