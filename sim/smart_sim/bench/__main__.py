@@ -12,6 +12,7 @@ from smart_sim.bench import (
     dashboard,
     domains,
     intake,
+    memory,
     node,
     tls,
     uptime,
@@ -20,6 +21,7 @@ from smart_sim.bench import (
 BENCHMARKS: dict[str, Callable[..., None]] = {
     "controlplane": controlplane.run,
     "domains": domains.run,
+    "memory": memory.run,
     "intake": intake.run,
     "agent": agent.run,
     "tls": tls.run,
