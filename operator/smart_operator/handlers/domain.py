@@ -88,12 +88,17 @@ def stop_domain(ctx: Context, uid: str) -> None:
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     ours = sharding.namespace_filter(settings)
     tasks: list[asyncio.Task[None]] = []
+    scheduling: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
     async def start_domains(memo: kopf.Memo, **_: Any) -> None:
         # Runs after the start-up handler that builds the context (registration order).
         ctx = context(memo)
-        scheduler = ctx.domain_scheduler = Scheduler("Domain", lambda uid: domain_pass(ctx, uid))
+        scheduler = ctx.domain_scheduler = Scheduler(
+            "Domain",
+            lambda uid: domain_pass(ctx, uid),
+            concurrency=ctx.settings.domain_concurrency,
+        )
 
         def activity(active: bool) -> None:
             if not active:  # kopf stops watching too; it lists everything again on resume
@@ -102,14 +107,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
                 scheduler.clear()
             scheduler.set_active(active)
 
-        tasks.append(asyncio.create_task(scheduler.run(), name="Domain scheduler"))
         tasks.append(
             asyncio.create_task(sharding.follow_peering(ctx, activity), name="Domain peering")
         )
 
     @kopf.on.cleanup(registry=registry)
     async def stop_domains(**_: Any) -> None:
-        for task in tasks:
+        for task in tasks + scheduling:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -119,6 +123,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any
     ) -> None:
         ctx = context(memo)
+        if ctx.domain_scheduler is not None and not scheduling:
+            # Started from a handler, not at start-up: its passes post Events through
+            # kopf, which needs the context kopf sets up for handlers (its queue).
+            scheduling.append(
+                asyncio.create_task(ctx.domain_scheduler.run(), name="Domain scheduler")
+            )
         if type == "DELETED":
             stop_domain(ctx, uid)
             return
