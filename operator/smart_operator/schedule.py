@@ -75,18 +75,16 @@ class DueQueue:
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float, most: int | None = None) -> list[str]:
-        """The keys due at ``now`` (at most ``most`` of them), earliest first, taken off
-        the queue."""
+    def pop_due(self, now: float) -> list[str]:
+        """The keys due at ``now``, earliest first, taken off the queue."""
         due: list[str] = []
-        while most is None or len(due) < most:
+        while True:
             self._drop_stale()
             if not self._heap or self._heap[0][0] > now:
                 return due
             _, _, key = heapq.heappop(self._heap)
             del self._due[key]
             due.append(key)
-        return due
 
 
 class Scheduler:
@@ -103,12 +101,8 @@ class Scheduler:
         wait: Wait = wait_event,
         retry_seconds: float = 5.0,
         most_seconds: float = 300.0,
-        concurrency: int | None = None,
     ) -> None:
-        """``concurrency``: at most this many passes at once (None: no limit); the others
-        wait, due, in the order they fell due."""
         self.kind = kind
-        self._concurrency = concurrency
         self._one_pass = one_pass
         self._clock = clock
         self._wait = wait
@@ -178,24 +172,16 @@ class Scheduler:
             while True:
                 if not self.active.is_set():
                     await self.active.wait()
-                for key in self._queue.pop_due(self._clock(), self._free()):
+                for key in self._queue.pop_due(self._clock()):
                     self._running[key] = asyncio.create_task(
                         self._pass(key), name=f"{self.kind} {key}"
                     )
                 due = self._queue.next_at()
                 self._changed.clear()
-                if self._free() == 0:
-                    due = None  # until a pass ends
                 timeout = None if due is None else max(0.0, due - self._clock())
                 await self._wait(self._changed, timeout)
         finally:
             await self.stop()
-
-    def _free(self) -> int | None:
-        """How many more passes may start now; None: any number."""
-        if self._concurrency is None:
-            return None
-        return max(0, self._concurrency - len(self._running))
 
     async def stop(self) -> None:
         """Cancel the passes in progress and wait for them."""

@@ -41,13 +41,6 @@ class OperatorSettings(BaseSettings):
         "spread over, by a hash of the namespace's name; each shard's replicas peer through "
         "their own object (<peering name>-shard-<n>). Every replica must be given the same",
     )
-    domain_concurrency: int = Field(
-        default=64,
-        ge=1,
-        description="Most Domain passes at once; the others wait their turn, due. Bounds "
-        "the memory a burst of passes takes (every Domain falls due at start-up); passes "
-        "that wait for a provider's limit or a server's boot hold their place",
-    )
     shard: int = Field(
         default=0, ge=0, description="The shard this replica handles, from 0 to SMART_SHARDS - 1"
     )

@@ -227,27 +227,3 @@ def test_rescheduling_does_not_grow_the_heap_without_bound() -> None:
     assert len(queue) == 1000
     assert len(queue._heap) <= 2 * 1000 + 65
     assert queue.pop_due(10.0 + 49) == [f"k{i}" for i in range(11)]
-
-
-async def test_at_most_so_many_passes_run_at_once_and_the_rest_wait_their_turn() -> None:
-    clock = FakeClock()
-    passes = Passes(clock)
-    scheduler = Scheduler("Domain", passes, clock=clock, wait=clock.wait, concurrency=2)
-    scheduler.set_active(True)
-    task = asyncio.create_task(scheduler.run())
-    gates = {key: passes.gates.setdefault(key, asyncio.Event()) for key in "abcde"}
-    for key in "abcde":
-        scheduler.add(key)
-    await settle()
-    assert [key for key, _ in passes.runs] == ["a", "b"]
-    assert scheduler.running() == 2
-    gates["a"].set()
-    await settle()
-    assert [key for key, _ in passes.runs] == ["a", "b", "c"]  # in the order they fell due
-    for key in "bcde":
-        gates[key].set()
-    await settle()
-    assert sorted(key for key, _ in passes.runs) == ["a", "b", "c", "d", "e"]
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task

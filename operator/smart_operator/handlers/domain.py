@@ -94,11 +94,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def start_domains(memo: kopf.Memo, **_: Any) -> None:
         # Runs after the start-up handler that builds the context (registration order).
         ctx = context(memo)
-        scheduler = ctx.domain_scheduler = Scheduler(
-            "Domain",
-            lambda uid: domain_pass(ctx, uid),
-            concurrency=ctx.settings.domain_concurrency,
-        )
+        scheduler = ctx.domain_scheduler = Scheduler("Domain", lambda uid: domain_pass(ctx, uid))
 
         def activity(active: bool) -> None:
             if not active:  # kopf stops watching too; it lists everything again on resume
