@@ -26,8 +26,6 @@ from typing import Any
 
 from smart_operator.models.common import GROUP
 
-SHARD_LABEL = f"{GROUP}/shard"
-"""On each customer namespace: the shard that handles it (for ``kubectl -L``)."""
 FINALIZER = f"{GROUP}/finalizer"
 
 
