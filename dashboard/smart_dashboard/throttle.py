@@ -21,35 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from smart_operator.buckets import TokenBucket
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Bucket:
-    """A token bucket: ``capacity`` tries, refilled at ``rate`` per second."""
-
-    def __init__(self, capacity: int, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self.tokens = float(capacity)
-        self.at = now
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= self.capacity
-
-    def wait(self, now: float) -> float:
-        """Seconds until one try is available (0 when one is)."""
-        self._refill(now)
-        missing = 1.0 - self.tokens
-        return 0.0 if missing <= 0 else missing / self.rate
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1.0
 
 
 @dataclass(frozen=True)
@@ -78,8 +52,8 @@ class SignInThrottle:
         self.client_rate = per_client / window_seconds
         self.clock = clock
         self.max_clients = max_clients
-        self.overall = Bucket(overall_per_minute, overall_per_minute / 60.0, clock())
-        self.clients: OrderedDict[str, Bucket] = OrderedDict()
+        self.overall = TokenBucket(overall_per_minute, overall_per_minute / 60.0, clock())
+        self.clients: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def attempt(self, client: str) -> Refusal | None:
         """Take one try for ``client``; None when allowed, else why not and how long
@@ -87,7 +61,7 @@ class SignInThrottle:
         now = self.clock()
         bucket = self.clients.get(client)
         if bucket is None:
-            bucket = Bucket(self.per_client, self.client_rate, now)
+            bucket = TokenBucket(self.per_client, self.client_rate, now)
             self._make_room(now)
             self.clients[client] = bucket
         self.clients.move_to_end(client)

@@ -322,6 +322,11 @@ FORGED_CONDITION = {
 # account may change none of them (test_operator_fields_have_a_sample keeps this whole).
 OPERATOR_SAMPLES: dict[str, dict[str, Any]] = {
     "Domain": {
+        "availability": {
+            "up": True,
+            "since": "2026-01-01T00:00:00Z",
+            "checkedAt": "2026-01-01T00:00:00Z",
+        },
         "certificate": {"serial": "0f0f", "issuer": "Forged CA"},
         "conditions": [FORGED_CONDITION],
         "dns": {"zoneId": "forged-zone", "zoneName": "attacker.example"},

@@ -33,6 +33,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from smart_operator.buckets import TokenBucket
+
 
 @dataclass(frozen=True)
 class MissLimits:
@@ -45,36 +47,6 @@ class MissLimits:
     overall_burst: int = 20
     overall_per_second: float = 10.0
     max_domains: int = 10_000
-
-
-class Bucket:
-    """A token bucket: ``capacity`` tokens, refilled at ``rate`` per second."""
-
-    def __init__(self, capacity: int, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self.tokens = float(capacity)
-        self.at = now
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = now
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= self.capacity
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is available (0 when one is)."""
-        self._refill(now)
-        missing = 1.0 - self.tokens
-        if missing <= 0:
-            return 0.0
-        return missing / self.rate if self.rate > 0 else math.inf
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1.0
 
 
 class Throttled(Exception):
@@ -102,8 +74,8 @@ class MissBudget:
         self.limits = limits
         self._clock = clock
         self._missing: OrderedDict[Key, float] = OrderedDict()
-        self._domains: OrderedDict[str, Bucket] = OrderedDict()
-        self._overall = Bucket(limits.overall_burst, limits.overall_per_second, clock())
+        self._domains: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._overall = TokenBucket(limits.overall_burst, limits.overall_per_second, clock())
 
     def __len__(self) -> int:
         return len(self._missing)
@@ -137,7 +109,8 @@ class MissBudget:
         now = self._clock()
         bucket = self._domains.get(domain)
         if bucket is None:
-            bucket = Bucket(self.limits.per_domain_burst, self.limits.per_domain_per_second, now)
+            limits = self.limits
+            bucket = TokenBucket(limits.per_domain_burst, limits.per_domain_per_second, now)
             self._make_room(now)
             self._domains[domain] = bucket
         self._domains.move_to_end(domain)
