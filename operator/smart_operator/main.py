@@ -11,7 +11,7 @@ import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from smart_operator import handlers
+from smart_operator import handlers, shards
 from smart_operator.settings import OperatorSettings
 
 
@@ -21,8 +21,10 @@ def load_settings() -> OperatorSettings:
         return OperatorSettings()
     except ValidationError as error:
         lines = [
-            f"  SMART_{'_'.join(str(part) for part in problem['loc'][:1]).upper()}: "
-            f"{problem['msg'].removeprefix('Value error, ')}"
+            # A check of several variables together (the shard) names them in its message.
+            "  "
+            + (f"SMART_{str(problem['loc'][0]).upper()}: " if problem["loc"] else "")
+            + problem["msg"].removeprefix("Value error, ")
             for problem in error.errors()
         ]
         print("smart-operator: invalid settings\n" + "\n".join(lines), file=sys.stderr)
@@ -44,6 +46,9 @@ def main() -> None:
         for chatty in ("httpx", "asyncssh"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
     start_http_server(settings.metrics_port, settings.metrics_host)
+    # kopf names this process in the peering object by POD_ID: the Domain scheduler
+    # reads the same name there to tell whether kopf lets it act.
+    os.environ["POD_ID"] = shards.identity()
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
     kopf.run(
@@ -52,7 +57,10 @@ def main() -> None:
         standalone=settings.standalone,
         priority=settings.priority,
         # kopf makes peering mandatory whenever a name is given, even when standalone.
-        peering_name=None if settings.standalone else settings.peering_name,
+        # Each shard's replicas peer through their own object.
+        peering_name=None
+        if settings.standalone
+        else shards.peering_name(settings.peering_name, settings.shard, settings.shards),
         liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
         memo=kopf.Memo(),
     )

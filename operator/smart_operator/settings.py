@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,16 @@ class OperatorSettings(BaseSettings):
     )
     priority: int = Field(
         default=0, description="Peering priority; the highest-priority replica is active"
+    )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        description="How many shards the Customers (and everything in their namespaces) are "
+        "spread over, by a hash of the namespace's name; each shard's replicas peer through "
+        "their own object (<peering name>-shard-<n>). Every replica must be given the same",
+    )
+    shard: int = Field(
+        default=0, ge=0, description="The shard this replica handles, from 0 to SMART_SHARDS - 1"
     )
     health_host: str = Field(default="0.0.0.0", description="Address of the liveness endpoint")  # noqa: S104
     health_port: int = Field(default=8080, ge=0, le=65535, description="Port of /healthz")
@@ -104,6 +114,16 @@ class OperatorSettings(BaseSettings):
         "accepts only CIDR blocks without host bits, at most 100 in a rule",
         max_length=100,
     )
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> OperatorSettings:
+        if self.shard >= self.shards:
+            raise ValueError(
+                f"SMART_SHARD is {self.shard}, but the shards are numbered 0 to "
+                f"{self.shards - 1} (SMART_SHARDS={self.shards}): set SMART_SHARD below "
+                "SMART_SHARDS"
+            )
+        return self
 
     @field_validator("ssh_sources")
     @classmethod

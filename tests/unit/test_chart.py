@@ -20,6 +20,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from smart_dashboard.settings import DashboardSettings
+from smart_operator import shards
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.plans import DEFAULT_CATALOG, Catalog
 from smart_operator.settings import OperatorSettings
@@ -602,3 +603,50 @@ def test_alerts_and_the_dashboard_only_when_enabled() -> None:
     assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert board["metadata"]["annotations"] == {"grafana_folder": "Smart Server"}
     assert json.loads(board["data"]["smartserver.json"]) == dashboard()
+
+
+# -- shards ----------------------------------------------------------------------------
+
+
+def test_each_shard_is_a_statefulset_of_its_own_with_its_own_peering() -> None:
+    docs = helm_template("--set", "operator.shards=3")
+    sets = [doc for doc in docs if doc["kind"] == "StatefulSet"]
+    assert [s["metadata"]["name"] for s in sets] == [
+        f"smartserver-operator-shard-{n}" for n in range(3)
+    ]
+    for n, statefulset in enumerate(sets):
+        spec = statefulset["spec"]
+        # Each StatefulSet selects only its own pods.
+        assert spec["selector"]["matchLabels"]["smartserver.ai/shard"] == str(n)
+        assert spec["template"]["metadata"]["labels"]["smartserver.ai/shard"] == str(n)
+        env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+        assert (env["SMART_SHARDS"], env["SMART_SHARD"]) == ("3", str(n))
+        settings = OperatorSettings(shards=3, shard=n, peering_name=env["SMART_PEERING_NAME"])
+        peering = shards.peering_name(settings.peering_name, n, 3)
+        assert {"kind": "ClusterKopfPeering", "name": peering} in [
+            {"kind": d["kind"], "name": d["metadata"]["name"]} for d in docs
+        ]
+
+
+def test_one_shard_keeps_the_statefulset_and_peering_it_had() -> None:
+    docs = helm_template()
+    (statefulset,) = [doc for doc in docs if doc["kind"] == "StatefulSet"]
+    assert statefulset["metadata"]["name"] == "smartserver-operator"
+    assert "smartserver.ai/shard" not in statefulset["spec"]["selector"]["matchLabels"]
+    (peering,) = [doc for doc in docs if doc["kind"] == "ClusterKopfPeering"]
+    assert peering["metadata"]["name"] == "smart-operator"
+
+
+def test_shards_without_peering_are_refused() -> None:
+    result = subprocess.run(
+        [
+            str(ensure_helm()),
+            *("template", "smartserver", str(CHART)),
+            *("--set", "operator.standalone=true,operator.replicas=1,operator.shards=2"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "set operator.shards to 1, or operator.standalone to false" in result.stderr

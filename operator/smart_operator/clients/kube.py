@@ -246,6 +246,31 @@ class Kube:
             ),
         )
 
+    async def peering_status(self, name: str) -> dict[str, Any] | None:
+        """The replicas a ClusterKopfPeering lists (its status); None when missing."""
+        body = await self._call(
+            f"get clusterkopfpeering {name}",
+            self.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name),
+            missing=None,
+        )
+        return None if body is None else dict(body.get("status") or {})
+
+    async def set_finalizers(
+        self, ref: ObjectRef, finalizers: list[str], resource_version: str
+    ) -> None:
+        """Replace an object's finalizers, if it is still at ``resource_version``
+        (``Conflict`` otherwise); an object gone meanwhile needs none."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        if ref.namespace is None:
+            call = self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH
+            )
+        else:
+            call = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
+            )
+        await self._call(f"patch {ref} finalizers", call, missing=None)
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, decoded; None when it does not exist."""
         secret = await self._call(

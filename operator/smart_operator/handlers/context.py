@@ -1,6 +1,6 @@
 """The wiring: what every handler shares (settings, the plan catalogue, the clients),
 created once at start-up and kept in kopf's memo, and the reconcilers built from it
-for one object. Also the loop every resource's daemon runs.
+for one object. Also the loop of an Experiment's daemon.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from smart_operator.reconcile.domain import DnsCheckSchedule, DomainReconciler
 from smart_operator.reconcile.experiment import ExperimentReconciler
 from smart_operator.reconcile.status import StatusWriter
 from smart_operator.reconcile.uptime import UptimeChecker
+from smart_operator.schedule import Scheduler
 from smart_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,12 @@ class Context:
     """Checks the set-up Domains' sites from outside; None with SMART_UPTIME_CHECKS=false."""
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     """One event per resource uid: set when its spec changes, to wake its daemon."""
+    domain_scheduler: Scheduler | None = None
+    """Runs every Domain's passes (``handlers.domain``); made at start-up."""
+    domain_bodies: dict[str, bytes] = field(default_factory=dict)
+    """Each Domain of this replica as the watch last delivered it, compact JSON."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)
-    """One lock per resource uid, held during a daemon's pass: a deletion waits for the
+    """One lock per resource uid, held during its pass: a deletion waits for the
     pass in progress, so nothing it is creating is left behind."""
     customer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One lock per Customer: its passes (handlers of several events) never overlap."""
@@ -97,7 +102,7 @@ class Context:
     @contextlib.asynccontextmanager
     async def quiet(self, uid: str, within: float = 60.0) -> AsyncIterator[None]:
         """No pass of the resource ``uid`` runs inside: wait for the one in progress
-        (kopf stops the daemon at once, but a pass finishes what it started)."""
+        (its passes stop at once, but a pass finishes what it started)."""
         lock = self.passes.setdefault(uid, asyncio.Lock())
         try:
             await asyncio.wait_for(lock.acquire(), timeout=within)
@@ -229,7 +234,9 @@ async def run_daemon(
 
 
 def wake(ctx: Context, uid: str) -> None:
-    """Cut a daemon's sleep short: its resource's spec changed."""
+    """Run a resource's next pass now: its spec (or its site's availability) changed."""
     event = ctx.wakeups.get(uid)
     if event is not None:
         event.set()
+    if ctx.domain_scheduler is not None:
+        ctx.domain_scheduler.wake(uid)

@@ -17,6 +17,7 @@ import kopf
 
 from smart_operator import customers
 from smart_operator.errors import ExternalError
+from smart_operator.handlers import sharding
 from smart_operator.handlers.context import context
 from smart_operator.handlers.metrics import reconciling
 from smart_operator.models.common import GROUP, VERSION
@@ -31,9 +32,18 @@ def _retry(error: ExternalError) -> kopf.TemporaryError:
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    @kopf.on.resume(*CUSTOMERS, registry=registry)
-    @kopf.on.create(*CUSTOMERS, registry=registry)
-    @kopf.on.update(*CUSTOMERS, field="spec", registry=registry)
+    ours = sharding.customer_filter(settings)
+    owned = sharding.owner_label_filter(settings)
+
+    @kopf.on.event(*CUSTOMERS, registry=registry, when=ours)
+    async def customer_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if type != "DELETED":
+            ref = ObjectRef("customers", str(body.metadata["name"]))
+            await sharding.release_foreign_finalizers(context(memo), ref, body)
+
+    @kopf.on.resume(*CUSTOMERS, registry=registry, when=ours)
+    @kopf.on.create(*CUSTOMERS, registry=registry, when=ours)
+    @kopf.on.update(*CUSTOMERS, field="spec", registry=registry, when=ours)
     async def reconcile_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         with reconciling("Customer"):
             try:
@@ -43,7 +53,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             if retry is not None:
                 raise kopf.TemporaryError(retry.why, delay=retry.delay)
 
-    @kopf.timer(*CUSTOMERS, interval=settings.resync_seconds, registry=registry)
+    @kopf.timer(*CUSTOMERS, interval=settings.resync_seconds, registry=registry, when=ours)
     async def resync_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         with reconciling("Customer"):
             try:
@@ -61,17 +71,17 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     managed: dict[str, Any] = {**customers.MANAGED_BY, customers.CUSTOMER_LABEL: kopf.PRESENT}
 
-    @kopf.on.event("v1", "resourcequotas", labels=managed, registry=registry)
+    @kopf.on.event("v1", "resourcequotas", labels=managed, registry=registry, when=owned)
     async def quota_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         await refresh_owner(labels, memo)
 
-    @kopf.on.event("v1", "serviceaccounts", labels=managed, registry=registry)
+    @kopf.on.event("v1", "serviceaccounts", labels=managed, registry=registry, when=owned)
     async def account_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         """A dashboard account deleted to revoke access is made anew at once, and its
         new uid on the status ends the sessions of the old one."""
         await refresh_owner(labels, memo)
 
-    @kopf.on.delete(*CUSTOMERS, registry=registry)
+    @kopf.on.delete(*CUSTOMERS, registry=registry, when=ours)
     async def delete_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """The Customer disappears only when nothing it owned is left."""
         with reconciling("Customer"):

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from smart_operator import shards
 from smart_operator.agentbundle import AgentBundle
 from smart_operator.clients.accounts import connect_pool
 from smart_operator.clients.acme import AcmeIssuer
@@ -104,7 +105,7 @@ Closer = Callable[[], Awaitable[None]]
 
 def uptime_checker(ctx: Context) -> UptimeChecker:
     """The outside checks of the sites, from this process; a site going down or coming
-    back wakes its Domain's daemon, whose pass turns it into the Available condition."""
+    back wakes its Domain's next pass, which turns it into the Available condition."""
     settings = ctx.settings
     probe = HttpSiteProbe(
         settings.uptime_timeout_seconds, settings.uptime_resolver, settings.uptime_ca_bundle
@@ -143,14 +144,18 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
         )
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        # One finalizer per shard (``shards.finalizer``): kopf removes its own from
+        # every object its filters leave out, so shards must not share one.
+        settings.persistence.finalizer = shards.finalizer(
+            operator_settings.shard, operator_settings.shards
+        )
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 270
         # A steady Domain's DNS check also needs the platform-wide allowance, so the
-        # Cloudflare calls per hour stay flat however many Domains there are.
-        allowance = RequestBudget(
-            "dns-drift-checks", limit=60, per_second=operator_settings.dns_checks_per_hour / 3600
-        )
+        # Cloudflare calls per hour stay flat however many Domains there are; each
+        # shard's active replica takes its share.
+        per_second = operator_settings.dns_checks_per_hour / 3600 / operator_settings.shards
+        allowance = RequestBudget("dns-drift-checks", limit=60, per_second=per_second)
         memo.context = Context(
             settings=operator_settings,
             plans=load_catalog(operator_settings.plans_file),
@@ -166,7 +171,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             memo.context.installer = BundleInstaller(bundle)
             logger.info("agent bundle %s (%s)", bundle.version, bundle.sha256[:12])
         if not operator_settings.standalone:
-            await memo.context.kube.ensure_peering(operator_settings.peering_name)
+            await memo.context.kube.ensure_peering(
+                shards.peering_name(
+                    operator_settings.peering_name,
+                    operator_settings.shard,
+                    operator_settings.shards,
+                )
+            )
         connected = await connect_cloud(memo.context.kube, operator_settings)
         if connected is not None:
             memo.context.cloud, memo.close_cloud = connected

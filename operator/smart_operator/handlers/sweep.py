@@ -52,6 +52,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.startup(registry=registry)
     async def start_sweep(memo: kopf.Memo, **_: Any) -> None:
         # Runs after the start-up handler that builds the context (registration order).
+        if settings.shard != 0:  # one sweep is enough: shard 0's (it sees every Domain)
+            return
         sweeper = Sweeper(context(memo))
         tasks.append(
             asyncio.create_task(

@@ -1,12 +1,12 @@
 """The uptime checker: every set-up Domain's site checked from the platform side at a
 steady interval, spread over time, with a bound on the checks in flight.
 
-The Domain daemons tell it which sites exist (``watch`` after each pass once its agent is
-installed, ``forget`` when it is deleted or its daemon stops); ``run`` checks each
+The Domain passes tell it which sites exist (``watch`` after each pass once its agent is
+installed, ``forget`` when it is deleted or its passes stop); ``run`` checks each
 at its own offset inside ``SMART_UPTIME_SECONDS`` (``uptime.next_due``), through the
 ``SiteProbe`` port. Each result is folded into the Domain's ``status.availability``
 (``uptime.record``), which this checker alone writes: at once when the site goes down
-or comes back (and then the Domain's daemon is woken, so its pass turns the verdict
+or comes back (and then the Domain's next pass runs at once, and turns the verdict
 into the ``Available`` condition and its Event), else at most every
 ``SMART_UPTIME_WRITE_SECONDS``. A check still running when its next turn comes is
 not doubled: that turn is skipped.
@@ -71,7 +71,7 @@ class UptimeChecker:
         on_change: Callable[[str], None] = lambda uid: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``on_change(uid)``: the site went down or came back (wake its daemon)."""
+        """``on_change(uid)``: the site went down or came back (run its Domain's pass now)."""
         self.probe = probe
         self.resources = resources
         self.interval = interval
@@ -112,7 +112,7 @@ class UptimeChecker:
 
     def overlay(self, uid: str, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` with the availability this checker last wrote, when the watched
-        object does not show it yet (a daemon woken by a change reads it at once)."""
+        object does not show it yet (a pass run by a change reads it at once)."""
         watched = self.sites.get(uid)
         if watched is None or watched.availability is None or watched.written_at < 0:
             return body

@@ -6,8 +6,10 @@ with the operator running, against both simulators with their real limits (Hetzn
 ``time_scale`` times; the operator's own intervals are scaled the same way. Prints the
 time until every Domain has its server and DNS against the floor the limits allow for
 the calls that were made (the ratio is what matters, not the scaled seconds), the calls
-per Domain, the calls per (simulated) hour in steady state, and the operator's peak
-memory. Simulated hosts are not booted here: only the providers' APIs are measured.
+per Domain, the calls per (simulated) hour in steady state, the operator's peak
+memory, and its memory per Domain once they are Ready and idle (resident now, less
+resident before the Domains, over their number). Simulated hosts are not booted here:
+only the providers' APIs are measured.
 """
 
 from __future__ import annotations
@@ -53,11 +55,16 @@ def stale_reads(metrics_url: str) -> float:
     return float(found.group(1)) if found else math.nan
 
 
-def peak_rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (``VmRSS``) or at its peak (``VmHWM``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return math.nan
+
+
+def peak_rss_mib(pid: int) -> float:
+    return rss_mib(pid, "VmHWM")
 
 
 def floor_seconds(hetzner: float, cloudflare: float, scale: float) -> float:
@@ -117,6 +124,7 @@ def one_run(count: int, scale: float, steady_seconds: float, workdir: Path) -> N
                     ),
                 )
                 platform.wait_for(plane, ["customer", "bench"], "True", timeout=60)
+                baseline = rss_mib(operator.process.pid)
                 names = [f"site{i:04d}.example" for i in range(count)]
                 before = provider_calls(operator.metrics_url)
                 started = time.monotonic()
@@ -167,6 +175,13 @@ def one_run(count: int, scale: float, steady_seconds: float, workdir: Path) -> N
                     f"Cloudflare {cloudflare / count:.2f}; steady state per simulated hour: "
                     f"Hetzner {per_hour['hetzner']:.0f}, Cloudflare {per_hour['cloudflare']:.0f}; "
                     f"operator peak RSS {peak_rss_mib(operator.process.pid):.0f} MiB",
+                    flush=True,
+                )
+                settled = rss_mib(operator.process.pid)
+                print(
+                    f"        operator RSS {baseline:.0f} MiB before the Domains, "
+                    f"{settled:.0f} MiB with them Ready and idle: "
+                    f"{(settled - baseline) * 1024 / count:.0f} KiB per Domain",
                     flush=True,
                 )
                 print(
