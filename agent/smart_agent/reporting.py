@@ -1,11 +1,13 @@
 """Reporting: what the agent tells the intake, and when.
 
 ``Reporting`` builds each experiment's cumulative report from the store (the served
-experiment's variants first, in its manifest's order) and its loops hand them to the
-``Reporter``: *report*, at most every ``report_seconds`` per experiment a new report
-when the counts changed (and every ``REFRESH_SECONDS`` even when they did not), pending
-reports retried with backoff; *heartbeat*, the served experiment's name and revision.
-This module neither counts nor chooses what nginx serves; the ``Reporter`` does the HTTP.
+experiment's variants first, in its manifest's order; a performance experiment's
+variants with their real-user timings, ``realUser``, and the probe's ``latenciesMs``)
+and its loops hand them to the ``Reporter``: *report*, at most every ``report_seconds``
+per experiment a new report when the counts changed (and every ``REFRESH_SECONDS`` even
+when they did not), pending reports retried with backoff; *heartbeat*, the served
+experiment's name and revision. This module neither counts nor chooses what nginx
+serves; the ``Reporter`` does the HTTP.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Reporting:
     def report_content(self, name: str) -> dict[str, Any]:
         totals = self.store.totals(name)
         latencies = self.store.latencies(name)
+        timings = self.store.timings(name)
         served = self.serving.deployment
         deployment = served if served and served.name == name else None
         revision = (
@@ -56,6 +59,14 @@ class Reporting:
             }
             if variant in latencies:
                 entry["latenciesMs"] = [round(ms, 3) for ms in latencies[variant]]
+            if variant in timings:
+                sample = timings[variant]
+                entry["realUser"] = {
+                    "views": sample.views,
+                    "ttfbMs": sample.ttfb_ms,
+                    "lcpMs": sample.lcp_ms,
+                    "transferBytes": sample.transfer_bytes,
+                }
             variants.append(entry)
         return {"revision": revision, "variants": variants}
 

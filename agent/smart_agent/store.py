@@ -11,6 +11,13 @@ What it keeps, and why counting is exact:
   a crash the agent resumes exactly where the last commit left it.
 - Once a day is over and the log is read to its end, that day's visitor ids are deleted
   (``compact``); the totals stay. Visitor ids live for two days at most, salts for one.
+- ``timings`` is a uniform sample (a reservoir) per variant of the real-user timings
+  of performance experiments' page views; ``timing_views`` the set of page views
+  (experiment, salt day, visitor id, variant, page-view id) already taken, so a beacon
+  read twice counts once. A timing counts only for a visitor exposed to that variant
+  the same salt day, and at most ``TIMED_VIEWS_PER_VISITOR`` per visitor, variant and
+  day, so no single browser can fill the sample; ``timing_views`` is compacted with
+  the visitor ids.
 - ``experiments`` holds each experiment's report sequence. A report is built (new
   sequence, stored) *before* it is sent, so a retry resends the same sequence and the
   same counts, and a restart never reuses a sequence for other counts.
@@ -33,6 +40,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+
+from smart_agent.timing import Timing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,14 +81,28 @@ CREATE TABLE IF NOT EXISTS latencies (
 CREATE TABLE IF NOT EXISTS latency_seen (
     experiment TEXT NOT NULL, variant TEXT NOT NULL, seen INTEGER NOT NULL,
     PRIMARY KEY (experiment, variant));
+CREATE TABLE IF NOT EXISTS timing_views (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL, view INTEGER NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant, view)) WITHOUT ROWID;
+-- ttfb and lcp in milliseconds (lcp NULL where the browser has none), bytes transferred.
+CREATE TABLE IF NOT EXISTS timings (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL, slot INTEGER NOT NULL,
+    ttfb REAL NOT NULL, lcp REAL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (experiment, variant, slot));
+CREATE TABLE IF NOT EXISTS timing_seen (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL, seen INTEGER NOT NULL,
+    PRIMARY KEY (experiment, variant));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 LATENCY_SAMPLES = 1000  # a uniform sample per variant since the start (reservoir)
+TIMING_SAMPLES = 1000  # real-user timings kept per variant, likewise
+TIMED_VIEWS_PER_VISITOR = 20  # real-user timings per visitor, variant and salt day
 # Visitor ids kept in memory as already counted, at most (about 60 bytes each): repeat
 # page views then skip sqlite. Past the bound the memory starts afresh; sqlite decides.
 KNOWN_VISITORS = 500_000
 
-EventKind = Literal["exposure", "conversion"]
+EventKind = Literal["exposure", "conversion", "timing"]
 FileState = Literal["active", "draining", "done", "lost"]
 
 
@@ -93,6 +116,17 @@ class Event(NamedTuple):
     variant: str
     kind: EventKind
     at: float  # when nginx logged it (epoch seconds)
+    timing: Timing | None = None  # a timing's measurements
+
+
+@dataclass(frozen=True)
+class TimingSample:
+    """A variant's real-user timings: the sample kept and how many were taken in all."""
+
+    views: int
+    ttfb_ms: list[float]
+    lcp_ms: list[float]  # from the views whose browser reports LCP
+    transfer_bytes: list[int]
 
 
 @dataclass(frozen=True)
@@ -249,6 +283,7 @@ class Store:
         """
         exposed: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
         converted: list[tuple[str, int, int, str]] = []
+        timed: list[Event] = []
         last_event: dict[str, tuple[float, str]] = {}
         late = 0
         added: Counter[tuple[str, str, str]] = Counter()  # (experiment, variant, kind)
@@ -262,6 +297,9 @@ class Store:
                 key = (event.experiment, day_number(event.day), event.visitor, event.variant)
                 if event.kind == "conversion":
                     converted.append(key)
+                elif event.kind == "timing":
+                    timed.append(event)
+                    continue  # a beacon is not a page view: the experiment's activity
                 else:
                     exposed.setdefault((event.experiment, event.variant), []).append(key)
                 last_event[event.experiment] = (event.at, event.revision)
@@ -287,6 +325,10 @@ class Store:
                 ).fetchone():
                     db.execute("INSERT OR IGNORE INTO unexposed VALUES (?, ?, ?, ?)", key)
                     self._waiting = True
+            if timed:
+                counters = {**counters}
+                for reason, count in self._take_timings(db, timed).items():
+                    counters[reason] = counters.get(reason, 0) + count
             for (experiment, variant, kind), count in added.items():
                 if count:
                     db.execute(
@@ -313,6 +355,66 @@ class Store:
             self.set_log_file(position)
         self._remember(committed)
         return sum(added.values())
+
+    def _take_timings(self, db: sqlite3.Connection, events: list[Event]) -> Counter[str]:
+        """Add the timings of exposed visitors' page views not taken yet to the sample;
+        count the others by reason (counters ``timing_unexposed``, ``timing_capped``)."""
+        skipped: Counter[str] = Counter()
+        for event in events:
+            assert event.timing is not None
+            key = (event.experiment, day_number(event.day), event.visitor, event.variant)
+            if not self._exposed(db, key):
+                skipped["timing_unexposed"] += 1
+                continue
+            views = db.execute(
+                "SELECT COUNT(*) FROM timing_views WHERE experiment = ? AND day = ? "
+                "AND visitor = ? AND variant = ?",
+                key,
+            ).fetchone()[0]
+            if views >= TIMED_VIEWS_PER_VISITOR:
+                skipped["timing_capped"] += 1
+                continue
+            before = db.total_changes
+            db.execute(
+                "INSERT OR IGNORE INTO timing_views VALUES (?, ?, ?, ?, ?)",
+                (*key, event.timing.view),
+            )
+            if db.total_changes == before:
+                continue  # this page view's beacon was read before
+            slot = self._slot(db, "timing_seen", event.experiment, event.variant, TIMING_SAMPLES)
+            if slot is not None:
+                db.execute(
+                    "INSERT INTO timings (experiment, variant, slot, ttfb, lcp, bytes) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (experiment, variant, slot) DO "
+                    "UPDATE SET ttfb = excluded.ttfb, lcp = excluded.lcp, bytes = excluded.bytes",
+                    (
+                        event.experiment,
+                        event.variant,
+                        slot,
+                        event.timing.ttfb_ms,
+                        event.timing.lcp_ms,
+                        event.timing.transfer_bytes,
+                    ),
+                )
+        return skipped
+
+    def _slot(
+        self, db: sqlite3.Connection, table: str, experiment: str, variant: str, size: int
+    ) -> int | None:
+        """Reservoir sampling (algorithm R): the slot the next value of ``size`` kept
+        takes, or None if it is not kept; counts it as seen in ``table``."""
+        row = db.execute(
+            f"SELECT seen FROM {table} WHERE experiment = ? AND variant = ?",  # noqa: S608 (a table name of this module)
+            (experiment, variant),
+        ).fetchone()
+        seen = int(row[0]) if row else 0
+        db.execute(
+            f"INSERT INTO {table} (experiment, variant, seen) VALUES (?, ?, 1) "  # noqa: S608
+            "ON CONFLICT (experiment, variant) DO UPDATE SET seen = seen + 1",
+            (experiment, variant),
+        )
+        slot = seen if seen < size else self._random.randrange(seen + 1)
+        return slot if slot < size else None
 
     def _exposed(self, db: sqlite3.Connection, key: tuple[str, int, int, str]) -> bool:
         experiment, day, visitor, variant = key
@@ -366,6 +468,7 @@ class Store:
         with self._tx() as db:
             removed = db.execute("DELETE FROM exposures WHERE day < ?", (cutoff,)).rowcount
             removed += db.execute("DELETE FROM conversions WHERE day < ?", (cutoff,)).rowcount
+            removed += db.execute("DELETE FROM timing_views WHERE day < ?", (cutoff,)).rowcount
             # Conversions whose visitor was never seen on that variant that day: not counted.
             unexposed = db.execute("DELETE FROM unexposed WHERE day < ?", (cutoff,)).rowcount
             if unexposed:
@@ -401,7 +504,16 @@ class Store:
             row = db.execute("SELECT uid FROM experiments WHERE name = ?", (name,)).fetchone()
             reset = row is not None and uid is not None and row[0] not in (None, uid)
             if reset:
-                for table in ("totals", "exposures", "conversions", "latencies", "latency_seen"):
+                for table in (
+                    "totals",
+                    "exposures",
+                    "conversions",
+                    "latencies",
+                    "latency_seen",
+                    "timing_views",
+                    "timings",
+                    "timing_seen",
+                ):
                     db.execute(f"DELETE FROM {table} WHERE experiment = ?", (name,))  # noqa: S608
                 db.execute("UPDATE experiments SET built = NULL WHERE name = ?", (name,))
                 self._forget_known(lambda experiment, _: experiment != name)
@@ -493,23 +605,13 @@ class Store:
     def add_latency(self, experiment: str, variant: str, ms: float) -> None:
         """Keep a uniform sample of every latency seen (reservoir sampling, algorithm R)."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT seen FROM latency_seen WHERE experiment = ? AND variant = ?",
-                (experiment, variant),
-            ).fetchone()
-            seen = int(row[0]) if row else 0
-            slot = seen if seen < LATENCY_SAMPLES else self._random.randrange(seen + 1)
-            if slot < LATENCY_SAMPLES:
+            slot = self._slot(db, "latency_seen", experiment, variant, LATENCY_SAMPLES)
+            if slot is not None:
                 db.execute(
                     "INSERT INTO latencies (experiment, variant, slot, ms) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (experiment, variant, slot) DO UPDATE SET ms = excluded.ms",
                     (experiment, variant, slot, ms),
                 )
-            db.execute(
-                "INSERT INTO latency_seen (experiment, variant, seen) VALUES (?, ?, 1) "
-                "ON CONFLICT (experiment, variant) DO UPDATE SET seen = seen + 1",
-                (experiment, variant),
-            )
 
     def latencies(self, experiment: str) -> dict[str, list[float]]:
         result: dict[str, list[float]] = {}
@@ -518,4 +620,29 @@ class Store:
             (experiment,),
         ):
             result.setdefault(str(variant), []).append(float(ms))
+        return result
+
+    def timed_views(self, experiment: str) -> dict[str, int]:
+        """Page views timed per variant, in all."""
+        try:
+            rows = self.db.execute(
+                "SELECT variant, seen FROM timing_seen WHERE experiment = ?", (experiment,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # read-only, from an agent before timings
+            return {}
+        return {str(v): int(n) for v, n in rows}
+
+    def timings(self, experiment: str) -> dict[str, TimingSample]:
+        """Each variant's real-user timings (the kept sample, in slot order)."""
+        result = {v: TimingSample(n, [], [], []) for v, n in self.timed_views(experiment).items()}
+        for variant, ttfb, lcp, size in self.db.execute(
+            "SELECT variant, ttfb, lcp, bytes FROM timings WHERE experiment = ? "
+            "ORDER BY variant, slot",
+            (experiment,),
+        ):
+            sample = result[str(variant)]
+            sample.ttfb_ms.append(float(ttfb))
+            if lcp is not None:
+                sample.lcp_ms.append(float(lcp))
+            sample.transfer_bytes.append(int(size))
         return result
