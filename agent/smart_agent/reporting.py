@@ -20,9 +20,25 @@ from smart_agent._loops import pause
 from smart_agent.reporter import Reporter
 from smart_agent.serving import Serving
 from smart_agent.settings import AgentSettings
-from smart_agent.store import Store
+from smart_agent.store import TIMING_SAMPLES, Store
 
 REFRESH_SECONDS = 300.0
+# A report must fit the intake's body limit (64 KiB by default): about 9 kB per variant
+# for the probe's sample, about 17 bytes per page view for the real-user timings.
+REPORT_BUDGET_BYTES = 60_000
+PROBE_BYTES_PER_VARIANT = 9_000
+BYTES_PER_TIMED_VIEW = 17
+MIN_TIMED_VIEWS = 100
+
+
+def real_user_views(variants: int) -> int:
+    """How many page views' timings a report carries per variant (at most the store's
+    sample, ``store.TIMING_SAMPLES``; a uniform subset of it when many variants share
+    the report)."""
+    variants = max(1, variants)
+    spare = REPORT_BUDGET_BYTES - PROBE_BYTES_PER_VARIANT * variants
+    fitting = spare // (BYTES_PER_TIMED_VIEW * variants)
+    return max(MIN_TIMED_VIEWS, min(TIMING_SAMPLES, fitting))
 
 
 class Reporting:
@@ -39,7 +55,6 @@ class Reporting:
     def report_content(self, name: str) -> dict[str, Any]:
         totals = self.store.totals(name)
         latencies = self.store.latencies(name)
-        timings = self.store.timings(name)
         served = self.serving.deployment
         deployment = served if served and served.name == name else None
         revision = (
@@ -49,6 +64,7 @@ class Reporting:
         )
         order = list(deployment.manifest.variant_names) if deployment else []
         order += sorted(set(totals) - set(order))
+        timings = self.store.timings(name, limit=real_user_views(len(order)))
         variants = []
         for variant in order:
             counts = totals.get(variant)
@@ -63,8 +79,9 @@ class Reporting:
                 sample = timings[variant]
                 entry["realUser"] = {
                     "views": sample.views,
-                    "ttfbMs": sample.ttfb_ms,
-                    "lcpMs": sample.lcp_ms,
+                    # Whole milliseconds, as the page's script measures them: compact.
+                    "ttfbMs": [round(ms) for ms in sample.ttfb_ms],
+                    "lcpMs": [round(ms) for ms in sample.lcp_ms],
                     "transferBytes": sample.transfer_bytes,
                 }
             variants.append(entry)

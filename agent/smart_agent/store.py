@@ -15,9 +15,9 @@ What it keeps, and why counting is exact:
   of performance experiments' page views; ``timing_views`` the set of page views
   (experiment, salt day, visitor id, variant, page-view id) already taken, so a beacon
   read twice counts once. A timing counts only for a visitor exposed to that variant
-  the same salt day, and at most ``TIMED_VIEWS_PER_VISITOR`` per visitor, variant and
-  day, so no single browser can fill the sample; ``timing_views`` is compacted with
-  the visitor ids.
+  the same salt day (until that page view is read it waits in ``timing_waiting``), and
+  at most ``TIMED_VIEWS_PER_VISITOR`` per visitor, variant and day, so no single
+  browser can fill the sample; both are compacted with the visitor ids.
 - ``experiments`` holds each experiment's report sequence. A report is built (new
   sequence, stored) *before* it is sent, so a retry resends the same sequence and the
   same counts, and a restart never reuses a sequence for other counts.
@@ -90,6 +90,13 @@ CREATE TABLE IF NOT EXISTS timings (
     experiment TEXT NOT NULL, variant TEXT NOT NULL, slot INTEGER NOT NULL,
     ttfb REAL NOT NULL, lcp REAL, bytes INTEGER NOT NULL,
     PRIMARY KEY (experiment, variant, slot));
+-- Timings whose page view was not read yet (two nginx workers flush their log buffers
+-- in either order): taken when it is, dropped uncounted when the day is compacted.
+CREATE TABLE IF NOT EXISTS timing_waiting (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL, view INTEGER NOT NULL,
+    ttfb REAL NOT NULL, lcp REAL, bytes INTEGER NOT NULL, age REAL NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant, view)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timing_seen (
     experiment TEXT NOT NULL, variant TEXT NOT NULL, seen INTEGER NOT NULL,
     PRIMARY KEY (experiment, variant));
@@ -188,6 +195,9 @@ class Store:
         self._known_size = 0
         # Whether conversions wait in ``unexposed`` (read once, then kept up to date).
         self._waiting = self.db.execute("SELECT 1 FROM unexposed LIMIT 1").fetchone() is not None
+        self._timings_waiting = (
+            self.db.execute("SELECT 1 FROM timing_waiting LIMIT 1").fetchone() is not None
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -325,6 +335,8 @@ class Store:
                 ).fetchone():
                     db.execute("INSERT OR IGNORE INTO unexposed VALUES (?, ?, ?, ?)", key)
                     self._waiting = True
+            if exposed and self._timings_waiting:
+                timed = self._waiting_timings(db) + timed
             if timed:
                 counters = {**counters}
                 for reason, count in self._take_timings(db, timed).items():
@@ -364,7 +376,12 @@ class Store:
             assert event.timing is not None
             key = (event.experiment, day_number(event.day), event.visitor, event.variant)
             if not self._exposed(db, key):
-                skipped["timing_unexposed"] += 1
+                t = event.timing
+                db.execute(
+                    "INSERT OR IGNORE INTO timing_waiting VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*key, t.view, t.ttfb_ms, t.lcp_ms, t.transfer_bytes, t.age_ms),
+                )
+                self._timings_waiting = True
                 continue
             views = db.execute(
                 "SELECT COUNT(*) FROM timing_views WHERE experiment = ? AND day = ? "
@@ -397,6 +414,29 @@ class Store:
                     ),
                 )
         return skipped
+
+    def _waiting_timings(self, db: sqlite3.Connection) -> list[Event]:
+        """The waiting timings whose page view has now been read, taken out of waiting."""
+        rows = db.execute(
+            "SELECT w.experiment, w.day, w.visitor, w.variant, w.view, w.ttfb, w.lcp, w.bytes, "
+            "w.age FROM timing_waiting w JOIN exposures e "
+            "USING (experiment, day, visitor, variant)"
+        ).fetchall()
+        db.executemany(
+            "DELETE FROM timing_waiting WHERE experiment = ? AND day = ? AND visitor = ? "
+            "AND variant = ? AND view = ?",
+            [row[:5] for row in rows],
+        )
+        self._timings_waiting = (
+            db.execute("SELECT 1 FROM timing_waiting LIMIT 1").fetchone() is not None
+        )
+        events = []
+        for experiment, day, visitor, variant, view, ttfb, lcp, size, age in rows:
+            text = str(day)
+            iso = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+            measured = Timing(int(view), float(ttfb), lcp, int(size), float(age))
+            events.append(Event(experiment, "", iso, visitor, variant, "timing", 0.0, measured))
+        return events
 
     def _slot(
         self, db: sqlite3.Connection, table: str, experiment: str, variant: str, size: int
@@ -469,6 +509,15 @@ class Store:
             removed = db.execute("DELETE FROM exposures WHERE day < ?", (cutoff,)).rowcount
             removed += db.execute("DELETE FROM conversions WHERE day < ?", (cutoff,)).rowcount
             removed += db.execute("DELETE FROM timing_views WHERE day < ?", (cutoff,)).rowcount
+            # Timings whose page view was never read: not taken.
+            lost = db.execute("DELETE FROM timing_waiting WHERE day < ?", (cutoff,)).rowcount
+            if lost:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('timing_unexposed', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                    (lost,),
+                )
+            removed += lost
             # Conversions whose visitor was never seen on that variant that day: not counted.
             unexposed = db.execute("DELETE FROM unexposed WHERE day < ?", (cutoff,)).rowcount
             if unexposed:
@@ -511,6 +560,7 @@ class Store:
                     "latencies",
                     "latency_seen",
                     "timing_views",
+                    "timing_waiting",
                     "timings",
                     "timing_seen",
                 ):
@@ -632,17 +682,29 @@ class Store:
             return {}
         return {str(v): int(n) for v, n in rows}
 
-    def timings(self, experiment: str) -> dict[str, TimingSample]:
-        """Each variant's real-user timings (the kept sample, in slot order)."""
-        result = {v: TimingSample(n, [], [], []) for v, n in self.timed_views(experiment).items()}
+    def timings(self, experiment: str, limit: int = TIMING_SAMPLES) -> dict[str, TimingSample]:
+        """Each variant's real-user timings: the kept sample, or a uniform subset of
+        ``limit`` page views of it (the same subset while nothing new is taken, so an
+        unchanged sample makes an unchanged report)."""
+        result: dict[str, TimingSample] = {}
+        rows: dict[str, list[tuple[float, float | None, int]]] = {}
         for variant, ttfb, lcp, size in self.db.execute(
             "SELECT variant, ttfb, lcp, bytes FROM timings WHERE experiment = ? "
             "ORDER BY variant, slot",
             (experiment,),
         ):
-            sample = result[str(variant)]
-            sample.ttfb_ms.append(float(ttfb))
-            if lcp is not None:
-                sample.lcp_ms.append(float(lcp))
-            sample.transfer_bytes.append(int(size))
+            rows.setdefault(str(variant), []).append(
+                (float(ttfb), None if lcp is None else float(lcp), int(size))
+            )
+        for variant, views in self.timed_views(experiment).items():
+            kept = rows.get(variant, [])
+            if len(kept) > limit:
+                chosen = sorted(random.Random(views).sample(range(len(kept)), limit))  # noqa: S311
+                kept = [kept[i] for i in chosen]
+            result[variant] = TimingSample(
+                views,
+                [ttfb for ttfb, _, _ in kept],
+                [lcp for _, lcp, _ in kept if lcp is not None],
+                [size for _, _, size in kept],
+            )
         return result

@@ -153,7 +153,7 @@ async def test_a_browsers_timing_reaches_the_agents_counts_and_the_experiment_st
             }
             return counts if counts.get(active, {}).get("timedViews") == 1 else None
 
-        counts = await eventually_async(timed, within=30, what="the beacon counted by the agent")
+        counts = await eventually_async(timed, within=60, what="the beacon counted by the agent")
         assert counts[active]["visitors"] == 1  # the beacon is not a second visitor
 
         def reported() -> dict[str, Any] | None:
@@ -162,7 +162,7 @@ async def test_a_browsers_timing_reaches_the_agents_counts_and_the_experiment_st
             real = variants.get(active, {}).get("realUser")
             return report if real and real["views"] == 1 else None
 
-        report = await eventually_async(reported, within=30, what="the timing in a report")
+        report = await eventually_async(reported, within=60, what="the timing in a report")
     variant = next(v for v in report["variants"] if v["name"] == active)
     real = variant["realUser"]
     # What Chromium measured: a first byte, a largest contentful paint after it, and
