@@ -13,6 +13,7 @@ from smart_sim.bench import (
     domains,
     intake,
     node,
+    rum,
     tls,
     uptime,
 )
@@ -27,6 +28,7 @@ BENCHMARKS: dict[str, Callable[..., None]] = {
     "boot": boot.run,
     "node": node.run,
     "uptime": uptime.run,
+    "rum": rum.run,
 }
 
 
