@@ -216,7 +216,9 @@ class Agent:
                 "heartbeatAt": _iso(reporter.heartbeat_ok_at),
                 "heartbeatError": reporter.heartbeat_error,
             },
-            "probe": dict(self.latency.state),
+            # Synthetic: the agent loads its own pages over loopback (no network), so
+            # these timings are shown but never decide; visitors' browsers' do.
+            "probe": {"synthetic": True, **self.latency.state},
         }
 
 
@@ -241,11 +243,13 @@ def offline_status(settings: AgentSettings) -> dict[str, Any]:
 
 def _experiment_status(store: Store, name: str) -> dict[str, Any]:
     row = store.experiment_row(name)
+    timed = store.timed_views(name)
     return {
         "name": name,
         "revision": row.get("revision"),
         "variants": {
             v: {"visitors": c.visitors, "conversions": c.conversions}
+            | ({"timedViews": timed[v]} if v in timed else {})
             for v, c in sorted(store.totals(name).items())
         },
         "sequence": row.get("sequence", 0),

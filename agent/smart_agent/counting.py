@@ -5,7 +5,8 @@ unfinished, and its loop (*count*) reads the log every ``poll_seconds``, rotates
 ``log_max_bytes`` and when a new UTC day begins (rename, then nginx reopens; the agent
 deletes its own rotated file once read, so the visitor ids in the log are gone within
 a day or two, like those in the store) and forgets the visitor ids of finished days.
-It tells the follower which variants a deployed revision has, from the revision's files.
+It tells the follower which variants a deployed revision has and, for its real-user
+timings, a performance experiment's time windows and wash-out, from the revision's files.
 This module never chooses what nginx serves and never talks to the intake.
 """
 
@@ -35,7 +36,7 @@ class Counting:
         self.store = store
         self.nginx = nginx
         self.clock = clock
-        self._known: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self._known: dict[tuple[str, str], deploy.ExperimentManifest | None] = {}
         # The UTC day the active log was begun (or the agent started) on.
         self._log_day = utc_day(clock())
         self.follower = LogFollower(
@@ -43,6 +44,7 @@ class Counting:
             store,
             self._variants_of,
             grace_seconds=settings.rotation_grace_seconds,
+            windows=self._windows_of,
         )
 
     def restore(self) -> None:
@@ -52,16 +54,26 @@ class Counting:
     def close(self) -> None:
         self.follower.close()
 
-    def _variants_of(self, experiment: str, revision: str) -> tuple[str, ...] | None:
+    def _manifest(self, experiment: str, revision: str) -> deploy.ExperimentManifest | None:
         key = (experiment, revision)
         if key not in self._known:
             folder = self.settings.experiments_dir / experiment / deploy.REVISIONS / revision
             try:
-                manifest = deploy.load_revision(experiment, folder).manifest
-                self._known[key] = manifest.variant_names
+                self._known[key] = deploy.load_revision(experiment, folder).manifest
             except deploy.DeployError:
                 self._known[key] = None
         return self._known[key]
+
+    def _variants_of(self, experiment: str, revision: str) -> tuple[str, ...] | None:
+        manifest = self._manifest(experiment, revision)
+        return manifest.variant_names if manifest else None
+
+    def _windows_of(self, experiment: str, revision: str) -> tuple[int, int] | None:
+        """A performance experiment's time windows and wash-out, for its timings."""
+        manifest = self._manifest(experiment, revision)
+        if manifest is None or manifest.performance is None:
+            return None
+        return manifest.performance.window_seconds, manifest.performance.washout
 
     async def run(self, stop: asyncio.Event) -> None:
         """The *count* loop."""

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from smart_agent.timing import DEFAULT_WASHOUT_SECONDS
+
 MANIFEST = "experiment.json"
 CURRENT = "current"
 REVISIONS = "revisions"
@@ -84,6 +86,13 @@ class Performance(_Model):
     probe_paths: tuple[str, ...] = Field(default=("/",), min_length=1, max_length=10)
     probe_mode: ProbeMode = "cold"
     probe_seconds: float = Field(default=10.0, gt=0, le=3600)
+    washout_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Real-user timings of page views loaded in the first seconds of each "
+        "window are left out (default: a tenth of the window, at most 300 s)",
+    )
 
     @field_validator("probe_paths")
     @classmethod
@@ -92,6 +101,19 @@ class Performance(_Model):
             if not re.fullmatch(r"/[A-Za-z0-9/._-]*", path) or path.startswith("/_smart/"):
                 raise ValueError(f"probe path {path!r} is not a plain page path")
         return value
+
+    @model_validator(mode="after")
+    def _washout_within_window(self) -> Performance:
+        if self.washout_seconds is not None and self.washout_seconds >= self.window_seconds:
+            raise ValueError("washoutSeconds must be shorter than windowSeconds")
+        return self
+
+    @property
+    def washout(self) -> int:
+        """Seconds at the start of each window whose page views are not timed."""
+        if self.washout_seconds is not None:
+            return self.washout_seconds
+        return min(DEFAULT_WASHOUT_SECONDS, self.window_seconds // 10)
 
 
 class ExperimentManifest(_Model):

@@ -6,6 +6,9 @@ prefetches, requests served while the experiment was not randomising (``control`
 ``winner`` mode), assets, errors, conversions that are not a same-site ``POST`` (a
 plain link or another site's page), and conversions for a variant the experiment does
 not have. Whether the visitor was exposed to the variant is the store's to decide.
+A real-user timing (``timing``: a same-site ``POST`` to ``/_smart/timing`` answered with
+204) counts under the same rules, and only for a performance experiment's page view
+loaded outside the wash-out at the start of a time window (``timing.in_washout``).
 
 ``LogFollower`` follows the log by file identity (device, inode and first line), not by
 name: a renamed log keeps being read until nginx has reopened the new one and the old
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from smart_agent import timing
 from smart_agent.store import Event, LogFile, Store
 
 CHUNK = 1 << 20  # bytes read at once
@@ -44,14 +48,27 @@ ADOPT_WITHIN_SECONDS = 2 * 86400  # older lines belong to days already compacted
 SWEEP_SECONDS = 5.0
 ROTATED_BY_AGENT = re.compile(r"^access\.log\.\d{8}T\d{6}Z(\.\d+)?$")
 # A line can only be counted if nginx wrote one of these; the rest are skipped unparsed.
-_MAY_COUNT = ('"ct":"text/html', '"u":"' + CONVERT_PATH + '"')
+_MAY_COUNT = (
+    '"ct":"text/html',
+    '"u":"' + CONVERT_PATH + '"',
+    '"u":"' + timing.TIMING_PATH + '"',
+)
 # The keys of the access log's lines, in the order nginx writes them (``nginx.py``).
-LOG_KEYS = ("e", "r", "d", "mode", "t", "id", "v", "cv", "m", "u", "s", "ct", "b", "p")
+LOG_KEYS = ("e", "r", "d", "mode", "t", "id", "v", "cv", "m", "u", "s", "ct", "b", "p", "rum")
+# Keys that lines written by an older agent's nginx do not have (read as empty).
+_NEWER_KEYS = frozenset({"rum"})
 # Such a line when no value holds an escaped character: nearly every line.
 _PLAIN_LINE = re.compile("{" + ",".join(f'"{key}":"([^"\\\\]*)"' for key in LOG_KEYS) + "}")
 
 # Variants of (experiment, revision), or None when that revision is unknown.
 KnownVariants = Callable[[str, str], tuple[str, ...] | None]
+# A performance experiment's (window seconds, wash-out seconds) by (experiment,
+# revision); None for other experiments and unknown revisions (their timings are skipped).
+KnownWindows = Callable[[str, str], tuple[int, int] | None]
+
+
+def _no_windows(experiment: str, revision: str) -> None:
+    return None
 
 
 def parse_line(line: str) -> tuple[str, ...]:
@@ -68,16 +85,18 @@ def parse_line(line: str) -> tuple[str, ...]:
     entry = json.loads(line)
     if not isinstance(entry, dict):
         raise ValueError("not a JSON object")
-    return tuple(str(entry[key]) for key in LOG_KEYS)
+    return tuple(str(entry.get(key, "") if key in _NEWER_KEYS else entry[key]) for key in LOG_KEYS)
 
 
-def classify(line: str, known: KnownVariants) -> tuple[Event | None, str]:
+def classify(
+    line: str, known: KnownVariants, windows: KnownWindows = _no_windows
+) -> tuple[Event | None, str]:
     """The event one log line stands for, or None and the reason it does not count."""
-    if _MAY_COUNT[0] not in line and _MAY_COUNT[1] not in line:
+    if _MAY_COUNT[0] not in line and _MAY_COUNT[1] not in line and _MAY_COUNT[2] not in line:
         return None, "other"
     try:
         (experiment, revision, day, mode, at_text, hex_id, variant, claimed, method, path,
-         status, content_type, bot, prefetch) = parse_line(line)  # fmt: skip
+         status, content_type, bot, prefetch, rum) = parse_line(line)  # fmt: skip
         if mode != "split":
             return None, "not_randomised"
         if bot == "1":
@@ -107,6 +126,10 @@ def classify(line: str, known: KnownVariants) -> tuple[Event | None, str]:
             return None, "unknown_variant"
         event = Event(experiment, revision, day, visitor, claimed, "conversion", at)
         return event, "conversion"
+    if path == timing.TIMING_PATH:
+        return _timing(
+            experiment, revision, day, visitor, variant, at, method, status, rum, windows
+        )
     if method != "GET":
         return None, "method"
     if status not in ("200", "304") or path.startswith("/_smart/"):
@@ -114,6 +137,36 @@ def classify(line: str, known: KnownVariants) -> tuple[Event | None, str]:
     if not content_type.startswith("text/html"):
         return None, "other"
     return Event(experiment, revision, day, visitor, variant, "exposure", at), "exposure"
+
+
+def _timing(
+    experiment: str,
+    revision: str,
+    day: str,
+    visitor: int,
+    variant: str,
+    at: float,
+    method: str,
+    status: str,
+    rum: str,
+    windows: KnownWindows,
+) -> tuple[Event | None, str]:
+    """A beacon line: nginx answers a same-site POST with 204, another site's with 403."""
+    if method != "POST":
+        return None, "method"
+    if status == "403":
+        return None, "cross_site"
+    if status != "204":
+        return None, "other"
+    measured = timing.parse(rum)
+    if measured is None:
+        return None, "malformed_timing"
+    window = windows(experiment, revision)
+    if window is None:
+        return None, "not_performance"
+    if timing.in_washout(at, measured.age_ms, *window):
+        return None, "washout"
+    return Event(experiment, revision, day, visitor, variant, "timing", at, measured), "timing"
 
 
 @dataclass
@@ -159,11 +212,18 @@ class LogFollower:
     """Follows one access-log path through rotations, committing as it goes."""
 
     def __init__(
-        self, path: Path, store: Store, known: KnownVariants, *, grace_seconds: float
+        self,
+        path: Path,
+        store: Store,
+        known: KnownVariants,
+        *,
+        grace_seconds: float,
+        windows: KnownWindows = _no_windows,
     ) -> None:
         self.path = path
         self.store = store
         self.known = known
+        self.windows = windows
         self.grace = grace_seconds
         self.files: dict[tuple[int, int], _Open] = {}
         self.finished: dict[tuple[int, int], str | None] = {}  # done files: their heads
@@ -286,7 +346,7 @@ class LogFollower:
             for line in data[:end].decode(errors="replace").splitlines():
                 if not line:
                     continue
-                event, reason = classify(line, self.known)
+                event, reason = classify(line, self.known, self.windows)
                 reasons[reason] += 1
                 if event is not None:
                     events.append(event)

@@ -17,6 +17,10 @@ What the configuration does (docs/agent.md explains why):
   never from the URL): 303 for a POST from this site (the one answer the agent counts),
   302 for a plain link or a form from another site; ``/_smart/health`` tells which
   configuration is live.
+- A performance experiment's pages load ``/_smart/timing.js`` and post their real-user
+  timings to ``/_smart/timing`` (``timing.py``): 204 for a POST from this site, logged
+  in the same log and format as a page view (with the ``rum`` value), 403 for another
+  site's, 405 for any other method.
 
 Nothing here decides *what* to serve (the agent does) and nothing reads the log. A new
 configuration replaces the old one only after ``nginx -t`` accepts it.
@@ -43,6 +47,7 @@ from smart_agent import __version__
 from smart_agent.deploy import Deployment
 from smart_agent.logreader import CONVERT_PATH, LOG_KEYS
 from smart_agent.settings import AgentSettings
+from smart_agent.timing import SCRIPT, SCRIPT_PATH, TIMING_PATH
 from smart_agent.tls import TlsFiles
 
 HEALTH_PATH = "/_smart/health"
@@ -237,6 +242,7 @@ def _log_format(plan: ServePlan) -> str:
         "ct": '"$sent_http_content_type"',
         "b": '"$smart_bot"',
         "p": '"$smart_prefetch"',
+        "rum": '"$arg_rum"',
     }
     assert tuple(fields) == LOG_KEYS, "the log reader expects the keys in LOG_KEYS's order"
     body = ",".join(f'"{key}":{value}' for key, value in fields.items())
@@ -356,16 +362,17 @@ def render_config(settings: AgentSettings, plan: ServePlan) -> str:
         if hsts:
             server.append("        " + hsts)
     lines += server
+    access_log = f"access_log {_quote(settings.access_log)} smart{buffer}"
     lines += [
         "        server_name _;",
-        f"        access_log {_quote(settings.access_log)} smart{buffer} if=$smart_logged;",
+        f"        {access_log} if=$smart_logged;",
         "        location /_smart/ {",
         "            access_log off;",
         "            return 404;",
         "        }",
         *health,
     ]
-    lines += ["        " + line for line in _locations(plan, hsts)]
+    lines += ["        " + line for line in _locations(plan, hsts, access_log + ";")]
     lines += ["    }", "}", ""]
     text = "\n".join(lines)
     config_id = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -391,11 +398,36 @@ def _redirect_map(domain: str | None) -> list[str]:
     return lines
 
 
-def _locations(plan: ServePlan, hsts: str | None = None) -> list[str]:
+def _timing_locations(access_log: str) -> list[str]:
+    """The real-user timing script and its beacon (``timing.py``)."""
+    return [
+        f"location = {SCRIPT_PATH} {{",
+        "    access_log off;",
+        "    default_type application/javascript;",
+        '    add_header Cache-Control "public, max-age=3600" always;',
+        f"    return 200 '{SCRIPT}';",
+        "}",
+        # Logged whatever the answer (the log reader counts only a 204), with the
+        # visitor id, bot and prefetch flags of a page view and the timings in `rum`.
+        f"location = {TIMING_PATH} {{",
+        f"    {access_log}",
+        "    if ($request_method != POST) {",
+        "        return 405;",
+        "    }",
+        "    if ($http_sec_fetch_site = cross-site) {",
+        "        return 403;",
+        "    }",
+        "    return 204;",
+        "}",
+    ]
+
+
+def _locations(plan: ServePlan, hsts: str | None = None, access_log: str = "") -> list[str]:
     deployment = plan.deployment
     if deployment is None:
         return ["location / {", "    return 404;", "}"]
     manifest = deployment.manifest
+    timing = _timing_locations(access_log) if manifest.type == "performance" else []
     goal = manifest.goal_url
     lines = [f"location = {CONVERT_PATH} {{"]
     # A missing goal still answers, so a stray link does not break the page. The agent
@@ -418,6 +450,7 @@ def _locations(plan: ServePlan, hsts: str | None = None) -> list[str]:
     else:
         lines.append("    return 404;")
     lines.append("}")
+    lines += timing
     root = deployment.path / "variants"
     lines += [
         "location / {",

@@ -111,7 +111,10 @@ class Reporter:
         assert self._session is not None and self.settings.intake_url
         url = self.settings.intake_url.rstrip("/") + path
         try:
-            async with self._session.post(url, json=body) as response:
+            # Compact JSON: a report of samples is mostly numbers and separators.
+            data = json.dumps(body, separators=(",", ":"))
+            headers = {"Content-Type": "application/json"}
+            async with self._session.post(url, data=data, headers=headers) as response:
                 text = await response.text()
                 if 200 <= response.status < 300:
                     reply = _json(text)

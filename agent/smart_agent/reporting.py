@@ -1,11 +1,13 @@
 """Reporting: what the agent tells the intake, and when.
 
 ``Reporting`` builds each experiment's cumulative report from the store (the served
-experiment's variants first, in its manifest's order) and its loops hand them to the
-``Reporter``: *report*, at most every ``report_seconds`` per experiment a new report
-when the counts changed (and every ``REFRESH_SECONDS`` even when they did not), pending
-reports retried with backoff; *heartbeat*, the served experiment's name and revision.
-This module neither counts nor chooses what nginx serves; the ``Reporter`` does the HTTP.
+experiment's variants first, in its manifest's order; a performance experiment's
+variants with their real-user timings, ``realUser``, and the probe's ``latenciesMs``)
+and its loops hand them to the ``Reporter``: *report*, at most every ``report_seconds``
+per experiment a new report when the counts changed (and every ``REFRESH_SECONDS`` even
+when they did not), pending reports retried with backoff; *heartbeat*, the served
+experiment's name and revision. This module neither counts nor chooses what nginx
+serves; the ``Reporter`` does the HTTP.
 """
 
 from __future__ import annotations
@@ -18,9 +20,25 @@ from smart_agent._loops import pause
 from smart_agent.reporter import Reporter
 from smart_agent.serving import Serving
 from smart_agent.settings import AgentSettings
-from smart_agent.store import Store
+from smart_agent.store import TIMING_SAMPLES, Store
 
 REFRESH_SECONDS = 300.0
+# A report must fit the intake's body limit (64 KiB by default): about 9 kB per variant
+# for the probe's sample, about 17 bytes per page view for the real-user timings.
+REPORT_BUDGET_BYTES = 60_000
+PROBE_BYTES_PER_VARIANT = 9_000
+BYTES_PER_TIMED_VIEW = 17
+MIN_TIMED_VIEWS = 100
+
+
+def real_user_views(variants: int) -> int:
+    """How many page views' timings a report carries per variant (at most the store's
+    sample, ``store.TIMING_SAMPLES``; a uniform subset of it when many variants share
+    the report)."""
+    variants = max(1, variants)
+    spare = REPORT_BUDGET_BYTES - PROBE_BYTES_PER_VARIANT * variants
+    fitting = spare // (BYTES_PER_TIMED_VIEW * variants)
+    return max(MIN_TIMED_VIEWS, min(TIMING_SAMPLES, fitting))
 
 
 class Reporting:
@@ -46,6 +64,7 @@ class Reporting:
         )
         order = list(deployment.manifest.variant_names) if deployment else []
         order += sorted(set(totals) - set(order))
+        timings = self.store.timings(name, limit=real_user_views(len(order)))
         variants = []
         for variant in order:
             counts = totals.get(variant)
@@ -56,6 +75,15 @@ class Reporting:
             }
             if variant in latencies:
                 entry["latenciesMs"] = [round(ms, 3) for ms in latencies[variant]]
+            if variant in timings:
+                sample = timings[variant]
+                entry["realUser"] = {
+                    "views": sample.views,
+                    # Whole milliseconds, as the page's script measures them: compact.
+                    "ttfbMs": [round(ms) for ms in sample.ttfb_ms],
+                    "lcpMs": [round(ms) for ms in sample.lcp_ms],
+                    "transferBytes": sample.transfer_bytes,
+                }
             variants.append(entry)
         return {"revision": revision, "variants": variants}
 

@@ -11,6 +11,13 @@ What it keeps, and why counting is exact:
   a crash the agent resumes exactly where the last commit left it.
 - Once a day is over and the log is read to its end, that day's visitor ids are deleted
   (``compact``); the totals stay. Visitor ids live for two days at most, salts for one.
+- ``timings`` is a uniform sample (a reservoir) per variant of the real-user timings
+  of performance experiments' page views; ``timing_views`` the set of page views
+  (experiment, salt day, visitor id, variant, page-view id) already taken, so a beacon
+  read twice counts once. A timing counts only for a visitor exposed to that variant
+  the same salt day (until that page view is read it waits in ``timing_waiting``), and
+  at most ``TIMED_VIEWS_PER_VISITOR`` per visitor, variant and day, so no single
+  browser can fill the sample; both are compacted with the visitor ids.
 - ``experiments`` holds each experiment's report sequence. A report is built (new
   sequence, stored) *before* it is sent, so a retry resends the same sequence and the
   same counts, and a restart never reuses a sequence for other counts.
@@ -33,6 +40,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+
+from smart_agent.timing import Timing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,14 +81,35 @@ CREATE TABLE IF NOT EXISTS latencies (
 CREATE TABLE IF NOT EXISTS latency_seen (
     experiment TEXT NOT NULL, variant TEXT NOT NULL, seen INTEGER NOT NULL,
     PRIMARY KEY (experiment, variant));
+CREATE TABLE IF NOT EXISTS timing_views (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL, view INTEGER NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant, view)) WITHOUT ROWID;
+-- ttfb and lcp in milliseconds (lcp NULL where the browser has none), bytes transferred.
+CREATE TABLE IF NOT EXISTS timings (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL, slot INTEGER NOT NULL,
+    ttfb REAL NOT NULL, lcp REAL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (experiment, variant, slot));
+-- Timings whose page view was not read yet (two nginx workers flush their log buffers
+-- in either order): taken when it is, dropped uncounted when the day is compacted.
+CREATE TABLE IF NOT EXISTS timing_waiting (
+    experiment TEXT NOT NULL, day INTEGER NOT NULL, visitor INTEGER NOT NULL,
+    variant TEXT NOT NULL, view INTEGER NOT NULL,
+    ttfb REAL NOT NULL, lcp REAL, bytes INTEGER NOT NULL, age REAL NOT NULL,
+    PRIMARY KEY (experiment, day, visitor, variant, view)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timing_seen (
+    experiment TEXT NOT NULL, variant TEXT NOT NULL, seen INTEGER NOT NULL,
+    PRIMARY KEY (experiment, variant));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 LATENCY_SAMPLES = 1000  # a uniform sample per variant since the start (reservoir)
+TIMING_SAMPLES = 1000  # real-user timings kept per variant, likewise
+TIMED_VIEWS_PER_VISITOR = 20  # real-user timings per visitor, variant and salt day
 # Visitor ids kept in memory as already counted, at most (about 60 bytes each): repeat
 # page views then skip sqlite. Past the bound the memory starts afresh; sqlite decides.
 KNOWN_VISITORS = 500_000
 
-EventKind = Literal["exposure", "conversion"]
+EventKind = Literal["exposure", "conversion", "timing"]
 FileState = Literal["active", "draining", "done", "lost"]
 
 
@@ -93,6 +123,17 @@ class Event(NamedTuple):
     variant: str
     kind: EventKind
     at: float  # when nginx logged it (epoch seconds)
+    timing: Timing | None = None  # a timing's measurements
+
+
+@dataclass(frozen=True)
+class TimingSample:
+    """A variant's real-user timings: the sample kept and how many were taken in all."""
+
+    views: int
+    ttfb_ms: list[float]
+    lcp_ms: list[float]  # from the views whose browser reports LCP
+    transfer_bytes: list[int]
 
 
 @dataclass(frozen=True)
@@ -154,6 +195,9 @@ class Store:
         self._known_size = 0
         # Whether conversions wait in ``unexposed`` (read once, then kept up to date).
         self._waiting = self.db.execute("SELECT 1 FROM unexposed LIMIT 1").fetchone() is not None
+        self._timings_waiting = (
+            self.db.execute("SELECT 1 FROM timing_waiting LIMIT 1").fetchone() is not None
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -249,6 +293,7 @@ class Store:
         """
         exposed: dict[tuple[str, str], list[tuple[str, int, int, str]]] = {}
         converted: list[tuple[str, int, int, str]] = []
+        timed: list[Event] = []
         last_event: dict[str, tuple[float, str]] = {}
         late = 0
         added: Counter[tuple[str, str, str]] = Counter()  # (experiment, variant, kind)
@@ -262,6 +307,9 @@ class Store:
                 key = (event.experiment, day_number(event.day), event.visitor, event.variant)
                 if event.kind == "conversion":
                     converted.append(key)
+                elif event.kind == "timing":
+                    timed.append(event)
+                    continue  # a beacon is not a page view: the experiment's activity
                 else:
                     exposed.setdefault((event.experiment, event.variant), []).append(key)
                 last_event[event.experiment] = (event.at, event.revision)
@@ -287,6 +335,12 @@ class Store:
                 ).fetchone():
                     db.execute("INSERT OR IGNORE INTO unexposed VALUES (?, ?, ?, ?)", key)
                     self._waiting = True
+            if exposed and self._timings_waiting:
+                timed = self._waiting_timings(db) + timed
+            if timed:
+                counters = {**counters}
+                for reason, count in self._take_timings(db, timed).items():
+                    counters[reason] = counters.get(reason, 0) + count
             for (experiment, variant, kind), count in added.items():
                 if count:
                     db.execute(
@@ -313,6 +367,94 @@ class Store:
             self.set_log_file(position)
         self._remember(committed)
         return sum(added.values())
+
+    def _take_timings(self, db: sqlite3.Connection, events: list[Event]) -> Counter[str]:
+        """Add the timings of exposed visitors' page views not taken yet to the sample;
+        count the others by reason (counters ``timing_unexposed``, ``timing_capped``)."""
+        skipped: Counter[str] = Counter()
+        for event in events:
+            assert event.timing is not None
+            key = (event.experiment, day_number(event.day), event.visitor, event.variant)
+            if not self._exposed(db, key):
+                t = event.timing
+                db.execute(
+                    "INSERT OR IGNORE INTO timing_waiting VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*key, t.view, t.ttfb_ms, t.lcp_ms, t.transfer_bytes, t.age_ms),
+                )
+                self._timings_waiting = True
+                continue
+            views = db.execute(
+                "SELECT COUNT(*) FROM timing_views WHERE experiment = ? AND day = ? "
+                "AND visitor = ? AND variant = ?",
+                key,
+            ).fetchone()[0]
+            if views >= TIMED_VIEWS_PER_VISITOR:
+                skipped["timing_capped"] += 1
+                continue
+            before = db.total_changes
+            db.execute(
+                "INSERT OR IGNORE INTO timing_views VALUES (?, ?, ?, ?, ?)",
+                (*key, event.timing.view),
+            )
+            if db.total_changes == before:
+                continue  # this page view's beacon was read before
+            slot = self._slot(db, "timing_seen", event.experiment, event.variant, TIMING_SAMPLES)
+            if slot is not None:
+                db.execute(
+                    "INSERT INTO timings (experiment, variant, slot, ttfb, lcp, bytes) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (experiment, variant, slot) DO "
+                    "UPDATE SET ttfb = excluded.ttfb, lcp = excluded.lcp, bytes = excluded.bytes",
+                    (
+                        event.experiment,
+                        event.variant,
+                        slot,
+                        event.timing.ttfb_ms,
+                        event.timing.lcp_ms,
+                        event.timing.transfer_bytes,
+                    ),
+                )
+        return skipped
+
+    def _waiting_timings(self, db: sqlite3.Connection) -> list[Event]:
+        """The waiting timings whose page view has now been read, taken out of waiting."""
+        rows = db.execute(
+            "SELECT w.experiment, w.day, w.visitor, w.variant, w.view, w.ttfb, w.lcp, w.bytes, "
+            "w.age FROM timing_waiting w JOIN exposures e "
+            "USING (experiment, day, visitor, variant)"
+        ).fetchall()
+        db.executemany(
+            "DELETE FROM timing_waiting WHERE experiment = ? AND day = ? AND visitor = ? "
+            "AND variant = ? AND view = ?",
+            [row[:5] for row in rows],
+        )
+        self._timings_waiting = (
+            db.execute("SELECT 1 FROM timing_waiting LIMIT 1").fetchone() is not None
+        )
+        events = []
+        for experiment, day, visitor, variant, view, ttfb, lcp, size, age in rows:
+            text = str(day)
+            iso = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+            measured = Timing(int(view), float(ttfb), lcp, int(size), float(age))
+            events.append(Event(experiment, "", iso, visitor, variant, "timing", 0.0, measured))
+        return events
+
+    def _slot(
+        self, db: sqlite3.Connection, table: str, experiment: str, variant: str, size: int
+    ) -> int | None:
+        """Reservoir sampling (algorithm R): the slot the next value of ``size`` kept
+        takes, or None if it is not kept; counts it as seen in ``table``."""
+        row = db.execute(
+            f"SELECT seen FROM {table} WHERE experiment = ? AND variant = ?",  # noqa: S608 (a table name of this module)
+            (experiment, variant),
+        ).fetchone()
+        seen = int(row[0]) if row else 0
+        db.execute(
+            f"INSERT INTO {table} (experiment, variant, seen) VALUES (?, ?, 1) "  # noqa: S608
+            "ON CONFLICT (experiment, variant) DO UPDATE SET seen = seen + 1",
+            (experiment, variant),
+        )
+        slot = seen if seen < size else self._random.randrange(seen + 1)
+        return slot if slot < size else None
 
     def _exposed(self, db: sqlite3.Connection, key: tuple[str, int, int, str]) -> bool:
         experiment, day, visitor, variant = key
@@ -366,6 +508,16 @@ class Store:
         with self._tx() as db:
             removed = db.execute("DELETE FROM exposures WHERE day < ?", (cutoff,)).rowcount
             removed += db.execute("DELETE FROM conversions WHERE day < ?", (cutoff,)).rowcount
+            removed += db.execute("DELETE FROM timing_views WHERE day < ?", (cutoff,)).rowcount
+            # Timings whose page view was never read: not taken.
+            lost = db.execute("DELETE FROM timing_waiting WHERE day < ?", (cutoff,)).rowcount
+            if lost:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('timing_unexposed', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                    (lost,),
+                )
+            removed += lost
             # Conversions whose visitor was never seen on that variant that day: not counted.
             unexposed = db.execute("DELETE FROM unexposed WHERE day < ?", (cutoff,)).rowcount
             if unexposed:
@@ -401,7 +553,17 @@ class Store:
             row = db.execute("SELECT uid FROM experiments WHERE name = ?", (name,)).fetchone()
             reset = row is not None and uid is not None and row[0] not in (None, uid)
             if reset:
-                for table in ("totals", "exposures", "conversions", "latencies", "latency_seen"):
+                for table in (
+                    "totals",
+                    "exposures",
+                    "conversions",
+                    "latencies",
+                    "latency_seen",
+                    "timing_views",
+                    "timing_waiting",
+                    "timings",
+                    "timing_seen",
+                ):
                     db.execute(f"DELETE FROM {table} WHERE experiment = ?", (name,))  # noqa: S608
                 db.execute("UPDATE experiments SET built = NULL WHERE name = ?", (name,))
                 self._forget_known(lambda experiment, _: experiment != name)
@@ -493,23 +655,13 @@ class Store:
     def add_latency(self, experiment: str, variant: str, ms: float) -> None:
         """Keep a uniform sample of every latency seen (reservoir sampling, algorithm R)."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT seen FROM latency_seen WHERE experiment = ? AND variant = ?",
-                (experiment, variant),
-            ).fetchone()
-            seen = int(row[0]) if row else 0
-            slot = seen if seen < LATENCY_SAMPLES else self._random.randrange(seen + 1)
-            if slot < LATENCY_SAMPLES:
+            slot = self._slot(db, "latency_seen", experiment, variant, LATENCY_SAMPLES)
+            if slot is not None:
                 db.execute(
                     "INSERT INTO latencies (experiment, variant, slot, ms) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (experiment, variant, slot) DO UPDATE SET ms = excluded.ms",
                     (experiment, variant, slot, ms),
                 )
-            db.execute(
-                "INSERT INTO latency_seen (experiment, variant, seen) VALUES (?, ?, 1) "
-                "ON CONFLICT (experiment, variant) DO UPDATE SET seen = seen + 1",
-                (experiment, variant),
-            )
 
     def latencies(self, experiment: str) -> dict[str, list[float]]:
         result: dict[str, list[float]] = {}
@@ -518,4 +670,41 @@ class Store:
             (experiment,),
         ):
             result.setdefault(str(variant), []).append(float(ms))
+        return result
+
+    def timed_views(self, experiment: str) -> dict[str, int]:
+        """Page views timed per variant, in all."""
+        try:
+            rows = self.db.execute(
+                "SELECT variant, seen FROM timing_seen WHERE experiment = ?", (experiment,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # read-only, from an agent before timings
+            return {}
+        return {str(v): int(n) for v, n in rows}
+
+    def timings(self, experiment: str, limit: int = TIMING_SAMPLES) -> dict[str, TimingSample]:
+        """Each variant's real-user timings: the kept sample, or a uniform subset of
+        ``limit`` page views of it (the same subset while nothing new is taken, so an
+        unchanged sample makes an unchanged report)."""
+        result: dict[str, TimingSample] = {}
+        rows: dict[str, list[tuple[float, float | None, int]]] = {}
+        for variant, ttfb, lcp, size in self.db.execute(
+            "SELECT variant, ttfb, lcp, bytes FROM timings WHERE experiment = ? "
+            "ORDER BY variant, slot",
+            (experiment,),
+        ):
+            rows.setdefault(str(variant), []).append(
+                (float(ttfb), None if lcp is None else float(lcp), int(size))
+            )
+        for variant, views in self.timed_views(experiment).items():
+            kept = rows.get(variant, [])
+            if len(kept) > limit:
+                chosen = sorted(random.Random(views).sample(range(len(kept)), limit))  # noqa: S311
+                kept = [kept[i] for i in chosen]
+            result[variant] = TimingSample(
+                views,
+                [ttfb for ttfb, _, _ in kept],
+                [lcp for _, lcp, _ in kept if lcp is not None],
+                [size for _, _, size in kept],
+            )
         return result

@@ -193,6 +193,68 @@ class VariantRow:
 
 
 @dataclass(frozen=True)
+class TimingRow:
+    """One variant's page-load figures (performance experiments): the real-user ones,
+    which decide, and the probe's, which are synthetic."""
+
+    name: str
+    views: str
+    lcp: Estimate  # p75 with its interval
+    lcp_p50: str
+    lcp_p95: str
+    ttfb: str  # p75
+    transfer: str  # p50
+    synthetic: str  # the probe's p50 and p95, or a dash
+
+
+def ms(value: float | None) -> str:
+    return "\u2014" if value is None else f"{value:,.0f} ms"
+
+
+def size(value: float | None) -> str:
+    if value is None:
+        return "\u2014"
+    return f"{value / 1000:,.1f} kB" if value >= 1000 else f"{value:,.0f} B"
+
+
+def timing_rows(experiment: Experiment) -> list[TimingRow]:
+    """The page-load table of a performance experiment (empty for the other kinds)."""
+    if experiment.spec.type.value != "performance":
+        return []
+    results = {v.name: v for v in (experiment.status.variants if experiment.status else [])}
+    rows = []
+    for variant in experiment.spec.variants:
+        result = results.get(variant.name)
+        real = result.real_user if result else None
+        lcp = real.lcp_ms if real else None
+        if lcp is not None and lcp.p75 is not None:
+            level = level_text(lcp.confidence) if lcp.confidence is not None else None
+            low = ms(lcp.p75_low) if lcp.p75_low is not None else None
+            high = ms(lcp.p75_high) if lcp.p75_high is not None else None
+            p75 = Estimate(ms(lcp.p75), low, high, level=level)
+        else:
+            p75 = Estimate(None, note="No page views timed yet")
+        synthetic = result.synthetic if result else None
+        rows.append(
+            TimingRow(
+                name=variant.name,
+                views=count(real.views if real else 0),
+                lcp=p75,
+                lcp_p50=ms(lcp.p50 if lcp else None),
+                lcp_p95=ms(lcp.p95 if lcp else None),
+                ttfb=ms(real.ttfb_ms.p75 if real and real.ttfb_ms else None),
+                transfer=size(real.transfer_bytes.p50 if real and real.transfer_bytes else None),
+                synthetic=(
+                    f"{ms(synthetic.p50_ms)} / {ms(synthetic.p95_ms)}"
+                    if synthetic and synthetic.p50_ms is not None
+                    else "\u2014"
+                ),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
 class ExperimentSummary:
     """One experiment as the pages show it."""
 
@@ -210,6 +272,8 @@ class ExperimentSummary:
     counts_restarted_at: datetime | None = None
     """When counts last started again from zero on a new server's agent (the earlier
     counts were kept and the new ones added): the status's ``countsRestartedAt``."""
+    timings: list[TimingRow] | None = None
+    """Performance experiments: each variant's page-load figures."""
 
 
 def _more_needed(experiment: Experiment) -> int:
@@ -315,6 +379,7 @@ def summarize(experiment: Experiment) -> ExperimentSummary:
         best_variant=best_variant,
         srm=bool(status and status.statistics and status.statistics.sample_ratio_mismatch),
         counts_restarted_at=status.counts_restarted_at if status else None,
+        timings=timing_rows(experiment),
     )
 
 

@@ -95,6 +95,7 @@ def line(**fields: str) -> str:
         "ct": "text/html; charset=utf-8",
         "b": "0",
         "p": "0",
+        "rum": "",
     }
     return json.dumps({**entry, **fields}, separators=(",", ":"))
 

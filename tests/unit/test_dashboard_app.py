@@ -463,3 +463,53 @@ async def test_a_session_ends_when_its_token_expires(client: TestClient[Any, Any
     signer = Signer(SECRET.encode())
     session = signer.load(response.cookies[COOKIE].value)
     assert session is not None and session.expires <= time.time() + 120
+
+
+def performance_experiment() -> dict[str, Any]:
+    def percentiles(p50: float, p75: float, p95: float) -> dict[str, float]:
+        return {"p50": p50, "p75": p75, "p75Low": p75 - 40, "p75High": p75 + 40, "p95": p95,
+                "confidence": 0.95}  # fmt: skip
+
+    raw = experiment("customer-acme", "speed", "shop", 600, 0)
+    raw["spec"].update(type="performance", template="nginx_optimization")
+    raw["spec"]["goal"] = {"metric": "p50_latency"}
+    raw["status"]["variants"] = [
+        {
+            "name": name,
+            "visitors": 600,
+            "conversions": 0,
+            "p50Ms": lcp[0],
+            "p75Ms": lcp[1],
+            "p95Ms": lcp[2],
+            "realUser": {
+                "views": 540,
+                "lcpMs": percentiles(*lcp),
+                "ttfbMs": percentiles(90, 120, 300),
+                "transferBytes": percentiles(size, size, size),
+            },
+            "synthetic": {"requests": 900, "p50Ms": probe, "p95Ms": probe * 2},
+        }
+        for name, lcp, size, probe in (
+            ("control", (1380.0, 1500.0, 2100.0), 48_600, 16.8),
+            ("bold", (630.0, 700.0, 990.0), 11_800, 25.1),
+        )
+    ]
+    return raw
+
+
+async def test_a_performance_experiment_shows_real_user_page_loads_and_the_probe_as_synthetic() -> (
+    None
+):
+    cache = filled_cache()
+    cache.apply("experiments", "ADDED", [performance_experiment()])
+    app = create_app(SETTINGS, api=FakeApi(), cache=cache)  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        await sign_in(client, "token-a")
+        page = await (await client.get("/experiments/speed")).text()
+        hero = await (await client.get("/experiments/hero")).text()
+    assert "Page load p75 (real users)" in page
+    assert 'data-testid="lcp-p75"><span class="value">1,500 ms</span>' in page
+    assert "95% interval 1,460 ms to 1,540 ms" in page
+    assert "48.6 kB" in page and "11.8 kB" in page
+    assert '17 ms / 34 ms <span class="sub">synthetic</span>' in page
+    assert "Page load" not in hero  # a landing page experiment has no such table

@@ -106,7 +106,8 @@ def test_counts_statistics_and_decision_in_one_patch() -> None:
     ]
     assert status["variants"][1]["chanceToBeatControl"] > 0.99
     assert status["statistics"]["alwaysValidPValue"] < 0.05
-    assert status["decision"]["outcome"] == "winner" and status["decision"]["winner"] == "b"
+    assert status["decision"]["outcome"] == "winner", status["decision"]
+    assert status["decision"]["winner"] == "b"
     assert status["decision"]["decidedAt"] == "2026-03-09T09:00:00Z"
     # No nulls inside list items: the CRD has no nullable fields.
     assert all(None not in v.values() for v in status["variants"])
@@ -183,12 +184,57 @@ def test_a_winner_stays_when_the_next_report_wavers() -> None:
     status = written(
         plan_results(view, pending(2, (5400, 290), (5400, 335), received_at=later), later, 300)
     )
-    assert status["decision"]["outcome"] == "winner" and status["decision"]["winner"] == "b"
+    assert status["decision"]["outcome"] == "winner", status["decision"]
+    assert status["decision"]["winner"] == "b"
     assert status["decision"]["decidedAt"] == "2026-03-09T09:00:00Z"
     assert status["variants"][1]["alwaysValidPValue"] == first_p
 
 
 def test_latency_goal_uses_the_reported_sample() -> None:
+    """The real-user timings decide and show as p50Ms/p75Ms/p95Ms; the probe's, which
+    say the opposite here (compression costs CPU over loopback), show as synthetic."""
+    view = experiment(
+        type="performance", template="nginx_optimization", goal={"metric": "p50_latency"}
+    )
+
+    def real(lcp: float, size: int) -> dict[str, object]:
+        return {
+            "views": 400,
+            "ttfbMs": [lcp / 4] * 300,
+            "lcpMs": [lcp + i % 7 for i in range(300)],
+            "transferBytes": [size] * 300,
+        }
+
+    report = ResultsReport.model_validate(
+        {
+            "experiment": "headline",
+            "sequence": 1,
+            "variants": [
+                {"name": "a", "visitors": 300, "conversions": 0, "latenciesMs": [5.0] * 300,
+                 "realUser": real(900.0, 60_000)},
+                {"name": "b", "visitors": 300, "conversions": 0, "latenciesMs": [6.0] * 300,
+                 "realUser": real(400.0, 15_000)},
+            ],
+        }
+    )  # fmt: skip
+    status = written(plan_results(view, PendingReport(report, DOMAIN, "uid-1", NOW, 0.0), NOW, 300))
+    a, b = status["variants"]
+    assert (a["p95Ms"], b["p95Ms"]) == (906.0, 406.0)
+    assert a["p50Ms"] <= a["p75Ms"] <= a["p95Ms"]
+    assert a["realUser"]["views"] == 400
+    lcp = a["realUser"]["lcpMs"]
+    assert lcp["p95Low"] <= lcp["p95"] <= lcp["p95High"] and lcp["confidence"] == 0.95
+    assert a["realUser"]["transferBytes"]["p50"] == 60_000
+    assert a["realUser"]["ttfbMs"]["p50"] == 225.0
+    assert (a["synthetic"]["p95Ms"], b["synthetic"]["p95Ms"]) == (5.0, 6.0)
+    assert a["synthetic"]["requests"] == 300
+    assert status["decision"]["outcome"] == "winner", status["decision"]
+    assert status["decision"]["winner"] == "b"
+    assert "real-user LCP" in status["decision"]["reason"]
+
+
+def test_a_latency_goal_without_real_user_timings_stays_pending() -> None:
+    """The probe alone never decides, however clear its figures."""
     view = experiment(
         type="performance", template="nginx_optimization", goal={"metric": "p95_latency"}
     )
@@ -201,7 +247,10 @@ def test_latency_goal_uses_the_reported_sample() -> None:
         ],
     )
     status = written(plan_results(view, PendingReport(report, DOMAIN, "uid-1", NOW, 0.0), NOW, 300))
-    assert [v["p95Ms"] for v in status["variants"]] == [100.0, 50.0]
+    assert status["decision"]["outcome"] == "pending"
+    assert "real-user page views timed" in status["decision"]["reason"]
+    assert [v["synthetic"]["p95Ms"] for v in status["variants"]] == [100.0, 50.0]
+    assert all("p95Ms" not in v and "realUser" not in v for v in status["variants"])
 
 
 # -- the history of counts -------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_latency_goal() -> None:
         RULES, START, START + timedelta(days=1), metric="p50_latency",
     )  # fmt: skip
     assert few.decision.outcome == "pending"
-    assert "timed requests" in few.decision.reason
+    assert "real-user page views timed" in few.decision.reason
 
 
 def test_bad_input_is_rejected() -> None:

@@ -31,7 +31,7 @@ from smart_operator.templates import (
 )
 from smart_operator.templates.catalog import TemplateName, all_builtins, builtin
 from smart_operator.templates.nginx import nginx_fragment
-from smart_operator.templates.render import ACCENT_COLORS
+from smart_operator.templates.render import ACCENT_COLORS, TIMING_SCRIPT
 
 STRIPE = "https://buy.stripe.com/test_28o5kK1cX"
 ALL_SECTIONS = ["hero", "problem", "solution", "proof", "features", "pricing", "faq", "cta"]
@@ -247,6 +247,8 @@ def _check_page(name: str, page: str, variant: RenderedVariant) -> None:
             assert link[1:] in parsed.ids, f"{where}: {link} has no target"
         elif link.startswith(CONVERT_PATH):
             assert tag in ("a", "form"), where
+        elif link == TIMING_SCRIPT:  # the agent serves it, on performance pages only
+            assert tag == "script" and variant.template in PERFORMANCE, where
         elif link.startswith("https://"):
             assert link == "https://cdn.usefathom.com/script.js", f"{where}: external {link}"
         else:

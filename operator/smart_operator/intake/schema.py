@@ -69,6 +69,18 @@ class WireModel(BaseModel):
     )
 
 
+class RealUserReport(WireModel):
+    """A variant's real-user timings: a uniform sample (a reservoir) of the page views
+    visitors' browsers timed, and how many were timed in all."""
+
+    views: int = Field(ge=0, le=MAX_COUNT)
+    ttfb_ms: list[Latency] = Field(default_factory=list, max_length=MAX_LATENCIES)
+    lcp_ms: list[Latency] = Field(default_factory=list, max_length=MAX_LATENCIES)
+    transfer_bytes: list[Annotated[int, Field(ge=0, le=2**30)]] = Field(
+        default_factory=list, max_length=MAX_LATENCIES
+    )
+
+
 class VariantReport(WireModel):
     """One variant's counts since the experiment started (cumulative, never reset)."""
 
@@ -76,6 +88,8 @@ class VariantReport(WireModel):
     visitors: int = Field(ge=0, le=MAX_COUNT)
     conversions: int = Field(ge=0, le=MAX_COUNT)
     latencies_ms: list[Latency] | None = Field(default=None, max_length=MAX_LATENCIES)
+    """The agent's probe (synthetic: its own server over loopback)."""
+    real_user: RealUserReport | None = None
 
     @model_validator(mode="after")
     def _conversions_within_visitors(self) -> Self:

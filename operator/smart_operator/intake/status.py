@@ -44,7 +44,7 @@ from typing import Any, Literal
 from smart_operator.intake.experiments import ExperimentView
 from smart_operator.intake.incarnations import Source, added, growth, record, source_of
 from smart_operator.intake.keys import DomainRef
-from smart_operator.intake.schema import Heartbeat, ResultsReport
+from smart_operator.intake.schema import Heartbeat, ResultsReport, VariantReport
 from smart_operator.models.domain import AgentStatus
 from smart_operator.models.experiment import (
     Decision,
@@ -112,7 +112,8 @@ def merged_counts(
 ) -> list[VariantCounts]:
     """Each variant of the spec (control first) with its recorded total plus what the
     report adds to its own incarnation's counts (``incarnations.added``); timings come
-    from the report, which carries the whole sample."""
+    from the report, which carries the whole sample (real-user timings, which decide,
+    and the probe's, which are synthetic)."""
     on_status = {v.name: v for v in view.status.variants}
     reported = {v.name: v for v in report.variants}
     adds = added(source, report)
@@ -126,10 +127,25 @@ def merged_counts(
                 visitors=(old.visitors if old else 0) + more_visitors,
                 conversions=(old.conversions if old else 0) + more_conversions,
                 weight=float(variant.weight),
-                latencies_ms=tuple(new.latencies_ms or ()) if new else (),
+                **_timings(new),
             )
         )
     return counts
+
+
+def _timings(reported: VariantReport | None) -> dict[str, Any]:
+    """A variant's timings for the analysis: the real-user ones decide, the probe's
+    (``latenciesMs``) are synthetic."""
+    if reported is None:
+        return {}
+    real = reported.real_user
+    return {
+        "synthetic_ms": tuple(reported.latencies_ms or ()),
+        "latencies_ms": tuple(real.lcp_ms) if real else (),
+        "ttfb_ms": tuple(real.ttfb_ms) if real else (),
+        "transfer_bytes": tuple(float(b) for b in real.transfer_bytes) if real else (),
+        "timed_views": real.views if real else 0,
+    }
 
 
 @dataclass(frozen=True)

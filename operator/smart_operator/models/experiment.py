@@ -131,6 +131,48 @@ class ExperimentSpec(CamelModel):
     )
 
 
+class Percentiles(CamelModel):
+    """p50, p75 and p95 of a sample, each with its look-once bootstrap interval."""
+
+    p50: float | None = None
+    p50_low: float | None = None
+    p50_high: float | None = None
+    p75: float | None = None
+    p75_low: float | None = None
+    p75_high: float | None = None
+    p95: float | None = None
+    p95_low: float | None = None
+    p95_high: float | None = None
+    confidence: float | None = Field(
+        default=None, gt=0, lt=1, description="Confidence level of the intervals"
+    )
+
+
+class RealUserTimings(CamelModel):
+    """What visitors' browsers measured on this variant's page views (W3C Navigation
+    Timing and Largest Contentful Paint, sent by the page's own script)."""
+
+    views: int = Field(default=0, ge=0, description="Page views timed in all")
+    lcp_ms: Percentiles | None = Field(
+        default=None, description="Largest contentful paint (where the browser reports it)"
+    )
+    ttfb_ms: Percentiles | None = Field(
+        default=None, description="Time to first byte, from the start of the navigation"
+    )
+    transfer_bytes: Percentiles | None = Field(
+        default=None, description="Bytes transferred per page view: the page and its resources"
+    )
+
+
+class SyntheticLatency(CamelModel):
+    """The agent's own probe of its server over loopback: no network lies between them
+    (no round trips, bandwidth or TLS cost), so it never decides the experiment."""
+
+    requests: int = Field(default=0, ge=0)
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
 class VariantResult(CamelModel):
     name: str
     visitors: int = Field(default=0, ge=0)
@@ -167,8 +209,15 @@ class VariantResult(CamelModel):
         "several variants: the running minimum over every report, kept here so that a "
         "decision, once reached, stays reached",
     )
-    p50_ms: float | None = None
-    p95_ms: float | None = None
+    p50_ms: float | None = Field(
+        default=None,
+        description="Real-user page load (largest contentful paint), p50, in ms: what a "
+        "latency goal decides on",
+    )
+    p75_ms: float | None = Field(default=None, description="Real-user page load, p75, in ms")
+    p95_ms: float | None = Field(default=None, description="Real-user page load, p95, in ms")
+    real_user: RealUserTimings | None = None
+    synthetic: SyntheticLatency | None = None
 
 
 class Statistics(CamelModel):

@@ -12,7 +12,7 @@ The decision rule, in order:
    every other number suspect, so nothing is concluded while it is flagged.
 2. Minimum-data gates: every served variant has ``min_visitors_per_variant`` visitors
    and the experiment has ``Policy.min_conversions`` conversions (or, for a latency
-   goal, ``Policy.min_latency_samples`` timings per variant).
+   goal, ``Policy.min_latency_samples`` real-user page views timed per variant).
 3. Always-valid tests (``sequential``): each variant against the control with the
    normal-mixture mSPRT of Johari et al. on the log risk ratio. Its always-valid
    p-value is the running minimum over every report so far (``Recorded.p_values``,
@@ -27,6 +27,11 @@ The decision rule, in order:
 4. "no_difference" when the always-valid intervals rule out any meaningful effect
    (every variant within ±``Policy.meaningful_lift`` of control) or when the
    experiment reaches ``max_duration_days`` without a winner.
+
+A latency goal is decided on real visitors' timings (``VariantCounts.latencies_ms``:
+each page view's largest contentful paint, as the visitor's browser measured it over
+the real network); the agent's probe (``synthetic_ms``, a load over loopback that no
+network lies in) is summarised for the status but never decides.
 
 Otherwise the decision stays "pending", with an estimate of how many more visitors per
 variant would settle it if the observed difference held.
@@ -47,7 +52,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from smart_operator.stats import _format as fmt
 from smart_operator.stats.bayes import chance_to_beat, expected_loss
@@ -128,7 +133,16 @@ class VariantCounts:
     conversions: int
     weight: float = 1.0
     latencies_ms: Sequence[float] = field(default_factory=tuple)
-    """Response times in milliseconds (performance experiments); a list or an array."""
+    """Real-user page-load times in milliseconds (performance experiments: each timed
+    page view's largest contentful paint); a list or an array. These decide."""
+    synthetic_ms: Sequence[float] = field(default_factory=tuple)
+    """The agent's probe of its own server over loopback, in ms: shown, never decides."""
+    ttfb_ms: Sequence[float] = field(default_factory=tuple)
+    """Real-user time to first byte, in ms."""
+    transfer_bytes: Sequence[float] = field(default_factory=tuple)
+    """Real-user bytes transferred per page view (the page and its resources)."""
+    timed_views: int = 0
+    """Page views whose timings the agents took in all (the samples are a reservoir)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,11 @@ class VariantAnalysis:
     """Goal percentile minus the control's, in ms, with a bootstrap interval."""
     latency_interval: Interval | None = None
     """Always-valid interval of this arm's goal percentile, in ms."""
+    synthetic: LatencySummary | None = None
+    """The probe's timings (synthetic: over loopback, no network)."""
+    ttfb: LatencySummary | None = None
+    transfer_bytes: LatencySummary | None = None
+    timed_views: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +237,13 @@ def _validate(variants: Sequence[VariantCounts], alpha: float) -> None:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
 
 
+class _Timings(NamedTuple):
+    synthetic: LatencySummary | None
+    ttfb: LatencySummary | None
+    transfer_bytes: LatencySummary | None
+    timed_views: int
+
+
 def _describe(
     variant: VariantCounts,
     control: VariantCounts,
@@ -234,10 +260,12 @@ def _describe(
         if variant.visitors
         else None
     )
-    latency = (
-        summarize_latency(variant.latencies_ms, policy.confidence)
-        if len(variant.latencies_ms)
-        else None
+    latency = _summary(variant.latencies_ms, policy)
+    timings = _Timings(
+        _summary(variant.synthetic_ms, policy),
+        _summary(variant.ttfb_ms, policy),
+        _summary(variant.transfer_bytes, policy),
+        variant.timed_views,
     )
     if is_control or control.visitors == 0 or variant.visitors == 0:
         return VariantAnalysis(
@@ -248,6 +276,7 @@ def _describe(
             observed,
             interval,
             latency=latency,
+            **timings._asdict(),
         )
     fixed = relative_uplift_delta(
         control.conversions,
@@ -274,7 +303,12 @@ def _describe(
         p_value=p_value,
         adjusted_p_value=adjusted_p,
         latency=latency,
+        **timings._asdict(),
     )
+
+
+def _summary(samples: Sequence[float], policy: Policy) -> LatencySummary | None:
+    return summarize_latency(samples, policy.confidence) if len(samples) else None
 
 
 def analyze(
@@ -454,7 +488,7 @@ def _gate_text(context: _Context, metric: Metric) -> str:
     needs = f"each variant needs {fmt.count(rules.min_visitors_per_variant)} visitors and "
     if metric == "conversion_rate":
         return needs + f"the experiment {policy.min_conversions} conversions before a decision"
-    return needs + f"{policy.min_latency_samples} timed requests before a decision"
+    return needs + f"{policy.min_latency_samples} real-user page views timed before a decision"
 
 
 def _days_needed(needed: int | None, context: _Context) -> float | None:
@@ -640,7 +674,7 @@ def _visitors_needed(context: _Context, comparisons: dict[int, SequentialCompari
 def _decide_latency(context: _Context, metric: Metric) -> tuple[Verdict, int | None]:
     described, policy, rules = context.described, context.policy, context.rules
     q = _QUANTILE_OF[metric]
-    label = "p50" if q == 0.5 else "p95"
+    label = ("p50" if q == 0.5 else "p95") + " real-user LCP"
     control = described[0]
     if len(context.served) < 2 or 0 not in context.served:
         return Verdict("pending", None, _NOT_SERVED), None

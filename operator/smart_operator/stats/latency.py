@@ -1,4 +1,4 @@
-"""Latency percentiles (p50, p95) for performance experiments; lower is better.
+"""Latency percentiles (p50, p75, p95) for performance experiments; lower is better.
 
 Three things, each from its source:
 
@@ -195,20 +195,24 @@ def quantile_confidence_sequence(
 
 @dataclass(frozen=True)
 class LatencySummary:
-    """p50 and p95 of one arm, each with its bootstrap interval, in milliseconds."""
+    """p50, p75 and p95 of one arm, each with its bootstrap interval, in milliseconds
+    (or whatever unit the samples have: transfer sizes are summarised the same way)."""
 
     requests: int
     p50: Estimate
     p95: Estimate
+    p75: Estimate
 
 
 def summarize_latency(
     samples: Sequence[float] | FloatArray, confidence: float = 0.95
 ) -> LatencySummary:
-    """p50 and p95 with bootstrap percentile intervals (see ``bootstrap_quantile_interval``)."""
+    """p50, p75 and p95 with bootstrap percentile intervals (see
+    ``bootstrap_quantile_interval``)."""
     values = _sorted(samples)
     return LatencySummary(
         int(values.size),
         bootstrap_quantile_interval(values, 0.50, confidence),
         bootstrap_quantile_interval(values, 0.95, confidence),
+        bootstrap_quantile_interval(values, 0.75, confidence),
     )

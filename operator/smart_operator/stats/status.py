@@ -11,8 +11,16 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-from smart_operator.models.experiment import Decision, Statistics, VariantResult
+from smart_operator.models.experiment import (
+    Decision,
+    Percentiles,
+    RealUserTimings,
+    Statistics,
+    SyntheticLatency,
+    VariantResult,
+)
 from smart_operator.stats.decision import Analysis, Recorded, VariantAnalysis, Verdict
+from smart_operator.stats.latency import LatencySummary
 
 
 def _finite(value: float | None) -> float | None:
@@ -46,7 +54,48 @@ def variant_result(variant: VariantAnalysis) -> VariantResult:
         chance_to_beat_control=_finite(variant.chance_to_beat_control),
         always_valid_p_value=_finite(variant.p_value),
         p50_ms=_finite(latency.p50.value) if latency else None,
+        p75_ms=_finite(latency.p75.value) if latency else None,
         p95_ms=_finite(latency.p95.value) if latency else None,
+        real_user=_real_user(variant),
+        synthetic=(
+            SyntheticLatency(
+                requests=variant.synthetic.requests,
+                p50_ms=_finite(variant.synthetic.p50.value),
+                p95_ms=_finite(variant.synthetic.p95.value),
+            )
+            if variant.synthetic
+            else None
+        ),
+    )
+
+
+def _percentiles(summary: LatencySummary | None) -> Percentiles | None:
+    if summary is None:
+        return None
+    p50, p75, p95 = summary.p50, summary.p75, summary.p95
+    return Percentiles(
+        p50=_finite(p50.value),
+        p50_low=_finite(p50.interval.low),
+        p50_high=_finite(p50.interval.high),
+        p75=_finite(p75.value),
+        p75_low=_finite(p75.interval.low),
+        p75_high=_finite(p75.interval.high),
+        p95=_finite(p95.value),
+        p95_low=_finite(p95.interval.low),
+        p95_high=_finite(p95.interval.high),
+        confidence=_level(p50.interval.confidence),
+    )
+
+
+def _real_user(variant: VariantAnalysis) -> RealUserTimings | None:
+    """The real-user timings, or None where no page view of this variant was timed."""
+    if not variant.timed_views and variant.latency is None and variant.ttfb is None:
+        return None
+    return RealUserTimings(
+        views=variant.timed_views,
+        lcp_ms=_percentiles(variant.latency),
+        ttfb_ms=_percentiles(variant.ttfb),
+        transfer_bytes=_percentiles(variant.transfer_bytes),
     )
 
 

@@ -61,6 +61,7 @@ from smart_operator.templates.nginx import nginx_fragment
 from smart_operator.templates.validate import ConfigError, template_digest, validate_config
 
 CONVERT_PATH = "/_smart/convert"
+TIMING_SCRIPT = "/_smart/timing.js"  # served by the agent (smart_agent.timing)
 # Where on a page a call to action sits; the ``via`` parameter of the convert link.
 Placement = Literal["header", "hero", "pricing", "cta", "pay", "finish"]
 PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
@@ -218,6 +219,9 @@ def _render(
         "sections": {k: s.model_dump() for k, s in meta.sections.items()},
         "nav": [(c, meta.sections[c].nav) for c in components if meta.sections[c].nav is not None],
         "fathom_site_id": config.fathom_site_id,
+        # Performance pages time themselves in visitors' browsers (the agent's
+        # /_smart/timing.js, first-party): real-user timings decide these experiments.
+        "timing_script": TIMING_SCRIPT if meta.nginx else None,
         "has_cta": link is not None,
         "convert_url": convert_url,
         "stripe_checkout": link is not None and _is_stripe(link),

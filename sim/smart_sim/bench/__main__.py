@@ -15,6 +15,7 @@ from smart_sim.bench import (
     intake,
     memory,
     node,
+    rum,
     tls,
     uptime,
 )
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[..., None]] = {
     "boot": boot.run,
     "node": node.run,
     "uptime": uptime.run,
+    "rum": rum.run,
 }
 
 

@@ -101,6 +101,43 @@ def landing_experiment(
     return parsed, files
 
 
+def performance_experiment(
+    name: str = "nginx-tuning",
+    revision: str = "p1",
+    values: Mapping[str, Mapping[str, str]] | None = None,
+    **performance: Any,
+) -> tuple[ExperimentManifest, dict[str, dict[str, bytes]], dict[str, str]]:
+    """An ``nginx_optimization`` experiment rendered by the operator's templates: the
+    manifest, each variant's files and each variant's nginx fragment. ``values`` are
+    the variants' template values (control first; by default gzip off, then on)."""
+    from smart_operator.models.experiment import ExperimentSpec
+    from smart_operator.templates.render import goal_for, render_experiment
+
+    values = values or {"control": {"gzip": "off"}, "compressed": {"gzip": "on"}}
+    spec = ExperimentSpec.model_validate(
+        {
+            "domainRef": "acme-example",
+            "type": "performance",
+            "template": "nginx_optimization",
+            "goal": {"metric": "p50_latency"},
+            "variants": [{"name": v, "weight": 50, "values": dict(x)} for v, x in values.items()],
+        }
+    )
+    rendered = render_experiment(spec)
+    manifest = ExperimentManifest.model_validate(
+        {
+            "name": name,
+            "type": "performance",
+            "revision": revision,
+            "variants": [{"name": v.name, "weight": v.weight} for v in spec.variants],
+            "performance": {"probePaths": list(goal_for(spec).probe_paths), **performance},
+        }
+    )
+    files = {variant: dict(r.files) for variant, r in rendered.items()}
+    fragments = {variant: r.nginx_conf or "" for variant, r in rendered.items()}
+    return manifest, files, fragments
+
+
 class AgentHost:
     """A root folder, a loopback address, ``smart-agent run`` and its nginx."""
 
