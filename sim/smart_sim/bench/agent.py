@@ -111,8 +111,10 @@ def performance_experiment(
     manifest, each variant's files and each variant's nginx fragment. ``values`` are
     the variants' template values (control first; by default gzip off, then on)."""
     from smart_operator.models.experiment import ExperimentSpec
+    from smart_operator.templates.catalog import TemplateName, builtin
     from smart_operator.templates.render import goal_for, render_experiment
 
+    template = builtin(TemplateName.NGINX_OPTIMIZATION)
     values = values or {"control": {"gzip": "off"}, "compressed": {"gzip": "on"}}
     spec = ExperimentSpec.model_validate(
         {
@@ -123,14 +125,15 @@ def performance_experiment(
             "variants": [{"name": v, "weight": 50, "values": dict(x)} for v, x in values.items()],
         }
     )
-    rendered = render_experiment(spec)
+    rendered = render_experiment(spec, template)
+    probe_paths = list(goal_for(spec, template).probe_paths)
     manifest = ExperimentManifest.model_validate(
         {
             "name": name,
             "type": "performance",
             "revision": revision,
             "variants": [{"name": v.name, "weight": v.weight} for v in spec.variants],
-            "performance": {"probePaths": list(goal_for(spec).probe_paths), **performance},
+            "performance": {"probePaths": probe_paths, **performance},
         }
     )
     files = {variant: dict(r.files) for variant, r in rendered.items()}
