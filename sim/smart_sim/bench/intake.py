@@ -469,7 +469,6 @@ async def paced(intake: IntakeProcess, events: list[Event]) -> tuple[float, Coun
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-        await until_idle(session, intake)
     return worst, answers
 
 
@@ -711,6 +710,10 @@ async def steady(
             before = await metrics(session, intake.metrics_url)
         lag, answers = await paced(intake, events)
         async with aiohttp.ClientSession() as session:
+            # Liveness writes are counted up to the last request: once the fleet stops,
+            # every agent falls silent, and marking them is not the steady state.
+            sent = await metrics(session, intake.metrics_url)
+            await until_idle(session, intake)
             after = await metrics(session, intake.metrics_url)
     finally:
         intake.stop()
@@ -722,7 +725,9 @@ async def steady(
     seconds = SIMULATED_MINUTES * 60.0
     requests = sum(kinds.values())
     results_writes = delta("smartserver_intake_writes_total", kind="experiment")
-    domain_writes = delta("smartserver_intake_writes_total", kind="domain")
+    domain_writes = total(sent, "smartserver_intake_writes_total", kind="domain") - total(
+        before, "smartserver_intake_writes_total", kind="domain"
+    )
     naive_results = kinds["results"] + kinds["retries"]
     print(
         f"     requests: {kinds['results']:,} reports, {kinds['retries']:,} retries, "
@@ -739,7 +744,9 @@ async def steady(
         f"({naive_results / max(results_writes, 1):.1f}x fewer); not written: "
         f"{unchanged:,.0f} unchanged, {replays:,.0f} replays"
     )
-    marked = delta("smartserver_intake_silences_total", outcome="marked")
+    marked = total(sent, "smartserver_intake_silences_total", outcome="marked") - total(
+        before, "smartserver_intake_silences_total", outcome="marked"
+    )
     print(
         f"     heartbeats: {kinds['heartbeats'] / seconds:.1f} writes/s naive vs "
         f"{domain_writes / seconds:.1f} writes/s written "
