@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from smart_operator.models import Condition, Domain, Experiment
+from smart_operator.models.domain import AgentStatus
 
 Z95 = 1.959963984540054
 WILSON_LEVEL = 0.95
@@ -476,6 +477,25 @@ class DomainCard:
     best_label: str | None
 
 
+AGENT_TIMEOUT_SECONDS = 300.0
+"""The operator's default SMART_AGENT_TIMEOUT_SECONDS."""
+
+
+def agent_seen(agent: AgentStatus | None, now: datetime) -> str:
+    """The agent's liveness, honestly: the intake rewrites ``lastSeen`` only every
+    ``renewSeconds`` while heartbeats arrive and marks an agent silent itself, so an
+    unmarked, renewed agent sent a heartbeat within the last few minutes (a stale
+    ``lastSeen`` alone would make a live agent look gone)."""
+    seen = agent.last_seen if agent else None
+    if agent is None or seen is None:
+        return "never"
+    if agent.silent(now):
+        return f"silent, last heartbeat {ago(seen, now)}"
+    if agent.renew_seconds and agent.connected(now, AGENT_TIMEOUT_SECONDS):
+        return "live (heartbeats within the last 4 min)"
+    return ago(seen, now)
+
+
 def domain_card(domain: Domain, summaries: list[ExperimentSummary], now: datetime) -> DomainCard:
     status = domain.status
     conditions = status.conditions if status else []
@@ -498,7 +518,7 @@ def domain_card(domain: Domain, summaries: list[ExperimentSummary], now: datetim
         badge=domain_badge(domain),
         ready=ready,
         why=problems(conditions) if not ready else [],
-        last_seen=ago(agent.last_seen if agent else None, now),
+        last_seen=agent_seen(agent, now),
         availability=availability(domain, now),
         experiments=len(mine),
         best=best,

@@ -526,10 +526,23 @@ def agent_verdict(
             Reason.WAITING_FOR_AGENT,
             f"no heartbeat yet; the agent reports to {intake_url}",
         )
-    if now - seen <= timedelta(seconds=timeout_seconds):
-        version = agent.version if agent and agent.version else "?"
+    assert agent is not None
+    if agent.silent(now):
+        assert agent.silent_since is not None
+        return (
+            "False",
+            Reason.AGENT_SILENT,
+            f"no heartbeat since {seen.isoformat()} (the intake found the agent silent at "
+            f"{agent.silent_since.isoformat()})",
+        )
+    if agent.connected(now, timeout_seconds):
+        version = agent.version or "?"
         return ("True", Reason.HEARTBEAT, f"agent {version} last seen {seen.isoformat()}")
-    return ("False", Reason.AGENT_SILENT, f"no heartbeat since {seen.isoformat()}")
+    return (
+        "False",
+        Reason.AGENT_SILENT,
+        f"no heartbeat recorded since {seen.isoformat()} (is the intake running?)",
+    )
 
 
 # -- the whole Domain -------------------------------------------------------------------

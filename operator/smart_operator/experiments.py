@@ -58,6 +58,11 @@ def deploy_target(
     )
 
 
+SERVED_GRACE_SECONDS = 30.0
+"""A heartbeat received this long after a deploy must name the deployed revision
+(``served_instead``); the intake writes the first such heartbeat at once."""
+
+
 def served_instead(
     domain: Domain | None,
     name: str,

@@ -160,6 +160,7 @@ def test_default_rendering_installs_the_operator_and_its_configuration(helm: Pat
         "Service",
         "Service",  # the intake's agents' API
         "Service",  # the intake's metrics
+        "Service",  # the intake's replicas, to each other (headless)
         "Service",  # the dashboard
         "ServiceAccount",
         "ServiceAccount",  # the intake's
@@ -520,6 +521,12 @@ def test_intake_defaults(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.admin_token is None  # no staff platform view unless asked
     metrics = find(docs, "Service", f"{RELEASE}-intake-metrics")
     assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
+    # The replicas find each other by a headless Service's name, on their metrics port.
+    peers = find(docs, "Service", f"{RELEASE}-intake-peers")
+    assert peers["spec"]["clusterIP"] == "None"
+    assert peers["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert peers["spec"]["ports"][0]["port"] == settings.metrics_port
+    assert settings.peers == f"{RELEASE}-intake-peers.{peers['metadata']['namespace']}.svc"
     # The agents report from outside: nothing points the operator anywhere by default.
     _, operator = pod_and_container(find(docs, "StatefulSet"))
     assert "SMART_INTAKE_URL" not in {e["name"] for e in operator["env"]}
@@ -868,11 +875,14 @@ def test_network_policies_let_each_component_take_and_open_only_what_it_needs(
         named = {p["name"] for p in container.get("ports", [])}
         admitted = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
         assert admitted <= named, (component, admitted, named)
+        own = [{"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}]
         for rule in spec["ingress"]:
             if rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]:
-                assert rule["from"] == [
-                    {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}
-                ]
+                assert rule["from"] in (
+                    [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                    # the intake's replicas ask each other (SMART_INTAKE_PEERS)
+                    *([own] if component == "intake" else []),
+                )
             else:  # the public port: agents, browsers
                 assert "from" not in rule
         egress = {
@@ -889,6 +899,8 @@ def test_network_policies_let_each_component_take_and_open_only_what_it_needs(
         }
         if component == "operator":
             expected |= {(22, "TCP", "null"), (80, "TCP", "null"), (443, "TCP", "null")}
+        if component == "intake":
+            expected.add((9090, "TCP", json.dumps(own)))
         assert egress == expected, component
     assert {
         p["port"] for r in policies[f"{RELEASE}-intake"]["spec"]["ingress"] for p in r["ports"]

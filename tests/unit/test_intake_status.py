@@ -17,6 +17,7 @@ from smart_operator.intake.status import (
     HistoryRules,
     PendingHeartbeat,
     PendingReport,
+    PendingSilence,
     Refusal,
     Skip,
     Stale,
@@ -24,6 +25,8 @@ from smart_operator.intake.status import (
     admit,
     plan_agent,
     plan_results,
+    plan_silence,
+    rfc3339,
 )
 from smart_operator.models.common import Writer
 from smart_operator.models.domain import AgentStatus, DomainStatus
@@ -553,6 +556,8 @@ def test_heartbeat_lastseen_is_written_at_most_every_interval() -> None:
         "startedAt": "2026-03-09T08:00:00Z",
         "lastSeen": "2026-03-09T09:00:00Z",
         "serving": [],
+        "renewSeconds": 30,
+        "silentSince": None,
     }
     current = AgentStatus.model_validate(written(first)["agent"])
     soon = PendingHeartbeat(beat(), DOMAIN, NOW + timedelta(seconds=20), 0.0)
@@ -581,3 +586,62 @@ def test_what_the_agent_serves_is_written_at_once_when_it_changes() -> None:
     current = AgentStatus.model_validate(written(plan_agent(current, soon, 30))["agent"])
     again = PendingHeartbeat(deployed, DOMAIN, NOW + timedelta(seconds=4), 0.0)
     assert plan_agent(current, again, 30) == Skip("unchanged")
+
+
+def test_an_agent_marked_silent_is_written_at_its_next_heartbeat() -> None:
+    marked = AgentStatus(
+        version="0.4.1",
+        started_at=NOW - timedelta(hours=1),
+        last_seen=NOW,
+        renew_seconds=3600,
+        silent_since=NOW + timedelta(minutes=3),
+    )
+    back = PendingHeartbeat(beat(), DOMAIN, NOW + timedelta(minutes=4), 0.0)
+    agent = written(plan_agent(marked, back, 3600))["agent"]
+    assert agent["silentSince"] is None and agent["lastSeen"] == "2026-03-09T09:04:00Z"
+
+
+def test_a_new_renewal_interval_is_written_so_readers_know_how_stale_lastseen_may_be() -> None:
+    # Written by an intake that renewed every 60 s, read by one that renews hourly.
+    old = AgentStatus(version="0.4.1", started_at=NOW - timedelta(hours=1), last_seen=NOW)
+    soon = PendingHeartbeat(beat(), DOMAIN, NOW + timedelta(seconds=30), 0.0)
+    assert written(plan_agent(old, soon, 3600))["agent"]["renewSeconds"] == 3600
+    current = old.model_copy(update={"renew_seconds": 3600})
+    assert plan_agent(current, soon, 3600) == Skip("unchanged")
+
+
+def test_the_first_heartbeat_after_a_deploy_and_its_grace_is_written_at_once() -> None:
+    """The operator redeploys when a heartbeat received over 30 s after the deploy does
+    not name the revision: with lastSeen renewed hourly it must not wait an hour."""
+    current = AgentStatus(
+        version="0.4.1", started_at=NOW - timedelta(hours=1), last_seen=NOW, renew_seconds=3600
+    )
+    deployed = NOW + timedelta(minutes=10)
+
+    def at(seconds: float) -> PendingHeartbeat:
+        return PendingHeartbeat(beat(), DOMAIN, deployed + timedelta(seconds=seconds), 0.0)
+
+    assert plan_agent(current, at(20), 3600, deployed) == Skip("unchanged")  # within grace
+    after = written(plan_agent(current, at(40), 3600, deployed))["agent"]
+    assert after["lastSeen"] == rfc3339(deployed + timedelta(seconds=40))
+    recorded = AgentStatus.model_validate(after)
+    assert plan_agent(recorded, at(70), 3600, deployed) == Skip("unchanged")  # told once
+
+
+def test_a_silent_agent_is_marked_with_its_last_heartbeat() -> None:
+    current = AgentStatus(version="0.4.1", last_seen=NOW, renew_seconds=3600)
+    heard = NOW + timedelta(minutes=20)
+    found = heard + timedelta(minutes=3)
+    mark = written(plan_silence(current, PendingSilence(DOMAIN, heard, found)))
+    assert mark == {
+        "agent": {"lastSeen": "2026-03-09T09:20:00Z", "silentSince": "2026-03-09T09:23:00Z"}
+    }
+    # Taken as alive from the status at start, never heard since: its recorded lastSeen.
+    unheard = written(plan_silence(current, PendingSilence(DOMAIN, None, found)))
+    assert unheard["agent"]["lastSeen"] == "2026-03-09T09:00:00Z"
+    # Another replica recorded a later heartbeat: that one is hearing it.
+    later = current.model_copy(update={"last_seen": heard + timedelta(seconds=30)})
+    assert plan_silence(later, PendingSilence(DOMAIN, heard, found)) == Skip("stale")
+    marked = AgentStatus.model_validate({**mark["agent"], "version": "0.4.1"})
+    assert plan_silence(marked, PendingSilence(DOMAIN, heard, found)) == Skip("unchanged")
+    assert plan_silence(None, PendingSilence(DOMAIN, heard, found)) == Skip("unchanged")

@@ -56,7 +56,9 @@ class DomainCensus:
 
     - ``smartserver_domains{phase,ready}``: how many Domains are in each phase;
     - ``smartserver_domain_agent_last_seen_timestamp_seconds{namespace,domain}``: when each
-      Domain's agent last reported (Unix time), for Domains whose agent ever did.
+      Domain's agent last reported (Unix time), for Domains whose agent ever did, as the
+      intake records it: renewed every ``status.agent.renewSeconds`` (an hour) while the
+      agent beats, so alert on the AgentConnected condition instead of its age.
     """
 
     def __init__(self) -> None:
@@ -90,7 +92,7 @@ class DomainCensus:
         yield phases
         seen = GaugeMetricFamily(
             "smartserver_domain_agent_last_seen_timestamp_seconds",
-            "When each Domain's agent last reported (Unix time)",
+            "When each Domain's agent last reported (Unix time), renewed hourly while it beats",
             labels=["namespace", "domain"],
         )
         for namespace, name, _, _, last in sorted(self._domains.values()):

@@ -5,7 +5,8 @@ webhook in ``webhooks``).
 ``cleanup_ctx`` owns everything with a lifetime: on start it connects to the API
 server (unless a ``Store`` is passed in, as tests do), makes the small thread pool the
 statistics run on (``analysis_threads``), and starts the two watches (Domains for keys,
-Experiments for ownership and sequences); on stop it first drains the writers, so
+Experiments for ownership and sequences) and the heartbeat writer's sweep for silent
+agents; on stop it first stops the sweep and drains the writers, so
 accepted reports reach the status before the process exits, then stops the watches and
 the pool and closes the client. ``/metrics`` is served on its own port
 (``metrics_port``) so it is not exposed where the agents connect.
@@ -30,6 +31,8 @@ from smart_operator.intake import metrics
 from smart_operator.intake.experiments import ExperimentCache
 from smart_operator.intake.keys import KeyCache
 from smart_operator.intake.payments import CustomerStore, PaymentWriter
+from smart_operator.intake.peers import Peers
+from smart_operator.intake.peers import route as heard_route
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.state import INTAKE, SETTINGS, Intake
 from smart_operator.intake.views import Rejected, expectation, routes, serve_metrics
@@ -95,21 +98,32 @@ def _intake(
             api, customer_store = store, customers
         keys, experiments = KeyCache(), ExperimentCache(limits=settings.miss_limits)
         analysis = ThreadPoolExecutor(settings.analysis_threads, thread_name_prefix="analysis")
+        peers = (
+            Peers(settings.peers, settings.metrics_port)
+            if settings.peers and settings.metrics_port
+            else None
+        )
         intake = Intake(
             settings=settings,
             api=api,
             keys=keys,
             experiments=experiments,
             results=ResultsWriter(api, experiments, settings, analysis),
-            heartbeats=HeartbeatWriter(api, keys, settings),
+            heartbeats=HeartbeatWriter(api, keys, settings, experiments, peers=peers),
             payments=PaymentWriter(customer_store) if customer_store is not None else None,
         )
         metrics.CACHED.labels("domains").set_function(lambda: len(keys))
         metrics.CACHED.labels("experiments").set_function(lambda: len(experiments))
         metrics.SYNCED.set_function(lambda: 1.0 if intake.synced else 0.0)
         app[INTAKE] = intake
+
+        def domains(kind: str, objects: list[dict[str, Any]]) -> None:
+            keys.apply(kind, objects)
+            intake.heartbeats.observe(kind, objects)
+
+        sweeps = asyncio.create_task(intake.heartbeats.run(), name="silent-agents")
         watches = [
-            asyncio.create_task(_follow(api, "domains", keys.apply), name="watch-domains"),
+            asyncio.create_task(_follow(api, "domains", domains), name="watch-domains"),
             asyncio.create_task(
                 _follow(api, "experiments", experiments.apply), name="watch-experiments"
             ),
@@ -117,6 +131,9 @@ def _intake(
         try:
             yield
         finally:
+            sweeps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeps
             half = settings.drain_seconds / 2
             await asyncio.gather(intake.results.drain(half), intake.heartbeats.drain(half))
             for task in watches:
@@ -126,6 +143,8 @@ def _intake(
                     await task
             await experiments.close()
             analysis.shutdown(wait=False, cancel_futures=True)
+            if peers is not None:
+                await peers.close()
             await api.close()
 
     return lifetime
@@ -135,6 +154,8 @@ async def _metrics_server(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics_app = web.Application()
     metrics_app.router.add_get("/metrics", serve_metrics)
+    # Off the agents' port: the other replicas ask what this one heard (``peers``).
+    metrics_app.router.add_routes([heard_route(lambda refs: app[INTAKE].heartbeats.heard(refs))])
     runner = web.AppRunner(metrics_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)

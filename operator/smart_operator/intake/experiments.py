@@ -117,6 +117,9 @@ class ExperimentCache:
         self._views: dict[tuple[str, str], ExperimentView] = {}
         self._misses = MissBudget(limits or MissLimits(), clock)
         self._lookups: dict[tuple[str, str], asyncio.Task[ExperimentView | None]] = {}
+        self._deployed: dict[tuple[str, str], dict[str, datetime]] = {}
+        """(namespace, Domain) → Experiment name → ``status.deployedAt`` (the operator's
+        field, read for the heartbeat writer only)."""
 
     def __len__(self) -> int:
         return len(self._views)
@@ -128,18 +131,39 @@ class ExperimentCache:
         """Every cached Experiment (for the platform view)."""
         return list(self._views.values())
 
+    def deployed_at(self, namespace: str, domain: str) -> datetime | None:
+        """When an Experiment of the Domain was last deployed (confirmed by the operator)."""
+        times = self._deployed.get((namespace, domain))
+        return max(times.values()) if times else None
+
     def put(self, obj: dict[str, Any]) -> ExperimentView | None:
         """Add or replace one Experiment (from a watch event, a GET or a write)."""
         view = experiment_view(obj)
         if view is not None:
+            self._forget_deploy(view.key)
             self._views[view.key] = view
             self._misses.forget(view.key)
+            deployed = (obj.get("status") or {}).get("deployedAt")
+            if isinstance(deployed, str):
+                times = self._deployed.setdefault((view.namespace, view.spec.domain_ref), {})
+                times[view.name] = _timestamp(deployed)
         return view
+
+    def _forget_deploy(self, key: tuple[str, str]) -> None:
+        old = self._views.get(key)
+        if old is None:
+            return
+        times = self._deployed.get((old.namespace, old.spec.domain_ref))
+        if times is not None:
+            times.pop(old.name, None)
+            if not times:
+                del self._deployed[(old.namespace, old.spec.domain_ref)]
 
     def apply(self, kind: str, objects: list[dict[str, Any]]) -> None:
         """Apply one watch event (see ``KeyCache.apply``)."""
         if kind == "SYNC":
             self._views.clear()
+            self._deployed.clear()
             self._misses.clear()
             for obj in objects:
                 self.put(obj)
@@ -147,7 +171,9 @@ class ExperimentCache:
         elif kind == "DELETED":
             for obj in objects:
                 meta = obj.get("metadata") or {}
-                self._views.pop((meta.get("namespace", ""), meta.get("name", "")), None)
+                key = (meta.get("namespace", ""), meta.get("name", ""))
+                self._forget_deploy(key)
+                self._views.pop(key, None)
         else:
             for obj in objects:
                 self.put(obj)

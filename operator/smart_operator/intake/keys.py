@@ -84,6 +84,10 @@ class KeyCache:
     def domain(self, ref: DomainRef) -> DomainView | None:
         return self._domains.get(ref)
 
+    def domains(self) -> list[DomainView]:
+        """Every cached Domain."""
+        return list(self._domains.values())
+
     def put(self, obj: dict[str, Any]) -> None:
         """Add or replace one Domain (from a watch event or a write's response)."""
         view = domain_view(obj)

@@ -41,6 +41,24 @@ SKIPPED = Counter(
     "replaced, domain_changed, invalid)",
     ["kind", "reason"],
 )
+SILENCES = Counter(
+    "smartserver_intake_silences_total",
+    "Agents this process found silent (no heartbeat for SMART_INTAKE_SILENT_SECONDS), by "
+    "what it did: marked (status.agent.silentSince written), or left (the status records a "
+    "later heartbeat, or a mark already)",
+    ["outcome"],
+)
+PEER_QUESTIONS = Counter(
+    "smartserver_intake_peer_questions_total",
+    "Questions to the other replicas (SMART_INTAKE_PEERS) about agents due to be marked "
+    "silent, by outcome (answered, error, unresolved)",
+    ["outcome"],
+)
+LIVE_AGENTS = Gauge(
+    "smartserver_intake_live_agents",
+    "Agents whose heartbeats this process keeps in memory (heard from within "
+    "SMART_INTAKE_SILENT_SECONDS, or taken as alive from the status at start)",
+)
 DELAY_SECONDS = Histogram(
     "smartserver_intake_report_delay_seconds",
     "From a report's arrival to the status write that carries it",

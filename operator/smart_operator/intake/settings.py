@@ -51,18 +51,37 @@ class IntakeSettings(BaseSettings):
         "within this interval after a write is written when it ends",
     )
     idle_write_seconds: float = Field(
-        default=300.0,
+        default=1800.0,
         ge=0,
         description="A report that changes no count, statistic or decision is not written, "
         "except to refresh status.lastReportAt once it is this old",
     )
     heartbeat_write_seconds: float = Field(
-        default=60.0,
+        default=3600.0,
         ge=0,
-        description="A Domain's status.agent.lastSeen is written at most this often, so it "
-        "may be this much older than the agent's last heartbeat (keep it well below the "
-        "operator's SMART_AGENT_TIMEOUT_SECONDS, 300); a new agent version or start time "
-        "is written at once",
+        description="While an agent keeps sending heartbeats, its Domain's "
+        "status.agent.lastSeen is rewritten this often (status.agent.renewSeconds says so): "
+        "the intake holds liveness in memory and marks a silent agent itself "
+        "(silent_seconds). A new agent version, start time or served revision is written "
+        "at once. It is also how long the operator takes to count agents silent when no "
+        "intake process runs at all",
+    )
+    silent_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        le=240,
+        description="An agent from which no heartbeat (sent every 30 s) reached this process "
+        "for this long is marked silent (status.agent.silentSince), which the operator's "
+        "AgentConnected and the dashboard show 30 s later; with the sweep every 10 s, "
+        "within 220 s of its last heartbeat",
+    )
+    peers: str | None = Field(
+        default=None,
+        description="DNS name resolving to every replica's address (the chart's headless "
+        "Service), or several, comma-separated: before marking agents silent, a replica "
+        "asks the others on their metrics port which of them they heard from "
+        "(docs/intake-api.md, Liveness). Unset: the replica asks nobody, and a wrong "
+        "mark is cleared by the replica that heard the agent, at the price of two writes",
     )
     history_seconds: float = Field(
         default=HISTORY_SECONDS,

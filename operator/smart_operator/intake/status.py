@@ -29,18 +29,27 @@ them in one patch, so counts and the statistics computed from them never disagre
   every other point of the older half is dropped: the oldest and the newest stay, so
   the history always spans the whole experiment at a coarser grain.
 
-Heartbeats: ``status.agent`` gets the version, start time and ``lastSeen``; a
-heartbeat that brings only a newer ``lastSeen`` is written once the recorded one is
-``heartbeat_write_seconds`` old, and ``lastSeen`` never moves backwards.
+Heartbeats (liveness): the intake receives every heartbeat, so it keeps liveness in
+memory and writes ``status.agent`` only when a reader learns something from it:
+
+- a new agent (version, start time), a change of what it serves, or an agent that
+  was marked silent: written at once, with ``lastSeen`` and ``renewSeconds``;
+- the first heartbeat more than ``SERVED_GRACE_SECONDS`` after an Experiment of the
+  Domain was deployed (the operator compares what it serves with the deploy);
+- otherwise ``lastSeen`` is renewed once the recorded one is ``heartbeat_write_seconds``
+  old (``renewSeconds`` on the status says so), and never moves backwards;
+- silence (``plan_silence``): when no heartbeat reached the process for
+  ``silent_seconds``, ``silentSince`` is set, with ``lastSeen`` the last one received.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from smart_operator.experiments import SERVED_GRACE_SECONDS
 from smart_operator.intake.experiments import ExperimentView
 from smart_operator.intake.incarnations import Source, added, growth, record, source_of
 from smart_operator.intake.keys import DomainRef
@@ -391,15 +400,19 @@ def plan_results(
 
 
 def plan_agent(
-    current: AgentStatus | None, pending: PendingHeartbeat, heartbeat_write_seconds: float
+    current: AgentStatus | None,
+    pending: PendingHeartbeat,
+    heartbeat_write_seconds: float,
+    deployed_at: datetime | None = None,
 ) -> Write | Skip:
     """The ``status.agent`` patch for a heartbeat on the Domain as read, or why there
-    is nothing to write."""
+    is nothing to write (``LivenessRules``)."""
     beat = pending.heartbeat
     seen = current.last_seen if current else None
     if seen is not None and seen >= pending.received_at:
         return Skip("stale")
     serving = [{"name": e.name, "revision": e.revision} for e in beat.experiments]
+    renew = int(heartbeat_write_seconds)
     same_agent = (
         current is not None
         and current.version == beat.version
@@ -407,11 +420,14 @@ def plan_agent(
         # A change of what it serves is written at once: the operator compares it with
         # what it deployed.
         and [s.model_dump() for s in current.serving or []] == serving
+        and current.silent_since is None
+        and current.renew_seconds == renew
     )
     if (
         same_agent
         and seen is not None
         and (pending.received_at - seen).total_seconds() < heartbeat_write_seconds
+        and not _after_deploy(seen, pending.received_at, deployed_at)
     ):
         return Skip("unchanged")
     return Write(
@@ -421,6 +437,43 @@ def plan_agent(
                 "startedAt": rfc3339(beat.started_at),
                 "lastSeen": rfc3339(pending.received_at),
                 "serving": serving,
+                "renewSeconds": renew,
+                "silentSince": None,  # a merge patch's null removes the mark
             }
         }
     )
+
+
+def _after_deploy(seen: datetime, received_at: datetime, deployed_at: datetime | None) -> bool:
+    """Whether this is the first heartbeat received more than ``SERVED_GRACE_SECONDS``
+    after an Experiment of the Domain was deployed: the operator compares what such a
+    heartbeat says the agent serves with what it deployed, so it is written at once."""
+    if deployed_at is None:
+        return False
+    after = deployed_at + timedelta(seconds=SERVED_GRACE_SECONDS)
+    return seen <= after < received_at
+
+
+@dataclass(frozen=True)
+class PendingSilence:
+    """No heartbeat from the Domain's agent reached this process for a while."""
+
+    domain: DomainRef
+    last_heard: datetime | None
+    """The last heartbeat this process received from it; ``None`` when it received
+    none since it started (it took the agent as alive from the status)."""
+    found_at: datetime
+
+
+def plan_silence(current: AgentStatus | None, pending: PendingSilence) -> Write | Skip:
+    """The ``status.agent`` patch that marks the agent silent, or why not: it is marked
+    already, or the status records a heartbeat later than this process's last one
+    (another replica received it, and so is the one to tell)."""
+    if current is None or current.last_seen is None:
+        return Skip("unchanged")
+    if current.silent_since is not None:
+        return Skip("unchanged")
+    if pending.last_heard is not None and current.last_seen > pending.last_heard:
+        return Skip("stale")
+    seen = max(current.last_seen, pending.last_heard or current.last_seen)
+    return Write({"agent": {"lastSeen": rfc3339(seen), "silentSince": rfc3339(pending.found_at)}})

@@ -21,12 +21,14 @@ beyond the API server's resourceVersion check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from smart_operator.clients.kubeapi import WatchEvent
@@ -35,15 +37,18 @@ from smart_operator.intake import metrics
 from smart_operator.intake.coalesce import Coalescer
 from smart_operator.intake.experiments import ExperimentCache, ExperimentView
 from smart_operator.intake.keys import DomainRef, DomainView, KeyCache, domain_view
+from smart_operator.intake.peers import Peers
 from smart_operator.intake.settings import IntakeSettings
 from smart_operator.intake.status import (
     HistoryRules,
     PendingHeartbeat,
     PendingReport,
+    PendingSilence,
     Skip,
     Write,
     plan_agent,
     plan_results,
+    plan_silence,
 )
 from smart_operator.models.experiment import LEGACY_INCARNATION
 
@@ -190,20 +195,55 @@ class ResultsWriter:
         raise _TooManyConflicts(f"{namespace}/{name}: {MAX_CONFLICTS} conflicts in a row")
 
 
-class HeartbeatWriter:
-    """Writes heartbeats onto Domain ``status.agent``."""
+@dataclass
+class Liveness:
+    """What this process knows of one agent's heartbeats."""
 
-    def __init__(self, api: Store, keys: KeyCache, settings: IntakeSettings) -> None:
+    last: PendingHeartbeat | None
+    """The last heartbeat it received; ``None`` for an agent taken as alive from the
+    status when the process started."""
+    since: datetime
+    """When it received that heartbeat (or took the agent as alive)."""
+
+
+class HeartbeatWriter:
+    """Writes heartbeats onto Domain ``status.agent``: liveness is kept in memory, and
+    written on a change, as a renewal every ``heartbeat_write_seconds``, or as a mark
+    when the agent falls silent (``status`` says when; docs/intake-api.md, "Liveness").
+
+    ``sweep`` finds the agents no heartbeat reached for ``silent_seconds`` (``run``
+    calls it every few seconds). At the first sweep after the Domains are listed, every
+    agent the status shows alive is taken as alive from then on, so an agent that fell
+    silent while no intake ran is still marked. ``observe`` sees every Domain from the
+    watch: a mark another replica wrote for an agent this one heard from since is
+    cleared at once, by writing its last heartbeat."""
+
+    def __init__(
+        self,
+        api: Store,
+        keys: KeyCache,
+        settings: IntakeSettings,
+        experiments: ExperimentCache | None = None,
+        clock: Callable[[], datetime] = _now,
+        peers: Peers | None = None,
+    ) -> None:
         self._api = api
         self._keys = keys
+        self._experiments = experiments
+        self._clock = clock
+        self._peers = peers
         self._every = settings.heartbeat_write_seconds
-        self._coalescer: Coalescer[DomainRef, PendingHeartbeat] = Coalescer(
+        self._silent_after = timedelta(seconds=settings.silent_seconds)
+        self._live: dict[DomainRef, Liveness] = {}
+        self._seeded = False
+        self._coalescer: Coalescer[DomainRef, PendingHeartbeat | PendingSilence] = Coalescer(
             "heartbeats",
             self._write,
             settings.flush_interval_seconds,
             concurrency=settings.max_concurrent_writes,
         )
         metrics.PENDING.labels("domain").set_function(lambda: len(self._coalescer))
+        metrics.LIVE_AGENTS.set_function(lambda: len(self._live))
 
     def __len__(self) -> int:
         return len(self._coalescer)
@@ -212,8 +252,99 @@ class HeartbeatWriter:
     def idle(self) -> bool:
         return self._coalescer.busy == 0
 
+    @property
+    def sweep_seconds(self) -> float:
+        """How often ``run`` sweeps: a small part of ``silent_seconds``."""
+        return min(10.0, max(0.05, self._silent_after.total_seconds() / 18))
+
     def offer(self, pending: PendingHeartbeat) -> None:
+        self._live[pending.domain] = Liveness(pending, pending.received_at)
         self._coalescer.offer(pending.domain, pending)
+
+    def heard(self, refs: list[DomainRef]) -> dict[DomainRef, datetime]:
+        """When this process last received a heartbeat from each of ``refs`` it heard
+        from (what it answers the other replicas, ``peers``)."""
+        heard = {}
+        for ref in refs:
+            live = self._live.get(ref)
+            if live is not None and live.last is not None:
+                heard[ref] = live.last.received_at
+        return heard
+
+    async def sweep(self) -> int:
+        """Mark the agents no heartbeat reached (this process, or any replica ``peers``
+        names) for ``silent_seconds``; return how many marks were queued."""
+        now = self._clock()
+        if not self._seeded and self._keys.synced:
+            self._seeded = True
+            for view in self._keys.domains():
+                agent = view.agent
+                alive = (
+                    agent is not None and agent.last_seen is not None and agent.silent_since is None
+                )
+                if alive and view.ref not in self._live:
+                    self._live[view.ref] = Liveness(None, now)
+        cutoff = now - self._silent_after
+        due = [(ref, live) for ref, live in self._live.items() if live.since <= cutoff]
+        if not due:
+            return 0
+        elsewhere = await self._peers.heard([ref for ref, _ in due]) if self._peers else {}
+        marked = 0
+        for ref, live in due:
+            if self._live.get(ref) is not live:
+                continue  # a heartbeat arrived meanwhile
+            later = elsewhere.get(ref)
+            if later is not None and later > cutoff:
+                self._live[ref] = Liveness(live.last, later)  # another replica hears it
+                continue
+            del self._live[ref]
+            found = self._keys.domain(ref)
+            agent = found.agent if found is not None else None
+            # The last heartbeat any replica received, for lastSeen on the mark.
+            heard = [live.last.received_at] if live.last is not None else []
+            heard += [later] if later is not None else []
+            last = max(heard, default=None)
+            if (
+                agent is None
+                or agent.last_seen is None
+                or agent.silent_since is not None
+                or (last is not None and agent.last_seen > last)
+            ):
+                metrics.SILENCES.labels("left").inc()
+                continue
+            self._coalescer.offer(ref, PendingSilence(ref, last, now))
+            marked += 1
+        return marked
+
+    def observe(self, kind: str, objects: list[dict[str, Any]]) -> None:
+        """A watch event of Domains (after ``KeyCache.apply``): clear a silence mark on an
+        agent this process heard from after the mark's ``lastSeen``."""
+        if kind == "DELETED":
+            for obj in objects:
+                view = domain_view(obj)
+                if view is not None:
+                    self._live.pop(view.ref, None)
+            return
+        for obj in objects:
+            view = domain_view(obj)
+            agent = view.agent if view is not None else None
+            if view is None or agent is None or agent.silent_since is None:
+                continue
+            live = self._live.get(view.ref)
+            if live is None or live.last is None:
+                continue
+            if agent.last_seen is None or live.since > agent.last_seen:
+                with contextlib.suppress(RuntimeError):  # draining at shutdown
+                    self._coalescer.offer(view.ref, live.last)
+
+    async def run(self) -> None:
+        """Sweep every ``sweep_seconds``, for as long as the process lives."""
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweeping for silent agents failed")
 
     async def drain(self, within: float) -> int:
         return await self._coalescer.drain(within)
@@ -225,15 +356,27 @@ class HeartbeatWriter:
         self._keys.put(obj)
         return domain_view(obj)
 
-    async def _write(self, ref: DomainRef, pending: PendingHeartbeat) -> None:
-        view = self._keys.domain(ref) or await self._read(ref)
+    def _plan(self, view: DomainView, pending: PendingHeartbeat | PendingSilence) -> Write | Skip:
+        if isinstance(pending, PendingSilence):
+            return plan_silence(view.agent, pending)
+        deployed = (
+            self._experiments.deployed_at(view.ref.namespace, view.ref.name)
+            if self._experiments is not None
+            else None
+        )
+        return plan_agent(view.agent, pending, self._every, deployed)
+
+    async def _write(self, ref: DomainRef, pending: PendingHeartbeat | PendingSilence) -> None:
+        view: DomainView | None = self._keys.domain(ref) or await self._read(ref)
         for _ in range(MAX_CONFLICTS):
             if view is None:
                 metrics.SKIPPED.labels("domain", "deleted").inc()
                 return
-            plan = plan_agent(view.agent, pending, self._every)
+            plan = self._plan(view, pending)
             if isinstance(plan, Skip):
                 metrics.SKIPPED.labels("domain", plan.reason).inc()
+                if isinstance(pending, PendingSilence):
+                    metrics.SILENCES.labels("left").inc()
                 return
             started = time.perf_counter()
             try:
@@ -254,6 +397,8 @@ class HeartbeatWriter:
             finally:
                 metrics.WRITE_SECONDS.labels("domain").observe(time.perf_counter() - started)
             metrics.WRITES.labels("domain", "ok").inc()
+            if isinstance(pending, PendingSilence):
+                metrics.SILENCES.labels("marked").inc()
             self._keys.put(updated)
             return
         raise _TooManyConflicts(f"{ref}: {MAX_CONFLICTS} conflicts in a row")

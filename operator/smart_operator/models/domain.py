@@ -198,15 +198,56 @@ class ServedExperiment(CamelModel):
     revision: str | None = None
 
 
+SILENCE_CONFIRM_SECONDS = 30.0
+"""How old ``status.agent.silentSince`` must be before readers count the agent silent:
+with several intake replicas, one that received none of an agent's heartbeats for a
+while may mark it although another did; that one clears the mark within a second or
+two of seeing it (docs/intake-api.md, "Liveness")."""
+
+
 class AgentStatus(CamelModel):
     version: str | None = None
-    last_seen: datetime | None = None
+    last_seen: datetime | None = Field(
+        default=None,
+        description="The agent's last heartbeat as the intake recorded it: rewritten at "
+        "least every renewSeconds while heartbeats arrive, at once when anything else of "
+        "the agent changes, and set to the last one received when it falls silent",
+    )
     started_at: datetime | None = None
     serving: list[ServedExperiment] | None = Field(
         default=None,
         description="The experiments and revisions the agent said it serves in its last "
         "heartbeat (absent: an agent that does not say)",
     )
+    renew_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="While the agent keeps sending heartbeats, the intake rewrites lastSeen "
+        "at least this often (SMART_INTAKE_HEARTBEAT_WRITE_SECONDS), so lastSeen may be this "
+        "much older than the last heartbeat; absent: every heartbeat may be written",
+    )
+    silent_since: datetime | None = Field(
+        default=None,
+        description="When the intake found that no heartbeat had arrived for "
+        "SMART_INTAKE_SILENT_SECONDS; cleared by the next heartbeat",
+    )
+
+    def silent(self, now: datetime) -> bool:
+        """Whether the intake's mark says the agent is silent (once it is
+        ``SILENCE_CONFIRM_SECONDS`` old, time enough for another replica to clear it)."""
+        return (
+            self.silent_since is not None
+            and (now - self.silent_since).total_seconds() >= SILENCE_CONFIRM_SECONDS
+        )
+
+    def connected(self, now: datetime, timeout_seconds: float) -> bool:
+        """Whether the agent counts as connected: a heartbeat recorded, no confirmed
+        silence, and ``lastSeen`` within ``timeout_seconds`` plus what it may lag
+        (``renewSeconds``; when no intake process runs, nobody marks or renews it)."""
+        if self.last_seen is None or self.silent(now):
+            return False
+        allowed = timeout_seconds + (self.renew_seconds or 0)
+        return (now - self.last_seen).total_seconds() <= allowed
 
 
 class CertificateStatus(CamelModel):

@@ -38,8 +38,6 @@ from smart_operator.templates import (
 )
 
 RETRY_SECONDS = 5.0
-# A heartbeat received this long after a deploy names what the agent serves since.
-SERVED_GRACE_SECONDS = 30.0
 
 
 class ExperimentReconciler:
@@ -248,7 +246,7 @@ class ExperimentReconciler:
                 self.experiment.metadata.name,
                 revision.id,
                 self.status.deployed_at,
-                SERVED_GRACE_SECONDS,
+                experiments.SERVED_GRACE_SECONDS,
             )
         if instead is not None:
             # The server lost it (restored from a snapshot, its files changed by hand,

@@ -17,19 +17,25 @@ runs as its own least-privilege account. Then:
    (a) every server sends a report every 60 s, (b) as ``smart_agent`` does, a report
    when its counts changed, and every 5 minutes regardless. Time runs
    ``scale`` times faster than real, and every interval of the intake is divided by
-   the same factor, so what is written is what would be written in real time.
-   Measured: API-server writes per (real-time) second, against one write per request.
+   the same factor, so what is written is what would be written in real time. Each
+   Domain's ``status.agent`` starts as a steady state leaves it (``lastSeen`` renewed
+   at moments spread over the renewal interval), and 1% of the servers fall silent
+   after two minutes. Measured: API-server writes per (real-time) second, against one
+   write per request; how soon a report is on the status; how soon after its last
+   heartbeat each silent agent is marked.
 
 4. One enormous report: one Experiment, reports with 10^3 to 10^11 conversions per
    arm one after the other; the time to answer and to write each, and the intake's
    resident memory (the statistics cost the same at any count).
 
 ``python -m smart_sim.bench intake`` (part of ``make bench``); part 4 alone:
-``python -m smart_sim.bench.intake large``.
+``python -m smart_sim.bench.intake large``; part 3 alone, for any number of servers:
+``python -m smart_sim.bench.intake steady --servers 20000 --scale 1``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import hashlib
@@ -42,7 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +62,8 @@ from smart_operator.intake.experiments import experiment_view
 from smart_operator.intake.keys import DomainRef
 from smart_operator.intake.schema import ResultsReport
 from smart_operator.intake.settings import IntakeSettings
-from smart_operator.intake.status import PendingReport, Write, plan_results
+from smart_operator.intake.status import PendingReport, Write, plan_results, rfc3339
+from smart_operator.models.domain import SILENCE_CONFIRM_SECONDS
 from smart_sim import platform
 from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import IntakeProcess
@@ -69,6 +76,8 @@ WRITES_IN_FLIGHT = IntakeSettings().max_concurrent_writes
 SIMULATED_MINUTES = 5
 RETRY_SHARE = 0.01
 REFRESH_MINUTES = 5  # smart_agent resends unchanged counts this often
+SILENT_SHARE = 0.01  # servers that fall silent during the steady state
+HEARTBEAT_WRITE_SECONDS = IntakeSettings().heartbeat_write_seconds
 
 # The traffic model of the steady state: small sites. Daily visitors per site are
 # log-normal around a median of 300 (a tenth of sites above ~1,400, a few above
@@ -84,6 +93,9 @@ class Server:
     name: str
     key: str
     daily_visitors: float
+    silent: bool = False
+    """Falls silent (no report, no heartbeat) after its second minute: the steady state
+    measures how soon the intake marks it."""
     sequence: int = 0
     visitors: list[int] = field(default_factory=lambda: [0, 0])
     conversions: list[int] = field(default_factory=lambda: [0, 0])
@@ -132,11 +144,21 @@ async def _bounded(calls: Iterable[Callable[[], Awaitable[Any]]], limit: int = 3
     await asyncio.gather(*(one(call) for call in calls))
 
 
-async def create_fleet(kubeconfig: Path, rng: np.random.Generator) -> list[Server]:
-    """5,000 Domains (keys set on their status) and one Experiment each."""
-    daily = rng.lognormal(math.log(MEDIAN_DAILY_VISITORS), SPREAD, SERVERS)
+async def create_fleet(
+    kubeconfig: Path, rng: np.random.Generator, count: int = SERVERS
+) -> list[Server]:
+    """``count`` Domains (keys set on their status) and one Experiment each; one server in
+    ``1 / SILENT_SHARE`` falls silent in the steady state."""
+    daily = rng.lognormal(math.log(MEDIAN_DAILY_VISITORS), SPREAD, count)
+    every = round(1 / SILENT_SHARE)
     servers = [
-        Server(f"bench-{i % NAMESPACES}", f"site-{i:05d}", f"ssk_bench-{i:05d}", float(d))
+        Server(
+            f"bench-{i % NAMESPACES}",
+            f"site-{i:05d}",
+            f"ssk_bench-{i:05d}",
+            float(d),
+            silent=i % every == every - 1,
+        )
         for i, d in enumerate(daily)
     ]
     await create_servers(kubeconfig, servers)
@@ -202,6 +224,65 @@ async def create_servers(kubeconfig: Path, servers: list[Server]) -> None:
         await _bounded(experiment(s) for s in servers)
 
 
+async def seed_agents(
+    kubeconfig: Path, servers: list[Server], renew_seconds: float, rng: np.random.Generator
+) -> None:
+    """Every Domain's ``status.agent`` as the steady state leaves it: the agent of the
+    benchmark's heartbeats, its ``lastSeen`` renewed at a moment spread evenly over the
+    last ``renew_seconds`` (after a first run every renewal would fall due at once)."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = 64
+    now = datetime.now(UTC)
+    async with client.ApiClient(configuration) as api:
+        custom = client.CustomObjectsApi(api)
+
+        def seed(s: Server, age: float) -> Callable[[], Awaitable[Any]]:
+            agent = {
+                "version": "0.1.0",
+                "startedAt": "2026-03-02T08:00:00Z",
+                "lastSeen": rfc3339(now - timedelta(seconds=age)),
+                "serving": [],
+                "renewSeconds": int(renew_seconds),
+                "silentSince": None,
+            }
+            return lambda: custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                s.namespace,
+                "domains",
+                s.name,
+                {"status": {"agent": agent}},
+                **MERGE_PATCH,
+            )
+
+        ages = rng.uniform(0, renew_seconds, len(servers))
+        await _bounded(seed(s, float(age)) for s, age in zip(servers, ages, strict=True))
+
+
+async def silences(kubeconfig: Path, servers: list[Server]) -> list[float]:
+    """For each server that fell silent: seconds from its last heartbeat (``lastSeen``)
+    to the intake's mark (``silentSince``), on the status; ``inf`` when unmarked."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    delays = []
+    async with client.ApiClient(configuration) as api:
+        custom = client.CustomObjectsApi(api)
+        for server in servers:
+            if not server.silent:
+                continue
+            obj = await custom.get_namespaced_custom_object(
+                GROUP, VERSION, server.namespace, "domains", server.name
+            )
+            agent = (obj.get("status") or {}).get("agent") or {}
+            if agent.get("silentSince") and agent.get("lastSeen"):
+                marked = datetime.fromisoformat(agent["silentSince"])
+                delays.append((marked - datetime.fromisoformat(agent["lastSeen"])).total_seconds())
+            else:
+                delays.append(math.inf)
+    return delays
+
+
 # -- talking to the intake ------------------------------------------------------------
 
 
@@ -262,10 +343,12 @@ async def blast(
 
 def intake_env(scale: float = 1.0) -> dict[str, str]:
     """The intake's default intervals, divided by ``scale``."""
+    defaults = IntakeSettings()
     return {
-        "SMART_INTAKE_FLUSH_INTERVAL_SECONDS": str(1.0 / scale),
-        "SMART_INTAKE_IDLE_WRITE_SECONDS": str(300.0 / scale),
-        "SMART_INTAKE_HEARTBEAT_WRITE_SECONDS": str(60.0 / scale),
+        "SMART_INTAKE_FLUSH_INTERVAL_SECONDS": str(defaults.flush_interval_seconds / scale),
+        "SMART_INTAKE_IDLE_WRITE_SECONDS": str(defaults.idle_write_seconds / scale),
+        "SMART_INTAKE_HEARTBEAT_WRITE_SECONDS": str(defaults.heartbeat_write_seconds / scale),
+        "SMART_INTAKE_SILENT_SECONDS": str(defaults.silent_seconds / scale),
         "SMART_INTAKE_LOG_LEVEL": "WARNING",
     }
 
@@ -332,15 +415,16 @@ def schedule(
     minute = 60.0 / scale
     events: list[Event] = []
     kinds: Counter[str] = Counter()
-    changed = 0
+    changed = simulated = 0
     for server in servers:
         offset = float(rng.uniform(0, minute))  # each agent has its own phase
         last_sent = -REFRESH_MINUTES
-        for m in range(minutes):
+        for m in range(2 if server.silent else minutes):
             before = sum(server.visitors)
             body = server.report(rng, server.daily_visitors / 1440.0)
             new = sum(server.visitors) != before
             changed += new
+            simulated += 1
             at = offset + m * minute
             if not on_change or new or m - last_sent >= REFRESH_MINUTES:
                 last_sent = m
@@ -355,7 +439,7 @@ def schedule(
                 )
                 kinds["heartbeats"] += 1
     events.sort()
-    return events, kinds, changed / (len(servers) * minutes)
+    return events, kinds, changed / simulated
 
 
 async def paced(intake: IntakeProcess, events: list[Event]) -> tuple[float, Counter[int]]:
@@ -385,7 +469,6 @@ async def paced(intake: IntakeProcess, events: list[Event]) -> tuple[float, Coun
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-        await until_idle(session, intake)
     return worst, answers
 
 
@@ -586,11 +669,11 @@ async def _bench(plane: ControlPlane, workdir: Path) -> None:
         f"reports/s sustained to the status (5,000 servers every 60 s need {SERVERS / 60:.0f}/s)"
     )
 
-    for label, on_change in (
-        ("3a. steady state, every server reporting every 60 s", False),
-        ("3b. steady state, reports as smart_agent sends them (on change, else every 5 min)", True),
-    ):
-        await steady(label, kubeconfig, workdir, servers, rng, answered, on_change=on_change)
+    for label, on_change in STEADY.values():
+        scale = steady_scale(len(servers), answered, on_change)
+        await steady(
+            label, kubeconfig, plane.kubeconfig, workdir, servers, rng, scale, on_change=on_change
+        )
 
     print("  4. one report after the other, each larger, to one intake process")
     await large_reports(kubeconfig, plane.kubeconfig, workdir)
@@ -599,22 +682,26 @@ async def _bench(plane: ControlPlane, workdir: Path) -> None:
 async def steady(
     label: str,
     kubeconfig: Path,
+    admin_kubeconfig: Path,
     workdir: Path,
     servers: list[Server],
     rng: np.random.Generator,
-    answered: float,
+    scale: float,
     *,
     on_change: bool,
 ) -> None:
-    """Run the fleet's requests for a few simulated minutes; print the writes."""
-    per_minute = SERVERS * ((0.5 if on_change else 1.0) * (1 + RETRY_SHARE) + 2)
-    scale = max(1.0, min(10.0, math.floor(0.4 * answered / (per_minute / 60.0))))
+    """Run the fleet's requests for a few simulated minutes; print the writes, and how
+    fresh the status stayed."""
     events, kinds, changed = schedule(servers, rng, SIMULATED_MINUTES, scale, on_change=on_change)
+    silent = sum(s.silent for s in servers)
     print(
-        f"  {label}: {SIMULATED_MINUTES} simulated minutes at {scale:.0f}x speed (the "
-        f"intake's intervals divided by {scale:.0f}); {changed:.0%} of minutes bring new "
-        "visitors; heartbeats every 30 s; 1% of reports retried"
+        f"  {label}: {len(servers):,} servers, {SIMULATED_MINUTES} simulated minutes at "
+        f"{scale:.0f}x speed (the intake's intervals divided by {scale:.0f}); {changed:.0%} of "
+        f"minutes bring new visitors; heartbeats every 30 s; 1% of reports retried; "
+        f"{silent} servers fall silent after 2 minutes"
     )
+    renew = HEARTBEAT_WRITE_SECONDS / scale
+    await seed_agents(admin_kubeconfig, servers, renew, rng)
     name = "intake-on-change" if on_change else "intake-every-minute"
     intake = IntakeProcess(kubeconfig, workdir, name=name, env=intake_env(scale))
     try:
@@ -623,9 +710,14 @@ async def steady(
             before = await metrics(session, intake.metrics_url)
         lag, answers = await paced(intake, events)
         async with aiohttp.ClientSession() as session:
+            # Liveness writes are counted up to the last request: once the fleet stops,
+            # every agent falls silent, and marking them is not the steady state.
+            sent = await metrics(session, intake.metrics_url)
+            await until_idle(session, intake)
             after = await metrics(session, intake.metrics_url)
     finally:
         intake.stop()
+    marks = [d * scale for d in await silences(admin_kubeconfig, servers)]
 
     def delta(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)
@@ -633,7 +725,9 @@ async def steady(
     seconds = SIMULATED_MINUTES * 60.0
     requests = sum(kinds.values())
     results_writes = delta("smartserver_intake_writes_total", kind="experiment")
-    domain_writes = delta("smartserver_intake_writes_total", kind="domain")
+    domain_writes = total(sent, "smartserver_intake_writes_total", kind="domain") - total(
+        before, "smartserver_intake_writes_total", kind="domain"
+    )
     naive_results = kinds["results"] + kinds["retries"]
     print(
         f"     requests: {kinds['results']:,} reports, {kinds['retries']:,} retries, "
@@ -650,16 +744,83 @@ async def steady(
         f"({naive_results / max(results_writes, 1):.1f}x fewer); not written: "
         f"{unchanged:,.0f} unchanged, {replays:,.0f} replays"
     )
+    marked = total(sent, "smartserver_intake_silences_total", outcome="marked") - total(
+        before, "smartserver_intake_silences_total", outcome="marked"
+    )
     print(
         f"     heartbeats: {kinds['heartbeats'] / seconds:.1f} writes/s naive vs "
-        f"{domain_writes / seconds:.1f} writes/s coalesced "
-        f"({kinds['heartbeats'] / max(domain_writes, 1):.1f}x fewer)"
+        f"{domain_writes / seconds:.1f} writes/s written "
+        f"({kinds['heartbeats'] / max(domain_writes, 1):.1f}x fewer; {marked:.0f} of them "
+        "silence marks)"
     )
     coalesced = results_writes + domain_writes
     print(
         f"     all: {requests / seconds:.1f} writes/s naive vs {coalesced / seconds:.1f} "
-        f"writes/s coalesced: {requests / max(coalesced, 1):.1f}x fewer API-server writes"
+        f"writes/s written: {requests / max(coalesced, 1):.1f}x fewer API-server writes"
     )
+    count = delta("smartserver_intake_report_delay_seconds_count")
+    within = {
+        bound: delta("smartserver_intake_report_delay_seconds_bucket", le=bound) / max(count, 1)
+        for bound in ("1.0", "2.0", "5.0", "60.0")
+    }
+    mean = delta("smartserver_intake_report_delay_seconds_sum") / max(count, 1)
+    print(
+        f"     freshness: a report on the status {mean:.2f} s after it arrived on average "
+        f"(real-time flush interval {IntakeSettings().flush_interval_seconds:.0f} s, here "
+        f"divided by {scale:.0f}); within 1 / 2 / 5 / 60 s: "
+        + " / ".join(f"{share:.1%}" for share in within.values())
+    )
+    found = sorted(d for d in marks if math.isfinite(d))
+    if found:
+        print(
+            f"     silence: {len(found)} of {len(marks)} silent agents marked, "
+            f"{found[0]:.0f}-{found[-1]:.0f} s (real time) after their last heartbeat "
+            f"(median {statistics.median(found):.0f} s); readers count them silent "
+            f"{SILENCE_CONFIRM_SECONDS:.0f} s after the mark"
+        )
+    else:
+        print(f"     silence: none of {len(marks)} silent agents marked")
+
+
+async def _steady_only(
+    plane: ControlPlane, workdir: Path, count: int, scale: float, scenarios: str
+) -> None:
+    rng = np.random.default_rng(2026)
+    started = time.perf_counter()
+    servers = await create_fleet(plane.kubeconfig, rng, count)
+    print(
+        f"  fleet: {count:,} Domains with keys and {count:,} Experiments in "
+        f"{NAMESPACES} namespaces, created in {time.perf_counter() - started:.0f} s"
+    )
+    kubeconfig = platform.intake_kubeconfig(plane, workdir / "intake.kubeconfig")
+    # Every Experiment's first report is always written (it records the incarnation):
+    # sent before counting, as part 2 does in the whole benchmark.
+    warmup = IntakeProcess(kubeconfig, workdir, name="intake-warmup", env=intake_env())
+    try:
+        await capacity(warmup.start(), servers, rng, rounds=1)
+    finally:
+        warmup.stop()
+    for scenario in scenarios:
+        label, on_change = STEADY[scenario]
+        await steady(
+            label, kubeconfig, plane.kubeconfig, workdir, servers, rng, scale, on_change=on_change
+        )
+
+
+STEADY = {
+    "a": ("3a. steady state, every server reporting every 60 s", False),
+    "b": (
+        "3b. steady state, reports as smart_agent sends them (on change, else every 5 min)",
+        True,
+    ),
+}
+
+
+def steady_scale(count: int, answered: float, on_change: bool) -> float:
+    """How much faster than real time the fleet's requests can be sent: at most 40% of
+    what one intake answered, at most 10x."""
+    per_minute = count * ((0.5 if on_change else 1.0) * (1 + RETRY_SHARE) + 2)
+    return max(1.0, min(10.0, math.floor(0.4 * answered / (per_minute / 60.0))))
 
 
 def run(cold: bool) -> None:
@@ -691,10 +852,49 @@ def run_large(cold: bool = False) -> None:
             plane.stop()
 
 
-if __name__ == "__main__":
-    import sys
+def run_steady(count: int, scale: float, scenarios: str) -> None:
+    """Only part 3, for ``count`` servers: ``python -m smart_sim.bench.intake steady``."""
+    print(f"intake, steady state, {count:,} simulated servers on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="smartserver-bench-intake-") as scratch:
+        workdir = Path(scratch)
+        plane = ControlPlane(workdir / "plane")
+        try:
+            plane.start(setup=platform.install)
+            asyncio.run(_steady_only(plane, workdir, count, scale, scenarios))
+        finally:
+            plane.stop()
 
-    if sys.argv[1:] == ["large"]:
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m smart_sim.bench.intake",
+        description="Parts of the intake benchmark alone (all of it: python -m smart_sim.bench "
+        "intake).",
+    )
+    parts = parser.add_subparsers(dest="part", required=True)
+    parts.add_parser("large", help="part 4: one report after the other, each larger")
+    only = parts.add_parser("steady", help="part 3: API-server writes in the steady state")
+    only.add_argument("--servers", type=int, default=SERVERS, help="simulated servers")
+    only.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="how much faster than real time (the intake's intervals divided by it); the "
+        "whole benchmark derives it from the measured capacity",
+    )
+    only.add_argument(
+        "--scenarios",
+        default="ab",
+        help="a: every server reports every 60 s; b: as smart_agent sends them",
+    )
+    args = parser.parse_args()
+    if args.part == "large":
         run_large()
     else:
-        run(cold=False)
+        if set(args.scenarios) - set(STEADY):
+            parser.error(f"--scenarios takes some of {''.join(STEADY)}")
+        run_steady(args.servers, args.scale, args.scenarios)
+
+
+if __name__ == "__main__":
+    main()
