@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from playwright.sync_api import BrowserContext
+from playwright.sync_api import BrowserContext, expect
 
 from smart_sim import platform
 from smart_sim.processes import DashboardProcess
@@ -143,8 +143,8 @@ def test_the_gallery_shows_rendered_previews_results_and_only_own_private_templa
     for index in range(frames.count()):
         title = frames.nth(index).get_attribute("title")
         heading = page.frame_locator(f"iframe[title='{title}']").locator("h1")
-        heading.wait_for(state="attached")
-        assert heading.count() == 1, title
+        # A live update may replace the frames meanwhile: expect() waits for the new ones.
+        expect(heading, title).to_have_count(1)
     acme = page.frame_locator("iframe[title='Preview of Acme launch page']")
     assert acme.locator("h1").inner_text() == "Know which page sells"
     saas = page.frame_locator("iframe[title='Preview of SaaS landing page']")

@@ -34,9 +34,12 @@
       var fresh = doc.getElementById("live");
       var current = document.getElementById("live");
       if (!fresh || !current) return;
+      document.title = doc.title;
+      // Nothing this page shows changed: keep the DOM (no reloaded preview frames, no
+      // lost selection or open details).
+      if (fresh.innerHTML === current.innerHTML) return;
       var focused = document.activeElement && document.activeElement.id;
       current.innerHTML = fresh.innerHTML;
-      document.title = doc.title;
       if (focused) {
         var again_ = document.getElementById(focused);
         if (again_) again_.focus();
