@@ -37,7 +37,8 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.cluster
 __all__ = ["browser", "context"]  # the fixtures, shared with test_dashboard
 
-# Uplifts of the winners of six saas_landing experiments across the two customers:
+# Uplifts of the winners of six experiments on the run's own catalogue template (a copy
+# of saas_landing) across the two customers:
 # median 0.175, and with six the order-statistic interval is [min, max] at 96.9%.
 UPLIFTS = [0.10, 0.30, 0.20, 0.05, 0.40, 0.15]
 
@@ -48,6 +49,8 @@ class Gallery:
     token_a: str
     ns_a: str
     ns_b: str
+    title: str
+    """The title of this run's own catalogue template, which the results are on."""
 
 
 def private_template(namespace: str, name: str, title: str) -> dict[str, Any]:
@@ -56,6 +59,18 @@ def private_template(namespace: str, name: str, title: str) -> dict[str, Any]:
     )
     body["metadata"] = {"name": name, "namespace": namespace}
     body["spec"]["title"] = title
+    return body
+
+
+def catalogue_template(name: str, title: str) -> dict[str, Any]:
+    """A catalogue template of this run's own, a copy of ``saas_landing``: the results
+    on it are only this test's, whatever experiments other tests left on the cluster's
+    built-ins."""
+    body: dict[str, Any] = yaml.safe_load(
+        (platform.MANIFESTS / "catalog" / "saas-landing-v1.yaml").read_text()
+    )
+    body["metadata"] = {"name": name.replace("_", "-") + "-v1"}
+    body["spec"].update(name=name, title=title)
     return body
 
 
@@ -88,18 +103,20 @@ def gallery(
     ns_a, ns_b = f"customer-{a}", f"customer-{b}"
     cluster.apply(private_template(ns_a, "launch-v1", "Acme launch page"))
     cluster.apply(private_template(ns_b, "secret-v1", "Globex secret page"))
+    template, title = f"gallery_{u}", f"Gallery page {u}"
+    cluster.apply(catalogue_template(template, title))
     # Results as the operator and the intake write them (no server needed here).
     for index, uplift in enumerate(UPLIFTS):
         namespace = ns_a if index % 2 else ns_b
         name = f"headline-{index}"
-        cluster.apply(experiment(name, namespace, "shop", "landing_page", "saas_landing"))
+        cluster.apply(experiment(name, namespace, "shop", "landing_page", template))
         patch_status(
             cluster,
             "experiment",
             name,
             namespace,
             {
-                "template": pin("saas_landing"),
+                "template": pin(template),
                 "variants": [{"name": "control"}, {"name": "bold", "uplift": uplift}],
                 "decision": {"outcome": "winner", "winner": "bold"},
             },
@@ -112,9 +129,12 @@ def gallery(
         kubeconfig, workdir, admin_token=ADMIN_TOKEN, session_secret=SESSION_SECRET
     ).start()
     try:
-        yield Gallery(process.url, token_of(cluster, ns_a), ns_a, ns_b)
+        yield Gallery(process.url, token_of(cluster, ns_a), ns_a, ns_b, title)
     finally:
         process.stop()
+        cluster.try_kubectl(
+            "delete", "clusterexperimenttemplate", template.replace("_", "-") + "-v1"
+        )
         for name in (a, b):
             cluster.try_kubectl("delete", "customer", name, "--wait=false")
 
@@ -155,7 +175,7 @@ def test_the_gallery_shows_rendered_previews_results_and_only_own_private_templa
     assert accent == "#4f46e5"
 
     # Results across both customers on the catalogue template.
-    card = page.locator("article", has_text="SaaS landing page").inner_text()
+    card = page.locator("article", has_text=gallery.title).inner_text()
     assert "6 of 6 decided" in card and "+17.5%" in card, card
     assert "+5.0% to +40.0% (97% interval)" in card, card
     shoot(page, "templates")

@@ -322,6 +322,7 @@ FORGED_CONDITION = {
 # account may change none of them (test_operator_fields_have_a_sample keeps this whole).
 OPERATOR_SAMPLES: dict[str, dict[str, Any]] = {
     "Domain": {
+        "account": "forged-account",
         "availability": {
             "up": True,
             "since": "2026-01-01T00:00:00Z",
@@ -344,6 +345,13 @@ OPERATOR_SAMPLES: dict[str, dict[str, Any]] = {
         "observedGeneration": 99,
         "phase": "Concluded",
         "serving": ["bold"],
+        "template": {
+            "kind": "ClusterExperimentTemplate",
+            "object": "forged-v9",
+            "name": "forged",
+            "version": 9,
+            "digest": "sha256:" + "f" * 64,
+        },
     },
     "Customer": {
         "billing": {"state": "Suspended", "suspended": True},
