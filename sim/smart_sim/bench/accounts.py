@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from smart_sim import platform
-from smart_sim.bench.domains import BOOT_SECONDS, peak_rss_mib
+from smart_sim.bench.domains import BOOT_SECONDS, apply_bench_customer, peak_rss_mib
 from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import Clouds, OperatorProcess
 
@@ -124,24 +124,7 @@ def one_run(
             with OperatorProcess(kubeconfig, workdir / "logs", env=env) as operator:
                 assert operator.process is not None
                 namespace = "customer-bench"
-                plane.kubectl(
-                    "apply",
-                    "-f",
-                    "-",
-                    input=yaml.safe_dump(
-                        {
-                            "apiVersion": "smartserver.ai/v1alpha1",
-                            "kind": "Customer",
-                            "metadata": {"name": "bench"},
-                            "spec": {
-                                "email": "bench@example.com",
-                                "plan": "scale",
-                                "limits": {"domains": count},
-                            },
-                        }
-                    ),
-                )
-                platform.wait_for(plane, ["customer", "bench"], "True", timeout=60)
+                apply_bench_customer(plane, count)
                 sites = [f"site{i:05d}.example" for i in range(count)]
                 before = account_calls(operator.metrics_url)
                 started = time.monotonic()

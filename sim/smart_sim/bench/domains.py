@@ -34,6 +34,18 @@ BOOT_SECONDS = 10.0  # the Hetzner simulator's create_server action
 _CALLS = re.compile(r"^smartserver_provider_calls_total\{(.*)\} ([0-9.e+]+)$", re.MULTILINE)
 
 
+def apply_bench_customer(plane: ControlPlane, count: int, timeout: float = 60) -> None:
+    """The benchmarks' Customer ``bench`` (plan scale, room for ``count`` Domains), Ready."""
+    customer = {
+        "apiVersion": "smartserver.ai/v1alpha1",
+        "kind": "Customer",
+        "metadata": {"name": "bench"},
+        "spec": {"email": "bench@example.com", "plan": "scale", "limits": {"domains": count}},
+    }
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(customer))
+    platform.wait_for(plane, ["customer", "bench"], "True", timeout=timeout)
+
+
 def provider_calls(metrics_url: str, by_verb: bool = False) -> dict[str, float]:
     """Calls so far by provider (or by ``provider/verb``), from the operator's metrics."""
     with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310 (loopback)
@@ -106,24 +118,7 @@ def one_run(count: int, scale: float, steady_seconds: float, workdir: Path) -> N
             with OperatorProcess(kubeconfig, workdir / "logs", env=env) as operator:
                 assert operator.process is not None
                 namespace = "customer-bench"
-                plane.kubectl(
-                    "apply",
-                    "-f",
-                    "-",
-                    input=yaml.safe_dump(
-                        {
-                            "apiVersion": "smartserver.ai/v1alpha1",
-                            "kind": "Customer",
-                            "metadata": {"name": "bench"},
-                            "spec": {
-                                "email": "bench@example.com",
-                                "plan": "scale",
-                                "limits": {"domains": count},
-                            },
-                        }
-                    ),
-                )
-                platform.wait_for(plane, ["customer", "bench"], "True", timeout=60)
+                apply_bench_customer(plane, count)
                 baseline = rss_mib(operator.process.pid)
                 names = [f"site{i:04d}.example" for i in range(count)]
                 before = provider_calls(operator.metrics_url)

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from smart_sim import platform
-from smart_sim.bench.domains import peak_rss_mib, rss_mib
+from smart_sim.bench.domains import apply_bench_customer, peak_rss_mib, rss_mib
 from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import OperatorProcess
 
@@ -57,24 +57,7 @@ def one_run(count: int, workdir: Path, settle_seconds: float) -> None:
         with OperatorProcess(kubeconfig, workdir / "logs", env=env) as operator:
             assert operator.process is not None
             pid = operator.process.pid
-            plane.kubectl(
-                "apply",
-                "-f",
-                "-",
-                input=yaml.safe_dump(
-                    {
-                        "apiVersion": "smartserver.ai/v1alpha1",
-                        "kind": "Customer",
-                        "metadata": {"name": "bench"},
-                        "spec": {
-                            "email": "bench@example.com",
-                            "plan": "scale",
-                            "limits": {"domains": count},
-                        },
-                    }
-                ),
-            )
-            platform.wait_for(plane, ["customer", "bench"], "True", timeout=120)
+            apply_bench_customer(plane, count, timeout=120)
             time.sleep(settle_seconds)
             baseline = rss_mib(pid)
             started = time.monotonic()
