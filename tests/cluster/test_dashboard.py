@@ -27,6 +27,7 @@ from smart_dashboard.sessions import COOKIE, Session, Signer
 from smart_dashboard.settings import DashboardSettings
 from smart_operator.models.customer import DASHBOARD_ACCOUNT
 from smart_sim import platform
+from smart_sim.bench.rum import CHROMIUM, CHROMIUM_ARGS
 from smart_sim.processes import Clouds, DashboardProcess
 from tests.cluster.conftest import World, domain, heartbeat, wait_condition
 from tests.conftest import Cluster, Operator
@@ -39,15 +40,6 @@ SHOTS = ROOT / "test-artifacts" / "screenshots"
 ADMIN_TOKEN = "staff-" + uuid.uuid4().hex
 SESSION_SECRET = uuid.uuid4().hex + uuid.uuid4().hex
 AUDIENCE = DashboardSettings().token_audience
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -280,9 +272,7 @@ def tenants(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:

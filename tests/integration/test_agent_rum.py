@@ -37,20 +37,10 @@ from smart_operator.intake.schema import ResultsReport
 from smart_operator.intake.status import PendingReport, Write, plan_results
 from smart_operator.stats.latency import bootstrap_quantile_difference
 from smart_sim.bench.agent import AgentHost, IntakeRecorder, free_port, performance_experiment
+from smart_sim.bench.rum import CHROMIUM, CHROMIUM_ARGS
 from smart_sim.traffic import BROWSERS
 from tests.waiting import eventually_async
 
-CHROMIUM = Path("/usr/bin/chromium")
-# tests/cluster/test_dashboard.py's flags (NOTES: how Chromium runs here).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP = BROWSERS[0]  # headless Chromium's own user agent says "HeadlessChrome": a bot
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")

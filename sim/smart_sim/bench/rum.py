@@ -35,6 +35,7 @@ from smart_sim.bench.agent import AgentHost, performance_experiment
 from smart_sim.traffic import BROWSERS
 
 CHROMIUM = Path("/usr/bin/chromium")
+# How Chromium runs here, headless (NOTES); the browser tests launch it the same way.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
