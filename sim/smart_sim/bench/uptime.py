@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from smart_operator.clients.probe import HttpSiteProbe
 from smart_operator.ports import ObjectRef, Site
@@ -35,39 +29,9 @@ from smart_sim.bench.agent import (
     landing_experiment,
     loopback_address,
 )
-from smart_sim.bench.tls import _plain_tls_nginx
+from smart_sim.bench.tls import _certificate, _plain_tls_nginx
 
 NAME = "bench.example"
-
-
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed CA certificate for ``NAME`` (it is its own trust anchor)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "fullchain.pem", folder / "privkey.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 class Statuses:
@@ -101,7 +65,7 @@ async def _measure(sites: int, interval: float, seconds: float) -> dict[str, Any
         docroot.mkdir()
         page = files["control"]["index.html"]
         (docroot / "index.html").write_bytes(page)
-        cert, key = _certificate(work / "cert")
+        cert, key = _certificate(work / "cert", NAME)
         address = loopback_address()
         port = free_port(address)
         folder = work / "nginx"
