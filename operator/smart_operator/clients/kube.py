@@ -111,30 +111,36 @@ class Kube:
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
         """Merge-patch the status subresource (lists such as conditions are replaced);
         an object deleted meanwhile has nothing to report on."""
-        body = {"status": patch}
-        if ref.namespace is None:
-            call = self.custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH
-            )
-        else:
-            call = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
-            )
-        await self._call(f"patch {ref} status", call, missing=None)
+        await self._merge_patch(ref, {"status": patch}, f"patch {ref} status", status=True)
 
     async def label(self, ref: ObjectRef, labels: dict[str, str]) -> None:
         """Merge labels into an object's metadata; an object deleted meanwhile is left
         alone."""
-        body = {"metadata": {"labels": labels}}
+        await self._merge_patch(ref, {"metadata": {"labels": labels}}, f"label {ref}")
+
+    async def _merge_patch(
+        self, ref: ObjectRef, body: dict[str, Any], what: str, status: bool = False
+    ) -> None:
+        """Merge-patch a custom object (or its status subresource), cluster-scoped or
+        namespaced as ``ref`` says; an object gone meanwhile is left alone."""
+        custom = self.custom
         if ref.namespace is None:
-            call = self.custom.patch_cluster_custom_object(
-                GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH
+            cluster = (
+                custom.patch_cluster_custom_object_status
+                if status
+                else custom.patch_cluster_custom_object
             )
+            call = cluster(GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH)
         else:
-            call = self.custom.patch_namespaced_custom_object(
+            namespaced = (
+                custom.patch_namespaced_custom_object_status
+                if status
+                else custom.patch_namespaced_custom_object
+            )
+            call = namespaced(
                 GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
             )
-        await self._call(f"label {ref}", call, missing=None)
+        await self._call(what, call, missing=None)
 
     async def domain_uids(self) -> set[str]:
         """The uids of every Domain in the cluster (one list call per 500)."""
@@ -261,15 +267,7 @@ class Kube:
         """Replace an object's finalizers, if it is still at ``resource_version``
         (``Conflict`` otherwise); an object gone meanwhile needs none."""
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-        if ref.namespace is None:
-            call = self.custom.patch_cluster_custom_object(
-                GROUP, VERSION, ref.plural, ref.name, body, **MERGE_PATCH
-            )
-        else:
-            call = self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, **MERGE_PATCH
-            )
-        await self._call(f"patch {ref} finalizers", call, missing=None)
+        await self._merge_patch(ref, body, f"patch {ref} finalizers")
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, decoded; None when it does not exist."""
