@@ -10,7 +10,10 @@ no cookie:
 - time to first byte: ``responseStart`` of the W3C Navigation Timing entry (from the
   start of the navigation, so it includes the connection and the TLS handshake);
 - largest contentful paint: the last ``largest-contentful-paint`` entry (W3C Largest
-  Contentful Paint), ``-`` where the browser has none;
+  Contentful Paint), ``-`` where the browser has none. An entry the browser has
+  recorded but not yet handed to the observer is taken at send time
+  (``takeRecords()``, as Google's web-vitals library does when the page is hidden):
+  a visitor who leaves right after ``load`` would otherwise report none;
 - transfer size: ``transferSize`` of the page and of every resource it loaded (what
   crossed the network, compressed or not, headers included; 0 from the browser cache);
 - a page-view id (32 random bits: the same view read twice from the log counts once)
@@ -39,14 +42,15 @@ DEFAULT_WASHOUT_SECONDS = 300
 # sits in a single-quoted nginx string, where `$` starts a variable).
 SCRIPT = (
     "(function(){"
-    "var sent=false,lcp=-1;"
+    "var sent=false,lcp=-1,o=null;"
     "if(document.prerendering)return;"
-    "try{new PerformanceObserver(function(l){var e=l.getEntries();"
-    "if(e.length)lcp=e[e.length-1].startTime;})"
-    '.observe({type:"largest-contentful-paint",buffered:true});}catch(x){}'
+    "function last(e){if(e.length)lcp=e[e.length-1].startTime;}"
+    "try{o=new PerformanceObserver(function(l){last(l.getEntries());});"
+    'o.observe({type:"largest-contentful-paint",buffered:true});}catch(x){}'
     "function ms(x){return Math.max(0,Math.round(x));}"
     "function send(){"
     "if(sent||!navigator.sendBeacon)return;"
+    "if(o)last(o.takeRecords());"
     'var n=performance.getEntriesByType("navigation")[0];if(!n)return;sent=true;'
     "var b=n.transferSize||0;"
     'performance.getEntriesByType("resource").forEach(function(r){b+=r.transferSize||0;});'
