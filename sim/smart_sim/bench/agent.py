@@ -42,6 +42,7 @@ from aiohttp import web
 
 from smart_agent.control import AgentNotRunning, call
 from smart_agent.deploy import ExperimentManifest, install_revision
+from smart_sim.bench.domains import cpu_seconds
 from smart_sim.traffic import BROWSERS
 
 NGINX = Path("/usr/sbin/nginx")
@@ -585,11 +586,6 @@ def _nginx_cpu_seconds(marker: str) -> float:
     return total
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _lag(host: AgentHost, experiment: str, samples: int) -> list[float]:
     """Seconds from a new visitor's response to the agent counting it."""
     lags = []
@@ -665,7 +661,7 @@ async def _measure(
         # on a real server) and once with the agent paused, which shows nginx's own cost.
         targets["paused"] = targets["buffered"]
         markers["paused"] = markers["buffered"]
-        cpu = {label: _cpu_seconds(_pid(h)) for label, h in hosts.items()}
+        cpu = {label: cpu_seconds(_pid(h)) for label, h in hosts.items()}
         rps: dict[str, list[float]] = {name: [] for name in targets}
         requests: dict[str, float] = dict.fromkeys(targets, 0.0)
         nginx_cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
@@ -689,7 +685,7 @@ async def _measure(
         for label, host in hosts.items():
             sent = requests[label] + (requests["paused"] if label == "buffered" else 0)
             lines = await _caught_up(host, sent)
-            used = _cpu_seconds(_pid(host)) - cpu[label]
+            used = cpu_seconds(_pid(host)) - cpu[label]
             result[label] = {
                 "cpu_per_1000": used / lines * 1000,
                 "lines": lines,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tempfile
 import time
@@ -77,6 +78,12 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
 
 def peak_rss_mib(pid: int) -> float:
     return rss_mib(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far, user and system."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def floor_seconds(hetzner: float, cloudflare: float, scale: float) -> float:

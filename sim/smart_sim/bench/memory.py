@@ -6,9 +6,10 @@ operator running without cloud credentials: each Domain's first pass writes its
 so every Domain is idle, as a Ready one is between its checks, without the providers'
 rate limits deciding how long the set-up takes (``bench domains`` measures Ready
 Domains against those, at 1,000). Prints the operator's resident memory before the
-Domains and once all of them are idle, the difference per Domain, and the size of one
-of these Domains as JSON (a Ready Domain's status is larger; ``bench domains`` prints
-the memory per Ready Domain at 1,000).
+Domains and once all of them are idle, the difference per Domain, the CPU time the
+operator took to make them idle, and the size of one of these Domains as JSON (a
+Ready Domain's status is larger; ``bench domains`` prints the memory per Ready Domain
+at 1,000).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from smart_sim import platform
-from smart_sim.bench.domains import apply_bench_customer, peak_rss_mib, rss_mib
+from smart_sim.bench.domains import apply_bench_customer, cpu_seconds, peak_rss_mib, rss_mib
 from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import OperatorProcess
 
@@ -60,6 +61,7 @@ def one_run(count: int, workdir: Path, settle_seconds: float) -> None:
             apply_bench_customer(plane, count, timeout=120)
             time.sleep(settle_seconds)
             baseline = rss_mib(pid)
+            cpu = cpu_seconds(pid)
             started = time.monotonic()
             for chunk in range(0, count, CHUNK):
                 documents = [
@@ -80,6 +82,7 @@ def one_run(count: int, workdir: Path, settle_seconds: float) -> None:
                     break
                 time.sleep(5.0)
             elapsed = time.monotonic() - started
+            cpu = cpu_seconds(pid) - cpu
             time.sleep(settle_seconds)
             settled = rss_mib(pid)
             one = json.loads(
@@ -88,7 +91,8 @@ def one_run(count: int, workdir: Path, settle_seconds: float) -> None:
             one["metadata"].pop("managedFields", None)
             size = len(json.dumps(one, separators=(",", ":")))
             print(
-                f"  {count:>6} Domains: {idle}/{count} idle after {elapsed:.0f} s; operator RSS "
+                f"  {count:>6} Domains: {idle}/{count} idle after {elapsed:.0f} s, the operator "
+                f"using {cpu:.0f} CPU seconds meanwhile; operator RSS "
                 f"{baseline:.0f} MiB before, {settled:.0f} MiB with them idle "
                 f"(peak {peak_rss_mib(pid):.0f} MiB): "
                 f"{(settled - baseline) * 1024 / count:.0f} KiB per Domain "
