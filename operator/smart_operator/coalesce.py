@@ -8,6 +8,11 @@ write, newer values only replace the pending one, and the task writes the newest
 when the interval ends. A burst of N reports for one experiment therefore becomes
 at most two writes per interval, and a single report is written without delay.
 
+``duty`` (at most 1) bounds the share of time one key's writes may take, for work
+whose cost grows with what it reads (a Customer's status counts every Domain of its
+namespace): after a write that took ``t`` seconds the next one for that key starts no
+sooner than ``t / duty`` seconds after it started, nor sooner than ``interval``.
+
 A write that fails is retried with a growing pause (at most ``max_backoff``) unless
 a newer value arrived meanwhile, which is then written instead: a value is dropped
 only when something newer replaces it or when ``drain`` runs out of time at
@@ -38,8 +43,12 @@ class Coalescer(Generic[K, V]):
         *,
         concurrency: int = 16,
         max_backoff: float = 30.0,
+        duty: float = 1.0,
     ) -> None:
+        if not 0 < duty <= 1:
+            raise ValueError(f"{name}: duty must be above 0 and at most 1, not {duty}")
         self.name = name
+        self._duty = duty
         self._write = write
         self._interval = interval
         self._max_backoff = max_backoff
@@ -112,7 +121,7 @@ class Coalescer(Generic[K, V]):
                     await asyncio.sleep(backoff if not self._draining.is_set() else 0.2)
                 else:
                     elapsed = asyncio.get_running_loop().time() - started
-                    await self._pause(self._interval - elapsed)
+                    await self._pause(max(self._interval, elapsed / self._duty) - elapsed)
         finally:
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]

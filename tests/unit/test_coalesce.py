@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from smart_operator.intake.coalesce import Coalescer
+import pytest
+
+from smart_operator.coalesce import Coalescer
 
 
 async def until(check: Callable[[], bool], within: float = 5.0) -> None:
@@ -52,6 +54,32 @@ async def test_a_burst_becomes_two_writes_and_the_newest_wins() -> None:
         await asyncio.sleep(0)
     await until(lambda: coalescer.busy == 0)
     assert target.written == [("a", 1), ("a", 100)]
+
+
+async def test_a_slow_write_spaces_the_next_by_its_duty() -> None:
+    """A write that takes 0.1 s with a duty of a quarter: the next starts no sooner
+    than 0.4 s after it started, though the interval alone would allow it at once."""
+    target = Target(delay=0.1)
+    starts: list[float] = []
+    write = target.write
+
+    async def timed(key: str, value: int) -> None:
+        starts.append(asyncio.get_running_loop().time())
+        await write(key, value)
+
+    coalescer: Coalescer[str, int] = Coalescer("t", timed, interval=0.0, duty=0.25)
+    coalescer.offer("a", 1)
+    await until(lambda: len(starts) == 1)
+    coalescer.offer("a", 2)
+    coalescer.offer("a", 3)
+    await until(lambda: coalescer.busy == 0)
+    assert target.written == [("a", 1), ("a", 3)]
+    assert starts[1] - starts[0] >= 0.39  # timers may fire a clock tick early
+
+
+def test_a_duty_outside_its_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="duty must be above 0 and at most 1, not 0"):
+        Coalescer("t", Target().write, interval=1, duty=0)
 
 
 async def test_keys_are_written_independently_within_the_concurrency() -> None:

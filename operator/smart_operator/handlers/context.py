@@ -18,6 +18,7 @@ import kopf
 from smart_operator import domains, experiments
 from smart_operator.background import backoff
 from smart_operator.clients.kube import Kube
+from smart_operator.coalesce import Coalescer
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers.metrics import reconciling
 from smart_operator.models.common import StatusModel
@@ -83,10 +84,26 @@ class Context:
     pass in progress, so nothing it is creating is left behind."""
     customer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One lock per Customer: its passes (handlers of several events) never overlap."""
+    customer_refreshes: Coalescer[str, str] = field(init=False)
+    """Refreshes of a Customer's status asked for by changes of what it owns (its
+    quota, its dashboard account), by name. Every Domain made or deleted changes the
+    quota, and a refresh reads every Domain and Experiment of the namespace: so a
+    burst of changes becomes a few refreshes, one at once and then at most one a
+    second, taking at most a fifth of the time per Customer."""
     steady_at: dict[str, int | None] = field(default_factory=dict)
     """The generation at which each Domain's last pass left it steady (``domains.
     is_steady``): a watched object that is not steady at that generation is older than
     what this process wrote, and is read again before a pass acts on it."""
+
+    def __post_init__(self) -> None:
+        self.customer_refreshes = Coalescer(
+            "customer-refresh", self._refresh_customer, interval=1.0, concurrency=4, duty=0.2
+        )
+
+    async def _refresh_customer(self, name: str, _: str) -> None:
+        body = await self.kube.get(ObjectRef("customers", name))
+        if body is not None:
+            await self.customer(body).refresh()
 
     def writer(
         self,

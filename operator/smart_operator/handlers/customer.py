@@ -61,25 +61,25 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             except ExternalError as error:
                 raise _retry(error) from error
 
-    async def refresh_owner(labels: kopf.Labels, memo: kopf.Memo) -> None:
-        ctx = context(memo)
+    def refresh_owner(labels: kopf.Labels, memo: kopf.Memo) -> None:
+        """Ask for a refresh of the owning Customer's status (``Context.
+        customer_refreshes``): kopf hands a handler every event of an object in turn,
+        so refreshing here would read the whole namespace once per Domain made."""
         owner = labels.get(customers.CUSTOMER_LABEL)
         if owner:
-            body = await ctx.kube.get(ObjectRef("customers", owner))
-            if body is not None:
-                await ctx.customer(body).refresh()
+            context(memo).customer_refreshes.offer(owner, owner)
 
     managed: dict[str, Any] = {**customers.MANAGED_BY, customers.CUSTOMER_LABEL: kopf.PRESENT}
 
     @kopf.on.event("v1", "resourcequotas", labels=managed, registry=registry, when=owned)
     async def quota_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-        await refresh_owner(labels, memo)
+        refresh_owner(labels, memo)
 
     @kopf.on.event("v1", "serviceaccounts", labels=managed, registry=registry, when=owned)
     async def account_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         """A dashboard account deleted to revoke access is made anew at once, and its
         new uid on the status ends the sessions of the old one."""
-        await refresh_owner(labels, memo)
+        refresh_owner(labels, memo)
 
     @kopf.on.delete(*CUSTOMERS, registry=registry, when=ours)
     async def delete_customer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

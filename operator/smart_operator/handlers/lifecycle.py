@@ -227,6 +227,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if getattr(memo, "context", None) is not None:
+            await memo.context.customer_refreshes.drain(within=5)
             if getattr(memo, "close_cloud", None) is not None:
                 await memo.close_cloud()
             if getattr(memo, "stripe", None) is not None:

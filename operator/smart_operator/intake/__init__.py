@@ -12,9 +12,9 @@ Modules, each with one job:
 - ``status``: pure decisions: whether a report is taken (``admit``: sequences,
   monotone and plausible counts) and what a write changes (statistics from
   ``smart_operator.stats``);
-- ``coalesce``: the newest value per object, written at most once per interval;
-- ``writer``: conditional status patches with re-read and retry on conflicts; the
-  statistics run on a small thread pool, off the event loop;
+- ``writer``: the newest report per object (``smart_operator.coalesce``), written
+  as conditional status patches with re-read and retry on conflicts; the statistics
+  run on a small thread pool, off the event loop;
 - ``views``: the request handlers; ``app``: ``create_app()``; ``main``: the process;
 - ``settings``: ``SMART_INTAKE_*``; ``metrics``: Prometheus metrics.
 

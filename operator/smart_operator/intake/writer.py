@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from smart_operator.clients.kubeapi import WatchEvent
+from smart_operator.coalesce import Coalescer
 from smart_operator.errors import Conflict, NotFound
 from smart_operator.intake import metrics
-from smart_operator.intake.coalesce import Coalescer
 from smart_operator.intake.experiments import ExperimentCache, ExperimentView
 from smart_operator.intake.keys import DomainRef, DomainView, KeyCache, domain_view
 from smart_operator.intake.peers import Peers
