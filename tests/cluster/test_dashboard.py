@@ -191,6 +191,20 @@ def tenants(
     cluster.apply(experiment("hero-headline", ns_a, "shop", "landing_page", "saas_landing"))
     cluster.apply(experiment("checkout-steps", ns_a, "shop", "conversion", "checkout_flow"))
     cluster.apply(experiment("globex-secret-test", ns_b, "store", "landing_page", "saas_landing"))
+    # shop's server is booted, and its real agent sends hero-headline's first report once
+    # deployed: wait for it (the intake writes it, with a point of history) before
+    # writing results over it, as in life the first report comes before the counts grow.
+    # Otherwise it may land after the results below, while the tests read them. Its
+    # later reports, of no visitors, come every 5 minutes and change nothing.
+    eventually(
+        lambda: (
+            (cluster.get("experiment", "hero-headline", "-n", ns_a) or {})
+            .get("status", {})
+            .get("incarnations")
+        ),
+        what="the first report of hero-headline's agent",
+        timeout=120,
+    )
 
     workdir = tmp_path_factory.mktemp("dashboard")
     kubeconfig = platform.account_kubeconfig(
