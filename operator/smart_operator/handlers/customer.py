@@ -77,8 +77,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.event("v1", "serviceaccounts", labels=managed, registry=registry, when=owned)
     async def account_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-        """A dashboard account deleted to revoke access is made anew at once, and its
-        new uid on the status ends the sessions of the old one."""
+        """A dashboard account deleted to revoke access is made anew by the Customer's
+        next refresh (at once, or within a second when one just ran), and its new uid
+        on the status ends the sessions of the old one."""
         refresh_owner(labels, memo)
 
     @kopf.on.delete(*CUSTOMERS, registry=registry, when=ours)
