@@ -21,6 +21,12 @@ What it keeps, and why counting is exact:
 - ``experiments`` holds each experiment's report sequence. A report is built (new
   sequence, stored) *before* it is sent, so a retry resends the same sequence and the
   same counts, and a restart never reuses a sequence for other counts.
+- ``meta.incarnation`` names these counts: a random id made with the database (on a
+  new server, a replaced one included, or when the database was lost) and sent with
+  every report, so the intake adds a new server's counts, which start again from zero
+  at sequence 1, to the old one's instead of taking them for a replay
+  (docs/intake-api.md). A database from before the id gets one when next opened; the
+  intake takes the counts it reported without one over when they continue.
 
 This module holds no policy about what to count (``logreader`` decides) or when to
 report (``reporter`` decides), and it never sees an IP address.
@@ -180,6 +186,7 @@ class Store:
         if readonly:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             self.db.execute("PRAGMA busy_timeout = 5000")
+            self.incarnation = self.meta("incarnation") or ""
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None)
@@ -190,6 +197,12 @@ class Store:
         self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.execute("PRAGMA cache_size = -32768")  # 32 MiB: a busy day's ids in memory
         self.db.executescript(SCHEMA)
+        self.db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('incarnation', ?)",
+            (secrets.token_hex(16),),
+        )
+        # The id of these counts (128 random bits in hex), made with the database.
+        self.incarnation = self.meta("incarnation") or ""
         # (experiment, day, variant) -> visitor ids whose exposure is committed.
         self._known: dict[tuple[str, int, str], set[int]] = {}
         self._known_size = 0
@@ -608,7 +621,12 @@ class Store:
             if built == text and (not again or pending):
                 return None
             sequence += 1
-            payload = {"experiment": name, "sequence": sequence, **content}
+            payload = {
+                "experiment": name,
+                "incarnation": self.incarnation,
+                "sequence": sequence,
+                **content,
+            }
             db.execute(
                 "UPDATE experiments SET sequence = ?, built = ?, pending_sequence = ?, "
                 "pending_payload = ? WHERE name = ?",

@@ -21,6 +21,7 @@ from smart_agent.nginx import ID_BUCKETS, Nginx, ServePlan, render_config, split
 from smart_agent.reporter import Outcome, Reporter
 from smart_agent.settings import AgentSettings
 from smart_agent.store import Event, EventKind, LogFile, Store
+from smart_operator.intake.schema import ResultsReport
 from smart_sim.bench.agent import landing_experiment
 
 MANIFEST = {
@@ -185,6 +186,38 @@ def test_counting_is_idempotent_and_forgets_ids_of_finished_days(tmp_path: Path)
     second = reopened.prepare_report("exp", {"revision": "r2", "variants": []})
     assert second is not None and second.sequence == 2
     reopened.close()
+
+
+def test_reports_name_the_counts_database_they_come_from(tmp_path: Path) -> None:
+    """Every report carries the incarnation made with the counts database: the same
+    after a restart, another for a new database (a replaced server starts again at
+    sequence 1 and zero counts, which the intake must add, not take for a replay), one
+    made for a database from before the id; and the intake's schema takes it."""
+    content = {"revision": "r1", "variants": [{"name": "control", "visitors": 0, "conversions": 0}]}
+    store = Store(tmp_path / "agent.db")
+    first = store.prepare_report("exp", content)
+    assert first is not None
+    made = first.payload["incarnation"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    store.close()
+    reopened = Store(tmp_path / "agent.db")
+    again = reopened.prepare_report("exp", content | {"revision": "r2"})
+    assert again is not None and again.payload["incarnation"] == made
+    assert Store(tmp_path / "agent.db", readonly=True).incarnation == made
+    # A database of an agent from before the id: it gets one, kept from then on.
+    reopened.db.execute("DELETE FROM meta WHERE key = 'incarnation'")
+    reopened.close()
+    upgraded = Store(tmp_path / "agent.db")
+    assert upgraded.incarnation not in ("", made)
+    upgraded.close()
+
+    replaced = Store(tmp_path / "new-server" / "agent.db")
+    fresh = replaced.prepare_report("exp", content)
+    assert fresh is not None and fresh.sequence == 1
+    assert fresh.payload["incarnation"] != made
+    report = ResultsReport.model_validate(fresh.payload)
+    assert report.incarnation == fresh.payload["incarnation"]
+    replaced.close()
 
 
 def test_a_conversion_counts_only_for_a_visitor_exposed_to_that_variant_that_day(
