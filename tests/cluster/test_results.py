@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from smart_sim.traffic import TrafficPlan, send_traffic
-from tests.cluster.conftest import World, experiment, wait_condition, wait_exp
+from tests.cluster.conftest import World, call, experiment, wait_condition, wait_exp
 from tests.conftest import Cluster
 from tests.waiting import eventually
 
@@ -115,6 +115,70 @@ def test_with_auto_promote_a_clear_winner_becomes_the_only_variant_served(
     assert pages
 
 
+def test_a_replaced_servers_visitors_add_to_the_counts(
+    cluster: Cluster, world: World, site: tuple[str, Path]
+) -> None:
+    """A server deleted behind our back is replaced; its new agent starts a new counts
+    database, at sequence 1 and zero counts, and what it counts adds to what the old
+    server counted: the status shows the sum, and says when the counts restarted."""
+    namespace, _root = site
+    domain = cluster.get("domain", "site", "-n", namespace) or {}
+    name = domain["spec"]["domain"]
+    wait_condition(cluster, namespace, "site", "Ready")
+    base = _deploy_and_wait_until_served(cluster, domain, experiment("carry", namespace, "site"))
+
+    def visit(base: str, visitors: int, seed: int) -> dict[str, tuple[int, int]]:
+        plan = TrafficPlan(
+            visitors=visitors,
+            conversion_rates={"control": 0.1, "bold": 0.2},
+            host=name,
+            goal_url="https://buy.stripe.com/test_1",
+            seed=seed,
+            ca_file=str(world.clouds.pebble.root_file),
+            server_name=name,
+        )
+        truth = asyncio.run(send_traffic(base, plan))
+        assert not truth.errors and not truth.uncertain
+        return truth.counts()
+
+    def shows(expected: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
+        status = (cluster.get("experiment", "carry", "-n", namespace) or {}).get("status", {})
+        counts = {v["name"]: (v["visitors"], v["conversions"]) for v in status.get("variants", [])}
+        return status if counts == expected else None
+
+    before = visit(base, 120, seed=3)
+    eventually(lambda: shows(before), 60, f"the status shows the old server's {before}")
+    uid = domain["metadata"]["uid"]
+    (old,) = world.servers(uid)
+    call(f"{world.clouds.hetzner.url}/servers/{old['id']}", "DELETE", token=True)
+    (new,) = eventually(
+        lambda: [s for s in world.servers(uid) if s["id"] != old["id"]],
+        120,
+        "a replacement server",
+    )
+    eventually(
+        lambda: (
+            (cluster.get("experiment", "carry", "-n", namespace) or {})
+            .get("status", {})
+            .get("deployedServer")
+            == new["id"]
+        ),
+        240,
+        "the experiment deployed on the new server",
+    )
+    replaced = f"https://{new['ipv4']}"
+    eventually(
+        lambda: asyncio.run(_served_securely(replaced, name, world)),
+        120,
+        "the new server serves the experiment over HTTPS",
+    )
+    after = visit(replaced, 80, seed=5)
+    total = {v: (before[v][0] + after[v][0], before[v][1] + after[v][1]) for v in before}
+    status = eventually(lambda: shows(total), 60, f"the status shows the sum {total}")
+    assert len(status["incarnations"]) == 2
+    assert status["countsRestartedAt"]
+
+
 def _deploy_and_wait_until_served(
     cluster: Cluster, domain: dict[str, Any], body: dict[str, Any]
 ) -> str:
@@ -154,4 +218,22 @@ async def _served(base: str) -> bool:
             async with session.get(base + "/", timeout=aiohttp.ClientTimeout(total=5)) as reply:
                 return reply.status == 200 and "/_smart/convert?v=" in await reply.text()
         except aiohttp.ClientError:
+            return False
+
+
+async def _served_securely(base: str, name: str, world: World) -> bool:
+    """Whether ``base`` serves the experiment for ``name`` with a certificate the test CA
+    vouches for (the new server has the site's certificate too)."""
+    trust = ssl.create_default_context(cafile=str(world.clouds.pebble.root_file))
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(
+                base + "/",
+                headers={"Host": name},
+                ssl=trust,
+                server_hostname=name,
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as reply:
+                return reply.status == 200 and "/_smart/convert?v=" in await reply.text()
+        except (aiohttp.ClientError, ssl.SSLError, TimeoutError):
             return False
