@@ -19,6 +19,7 @@ __all__ = [
     "ACCOUNT_LABEL",
     "ACCOUNT_NAME_PATTERN",
     "DRAINED_LABEL",
+    "SETUP_REQUESTS",
     "AccountLoad",
     "Placed",
     "Unplaced",
@@ -33,6 +34,14 @@ DRAINED_LABEL = "smartserver.ai/drained"
 stay, and are reconciled as before)."""
 
 
+SETUP_REQUESTS = {"hetzner": 6, "cloudflare": 10}
+"""About what one Domain's set-up spends of each provider's budget (BENCHMARKS.md,
+"calls per Domain"). Placement counts it against an account from the moment a Domain
+is placed there: the budget headers show the spending only once the set-up makes its
+calls, and a burst of new Domains would all go to the account whose headers looked
+best until then."""
+
+
 @dataclass(frozen=True)
 class AccountLoad:
     """What placement needs to know of one account now."""
@@ -44,7 +53,8 @@ class AccountLoad:
     """The most servers its Hetzner project may hold (the project's limit)."""
     budget: float = 1.0
     """The share of its request budgets left, 0 to 1 (the lower of Hetzner's and
-    Cloudflare's, as their headers last said)."""
+    Cloudflare's, as their headers last said, less what the Domains placed on it and
+    still being set up will spend: ``SETUP_REQUESTS``)."""
     drained: bool = False
 
     @property

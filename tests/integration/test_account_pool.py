@@ -14,7 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from smart_operator.accounts import ACCOUNT_LABEL, DRAINED_LABEL, Placed, Unplaced
+from smart_operator.accounts import (
+    ACCOUNT_LABEL,
+    DRAINED_LABEL,
+    SETUP_REQUESTS,
+    Placed,
+    Unplaced,
+)
 from smart_operator.clients.accounts import AccountPool, AccountSpec
 from smart_operator.clients.kube import SecretView
 from smart_operator.domains import cloud_labels
@@ -155,3 +161,31 @@ async def test_draining_an_account_takes_effect_once_its_secret_is_read_again(
     await made.refresh()  # as the pool does in the background, when it is due
     assert await made.place("two", None) == Placed("alpha")
     assert REGISTRY.get_sample_value("smartserver_account_drained", {"account": "beta"}) == 1
+
+
+async def test_a_burst_of_new_domains_counts_what_their_set_ups_will_spend(
+    pool: tuple[AccountPool, list[SecretView]],
+) -> None:
+    """The budget headers show a set-up's spending only once it makes its calls, so
+    placement counts it from the moment a Domain is placed: in a burst, the account
+    with more budget left takes Domains until what they will spend evens the two out,
+    and then they take turns; not the whole burst, as when only the headers counted."""
+    made, secrets = pool
+    roomy = {"server-quota": "10000"}
+    secrets[:] = [SecretView(s.name, s.labels, {**s.data, **roomy}) for s in secrets]
+    await made.refresh()
+    alpha = made.accounts["alpha"].cloudflare.budget
+    # alpha's last answer: half of its 1,200 requests in this window are left, i.e. the
+    # set-ups of 60 Domains (SETUP_REQUESTS); beta has all of its 1,200.
+    alpha.observe(remaining=alpha.limit // 2, reset_in=300.0)
+    per_domain = SETUP_REQUESTS["cloudflare"] / alpha.limit
+    taken = {"alpha": 0, "beta": 0}
+    for i in range(80):
+        placed = await made.place(f"burst-{i}", None)
+        assert isinstance(placed, Placed)
+        taken[placed.account] += 1
+    # beta first takes about 60 more (in 5% steps of the budget, 6 Domains each), then
+    # they alternate: about 70 and 10.
+    lead = round(0.5 / per_domain)
+    assert abs(taken["beta"] - taken["alpha"] - lead) <= 0.05 / per_domain + 1, taken
+    assert taken["alpha"] > 0

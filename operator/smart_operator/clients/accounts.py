@@ -28,6 +28,7 @@ from smart_operator.accounts import (
     ACCOUNT_LABEL,
     ACCOUNT_NAME_PATTERN,
     DRAINED_LABEL,
+    SETUP_REQUESTS,
     AccountLoad,
     Placed,
     Unplaced,
@@ -268,11 +269,17 @@ class AccountPool:
         Domains' drift checks keep it fresh. A refused create counts the account full
         for a while."""
         listed = await account.fleet.uids(math.inf if account.fleet.listed else 0)
-        servers = len(listed | self._members.get(account.spec.name, set()))
+        members = self._members.get(account.spec.name, set())
+        servers = len(listed | members)
         if time.monotonic() - account.exhausted_at < self.refresh_seconds:
             servers = max(servers, account.spec.server_quota)
         ACCOUNT_SERVERS.labels(account.spec.name).set(servers)
-        budget = min(account.hetzner.budget.share(), account.cloudflare.budget.share())
+        # Placed here and no server listed yet: their set-ups are still to spend.
+        setting_up = len(members - listed)
+        budget = min(
+            account.hetzner.budget.share(setting_up * SETUP_REQUESTS["hetzner"]),
+            account.cloudflare.budget.share(setting_up * SETUP_REQUESTS["cloudflare"]),
+        )
         return AccountLoad(
             account.spec.name, servers, account.spec.server_quota, budget, account.spec.drained
         )

@@ -84,10 +84,11 @@ class RequestBudget:
         BUDGET_REMAINING.labels(self.provider).set(remaining)
         ACCOUNT_BUDGET_REMAINING.labels(self.account, self.provider).set(remaining)
 
-    def share(self) -> float:
-        """The share of the budget left now, 0 to 1."""
+    def share(self, spend: float = 0.0) -> float:
+        """The share of the budget left now, 0 to 1; with ``spend``, once that many more
+        requests are made."""
         self._refill()
-        return max(0.0, min(1.0, self.remaining / self.limit)) if self.limit else 0.0
+        return max(0.0, min(1.0, (self.remaining - spend) / self.limit)) if self.limit else 0.0
 
     def _refill(self) -> None:
         now = self._clock()
