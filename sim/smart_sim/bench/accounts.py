@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from smart_sim import platform
-from smart_sim.bench.domains import BOOT_SECONDS, apply_bench_customer, peak_rss_mib
+from smart_sim.bench.domains import BOOT_SECONDS, apply_bench_customer, cpu_seconds, peak_rss_mib
 from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import Clouds, OperatorProcess
 
@@ -142,6 +142,7 @@ def one_run(
                 apply_bench_customer(plane, count)
                 sites = [f"site{i:05d}.example" for i in range(count)]
                 before = account_calls(operator.metrics_url)
+                cpu = cpu_seconds(operator.process.pid)
                 started = time.monotonic()
                 for chunk in range(0, count, 100):
                     documents = [
@@ -164,6 +165,7 @@ def one_run(
                         break
                     time.sleep(1.0)
                 elapsed = time.monotonic() - started
+                cpu = cpu_seconds(operator.process.pid) - cpu
                 after = account_calls(operator.metrics_url)
                 made = {k: v - before.get(k, 0) for k, v in after.items()}
                 pool = ["default", *names]
@@ -191,7 +193,8 @@ def one_run(
                     f"{elapsed:.1f} s (pooled floor {floor:.1f} s, ratio {elapsed / floor:.2f}); "
                     f"calls per Domain: Hetzner {hetzner / count:.2f}, "
                     f"Cloudflare {cloudflare / count:.2f}; "
-                    f"operator peak RSS {peak_rss_mib(operator.process.pid):.0f} MiB",
+                    f"operator peak RSS {peak_rss_mib(operator.process.pid):.0f} MiB, "
+                    f"{cpu:.0f} CPU s until all were Ready ({cpu / elapsed:.0%} of one core)",
                     flush=True,
                 )
                 for a in pool:
