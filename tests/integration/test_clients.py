@@ -6,15 +6,17 @@ the pace the provider allows, and every failure arrives as the error of
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from smart_operator.clients.budget import BUDGET_WAITS, RequestBudget
-from smart_operator.clients.cloudflare import Cloudflare
+from smart_operator.clients.cloudflare import IN_FLIGHT, Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.errors import Conflict, PermanentFailure, RateLimited
 from smart_operator.keys import generate_ssh_key
@@ -231,3 +233,42 @@ async def test_cloudflare_an_existing_zone_is_adopted(cloudflare: CloudflareStar
     made = await client.create_zone("shop.example")
     again = await client.create_zone("shop.example")
     assert again.id == made.id
+
+
+async def test_cloudflare_calls_of_an_account_wait_their_turn_on_few_kept_connections(
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """Sixty calls at once: at most ``IN_FLIGHT`` reach the API at a time, over at most
+    as many connections, kept alive and reused; the rest wait in the client, not in
+    httpcore's pool (whose every pass rescans what is queued there), and all are
+    answered. A loopback server that answers like the API after 50 ms counts them."""
+    state = {"now": 0, "peak": 0}
+    connections: set[tuple[str, int]] = set()
+
+    async def zones(request: web.Request) -> web.Response:
+        connections.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        try:
+            await asyncio.sleep(0.05)  # the API's round trip
+        finally:
+            state["now"] -= 1
+        info = {"page": 1, "per_page": 50, "count": 0, "total_count": 0, "total_pages": 1}
+        return web.json_response(
+            {"success": True, "errors": [], "messages": [], "result": [], "result_info": info}
+        )
+
+    app = web.Application()
+    app.router.add_get("/zones", zones)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = Cloudflare(TOKEN, f"http://127.0.0.1:{port}", "account")
+    stack.push_async_callback(client.close)
+    answers = await asyncio.gather(*(client.zones() for _ in range(60)))
+    assert answers == [[]] * 60
+    assert 1 < state["peak"] <= IN_FLIGHT
+    assert len(connections) <= IN_FLIGHT

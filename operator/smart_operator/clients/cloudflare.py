@@ -9,6 +9,7 @@ keeps true.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,6 +31,14 @@ from smart_operator.errors import (
 from smart_operator.ports import RecordView, ZoneView
 
 PROVIDER = "cloudflare"
+IN_FLIGHT = 16
+"""Most calls of one account at once, and its kept-alive connections. More wait their
+turn here, in order: queued inside httpcore's pool instead (up to 1.0.9), every request
+finished rescans every queued one against every connection (encode/httpcore#1035), and
+beyond httpx's 20 kept-alive connections each one is closed and made again; both took
+most of the operator's CPU in a burst of thousands of Domains (BENCHMARKS.md). 16 at
+once is about 100 requests a second at a real round trip, far above the 4 a second of
+the account's budget."""
 T = TypeVar("T")
 _RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
 _POLICY = re.compile(r"q=(\d+)")
@@ -89,8 +98,10 @@ class Cloudflare:
         # Every HTTP request pays its way, also the pages the SDK fetches by itself.
         self._http = httpx.AsyncClient(
             timeout=timeout,
+            limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT),
             event_hooks={"request": [self._spend], "response": [self._observe]},
         )
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._client = AsyncCloudflare(
             api_token=token, base_url=endpoint, max_retries=0, http_client=self._http
         )
@@ -119,7 +130,8 @@ class Cloudflare:
         its reset); False for calls with a pacing of their own (activation checks)."""
         outcome = "error"
         try:
-            result = await call()
+            async with self._in_flight:  # one call's pages come one after another
+                result = await call()
             outcome = "ok"
             return result
         except cloudflare.RateLimitError as error:
