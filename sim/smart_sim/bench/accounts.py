@@ -87,6 +87,7 @@ def one_run(
     divisor: float,
     drift_seconds: float,
     steady_seconds: float,
+    deadline_seconds: float,
     workdir: Path,
 ) -> None:
     hetzner_limit = int(HETZNER_PER_HOUR / divisor)
@@ -157,7 +158,7 @@ def one_run(
                     plane.kubectl(
                         "create", "-f", "-", input=yaml.safe_dump_all(documents), timeout=900
                     )
-                deadline = started + 3600
+                deadline = started + deadline_seconds
                 ready, by_account = 0, dict[str, int]()
                 while time.monotonic() < deadline:
                     by_account, ready = spread(plane, namespace)
@@ -220,7 +221,10 @@ def run(
     scale: float = 20.0,
     limit_divisor: float = 10.0,
     drift_seconds: float | None = None,
+    deadline_seconds: float = 3600.0,
 ) -> None:
+    """``deadline_seconds``: the figures are printed then, Ready or not (how many were is
+    part of them)."""
     del cold
     drift = 60 / scale if drift_seconds is None else drift_seconds
     print(
@@ -238,5 +242,6 @@ def run(
             limit_divisor,
             drift,
             steady_seconds=30.0,
+            deadline_seconds=deadline_seconds,
             workdir=Path(scratch),
         )
