@@ -195,7 +195,7 @@ def one_run(
                     f"calls per Domain: Hetzner {hetzner / count:.2f}, "
                     f"Cloudflare {cloudflare / count:.2f}; "
                     f"operator peak RSS {peak_rss_mib(operator.process.pid):.0f} MiB, "
-                    f"{cpu:.0f} CPU s until all were Ready ({cpu / elapsed:.0%} of one core)",
+                    f"{cpu:.0f} CPU s in that time ({cpu / elapsed:.0%} of one core)",
                     flush=True,
                 )
                 for a in pool:
