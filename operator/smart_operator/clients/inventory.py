@@ -88,6 +88,11 @@ class Fleet:
         return self._listed_at > float("-inf")
 
     async def _refresh(self, max_age: float) -> None:
+        # Fresh enough: no waiting for a listing in progress (its pages pay the account's
+        # budget one by one, behind every set-up's calls: minutes in a burst, and
+        # placement, which takes turns, reads the listing as it is).
+        if time.monotonic() - self._listed_at <= max_age:
+            return
         async with self._lock:
             if time.monotonic() - self._listed_at > max_age:
                 listed = await self._hetzner.servers(managed_labels())
