@@ -35,8 +35,8 @@ IN_FLIGHT = 16
 """Most calls of one account at once, and its kept-alive connections. More wait their
 turn here, in order: queued inside httpcore's pool instead (up to 1.0.9), every request
 finished rescans every queued one against every connection (encode/httpcore#1035), and
-beyond httpx's 20 kept-alive connections each one is closed and made again; both took
-most of the operator's CPU in a burst of thousands of Domains (BENCHMARKS.md). 16 at
+beyond httpx's 20 kept-alive connections each one is closed and made again; together
+about 40 % of the operator's event loop in a burst of 10,000 Domains (BENCHMARKS.md). 16 at
 once is about 100 requests a second at a real round trip, far above the 4 a second of
 the account's budget."""
 T = TypeVar("T")
