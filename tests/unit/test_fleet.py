@@ -15,11 +15,13 @@ class SlowListing:
 
     def __init__(self) -> None:
         self.answer = asyncio.Event()
+        self.asked = asyncio.Event()
         self.listings = 0
         self.servers_now = [ServerView(1, "ss-a", "running", None, None, {UID_LABEL: "a"})]
 
     async def servers(self, labels: dict[str, str]) -> list[ServerView]:
         self.listings += 1
+        self.asked.set()
         await self.answer.wait()
         return list(self.servers_now)
 
@@ -34,8 +36,9 @@ async def test_a_fresh_enough_reading_does_not_wait_for_a_listing_in_progress() 
     assert await fleet.uids(0) == {"a"}
     hetzner.answer.clear()
     hetzner.servers_now.append(ServerView(2, "ss-b", "running", None, None, {UID_LABEL: "b"}))
+    hetzner.asked.clear()
     stale: Any = asyncio.create_task(fleet.servers("b", 0))  # a listing, held up
-    await asyncio.sleep(0)
+    await asyncio.wait_for(hetzner.asked.wait(), 1)
     assert hetzner.listings == 2 and not stale.done()
     assert await asyncio.wait_for(fleet.uids(float("inf")), 1) == {"a"}
     assert await asyncio.wait_for(fleet.servers("a", 3600), 1) != []
