@@ -658,6 +658,9 @@ def test_dashboard_tokens_are_no_cluster_credentials_and_revoking_ends_sessions(
         return page.url == f"{url}/signin"
 
     eventually(sent_to_sign_in, what="the revoked session sent back to sign in")
+    # A fresh page: the old one's live script may still be navigating to /signin, which
+    # would interrupt the sign-in below.
+    page = context.new_page()
     assert "expired or been revoked" in refused_sign_in(page, url, token)
     sign_in(page, url, token_of(cluster, namespace, as_staff))
     assert page.url == f"{url}/"
