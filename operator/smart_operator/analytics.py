@@ -9,9 +9,10 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from smart_operator.models.customer import Cost, Health
-from smart_operator.models.domain import Domain, DomainPhase
+from smart_operator.models.domain import DomainPhase, ServerShape
 from smart_operator.models.experiment import Experiment, ExperimentPhase, ExperimentType
 from smart_operator.stats import chance_of_lift
 
@@ -30,7 +31,36 @@ def winning_uplift(experiment: Experiment) -> float | None:
     return winner.uplift if winner is not None and winner.uplift is not None else None
 
 
-def customer_health(domains: Iterable[Domain], experiments: Iterable[Experiment]) -> Health:
+@dataclass(frozen=True)
+class DomainFacts:
+    """What a Customer's health and cost need of one of its Domains."""
+
+    ready: bool
+    server: tuple[str, str] | None
+    """The (type, location) of the Domain's server while it has one."""
+
+
+_SHAPE = ServerShape()
+
+
+def domain_facts(body: Mapping[str, Any]) -> DomainFacts:
+    """A Domain's facts from its body as the API server serves it (the CRD's defaults
+    applied; the model's defaults stand in where a field is missing), without
+    validating the whole resource: the operator takes them from every watch event."""
+    status = body.get("status") or {}
+    server = status.get("server") or {}
+    shape = (body.get("spec") or {}).get("server") or {}
+    return DomainFacts(
+        ready=status.get("phase") == DomainPhase.READY.value,
+        server=(
+            (shape.get("type", _SHAPE.type), shape.get("location", _SHAPE.location))
+            if server.get("id")
+            else None
+        ),
+    )
+
+
+def customer_health(domains: Iterable[DomainFacts], experiments: Iterable[Experiment]) -> Health:
     """Active domains, experiments, mean improvement of concluded ones, the latest."""
     experiments = list(experiments)
     uplifts = [u for u in (winning_uplift(e) for e in experiments) if u is not None]
@@ -40,9 +70,7 @@ def customer_health(domains: Iterable[Domain], experiments: Iterable[Experiment]
         default=None,
     )
     return Health(
-        active_domains=sum(
-            1 for d in domains if d.status is not None and d.status.phase is DomainPhase.READY
-        ),
+        active_domains=sum(1 for d in domains if d.ready),
         experiments=len(experiments),
         average_improvement=statistics.fmean(uplifts) if uplifts else None,
         last_experiment=latest.metadata.name if latest is not None else None,
@@ -50,7 +78,7 @@ def customer_health(domains: Iterable[Domain], experiments: Iterable[Experiment]
 
 
 def customer_cost(
-    domains: Iterable[Domain],
+    domains: Iterable[DomainFacts],
     plan_price: float,
     server_prices: Mapping[tuple[str, str], float],
     eur_to_usd: float,
@@ -58,9 +86,7 @@ def customer_cost(
     """Monthly infrastructure (each Domain's server at its type's price in its
     location, from the provider's pricing) against the plan price."""
     infrastructure = sum(
-        server_prices.get((d.spec.server.type, d.spec.server.location), 0.0) * eur_to_usd
-        for d in domains
-        if d.status is not None and d.status.server is not None and d.status.server.id
+        server_prices.get(d.server, 0.0) * eur_to_usd for d in domains if d.server is not None
     )
     profit = plan_price - infrastructure
     return Cost(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from smart_operator.analytics import customer_cost, customer_health
+from smart_operator.analytics import DomainFacts, customer_cost, customer_health
 from smart_operator.conditions import Verdict, set_condition
 from smart_operator.models.common import API_VERSION, GROUP
 from smart_operator.models.conditions import ConditionType, Reason
@@ -35,7 +35,6 @@ from smart_operator.models.customer import (
     Limits,
     customer_namespace,
 )
-from smart_operator.models.domain import Domain
 from smart_operator.models.experiment import Experiment
 from smart_operator.plans import Catalog, Plan, effective_limits
 
@@ -183,7 +182,8 @@ class Observed:
     quota_used: Mapping[str, str] | None = None
     account_uid: str | None = None
     """The uid of the dashboard ServiceAccount; None while it does not exist."""
-    domains: tuple[Domain, ...] = ()
+    domains: tuple[DomainFacts, ...] = ()
+    """The namespace's Domains, as the operator's watch last delivered them."""
     experiments: tuple[Experiment, ...] = ()
     server_prices: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """Monthly server price (EUR) by (type, location), from the provider's pricing."""

@@ -106,6 +106,7 @@ class Platform:
             ),
             events=self.events,
             billing=self.stripe,
+            domains=lambda _: (),
         )
 
     @property

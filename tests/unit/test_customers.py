@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from smart_operator import customers
+from smart_operator import analytics, customers
 from smart_operator.conditions import get_condition, set_condition
 from smart_operator.models.common import Writer
 from smart_operator.models.customer import Customer, CustomerStatus, Limits
@@ -164,3 +164,33 @@ def test_quota_counts_as_the_api_server_writes_them_back() -> None:
     )
     status = customers.compute_status(c, DEFAULT_CATALOG, resolved, observed)
     assert get_condition(status.conditions, "QuotaApplied").status == "True"  # type: ignore[union-attr]
+
+
+def test_health_and_cost_come_from_the_domains_facts_as_the_watch_delivers_them() -> None:
+    """A Customer's refresh lists no Domains: the operator keeps each Domain's facts
+    from its watch events, read from the body as the API server serves it."""
+    ready = analytics.domain_facts(
+        {
+            "spec": {"domain": "a.example", "server": {"type": "cpx22", "location": "nbg1"}},
+            "status": {"phase": "Ready", "server": {"id": 41}},
+        }
+    )
+    building = analytics.domain_facts(
+        {"spec": {"domain": "b.example"}, "status": {"phase": "Provisioning", "server": {"id": 42}}}
+    )
+    new = analytics.domain_facts({"spec": {"domain": "c.example"}})
+    assert ready == analytics.DomainFacts(ready=True, server=("cpx22", "nbg1"))
+    assert building == analytics.DomainFacts(ready=False, server=("cx23", "fsn1"))  # defaults
+    assert new == analytics.DomainFacts(ready=False, server=None)
+
+    c = customer(plan="pro")
+    resolved = customers.resolve_plan(c, DEFAULT_CATALOG)
+    observed = customers.Observed(
+        domains=(ready, building, new),
+        server_prices={("cpx22", "nbg1"): 8.0, ("cx23", "fsn1"): 4.5},
+        eur_to_usd=1.1,
+    )
+    status = customers.compute_status(c, DEFAULT_CATALOG, resolved, observed)
+    assert status.health is not None and status.health.active_domains == 1
+    assert status.cost is not None
+    assert status.cost.infrastructure == round((8.0 + 4.5) * 1.1, 2)  # servers that exist

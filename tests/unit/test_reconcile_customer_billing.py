@@ -93,6 +93,7 @@ class World:
             events=self.events,
             billing=self.stripe if self.stripe_on else None,
             grace_seconds=GRACE,
+            domains=lambda _: (),
             clock=lambda: self.now,
             lock=lock,
         )

@@ -9,20 +9,21 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import kopf
 
 from smart_operator import domains, experiments
+from smart_operator.analytics import DomainFacts
 from smart_operator.background import backoff
 from smart_operator.clients.kube import Kube
 from smart_operator.coalesce import Coalescer
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers.metrics import reconciling
 from smart_operator.models.common import StatusModel
-from smart_operator.models.customer import Customer, CustomerStatus
+from smart_operator.models.customer import Customer, CustomerStatus, customer_of
 from smart_operator.models.domain import Domain, DomainStatus
 from smart_operator.models.experiment import Experiment, ExperimentStatus
 from smart_operator.plans import Catalog as PlanCatalog
@@ -79,6 +80,9 @@ class Context:
     """Runs every Domain's passes (``handlers.domain``); made at start-up."""
     domain_bodies: dict[str, bytes] = field(default_factory=dict)
     """Each Domain of this replica as the watch last delivered it, compact JSON."""
+    domain_facts: dict[str, dict[str, DomainFacts]] = field(default_factory=dict)
+    """What the Customers' statuses need of each Domain the watch delivered, by
+    namespace and uid (also of Domains being deleted: their servers still cost)."""
     passes: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One lock per resource uid, held during its pass: a deletion waits for the
     pass in progress, so nothing it is creating is left behind."""
@@ -86,9 +90,9 @@ class Context:
     """One lock per Customer: its passes (handlers of several events) never overlap."""
     customer_refreshes: Coalescer[str, str] = field(init=False)
     """Refreshes of a Customer's status asked for by changes of what it owns (its
-    quota, its dashboard account), by name. Every Domain made or deleted changes the
-    quota, and a refresh reads every Domain and Experiment of the namespace: so a
-    burst of changes becomes a few refreshes, one at once and then at most one a
+    quota, its dashboard account, its Domains' facts), by name. Every Domain made or
+    deleted changes the quota, and a refresh reads every Experiment of the namespace:
+    so a burst of changes becomes a few refreshes, one at once and then at most one a
     second, taking at most a fifth of the time per Customer."""
     steady_at: dict[str, int | None] = field(default_factory=dict)
     """The generation at which each Domain's last pass left it steady (``domains.
@@ -104,6 +108,23 @@ class Context:
         body = await self.kube.get(ObjectRef("customers", name))
         if body is not None:
             await self.customer(body).refresh()
+
+    def see_domain(self, namespace: str, uid: str, facts: DomainFacts | None) -> None:
+        """Keep a Domain's facts (None: it is gone); the owning Customer's status is
+        refreshed when they change."""
+        known = self.domain_facts.setdefault(namespace, {})
+        if facts == known.get(uid):
+            return
+        if facts is None:
+            known.pop(uid, None)
+        else:
+            known[uid] = facts
+        owner = customer_of(namespace)
+        if owner:
+            self.customer_refreshes.offer(owner, owner)
+
+    def facts_of(self, namespace: str) -> Collection[DomainFacts]:
+        return self.domain_facts.get(namespace, {}).values()
 
     def writer(
         self,
@@ -196,6 +217,7 @@ class Context:
             billing=self.billing,
             grace_seconds=self.settings.billing_grace_seconds,
             sync_seconds=self.settings.billing_sync_seconds,
+            domains=self.facts_of,
             lock=self.customer_locks.setdefault(customer.metadata.name, asyncio.Lock()),
         )
 

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from smart_operator import domains
+from smart_operator.analytics import domain_facts
 from smart_operator.conditions import is_true
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers import sharding
@@ -100,6 +101,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             if not active:  # kopf stops watching too; it lists everything again on resume
                 for uid in list(ctx.domain_bodies):
                     stop_domain(ctx, uid)
+                ctx.domain_facts.clear()
                 scheduler.clear()
             scheduler.set_active(active)
 
@@ -125,9 +127,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             scheduling.append(
                 asyncio.create_task(ctx.domain_scheduler.run(), name="Domain scheduler")
             )
+        namespace = str(body.metadata.get("namespace") or "")
         if type == "DELETED":
             stop_domain(ctx, uid)
+            ctx.see_domain(namespace, uid, None)
             return
+        ctx.see_domain(namespace, uid, domain_facts(body))
         if body.metadata.get("deletionTimestamp"):
             stop_domain(ctx, uid)  # the deletion handler takes over
         else:

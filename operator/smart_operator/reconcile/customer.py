@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from smart_operator import billing, customers
+from smart_operator.analytics import DomainFacts
 from smart_operator.conditions import Verdict, get_condition, now
 from smart_operator.errors import ExternalError, NotFound, TemporaryFailure
 from smart_operator.models.conditions import ConditionType, Reason
@@ -33,7 +34,6 @@ from smart_operator.models.customer import (
     Limits,
     customer_namespace,
 )
-from smart_operator.models.domain import Domain
 from smart_operator.models.experiment import Experiment
 from smart_operator.plans import Catalog as PlanCatalog
 from smart_operator.plans import Plan
@@ -89,10 +89,13 @@ class CustomerReconciler:
         billing: Billing | None = None,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         sync_seconds: float = 6 * 3600.0,
+        domains: Callable[[str], Collection[DomainFacts]],
         clock: Callable[[], datetime] = now,
         lock: asyncio.Lock | None = None,
     ) -> None:
-        """``billing``: Stripe, or None when billing is off (no key configured).
+        """``domains``: the facts of a namespace's Domains, from the watch (the process
+        keeps them for every Domain it sees; a refresh lists no Domains).
+        ``billing``: Stripe, or None when billing is off (no key configured).
         ``lock``: held by every pass over this Customer in the process, so two passes
         (a spec change and a quota change, say) never both find no subscription and
         both create one."""
@@ -106,6 +109,7 @@ class CustomerReconciler:
         self.billing = billing
         self.grace_seconds = grace_seconds
         self.sync_seconds = sync_seconds
+        self.domains = domains
         self.clock = clock
         self.lock = lock or asyncio.Lock()
         self.namespace = customer_namespace(customer.metadata.name)
@@ -196,13 +200,12 @@ class CustomerReconciler:
                     prices.update({(name, loc): p for loc, p in server_type.monthly_price.items()})
             except ExternalError as error:  # the cost is shown again once pricing answers
                 log.info("no server pricing yet: %s", error)
-        domains = await self.resources.list_namespaced("domains", self.namespace)
         experiments = await self.resources.list_namespaced("experiments", self.namespace)
         return customers.Observed(
             quota_hard=quota.hard if quota else None,
             quota_used=quota.used if quota else None,
             account_uid=await self.account_uid(limits),
-            domains=tuple(Domain.model_validate(d) for d in domains),
+            domains=tuple(self.domains(self.namespace)),
             experiments=tuple(Experiment.model_validate(e) for e in experiments),
             server_prices=prices,
             eur_to_usd=self.eur_to_usd,
