@@ -31,14 +31,16 @@ from smart_operator.errors import (
 from smart_operator.ports import RecordView, ZoneView
 
 PROVIDER = "cloudflare"
-IN_FLIGHT = 16
+IN_FLIGHT = 8
 """Most calls of one account at once, and its kept-alive connections. More wait their
 turn here, in order: queued inside httpcore's pool instead (up to 1.0.9), every request
 finished rescans every queued one against every connection (encode/httpcore#1035), and
 beyond httpx's 20 kept-alive connections each one is closed and made again; together
-about 40 % of the operator's event loop in a burst of 10,000 Domains (BENCHMARKS.md). 16 at
-once is about 100 requests a second at a real round trip, far above the 4 a second of
-the account's budget."""
+about 40 % of the operator's event loop in a burst of 10,000 Domains (BENCHMARKS.md).
+Even below that, the pool asks every connection whether its socket is readable each
+time a request comes or goes: 2.05 ms of CPU per call at 16 in flight, 1.29 ms at 8, 1.23
+at 4 (``python -m smart_sim.bench calls``). 8 at once is about 50 requests a second at
+a real round trip of 150 ms, far above the 4 a second of the account's budget."""
 T = TypeVar("T")
 _RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
 _POLICY = re.compile(r"q=(\d+)")
