@@ -196,8 +196,37 @@ async def test_cloudflare_every_request_pays_one_unit_pages_included(
     records = await client.records(zone.id)
     assert len(records) == 120
     requests = await used(sim) - before
-    assert requests >= 2  # the listing took more than one page
+    assert requests == 2  # a page of 100, then the last (shorter) one
     assert budget.taken - taken == requests
+
+
+async def test_cloudflare_a_listing_asks_for_no_page_past_the_last(
+    cloudflare: CloudflareStart,
+) -> None:
+    """The SDK's pages always report a next one; the client stops at a short page, so a
+    zone's few records are one request of the account's budget, not two. A last page
+    that happens to be full is followed by one empty page, and nothing is missed."""
+    sim, client, _ = await cloudflare()
+    zone = await client.create_zone("shop.example")
+
+    async def add(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            await sim_json(
+                "POST",
+                f"{sim.url}/zones/{zone.id}/dns_records",
+                {"type": "A", "name": f"h{n}.shop.example", "content": "192.0.2.1", "ttl": 300},
+            )
+
+    async def listing() -> tuple[int, int]:
+        before = await used(sim)
+        found = await client.records(zone.id)
+        return len(found), await used(sim) - before
+
+    await add(0, 3)
+    assert await listing() == (3, 1)
+    await add(3, 97)
+    assert await listing() == (100, 2)  # a full page: the next one, empty, says it ended
+    assert [z.name for z in await client.zones()] == ["shop.example"]
 
 
 async def test_cloudflare_calls_are_paced_at_the_providers_rate(

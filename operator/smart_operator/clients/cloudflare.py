@@ -79,6 +79,24 @@ def _codes(error: cloudflare.APIStatusError) -> list[str]:
     return codes
 
 
+async def _every_item(first: Awaitable[Any]) -> list[Any]:
+    """Every item of a paged listing, one request a page. The SDK's pages always say
+    there is a next one (``V4PagePaginationArray.next_page_info``; cloudflare/
+    cloudflare-python#2584), so iterating them costs one more request of the account's
+    budget per listing, for an empty page. A page with fewer items than the page size
+    the API reports (``result_info.per_page``) is the last; without that report the
+    listing ends at an empty page, as the SDK's."""
+    page = await first
+    items = list(page.result)
+    while page.result:
+        info = page.result_info
+        if info is not None and info.per_page is not None and len(page.result) < info.per_page:
+            break
+        page = await page.get_next_page()
+        items += page.result
+    return items
+
+
 class Cloudflare:
     """The Cloudflare calls the operator makes."""
 
@@ -194,7 +212,7 @@ class Cloudflare:
 
     async def zones(self) -> list[ZoneView]:
         async def call() -> list[Any]:
-            return [zone async for zone in self._client.zones.list(per_page=50)]
+            return await _every_item(self._client.zones.list(per_page=50))
 
         return [_zone(z) for z in await self._call("list_zones", call)]
 
@@ -266,12 +284,9 @@ class Cloudflare:
             filters["tag"] = {"present": tag_present}
 
         async def call() -> list[Any]:
-            found = []
-            async for record in self._client.dns.records.list(
-                zone_id=zone_id, per_page=100, **filters
-            ):
-                found.append(record)
-            return found
+            return await _every_item(
+                self._client.dns.records.list(zone_id=zone_id, per_page=100, **filters)
+            )
 
         return [_record(r) for r in await self._call("list_records", call)]
 
