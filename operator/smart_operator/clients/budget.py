@@ -41,6 +41,12 @@ ACCOUNT_CALLS = Counter(
     "Calls to outside providers by provider account of the pool and provider",
     ["account", "provider"],
 )
+ACCOUNT_REQUESTS = Counter(
+    "smartserver_account_requests_total",
+    "HTTP requests sent to outside providers by provider account of the pool and provider "
+    "(what their rate limits count: each page of a listing is one)",
+    ["account", "provider"],
+)
 BUDGET_WAITS = Counter(
     "smartserver_provider_budget_waits_total",
     "Calls that had to wait for the provider's budget (after a 429: until its reset)",
@@ -114,13 +120,15 @@ class RequestBudget:
         return max(blocked, resets - now)
 
     async def take(self) -> None:
-        """Wait until the provider allows one more request, then spend it."""
+        """Wait until the provider allows one more request, then spend it (the clients
+        take one for each HTTP request they send)."""
         async with self._lock:
             waited = 0.0
             while (delay := self.wait_time()) > 0:
                 waited += delay
                 await asyncio.sleep(delay)
             self.remaining -= 1
+            ACCOUNT_REQUESTS.labels(self.account, self.provider).inc()
             if waited:
                 BUDGET_WAITS.labels(self.provider).inc()
                 BUDGET_WAIT_SECONDS.labels(self.provider).inc(waited)

@@ -5,8 +5,9 @@ The ``domains`` benchmark with N accounts: the operator's own tokens (account
 their own in the simulators, each with its own request budget. Creates ``count``
 Domains at once (their zones delegated, as in ``domains``) and prints the time until
 every Domain has its server and DNS against the pooled floor (the slowest account's
-floor for the calls made in it), how the Domains spread over the accounts, the calls
-per Domain, and each account's calls per simulated hour in steady state.
+floor for the requests made in it), how the Domains spread over the accounts, the
+requests (and the operator's calls) per Domain, and each account's requests per
+simulated hour in steady state.
 
 The limits are the real ones divided by ``limit_divisor`` (and the clocks sped up
 ``scale`` times, the operator's intervals with them), so that a few hundred Domains
@@ -43,17 +44,19 @@ from smart_sim.controlplane import ControlPlane
 from smart_sim.processes import Clouds, OperatorProcess
 
 HETZNER_PER_HOUR, CLOUDFLARE_PER_WINDOW, CLOUDFLARE_WINDOW = 3600, 1200, 300.0
-_CALLS = re.compile(
-    r'^smartserver_account_calls_total\{account="([^"]+)",provider="([^"]+)"\} ([0-9.e+]+)$',
+_COUNTS = re.compile(
+    r"^smartserver_account_(calls|requests)_total"
+    r'\{account="([^"]+)",provider="([^"]+)"\} ([0-9.e+]+)$',
     re.MULTILINE,
 )
 
 
-def account_calls(metrics_url: str) -> dict[tuple[str, str], float]:
-    """Calls so far by (account, provider), from the operator's metrics."""
+def account_calls(metrics_url: str, kind: str = "requests") -> dict[tuple[str, str], float]:
+    """HTTP requests (what the limits count; ``kind="calls"``: the operator's calls, a
+    listing of several pages one) so far by (account, provider), from its metrics."""
     with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310 (loopback)
         text = response.read().decode()
-    return {(a, p): float(v) for a, p, v in _CALLS.findall(text)}
+    return {(a, p): float(v) for k, a, p, v in _COUNTS.findall(text) if k == kind}
 
 
 def account_floor(hetzner: float, cloudflare: float, divisor: float, scale: float) -> float:
@@ -143,6 +146,7 @@ def one_run(
                 apply_bench_customer(plane, count)
                 sites = [f"site{i:05d}.example" for i in range(count)]
                 before = account_calls(operator.metrics_url)
+                calls_before = account_calls(operator.metrics_url, "calls")
                 cpu = cpu_seconds(operator.process.pid)
                 started = time.monotonic()
                 for chunk in range(0, count, 100):
@@ -169,6 +173,10 @@ def one_run(
                 cpu = cpu_seconds(operator.process.pid) - cpu
                 after = account_calls(operator.metrics_url)
                 made = {k: v - before.get(k, 0) for k, v in after.items()}
+                calls = {
+                    k: v - calls_before.get(k, 0)
+                    for k, v in account_calls(operator.metrics_url, "calls").items()
+                }
                 pool = ["default", *names]
                 floors = {
                     a: account_floor(
@@ -189,18 +197,21 @@ def one_run(
                 }
                 hetzner = sum(made.get((a, "hetzner"), 0) for a in pool)
                 cloudflare = sum(made.get((a, "cloudflare"), 0) for a in pool)
+                hetzner_calls = sum(calls.get((a, "hetzner"), 0) for a in pool)
+                cloudflare_calls = sum(calls.get((a, "cloudflare"), 0) for a in pool)
                 print(
                     f"  {count:>5} Domains over {accounts} accounts: {ready}/{count} ready in "
                     f"{elapsed:.1f} s (pooled floor {floor:.1f} s, ratio {elapsed / floor:.2f}); "
-                    f"calls per Domain: Hetzner {hetzner / count:.2f}, "
-                    f"Cloudflare {cloudflare / count:.2f}; "
+                    f"requests (calls) per Domain: Hetzner {hetzner / count:.2f} "
+                    f"({hetzner_calls / count:.2f}), Cloudflare {cloudflare / count:.2f} "
+                    f"({cloudflare_calls / count:.2f}); "
                     f"operator peak RSS {peak_rss_mib(operator.process.pid):.0f} MiB, "
                     f"{cpu:.0f} CPU s in that time ({cpu / elapsed:.0%} of one core)",
                     flush=True,
                 )
                 for a in pool:
                     print(
-                        f"        {a}: {by_account.get(a, 0)} Domains, calls Hetzner "
+                        f"        {a}: {by_account.get(a, 0)} Domains, requests Hetzner "
                         f"{made.get((a, 'hetzner'), 0):.0f}, Cloudflare "
                         f"{made.get((a, 'cloudflare'), 0):.0f} (floor {floors[a]:.1f} s); "
                         f"steady per simulated hour: Hetzner {per_hour[a][0]:.0f}, "
