@@ -162,6 +162,7 @@ def one_run(
                     plane.kubectl(
                         "create", "-f", "-", input=yaml.safe_dump_all(documents), timeout=900
                     )
+                created = time.monotonic() - started
                 deadline = started + deadline_seconds
                 ready, by_account = 0, dict[str, int]()
                 while time.monotonic() < deadline:
@@ -201,7 +202,8 @@ def one_run(
                 cloudflare_calls = sum(calls.get((a, "cloudflare"), 0) for a in pool)
                 print(
                     f"  {count:>5} Domains over {accounts} accounts: {ready}/{count} ready in "
-                    f"{elapsed:.1f} s (pooled floor {floor:.1f} s, ratio {elapsed / floor:.2f}); "
+                    f"{elapsed:.1f} s (pooled floor {floor:.1f} s, ratio {elapsed / floor:.2f}; "
+                    f"all created after {created:.1f} s); "
                     f"requests (calls) per Domain: Hetzner {hetzner / count:.2f} "
                     f"({hetzner_calls / count:.2f}), Cloudflare {cloudflare / count:.2f} "
                     f"({cloudflare_calls / count:.2f}); "
