@@ -286,6 +286,8 @@ class FakeDns(Failing):
         comment_prefix: str | None = None,
     ) -> list[RecordView]:
         self._call("records")
+        if zone_id not in self.zones_by_id:  # Cloudflare: 400 with 7003, the client's NotFound
+            raise NotFound("cloudflare", f"zone {zone_id}")
         found = self.all_records(zone_id)
         if comment_prefix is not None:
             found = [r for r in found if (r.comment or "").startswith(comment_prefix)]

@@ -406,6 +406,33 @@ async def test_a_server_gone_behind_our_back_is_made_again(world: World) -> None
     assert {r.content for r in records} == {world.servers.servers_by_id[new].ipv4}
 
 
+async def test_a_zone_deleted_in_cloudflare_is_found_gone_by_the_dns_check_and_made_again(
+    world: World,
+) -> None:
+    await world.run()
+    world.heartbeat()
+    await world.run()
+    assert world.status["phase"] == "Ready"
+    await world.dns.delete_zone("z1")
+    world.schedule.forget(UID)  # the DNS check is due
+    assert await world.run() == 0  # verified anew at once
+    verified = world.condition("Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "ZoneGone")
+    assert "ZoneGone" in world.events.reasons("Warning")
+    assert "zoneId" not in world.status["dns"]
+
+    await world.run()
+    [zone] = world.dns.zones_by_id.values()
+    assert zone.name == "shop.example" and zone.id != "z1"
+    verified = world.condition("Verified")
+    assert verified["reason"] == "ZonePending" and "ada.ns.cloudflare.com" in verified["message"]
+
+    world.dns.delegated.add("shop.example")
+    await world.run()
+    assert world.condition("Verified")["status"] == "True"
+    assert {r.name for r in addresses(world, zone.id)} == {"shop.example", "www.shop.example"}
+
+
 async def test_deletion_removes_only_what_is_ours(world: World) -> None:
     await world.run()
     foreign = world.dns.add_record("z1", "TXT", "shop.example", "v=spf1 -all", [])

@@ -97,6 +97,8 @@ class Reason(StrEnum):
     ZONE_ACTIVE = "ZoneActive"
     ZONE_PENDING = "ZonePending"
     ZONE_MOVED = "ZoneMoved"
+    ZONE_GONE = "ZoneGone"
+    """The verified zone is no longer in the Cloudflare account: found or made again."""
     ZONE_OF_ANOTHER_CUSTOMER = "ZoneOfAnotherCustomer"
     OWNERSHIP_CHALLENGE = "OwnershipChallenge"
     CREATING = "Creating"

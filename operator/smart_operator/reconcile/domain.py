@@ -985,6 +985,8 @@ class DomainReconciler:
             return None
         try:
             listed = await cloud.dns.records(zone.id)
+        except NotFound:
+            return self.zone_gone(zone)
         except TemporaryFailure as error:
             if not routine:
                 raise
@@ -1030,6 +1032,23 @@ class DomainReconciler:
             ConditionType.DNS_READY, *domains.records_verdict(plan, desired, server.ipv4)
         )
         return None
+
+    def zone_gone(self, zone: ZoneView) -> Wait:
+        """The zone was deleted in Cloudflare behind the operator's back (by staff, or by
+        Cloudflare once the domain moved away): a steady Domain uses its recorded zone
+        without reading it, so only its DNS check finds out. Verify anew at once, which
+        finds or makes the zone again; a new zone has new nameservers to set at the
+        registrar (``ZonePending`` names them)."""
+        dns = self.status.dns or DNSStatus()
+        dns.zone_id = dns.zone_created = None
+        self.status.dns = dns
+        message = (
+            f"zone {zone.name} is no longer in the Cloudflare account (deleted there): it is "
+            "found or made again, and its nameservers checked"
+        )
+        self.condition(ConditionType.VERIFIED, "False", Reason.ZONE_GONE, message)
+        self.events.post("Warning", "ZoneGone", message)
+        return Wait(0)
 
     def _record_fields(
         self, want: domains.DesiredRecord, cloud: Cloud, zone: ZoneView
