@@ -3,7 +3,8 @@
 - ``ActionWatcher``: every Domain waiting for a server to boot waits on its action; one
   request asks for up to 50 actions at once, however many Domains are waiting.
 - ``Fleet``: all managed servers, listed by label selector in one paginated request and
-  shared by every Domain's drift check.
+  shared by every Domain's drift check, as often as a tenth of the project's budget
+  allows.
 - ``Catalog``: server types with prices and where they can be ordered, listed every 10
   minutes at most.
 """
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from smart_operator.background import RETRIES, backoff
 from smart_operator.clients.hetzner import Hetzner
@@ -73,13 +76,25 @@ class ActionWatcher:
                 await self._task
 
 
-class Fleet:
-    """Every managed server by Domain uid, refreshed at most every ``max_age`` seconds."""
+LISTING_SHARE = 0.1
+"""The most of a project's request budget the shared listing may take. Hetzner pages
+hold at most 50 servers (``per_page``), so a listing costs a request per 50 servers:
+at 2,000 servers in a project a listing every minute would take 2,400 of its 3,600
+requests an hour (docs.hetzner.cloud, "Rate Limiting"). A reading asked ``max_age``
+seconds fresh is then as fresh as this share allows: at 2,000 servers, 400 s."""
+PAGE = 50
 
-    def __init__(self, hetzner: Hetzner) -> None:
+
+class Fleet:
+    """Every managed server by Domain uid, refreshed at most every ``max_age`` seconds,
+    and no more often than ``LISTING_SHARE`` of the project's budget allows."""
+
+    def __init__(self, hetzner: Hetzner, clock: Callable[[], float] = time.monotonic) -> None:
         self._hetzner = hetzner
+        self._clock = clock
         self._by_uid: dict[str, list[ServerView]] = {}
         self._listed_at = float("-inf")
+        self._pages = 1
         self._lock = asyncio.Lock()
 
     @property
@@ -87,20 +102,28 @@ class Fleet:
         """Whether the servers were listed at least once."""
         return self._listed_at > float("-inf")
 
+    def interval(self) -> float:
+        """The fewest seconds between two listings that keeps them within
+        ``LISTING_SHARE`` of the project's budget, as fast as it refills now."""
+        return self._pages / (self._hetzner.budget.per_second * LISTING_SHARE)
+
     async def _refresh(self, max_age: float) -> None:
+        if 0 < max_age < math.inf:
+            max_age = max(max_age, self.interval())
         # Fresh enough: no waiting for a listing in progress (its pages pay the account's
         # budget one by one, behind every set-up's calls: minutes in a burst, and
         # placement, which takes turns, reads the listing as it is).
-        if time.monotonic() - self._listed_at <= max_age:
+        if self._clock() - self._listed_at <= max_age:
             return
         async with self._lock:
-            if time.monotonic() - self._listed_at > max_age:
+            if self._clock() - self._listed_at > max_age:
                 listed = await self._hetzner.servers(managed_labels())
                 by_uid: dict[str, list[ServerView]] = defaultdict(list)
                 for server in listed:
                     by_uid[server.labels.get(UID_LABEL, "")].append(server)
                 self._by_uid = dict(by_uid)
-                self._listed_at = time.monotonic()
+                self._pages = max(1, math.ceil(len(listed) / PAGE))
+                self._listed_at = self._clock()
 
     async def servers(self, uid: str, max_age: float) -> list[ServerView]:
         await self._refresh(max_age)
