@@ -105,7 +105,7 @@ class Fleet:
     def interval(self) -> float:
         """The fewest seconds between two listings that keeps them within
         ``LISTING_SHARE`` of the project's budget, as fast as it refills now."""
-        return self._pages / (self._hetzner.budget.per_second * LISTING_SHARE)
+        return self._pages / (max(self._hetzner.budget.per_second, 1e-6) * LISTING_SHARE)
 
     async def _refresh(self, max_age: float) -> None:
         if 0 < max_age < math.inf:
