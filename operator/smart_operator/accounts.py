@@ -36,10 +36,10 @@ stay, and are reconciled as before)."""
 
 SETUP_REQUESTS = {"hetzner": 6, "cloudflare": 10}
 """About what one Domain's set-up spends of each provider's budget (BENCHMARKS.md,
-"calls per Domain"). Placement counts it against an account from the moment a Domain
-is placed there: the budget headers show the spending only once the set-up makes its
-calls, and a burst of new Domains would all go to the account whose headers looked
-best until then."""
+"requests per Domain": 5.6 and 9.7 at 10,000 Domains). Placement counts it against an
+account from the moment a Domain is placed there: the budget headers show the spending
+only once the set-up makes its calls, and a burst of new Domains would all go to the
+account whose headers looked best until then."""
 
 
 @dataclass(frozen=True)

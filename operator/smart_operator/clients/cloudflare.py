@@ -38,9 +38,10 @@ finished rescans every queued one against every connection (encode/httpcore#1035
 beyond httpx's 20 kept-alive connections each one is closed and made again; together
 about 40 % of the operator's event loop in a burst of 10,000 Domains (BENCHMARKS.md).
 Even below that, the pool asks every connection whether its socket is readable each
-time a request comes or goes: 2.05 ms of CPU per call at 16 in flight, 1.29 ms at 8, 1.23
-at 4 (``python -m smart_sim.bench calls``). 8 at once is about 50 requests a second at
-a real round trip of 150 ms, far above the 4 a second of the account's budget."""
+time a request comes or goes: 1.87 ms of CPU per call at 16 in flight, 1.17 ms at 8 and
+at 4 (``python -m smart_sim.bench calls``, BENCHMARKS.md). 8 at once is about 50
+requests a second at a real round trip of 150 ms, far above the 4 a second of the
+account's budget."""
 T = TypeVar("T")
 _RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
 _POLICY = re.compile(r"q=(\d+)")
