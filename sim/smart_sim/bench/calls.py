@@ -13,10 +13,10 @@ costs its event loop, per piece, without a cluster or the providers' limits.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
+from pathlib import Path
 from unittest import mock
 
 import yaml
@@ -25,6 +25,7 @@ from smart_operator import cloudinit
 from smart_operator.clients import cloudflare
 from smart_operator.keys import generate_ssh_key
 from smart_sim.bench.agent import free_port
+from smart_sim.processes import ManagedProcess, http_ok
 
 CALLERS, ROUNDS = 300, 10
 _SERVER = """
@@ -62,17 +63,6 @@ async def _calls(endpoint: str, in_flight: int) -> tuple[float, float]:
     return cpu / calls * 1000, calls / elapsed
 
 
-def _wait_for(url: str, deadline: float) -> None:
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (loopback)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def _user_data_ms(dumper: type[yaml.SafeDumper], rounds: int = 100) -> float:
     host, operator = generate_ssh_key("root@ss-bench"), generate_ssh_key("smart-operator")
     data = cloudinit.UserDataInput(
@@ -93,10 +83,12 @@ def _user_data_ms(dumper: type[yaml.SafeDumper], rounds: int = 100) -> float:
 def run(cold: bool) -> None:
     del cold
     port = free_port("127.0.0.1")
-    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)])
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_for(f"{endpoint}/zones", time.monotonic() + 30)
+    endpoint = f"http://127.0.0.1:{port}"
+    with (
+        tempfile.TemporaryDirectory(prefix="smartserver-bench-") as logs,
+        ManagedProcess("api", [sys.executable, "-c", _SERVER, str(port)], Path(logs)) as api,
+    ):
+        api.wait_until(lambda: http_ok(f"{endpoint}/zones"), 30, "answered")
         print(f"calls: {CALLERS} callers at once, {CALLERS * ROUNDS} zone listings", flush=True)
         for in_flight in sorted({cloudflare.IN_FLIGHT, 4, 8, 16, 32}):
             cpu_ms, rate = asyncio.run(_calls(endpoint, in_flight))
@@ -106,9 +98,6 @@ def run(cold: bool) -> None:
                 f"per call, {rate:.0f} calls a second",
                 flush=True,
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     python_ms, used_ms = _user_data_ms(yaml.SafeDumper), _user_data_ms(cloudinit._DUMPER)
     print(
         f"  user-data: {used_ms:.2f} ms to render with {cloudinit._DUMPER.__name__} (used), "
