@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, NoReturn, Self
 
 from smart_sim.controlplane.cluster import free_port
 
@@ -66,14 +66,21 @@ class ManagedProcess:
         return self
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``ready`` until it holds; a process that exits first or is not ready by
+        the deadline is stopped, so a failed start leaves nothing running, whether the
+        caller used ``with`` or ``start()``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise ProcessError(f"{self.name} exited before it {what}:\n{self.log_tail()}")
+                self._fail(f"{self.name} exited before it {what}")
             if ready():
                 return
             time.sleep(0.1)
-        raise ProcessError(f"{self.name} did not {what} within {timeout:.0f} s:\n{self.log_tail()}")
+        self._fail(f"{self.name} did not {what} within {timeout:.0f} s")
+
+    def _fail(self, message: str) -> NoReturn:
+        self.stop()
+        raise ProcessError(f"{message}:\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
