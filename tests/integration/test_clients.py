@@ -15,13 +15,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from smart_operator.clients.budget import BUDGET_WAITS, RequestBudget
+from smart_operator.clients.budget import BUDGET_WAITS, PRIORITY, RequestBudget
 from smart_operator.clients.cloudflare import IN_FLIGHT, Cloudflare
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.errors import Conflict, PermanentFailure, RateLimited
 from smart_operator.keys import generate_ssh_key
 from smart_sim.cloudflare import CloudflareConfig, CloudflareSimulator
 from smart_sim.hetzner import HetznerConfig, HetznerSimulator
+from tests.waiting import eventually_async
 
 TOKEN = "test-token"
 
@@ -264,40 +265,134 @@ async def test_cloudflare_an_existing_zone_is_adopted(cloudflare: CloudflareStar
     assert again.id == made.id
 
 
+async def loopback_api(
+    stack: contextlib.AsyncExitStack,
+    path: str,
+    answer: Callable[[web.Request], Any],
+    turns: asyncio.Queue[None] | None = None,
+) -> str:
+    """A loopback server answering ``GET path`` with ``answer(request)`` as JSON after
+    50 ms (the API's round trip), or, given ``turns``, each once the test puts one
+    there; its base URL."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = answer(request)
+        await (asyncio.sleep(0.05) if turns is None else turns.get())
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get(path, handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+def no_zones(request: web.Request) -> dict[str, Any]:
+    info = {"page": 1, "per_page": 50, "count": 0, "total_count": 0, "total_pages": 1}
+    return {"success": True, "errors": [], "messages": [], "result": [], "result_info": info}
+
+
 async def test_cloudflare_calls_of_an_account_wait_their_turn_on_few_kept_connections(
     stack: contextlib.AsyncExitStack,
 ) -> None:
     """Sixty calls at once: at most ``IN_FLIGHT`` reach the API at a time, over at most
     as many connections, kept alive and reused; the rest wait in the client, not in
     httpcore's pool (whose every pass rescans what is queued there), and all are
-    answered. A loopback server that answers like the API after 50 ms counts them."""
+    answered."""
     state = {"now": 0, "peak": 0}
     connections: set[tuple[str, int]] = set()
 
-    async def zones(request: web.Request) -> web.Response:
+    def zones(request: web.Request) -> dict[str, Any]:
         connections.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
-        state["now"] += 1
-        state["peak"] = max(state["peak"], state["now"])
-        try:
-            await asyncio.sleep(0.05)  # the API's round trip
-        finally:
-            state["now"] -= 1
-        info = {"page": 1, "per_page": 50, "count": 0, "total_count": 0, "total_pages": 1}
-        return web.json_response(
-            {"success": True, "errors": [], "messages": [], "result": [], "result_info": info}
-        )
+        return no_zones(request)
 
-    app = web.Application()
-    app.router.add_get("/zones", zones)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = Cloudflare(TOKEN, f"http://127.0.0.1:{port}", "account")
+    url = await loopback_api(stack, "/zones", zones)
+    client = Cloudflare(TOKEN, url, "account")
     stack.push_async_callback(client.close)
+    client._http.event_hooks["request"].append(lambda _: counting(state, +1))
+    client._http.event_hooks["response"].append(lambda _: counting(state, -1))
     answers = await asyncio.gather(*(client.zones() for _ in range(60)))
     assert answers == [[]] * 60
     assert 1 < state["peak"] <= IN_FLIGHT
     assert len(connections) <= IN_FLIGHT
+
+
+async def counting(state: dict[str, int], change: int) -> None:
+    state["now"] += change
+    state["peak"] = max(state["peak"], state["now"])
+
+
+async def as_domain_created_at(priority: float, call: Awaitable[Any]) -> Any:
+    """``call`` made from a pass of a Domain created at ``priority`` (its own task, as
+    every Domain pass is)."""
+    PRIORITY.set(priority)
+    return await call
+
+
+async def queued_in_order(
+    calls: list[Awaitable[Any]], asked: list[str], turns: asyncio.Queue[None], slots: int
+) -> list[str]:
+    """Start ``calls`` in this order; once ``slots`` reached the API, end them one at a
+    time, so each ended call lets exactly one waiting call through. What reached the
+    API, in order."""
+    tasks = [asyncio.create_task(call) for call in calls]
+    for reached in range(slots, len(calls)):
+        await eventually_async(lambda n=reached: len(asked) >= n, what=f"{reached} calls sent")
+        assert len(asked) == reached, f"more than {slots} calls in flight: {asked}"
+        turns.put_nowait(None)
+    for _ in range(slots):
+        turns.put_nowait(None)
+    await asyncio.gather(*tasks)
+    return asked
+
+
+async def test_waiting_calls_of_an_older_domain_go_before_those_of_a_burst_of_newer_ones(
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """Thirty calls of new Domains come first and fill the account's calls in flight;
+    five of an older Domain's, queued after them, are sent as soon as calls end."""
+    asked: list[str] = []
+    turns: asyncio.Queue[None] = asyncio.Queue()
+
+    def zones(request: web.Request) -> dict[str, Any]:
+        asked.append(request.query["name"].removesuffix(".example"))
+        return no_zones(request)
+
+    client = Cloudflare(TOKEN, await loopback_api(stack, "/zones", zones, turns), "account")
+    stack.push_async_callback(client.close)
+    newer = [as_domain_created_at(2000.0, client.zone(f"new-{n}.example")) for n in range(30)]
+    older = [as_domain_created_at(1000.0, client.zone(f"old-{n}.example")) for n in range(5)]
+    order = await queued_in_order([*newer, *older], asked, turns, IN_FLIGHT)
+    assert sorted(order[:IN_FLIGHT]) == sorted(f"new-{n}" for n in range(IN_FLIGHT))
+    assert order[IN_FLIGHT:] == (
+        [f"old-{n}" for n in range(5)] + [f"new-{n}" for n in range(IN_FLIGHT, 30)]
+    )
+
+
+async def test_hetzner_calls_of_an_older_domain_go_before_those_of_a_burst_of_newer_ones(
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """The same for Hetzner, whose SDK calls run on a few threads: the older Domain's
+    calls wait for a thread ahead of the newer ones, not behind them in the pool."""
+    asked: list[str] = []
+    turns: asyncio.Queue[None] = asyncio.Queue()
+
+    def servers(request: web.Request) -> dict[str, Any]:
+        asked.append(request.query["name"])
+        pagination = {"page": 1, "per_page": 25, "previous_page": None, "next_page": None}
+        return {"servers": [], "meta": {"pagination": {**pagination, "last_page": 1}}}
+
+    threads = 4
+    url = await loopback_api(stack, "/servers", servers, turns)
+    client = Hetzner(TOKEN, url, threads=threads)
+    stack.callback(client.close)
+    newer = [as_domain_created_at(2000.0, client.server_by_name(f"new-{n}")) for n in range(12)]
+    older = [as_domain_created_at(1000.0, client.server_by_name(f"old-{n}")) for n in range(3)]
+    order = await queued_in_order([*newer, *older], asked, turns, threads)
+    assert sorted(order[:threads]) == sorted(f"new-{n}" for n in range(threads))
+    assert order[threads:] == (
+        [f"old-{n}" for n in range(3)] + [f"new-{n}" for n in range(threads, 12)]
+    )

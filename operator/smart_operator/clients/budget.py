@@ -9,14 +9,23 @@ burst of work never turns into a hot retry loop. Two shapes:
   from ``RateLimit-Remaining`` and ``RateLimit-Reset`` (the moment the bucket is full).
 - ``window`` (Cloudflare): the whole allowance returns when the window resets.
 
+Calls queue for an account's few calls in flight (``PriorityGate``), in ``PRIORITY``
+order: a Domain's calls carry its creation time, so when a burst of new Domains wants
+more than the budget gives, the Domains ahead of them go on to their next step (and to
+the other provider) instead of waiting behind every newcomer's first one.
+
 Pure asyncio and arithmetic: no SDK here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Literal
 
 from prometheus_client import Counter, Gauge
@@ -57,6 +66,57 @@ BUDGET_WAIT_SECONDS = Counter(
     "Time calls spent waiting for the provider's budget to refill",
     ["provider"],
 )
+
+
+PRIORITY: ContextVar[float] = ContextVar("provider_call_priority", default=0.0)
+"""Which queued provider call goes first (lowest first, then the earliest queued): a
+Domain's passes set their Domain's creation time (seconds since the epoch); calls
+outside them (placement, shared listings, deletions) keep 0 and go before any
+Domain's. Older Domains first is what finishes a burst soonest: each provider's budget
+stays busy, because the Domains ahead are the ones that reach the next provider."""
+
+
+class PriorityGate:
+    """At most ``slots`` holders at once; waiters are let in by ``PRIORITY``, then in
+    the order they came. A slot is handed straight to the next waiter, so nobody
+    overtakes the queue; a waiter cancelled after its turn came passes it on."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def waiting(self) -> int:
+        return sum(not future.done() for *_, future in self._waiting)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self) -> None:
+        if self._free > 0:  # free slots exist only while nobody waits
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (PRIORITY.get(), next(self._order), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # the slot was ours already
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            *_, turn = heapq.heappop(self._waiting)
+            if not turn.done():  # (a cancelled waiter's turn is done)
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 class RequestBudget:

@@ -9,7 +9,6 @@ keeps true.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,7 +17,12 @@ import cloudflare
 import httpx
 from cloudflare import AsyncCloudflare
 
-from smart_operator.clients.budget import ACCOUNT_CALLS, PROVIDER_CALLS, RequestBudget
+from smart_operator.clients.budget import (
+    ACCOUNT_CALLS,
+    PROVIDER_CALLS,
+    PriorityGate,
+    RequestBudget,
+)
 from smart_operator.domains import zone_candidates
 from smart_operator.errors import (
     Conflict,
@@ -33,15 +37,15 @@ from smart_operator.ports import RecordView, ZoneView
 PROVIDER = "cloudflare"
 IN_FLIGHT = 8
 """Most calls of one account at once, and its kept-alive connections. More wait their
-turn here, in order: queued inside httpcore's pool instead (up to 1.0.9), every request
-finished rescans every queued one against every connection (encode/httpcore#1035), and
-beyond httpx's 20 kept-alive connections each one is closed and made again; together
-about 40 % of the operator's event loop in a burst of 10,000 Domains (BENCHMARKS.md).
-Even below that, the pool asks every connection whether its socket is readable each
-time a request comes or goes: 1.87 ms of CPU per call at 16 in flight, 1.17 ms at 8 and
-at 4 (``python -m smart_sim.bench calls``, BENCHMARKS.md). 8 at once is about 50
-requests a second at a real round trip of 150 ms, far above the 4 a second of the
-account's budget."""
+turn here, older Domains' first (``budget.PRIORITY``). Queued inside httpcore's pool
+instead (up to 1.0.9), every request finished rescans every queued one against every
+connection (encode/httpcore#1035), and beyond httpx's 20 kept-alive connections each
+one is closed and made again; together about 40 % of the operator's event loop in a
+burst of 10,000 Domains (BENCHMARKS.md). Even below that, the pool asks every
+connection whether its socket is readable each time a request comes or goes: 1.87 ms
+of CPU per call at 16 in flight, 1.17 ms at 8 and at 4 (``python -m smart_sim.bench
+calls``, BENCHMARKS.md). 8 at once is about 50 requests a second at a real round trip
+of 150 ms, far above the 4 a second of the account's budget."""
 T = TypeVar("T")
 _RATELIMIT = re.compile(r"r=(\d+);\s*t=(\d+)")
 _POLICY = re.compile(r"q=(\d+)")
@@ -122,7 +126,7 @@ class Cloudflare:
             limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT),
             event_hooks={"request": [self._spend], "response": [self._observe]},
         )
-        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._in_flight = PriorityGate(IN_FLIGHT)
         self._client = AsyncCloudflare(
             api_token=token, base_url=endpoint, max_retries=0, http_client=self._http
         )
@@ -151,7 +155,7 @@ class Cloudflare:
         its reset); False for calls with a pacing of their own (activation checks)."""
         outcome = "error"
         try:
-            async with self._in_flight:  # one call's pages come one after another
+            async with self._in_flight.slot():  # one call's pages come one after another
                 result = await call()
             outcome = "ok"
             return result

@@ -28,7 +28,12 @@ from hcloud.server_types import ServerType
 from hcloud.servers import Server
 from hcloud.ssh_keys import SSHKey
 
-from smart_operator.clients.budget import ACCOUNT_CALLS, PROVIDER_CALLS, RequestBudget
+from smart_operator.clients.budget import (
+    ACCOUNT_CALLS,
+    PROVIDER_CALLS,
+    PriorityGate,
+    RequestBudget,
+)
 from smart_operator.errors import (
     Conflict,
     ExternalError,
@@ -121,6 +126,9 @@ class Hetzner:
 
         base._session.request = paced  # type: ignore[method-assign]
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hcloud")
+        # Calls wait for a thread here, older Domains' first (``budget.PRIORITY``), not
+        # in the executor's queue, which is first come, first served.
+        self._threads = PriorityGate(threads)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
@@ -144,9 +152,10 @@ class Hetzner:
         self._loop = asyncio.get_running_loop()
         outcome = "error"
         try:
-            result = await self._loop.run_in_executor(
-                self._executor, functools.partial(fn, *args, **kwargs)
-            )
+            async with self._threads.slot():
+                result = await self._loop.run_in_executor(
+                    self._executor, functools.partial(fn, *args, **kwargs)
+                )
             outcome = "ok"
             return result
         except APIException as error:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import datetime
 from typing import Any
 
 import kopf
 
 from smart_operator import domains
 from smart_operator.analytics import domain_facts
+from smart_operator.clients.budget import PRIORITY
 from smart_operator.conditions import is_true
 from smart_operator.errors import ExternalError, TemporaryFailure
 from smart_operator.handlers import sharding
@@ -49,6 +51,7 @@ async def domain_pass(ctx: Context, uid: str) -> float:
     if raw is None or scheduler is None:
         return 0.0
     current: dict[str, Any] = json.loads(raw)
+    PRIORITY.set(created_at(current))  # this pass's task only: older Domains' calls first
     async with ctx.passes.setdefault(uid, asyncio.Lock()):
         if not scheduler.knows(uid):  # deleted while waiting for the lock
             return 0.0
@@ -73,6 +76,15 @@ async def domain_pass(ctx: Context, uid: str) -> float:
             else:
                 ctx.steady_at.pop(uid, None)
             return delay
+
+
+def created_at(body: dict[str, Any]) -> float:
+    """When the Domain was created, in seconds since the epoch (0 if it does not say)."""
+    stamp = body.get("metadata", {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else 0.0
+    except ValueError:
+        return 0.0
 
 
 def stop_domain(ctx: Context, uid: str) -> None:
