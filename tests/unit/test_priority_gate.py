@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from smart_operator.clients.budget import PRIORITY, PriorityGate
+from smart_operator.clients.inventory import ActionWatcher
 from smart_operator.handlers.domain import created_at
 from tests.waiting import eventually_async
 
@@ -98,3 +99,24 @@ def test_a_domain_pass_queues_by_its_domains_creation_time() -> None:
     assert created_at(older) == 1796615712.0
     assert 0.0 < created_at(older) < created_at(newer)
     assert created_at({"metadata": {}}) == 0.0
+
+
+async def test_the_shared_action_poll_goes_ahead_of_every_domain() -> None:
+    """One poll serves every Domain waiting for a boot: it queues as the operator's own
+    call, not as the Domain whose wait happened to start it."""
+    seen: list[float] = []
+
+    class Actions:
+        async def actions(self, ids: list[int]) -> dict[int, str]:
+            seen.append(PRIORITY.get())
+            return dict.fromkeys(ids, "success")
+
+    watcher = ActionWatcher(Actions(), interval=0.01)  # type: ignore[arg-type]
+
+    async def domain_waits() -> str:
+        PRIORITY.set(1796615712.0)
+        return await watcher.wait(7)
+
+    assert await domain_waits() == "success"
+    await watcher.close()
+    assert seen == [0.0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -42,7 +43,11 @@ class ActionWatcher:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting[action_id].append(future)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll(), name="hetzner action watcher")
+            # A context of its own: it polls for every Domain, not with the priority
+            # (``budget.PRIORITY``) of the one whose wait happened to start it.
+            self._task = asyncio.create_task(
+                self._poll(), name="hetzner action watcher", context=contextvars.Context()
+            )
         return await future
 
     async def _poll(self) -> None:
