@@ -548,16 +548,26 @@ def agent_verdict(
 # -- the whole Domain -------------------------------------------------------------------
 
 
+def is_verified(status: DomainStatus, generation: int | None) -> bool:
+    """The zone was found active and ours, and the spec is unchanged since: later passes
+    use the recorded zone without reading it again. A zone deleted since is found by
+    the next listing of its records (``ZoneGone``), which every set-up pass and every
+    DNS check makes."""
+    return (
+        is_true(status.conditions, ConditionType.VERIFIED)
+        and status.observed_generation == generation
+    )
+
+
 def is_steady(status: DomainStatus, generation: int | None) -> bool:
     """Verified, with a running server, and the spec unchanged since: a pass may use
     the shared, cached views instead of asking the providers."""
     server = status.server
     return (
-        is_true(status.conditions, ConditionType.VERIFIED)
+        is_verified(status, generation)
         and is_true(status.conditions, ConditionType.SERVER_READY)
         and server is not None
         and server.id is not None
-        and status.observed_generation == generation
     )
 
 

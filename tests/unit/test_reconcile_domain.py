@@ -381,6 +381,28 @@ async def test_a_steady_domain_uses_the_shared_listing_and_checks_dns_on_its_sch
     assert world.resources.patches == []  # nothing changed, nothing written
 
 
+async def test_once_verified_the_passes_while_the_server_boots_read_no_zone_again(
+    world: World,
+) -> None:
+    """Each pass until the server runs used to read the zone and list its owner record
+    again: two Cloudflare requests a pass, for what the status already says."""
+    world.servers.boot_status = "starting"
+    await world.run()
+    assert world.condition("Verified")["status"] == "True"
+    assert world.condition("ServerReady")["status"] == "False"
+    zone_reads, record_lists = world.dns.calls["get_zone"], world.dns.calls["records"]
+    await world.run()
+    await world.run()
+    assert world.dns.calls["get_zone"] == zone_reads
+    assert world.dns.calls["records"] == record_lists  # no owner record, no DNS step yet
+    [server_id] = world.servers.servers_by_id
+    server = world.servers.servers_by_id[server_id]
+    world.servers.servers_by_id[server_id] = dataclasses.replace(server, status="running")
+    await world.run()
+    assert world.condition("DNSReady")["status"] == "True"
+    assert world.dns.calls["get_zone"] == zone_reads
+
+
 async def test_the_operator_never_writes_the_agents_part_of_the_status(world: World) -> None:
     await world.run()
     world.heartbeat()

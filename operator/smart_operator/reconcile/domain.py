@@ -146,6 +146,7 @@ class DomainReconciler:
         self.generation = domain.metadata.generation
         read = domain.status or DomainStatus()
         self.steady = domains.is_steady(read, self.generation)
+        self.verified = domains.is_verified(read, self.generation)
         self.status = read.model_copy(deep=True)
         self.status.observed_generation = self.generation
         self.alternatives = "another spec.server.location or spec.server.type"
@@ -330,9 +331,12 @@ class DomainReconciler:
     async def verify(self, cloud: Cloud) -> ZoneView | Wait:
         """Ownership: the domain's zone is active in our Cloudflare account, which means
         its nameservers point at Cloudflare for us. A missing zone is created for the
-        registrable domain (a subdomain's zone is its parent's)."""
+        registrable domain (a subdomain's zone is its parent's). Once verified at this
+        generation, later passes use the recorded zone without reading it and its owner
+        record again (two requests a pass while the server boots): the DNS step's
+        listing finds a zone deleted since (``zone_gone``)."""
         dns = self.status.dns or DNSStatus()
-        if self.steady and dns.zone_id and dns.zone_name:
+        if self.verified and dns.zone_id and dns.zone_name:
             return ZoneView(
                 dns.zone_id,
                 dns.zone_name,
