@@ -29,9 +29,9 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -385,13 +385,25 @@ def _sorted(request: web.Request, items: list[JSON], allowed: Sequence[str]) -> 
     return result
 
 
-def _page(request: web.Request, plural: str, items: list[JSON]) -> web.Response:
-    """A list response with ``meta.pagination`` (25 per page by default, at most 50)."""
+SERVER = "_server"
+"""The server a sort key stands for (``list_servers``)."""
+
+
+def _page(
+    request: web.Request,
+    plural: str,
+    items: Sequence[Any],
+    render: Callable[[Any], JSON] | None = None,
+) -> web.Response:
+    """A list response with ``meta.pagination`` (25 per page by default, at most 50);
+    ``render`` makes the JSON of each item on the page."""
     page = _query_int(request, "page", 1)
     per_page = min(_query_int(request, "per_page", 25), 50)
     total = len(items)
     last = max(1, math.ceil(total / per_page))
-    chunk = items[(page - 1) * per_page : page * per_page]
+    chunk = list(items[(page - 1) * per_page : page * per_page])
+    if render is not None:
+        chunk = [render(item) for item in chunk]
     links = [(page - 1, "prev")] if page > 1 else []
     links += [(page + 1, "next")] if page < last else []
     links += [(last, "last")] if last > 1 else []
@@ -458,8 +470,16 @@ async def list_servers(request: web.Request) -> web.Response:
         label_selector=request.query.get("label_selector"),
         statuses=request.query.getall("status", []),
     )
-    rendered = [schema.server_json(_state(request), s) for s in servers]
-    return _page(request, "servers", _sorted(request, rendered, ("id", "name", "created")))
+    state = _state(request)
+    # Sorted by the fields the API sorts on, then only the page asked for is rendered:
+    # rendering every server (with its firewalls) for each page of a listing made a
+    # project of 2,000 servers cost the simulator a second a page.
+    keyed = [
+        {"id": s.id, "name": s.name, "created": schema.time_json(s.created), SERVER: s}
+        for s in servers
+    ]
+    ordered = [k[SERVER] for k in _sorted(request, keyed, ("id", "name", "created"))]
+    return _page(request, "servers", ordered, lambda s: schema.server_json(state, s))
 
 
 @routes.post("/v1/servers")

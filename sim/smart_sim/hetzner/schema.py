@@ -36,7 +36,7 @@ __all__ = [
 JSON = dict[str, object]
 
 
-def _time(moment: datetime) -> str:
+def time_json(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
@@ -76,8 +76,8 @@ def _deprecation(deprecation: Deprecation | None) -> JSON | None:
     if deprecation is None:
         return None
     return {
-        "announced": _time(deprecation.announced),
-        "unavailable_after": _time(deprecation.unavailable_after),
+        "announced": time_json(deprecation.announced),
+        "unavailable_after": time_json(deprecation.unavailable_after),
     }
 
 
@@ -130,7 +130,7 @@ def image_json(image: Image) -> JSON:
         "description": image.description,
         "image_size": None,
         "disk_size": image.disk_size,
-        "created": _time(image.created),
+        "created": time_json(image.created),
         "created_from": None,
         "bound_to": None,
         "os_flavor": image.os_flavor,
@@ -171,7 +171,7 @@ def server_json(state: HetznerState, server: Server) -> JSON:
         "id": server.id,
         "name": server.name,
         "status": server.status,
-        "created": _time(server.created),
+        "created": time_json(server.created),
         "public_net": {
             "ipv4": ipv4,
             "ipv6": ipv6,
@@ -207,8 +207,8 @@ def action_json(clock: SimClock, action: Action) -> JSON:
         "command": action.command,
         "status": status,
         "progress": action.progress(now),
-        "started": _time(clock.wall(action.started)),
-        "finished": None if status == "running" else _time(clock.wall(action.finishes)),
+        "started": time_json(clock.wall(action.started)),
+        "finished": None if status == "running" else time_json(clock.wall(action.finishes)),
         "resources": [{"id": i, "type": t} for t, i in action.resources],
         "error": (
             {"code": action.error[0], "message": action.error[1]}
@@ -226,7 +226,7 @@ def ssh_key_json(key: SSHKey) -> JSON:
         "fingerprint": key.fingerprint,
         "public_key": key.public_key,
         "labels": dict(key.labels),
-        "created": _time(key.created),
+        "created": time_json(key.created),
     }
 
 
@@ -250,7 +250,7 @@ def firewall_json(state: HetznerState, firewall: Firewall) -> JSON:
         "id": firewall.id,
         "name": firewall.name,
         "labels": dict(firewall.labels),
-        "created": _time(firewall.created),
+        "created": time_json(firewall.created),
         "rules": [
             {
                 "direction": rule.direction,
