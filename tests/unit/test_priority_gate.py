@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from smart_operator.clients.budget import PRIORITY, PriorityGate
-from smart_operator.clients.inventory import ActionWatcher
+from smart_operator.clients.budget import PRIORITY, PriorityGate, RequestBudget
+from smart_operator.clients.inventory import ActionWatcher, Catalog, Fleet
 from smart_operator.handlers.domain import created_at
+from smart_operator.ports import ServerTypeView, ServerView
 from tests.waiting import eventually_async
 
 
@@ -120,3 +121,30 @@ async def test_the_shared_action_poll_goes_ahead_of_every_domain() -> None:
     assert await domain_waits() == "success"
     await watcher.close()
     assert seen == [0.0]
+
+
+async def test_shared_listings_others_wait_for_go_ahead_of_every_domain() -> None:
+    """The project's server listing and the catalogue are refreshed under a lock every
+    pass waits on: whichever Domain's pass refreshes them, they queue as the operator's
+    own calls, and the pass goes on at its own priority."""
+    seen: list[tuple[str, float]] = []
+
+    class Project:
+        budget = RequestBudget("hetzner", limit=3600, per_second=1.0)
+
+        async def servers(self, labels: dict[str, str]) -> list[ServerView]:
+            seen.append(("servers", PRIORITY.get()))
+            return []
+
+        async def server_types(self) -> list[ServerTypeView]:
+            seen.append(("server_types", PRIORITY.get()))
+            return []
+
+    project = Project()
+    fleet = Fleet(project)  # type: ignore[arg-type]
+    catalog = Catalog(project)  # type: ignore[arg-type]
+    PRIORITY.set(1796615712.0)
+    await fleet.servers("d-1", max_age=60)
+    await catalog.types()
+    assert seen == [("servers", 0.0), ("server_types", 0.0)]
+    assert PRIORITY.get() == 1796615712.0

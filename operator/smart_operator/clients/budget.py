@@ -24,7 +24,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from typing import Literal
 
@@ -74,6 +74,19 @@ Domain's passes set their Domain's creation time (seconds since the epoch); call
 outside them (placement, shared listings, deletions) keep 0 and go before any
 Domain's. Older Domains first is what finishes a burst soonest: each provider's budget
 stays busy, because the Domains ahead are the ones that reach the next provider."""
+
+
+@contextlib.contextmanager
+def shared_call() -> Iterator[None]:
+    """Calls whose answer other passes wait for (a shared listing under a lock) go first,
+    whichever Domain's pass makes them: made at that Domain's priority, a newer
+    Domain's refresh would wait behind every older one's calls while they all wait for
+    it."""
+    token = PRIORITY.set(0.0)
+    try:
+        yield
+    finally:
+        PRIORITY.reset(token)
 
 
 class PriorityGate:

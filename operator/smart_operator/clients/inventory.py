@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from smart_operator.background import RETRIES, backoff
+from smart_operator.clients.budget import shared_call
 from smart_operator.clients.hetzner import Hetzner
 from smart_operator.domains import UID_LABEL, managed_labels
 from smart_operator.ports import ServerTypeView, ServerView
@@ -122,7 +123,8 @@ class Fleet:
             return
         async with self._lock:
             if self._clock() - self._listed_at > max_age:
-                listed = await self._hetzner.servers(managed_labels())
+                with shared_call():
+                    listed = await self._hetzner.servers(managed_labels())
                 by_uid: dict[str, list[ServerView]] = defaultdict(list)
                 for server in listed:
                     by_uid[server.labels.get(UID_LABEL, "")].append(server)
@@ -161,6 +163,7 @@ class Catalog:
     async def types(self) -> dict[str, ServerTypeView]:
         async with self._lock:
             if self._types is None or time.monotonic() - self._listed_at > self._max_age:
-                self._types = {t.name: t for t in await self._hetzner.server_types()}
+                with shared_call():
+                    self._types = {t.name: t for t in await self._hetzner.server_types()}
                 self._listed_at = time.monotonic()
         return self._types
