@@ -71,9 +71,10 @@ BUDGET_WAIT_SECONDS = Counter(
 PRIORITY: ContextVar[float] = ContextVar("provider_call_priority", default=0.0)
 """Which queued provider call goes first (lowest first, then the earliest queued): a
 Domain's passes set their Domain's creation time (seconds since the epoch); calls
-outside them (placement, shared listings, deletions) keep 0 and go before any
-Domain's. Older Domains first is what finishes a burst soonest: each provider's budget
-stays busy, because the Domains ahead are the ones that reach the next provider."""
+outside them (deletions) and the shared refreshes every pass waits on
+(``shared_call``) are at 0 and go before any Domain's. Older Domains first is what
+finishes a burst soonest: each provider's budget stays busy, because the Domains ahead
+are the ones that reach the next provider."""
 
 
 @contextlib.contextmanager
